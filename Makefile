@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev lint typecheck test test-unit test-integration test-e2e demo bench cluster-up cluster-down clean
+.PHONY: dev tools lint typecheck test test-unit test-integration test-e2e demo bench cluster-up cluster-down localkube-build clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -26,7 +26,7 @@ typecheck: dev
 	ln -sfn ../localkube .typecheck/localkube
 	cd .typecheck && ../$(BIN)/mypy --config-file ../pyproject.toml -p dvecdb_node -p dvecdb_operator -p localkube
 
-test-unit: dev
+test-unit: dev tools
 	$(BIN)/pytest -m unit
 
 test-integration: dev
@@ -35,15 +35,36 @@ test-integration: dev
 test-e2e: dev
 	$(BIN)/pytest -m e2e
 
+# promtool checks and unit-tests the alerting rules (Debian's `prometheus` package ships it).
+tools:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  else echo "promtool missing: apt-get install prometheus (its rule tests will skip)"; fi; }
+
 # The README's test command: lint, types, then every tier.
-test: lint typecheck
+test: lint typecheck tools
 	$(BIN)/pytest
 
 demo: dev
 	$(BIN)/python -m demo
 
+# Full run by default; `make bench BENCH_ARGS=--quick` for a smoke run (see bench/run.py --help).
 bench: dev
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# Local real Kubernetes (localkube/): pinned etcd, kube-apiserver, kube-controller-manager,
+# kubectl and helm built into ~/.cache/dvecdb/localkube (KUBEBUILDER_ASSETS honoured), then a
+# plane with the process kubelet. `localkube env` prints the KUBECONFIG/PATH exports.
+localkube-build: dev
+	$(BIN)/localkube build
+
+cluster-up: dev
+	$(BIN)/localkube up
+
+cluster-down: dev
+	$(BIN)/localkube down
 
 clean:
 	rm -rf $(VENV) .typecheck .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,785 @@
+"""`make bench`: every figure of issue 6 in one run, each beside its in-process baseline.
+
+Order: data and exact ground truth; the in-process hnswlib baseline (pinned like the server);
+d-vecDB ingest, searches and restarts; replication with a follower; then Chroma on the same
+data. Every process is started through one `Processes` owner that kills them all on the way
+out, whatever happens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from dvecbench import (
+    chroma,
+    config,
+    inprocess,
+    machine,
+    nodeapi,
+    replication,
+    report,
+    restart,
+    searchload,
+    textset,
+)
+from dvecbench import wrk as wrkmod
+from dvecbench.datasets import Dataset, make_clustered
+from dvecbench.httpc import Client, HttpError
+from dvecbench.ingest import AckLog, IngestResult, paced, timed
+from dvecbench.procs import Processes, free_port, signals_raise
+from dvecbench.report import Figure, Side, Target
+from dvecbench.searchload import LoadResult, Phases, SearchApi, measure
+
+REPO = Path(__file__).resolve().parents[2]
+TOKEN = "bench-cluster-token"
+
+
+class Progress:
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+
+    def __call__(self, message: str) -> None:
+        print(f"[bench +{time.monotonic() - self.started:6.1f}s] {message}", flush=True)
+
+
+def _latency_side(r: LoadResult) -> Side:
+    extra = {"p50_ms": r.latency.p50, "p99_ms": r.latency.p99, "cpu_us": r.cpu_us_per_query}
+    return Side(r.qps, r.recall, extra)
+
+
+class Baseline:
+    """In-process hnswlib numbers, measured on the server's CPUs."""
+
+    def __init__(self, cfg: config.Config, ds: Dataset, say: Progress) -> None:
+        threads = cfg.server_threads
+        with inprocess.pinned(cfg.server_cpus):
+            say(f"hnswlib add_items of {ds.size:,} vectors with {threads} thread(s)")
+            self.build = inprocess.build(ds, cfg.hnsw, threads=threads)
+            say(f"  {self.build.rate:,.0f} vectors/s")
+            self.single = inprocess.single(self.build.index, ds, cfg.hnsw, seconds=cfg.seconds)
+            lat = self.single.latency
+            assert lat is not None
+            say(
+                f"  1 thread, 1 query per call: {self.single.qps:,.0f} QPS, p50 {lat.p50:.3f} ms, "
+                f"p99 {lat.p99:.3f} ms, recall {self.single.recall:.4f}"
+            )
+            self.batched = inprocess.batched(
+                self.build.index,
+                ds,
+                cfg.hnsw,
+                threads=threads,
+                batch=cfg.batch,
+                seconds=cfg.seconds,
+            )
+            say(f"  batched ({cfg.batch}/call, {threads} thread(s)): {self.batched.qps:,.0f} QPS")
+            self.load_seconds = restart.hnswlib_load_seconds(
+                self.build.index, space=ds.metric, dim=ds.dimension, ef=cfg.hnsw.ef_search
+            )
+            say(f"  load_index: {self.load_seconds:.3f} s")
+
+
+class NodeRun:
+    """d-vecDB's figures (search, ingest, restart, replication)."""
+
+    def __init__(
+        self, cfg: config.Config, ds: Dataset, procs: Processes, say: Progress, *, tag: str = ""
+    ):
+        self.cfg, self.ds, self.procs, self.say = cfg, ds, procs, say
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.data_dir = procs.log_dir / f"node-leader{tag}"
+        self.argv = nodeapi.server_argv(port=self.port, data_dir=self.data_dir)
+        self.env = {"DVECDB_CLUSTER_TOKEN": TOKEN}
+        self.ingest: IngestResult | None = None
+        self.ingest_cpu_us: float | None = None
+        self.ingest_recall: float | None = None
+        self.search: dict[str, LoadResult] = {}
+        self.restarts: tuple[restart.RestartResult, restart.RestartResult] | None = None
+        self.restart_recall: float | None = None
+        self.follower_ingest: IngestResult | None = None
+        self.follower_recall: float | None = None
+        self.lag: dict[str, float] | None = None
+        self.replication_skipped: str | None = None
+
+    def start(self) -> None:
+        self.procs.start("node", self.argv, cpus=self.cfg.server_cpus, env=self.env)
+        self.procs.wait_ready("node", self.url + "/readyz", timeout=120)
+
+    def api(self) -> SearchApi:
+        return SearchApi(
+            base_url=self.url,
+            path=nodeapi.search_path(),
+            body=nodeapi.search_body,
+            ids=nodeapi.search_ids,
+        )
+
+    def run_ingest(self) -> None:
+        cfg, ds = self.cfg, self.ds
+        client = Client(self.url)
+        nodeapi.create_collection(client, ds, cfg.hnsw)
+        client.close()
+        bodies = list(nodeapi.upsert_bodies(ds.base, batch=cfg.ingest_batch))
+        probe = list(range(ds.size - 5, ds.size))
+        self.say(
+            f"d-vecDB ingest: {ds.size:,} vectors, {len(bodies)} binary bodies, "
+            f"{cfg.ingest_concurrency} in flight, fsync=batch, ack=leader"
+        )
+        cpu_before = self.procs.cpu_seconds("node")
+        with inprocess.pinned(cfg.client_cpus):
+            self.ingest = timed(
+                self.url,
+                bodies,
+                lambda c, b: _discard(nodeapi.upsert(c, b, ack="leader")),
+                vectors=ds.size,
+                concurrency=cfg.ingest_concurrency,
+                searchable=lambda c: nodeapi.self_match(c, ds.base[probe], probe),
+            )
+        self.ingest_cpu_us = (self.procs.cpu_seconds("node") - cpu_before) / ds.size * 1e6
+        client = Client(self.url)
+        stored = nodeapi.count(client)
+        client.close()
+        if stored != ds.size:
+            raise RuntimeError(f"d-vecDB holds {stored} vectors after ingesting {ds.size}")
+        self.say(
+            f"  {self.ingest.rate:,.0f} vectors/s until searchable, "
+            f"server CPU {self.ingest_cpu_us:.0f} us/vector"
+        )
+
+    def run_search(self, phases: Phases) -> None:
+        api, k = self.api(), self.cfg.hnsw.k
+        with inprocess.pinned(self.cfg.client_cpus):
+            for key, conns, batch in (
+                ("single_1", 1, 1),
+                ("single_8", 8, 1),
+                ("batch", self.cfg.batch_connections, self.cfg.batch),
+            ):
+                self.say(f"d-vecDB search {key}")
+                self.search[key] = measure(
+                    api,
+                    self.ds,
+                    k=k,
+                    connections=conns,
+                    batch=batch,
+                    phases=phases,
+                    progress=lambda m: self.say("  " + m),
+                    cpu=lambda: self.procs.cpu_seconds("node"),
+                )
+        self.ingest_recall = self.search["single_1"].recall
+
+    def run_restart(self) -> None:
+        self.say("d-vecDB restart: SIGTERM then start; checkpoint, SIGKILL, start")
+        self.restarts = restart.restarts(
+            self.procs, "node", self.argv, base_url=self.url, cpus=self.cfg.server_cpus
+        )
+        graceful, ckpt = self.restarts
+        client = Client(self.url)
+        try:
+            stored = nodeapi.count(client)
+        finally:
+            client.close()
+        if stored != self.ds.size:
+            raise RuntimeError(f"d-vecDB holds {stored} vectors after restart, not {self.ds.size}")
+        with inprocess.pinned(self.cfg.client_cpus):
+            self.restart_recall = searchload.recall(self.api(), self.ds, k=self.cfg.hnsw.k, batch=1)
+        self.say(
+            f"  after SIGTERM {graceful.seconds:.2f} s (checkpoint seq {graceful.checkpoint_seq}"
+            f"/{graceful.last_seq}); from checkpoint {ckpt.seconds:.2f} s, "
+            f"recall {self.restart_recall:.4f}"
+        )
+
+    def run_replication(self, max_rate: float) -> None:
+        cfg, say = self.cfg, self.say
+        port = free_port()
+        furl = f"http://127.0.0.1:{port}"
+        argv = nodeapi.server_argv(
+            port=port,
+            data_dir=self.procs.log_dir / "node-follower",
+            node_id="bench-1",
+            standalone=False,
+        )
+        self.procs.start("follower", argv, cpus=cfg.follower_cpus, env=self.env)
+        self.procs.wait_ready("follower", furl + "/readyz", timeout=120)
+        leader, follower = Client(self.url), Client(furl)
+        try:
+            status = nodeapi.status(leader)
+            try:
+                replication.follow(
+                    follower, leader_url=self.url, epoch=int(status["epoch"]), token=TOKEN
+                )
+            except HttpError as exc:
+                if exc.status in (404, 405, 501):
+                    self.replication_skipped = f"node has no replication yet ({exc.status})"
+                    say(f"replication skipped: {self.replication_skipped}")
+                    return
+                raise
+            say("follower catching up with the leader's log")
+            replication.wait_following(
+                follower, applied_at_least=int(status["last_seq"]), timeout=600
+            )
+            follower_api = dataclasses.replace(self.api(), base_url=furl)
+            with inprocess.pinned(cfg.client_cpus):
+                self.follower_recall = searchload.recall(
+                    follower_api, self.ds, k=cfg.hnsw.k, batch=1
+                )
+            say(f"  follower serves the replicated index: recall {self.follower_recall:.4f}")
+            self._ingest_with_follower()
+            self._lag(furl, max_rate)
+        finally:
+            leader.close()
+            follower.close()
+            self.procs.stop("follower")
+
+    def _second_collection(self, name: str) -> None:
+        client = Client(self.url)
+        try:
+            nodeapi.create_collection(client, self.ds, self.cfg.hnsw, name=name, ack="one")
+        finally:
+            client.close()
+
+    def _ingest_with_follower(self) -> None:
+        cfg, ds = self.cfg, self.ds
+        name = "bench_ack_one"
+        self._second_collection(name)
+        bodies = list(nodeapi.upsert_bodies(ds.base, batch=cfg.ingest_batch))
+        self.say(f"d-vecDB ingest with a follower: {ds.size:,} vectors, ack=one")
+        probe = list(range(ds.size - 5, ds.size))
+
+        def send(c: Client, body: bytes) -> None:
+            nodeapi.upsert(c, body, ack="one", collection=name)
+
+        def searchable(c: Client) -> bool:
+            return nodeapi.self_match(c, ds.base[probe], probe, collection=name)
+
+        with inprocess.pinned(cfg.client_cpus):
+            self.follower_ingest = timed(
+                self.url,
+                bodies,
+                send,
+                vectors=ds.size,
+                concurrency=cfg.ingest_concurrency,
+                searchable=searchable,
+            )
+        self.say(f"  {self.follower_ingest.rate:,.0f} vectors/s (ack=one)")
+
+    def _lag(self, furl: str, max_rate: float) -> None:
+        cfg, ds = self.cfg, self.ds
+        name = "bench_lag"
+        self._second_collection(name)
+        per_request = max(1, cfg.ingest_batch // 10)
+        target_rate = max_rate / 2
+        total = min(ds.size, int(target_rate * cfg.lag_seconds))
+        bodies = list(nodeapi.upsert_bodies(ds.base[:total], batch=per_request))
+        acks = AckLog()
+        poller = replication.AppliedPoller(furl)
+        leader = Client(self.url)
+        self.say(
+            f"replication lag at {target_rate:,.0f} vectors/s (half the leader's maximum), "
+            f"{len(bodies)} writes of {per_request}"
+        )
+
+        def send(body: bytes) -> None:
+            acks.record(nodeapi.upsert(leader, body, ack="leader", collection=name))
+
+        with inprocess.pinned(cfg.client_cpus):
+            poller.start()
+            try:
+                took = paced(bodies, send, per_second=target_rate / per_request)
+                last = acks.acks[-1][0]
+                deadline = time.monotonic() + 60
+                while (not poller.samples or poller.samples[-1][1] < last) and (
+                    time.monotonic() < deadline
+                ):
+                    time.sleep(0.01)
+            finally:
+                poller.stop()
+                leader.close()
+        values = replication.lags(acks.acks, poller.samples)
+        if not values:
+            raise RuntimeError("the follower applied none of the paced writes")
+        arr = np.asarray(values) * 1000
+        self.lag = {
+            "p50_ms": float(np.percentile(arr, 50)),
+            "p99_ms": float(np.percentile(arr, 99)),
+            "max_ms": float(arr.max()),
+            "writes": len(acks.acks),
+            "seen": len(values),
+            "achieved_rate": total / took,
+            "target_rate": target_rate,
+            "poll_interval_ms": poller.interval * 1000,
+        }
+        self.say(
+            f"  lag p50 {self.lag['p50_ms']:.1f} ms, p99 {self.lag['p99_ms']:.1f} ms "
+            f"({len(values)}/{len(acks.acks)} writes seen)"
+        )
+
+
+def _discard(_: object) -> None:
+    return None
+
+
+class FloorRun:
+    """The bare aiohttp handler with inline hnswlib (see `floor_server.py`), same searches."""
+
+    SCRIPT = Path(__file__).with_name("floor_server.py")
+
+    def __init__(self, cfg: config.Config, ds: Dataset, procs: Processes, say: Progress):
+        self.cfg, self.ds, self.procs, self.say = cfg, ds, procs, say
+        self.search: dict[str, LoadResult] = {}
+
+    def run(self, phases: Phases) -> None:
+        cfg, ds = self.cfg, self.ds
+        base = self.procs.log_dir / "floor-base.npy"
+        np.save(base, ds.base)
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        h = cfg.hnsw
+        argv = [sys.executable, "-I", str(self.SCRIPT), str(port), str(base), ds.metric]
+        argv += [str(h.m), str(h.ef_construction), str(h.ef_search)]
+        self.say("bare aiohttp floor: building its index in-process, then the same searches")
+        self.procs.start("floor", argv, cpus=cfg.server_cpus, cwd=self.procs.log_dir)
+        self.procs.wait_ready("floor", url + "/readyz", timeout=900)
+        api = SearchApi(url, nodeapi.search_path(), nodeapi.search_body, nodeapi.search_ids)
+        with inprocess.pinned(cfg.client_cpus):
+            for key, conns, batch in (
+                ("single_1", 1, 1),
+                ("single_8", 8, 1),
+                ("batch", cfg.batch_connections, cfg.batch),
+            ):
+                self.search[key] = measure(
+                    api,
+                    ds,
+                    k=h.k,
+                    connections=conns,
+                    batch=batch,
+                    phases=phases,
+                    progress=lambda m: self.say(f"  floor {m}"),
+                    cpu=lambda: self.procs.cpu_seconds("floor"),
+                )
+        self.procs.stop("floor")
+        base.unlink()
+
+
+class ChromaRun:
+    def __init__(self, cfg: config.Config, ds: Dataset, procs: Processes, say: Progress):
+        self.cfg, self.ds, self.procs, self.say = cfg, ds, procs, say
+        self.cli = chroma.ensure_installed(REPO)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.collection = ""
+        self.ingest: IngestResult | None = None
+        self.ingest_cpu_us: float | None = None
+        self.search: dict[str, LoadResult] = {}
+
+    def run(self, phases: Phases) -> None:
+        cfg, ds, say = self.cfg, self.ds, self.say
+        argv = chroma.server_argv(self.cli, data_dir=self.procs.log_dir / "chroma", port=self.port)
+        self.procs.start("chroma", argv, cpus=cfg.server_cpus, cwd=self.procs.log_dir)
+        self.procs.wait_ready("chroma", self.url + "/api/v2/heartbeat", timeout=120)
+        client = Client(self.url)
+        try:
+            self.collection = chroma.create_collection(client, ds, cfg.hnsw)
+            batch = min(chroma.max_batch(client), cfg.ingest_batch)
+        finally:
+            client.close()
+        bodies = list(chroma.add_bodies(ds.base, batch=batch))
+        add = chroma.add_path(self.collection)
+        probe = list(range(ds.size - 5, ds.size))
+        say(f"Chroma ingest: {ds.size:,} vectors, {len(bodies)} base64 bodies")
+
+        def send(c: Client, body: bytes) -> None:
+            status, data = c.request("POST", add, body)
+            if status not in (200, 201):
+                raise HttpError("POST", add, status, data)
+
+        def searchable(c: Client) -> bool:
+            if chroma.unindexed(c, self.collection):
+                return False
+            top = chroma.search_ids(c, self.collection, ds.base[probe], 1)
+            return [r[0] if r else -1 for r in top] == probe
+
+        cpu_before = self.procs.cpu_seconds("chroma")
+        with inprocess.pinned(cfg.client_cpus):
+            self.ingest = timed(
+                self.url,
+                bodies,
+                send,
+                vectors=ds.size,
+                concurrency=cfg.ingest_concurrency,
+                searchable=searchable,
+            )
+        self.ingest_cpu_us = (self.procs.cpu_seconds("chroma") - cpu_before) / ds.size * 1e6
+        say(
+            f"  {self.ingest.rate:,.0f} vectors/s until searchable, "
+            f"server CPU {self.ingest_cpu_us:.0f} us/vector"
+        )
+        api = SearchApi(
+            base_url=self.url,
+            path=chroma.query_path(self.collection),
+            body=chroma.query_body,
+            ids=lambda c, q, k: chroma.search_ids(c, self.collection, q, k),
+        )
+        with inprocess.pinned(cfg.client_cpus):
+            for key, conns, b in (
+                ("single_1", 1, 1),
+                ("single_8", 8, 1),
+                ("batch", cfg.batch_connections, cfg.batch),
+            ):
+                say(f"Chroma search {key}")
+                self.search[key] = measure(
+                    api,
+                    ds,
+                    k=cfg.hnsw.k,
+                    connections=conns,
+                    batch=b,
+                    phases=phases,
+                    progress=lambda m: say("  " + m),
+                    cpu=lambda: self.procs.cpu_seconds("chroma"),
+                )
+        self.procs.stop("chroma")
+
+
+def core_figures(
+    cfg: config.Config,
+    base: Baseline,
+    node: NodeRun,
+    peer: ChromaRun | None,
+    *,
+    key_prefix: str = "",
+    label_prefix: str = "",
+) -> list[Figure]:
+    """Search and ingest figures of one data set; targets are the issue's, from this run."""
+    single_lat = base.single.latency
+    assert single_lat is not None
+    hn_single = Side(
+        base.single.qps,
+        base.single.recall,
+        {
+            "p50_ms": single_lat.p50,
+            "p99_ms": single_lat.p99,
+            "cpu_us": base.single.cpu_us_per_query,
+            "threads": 1,
+        },
+    )
+    out: list[Figure] = []
+
+    s1, s8, sb = node.search["single_1"], node.search["single_8"], node.search["batch"]
+    c = peer.search if peer else {}
+    f1 = Figure(
+        key_prefix + "search_1_client",
+        label_prefix + "Search QPS, 1 client (single vector)",
+        "QPS",
+        "higher",
+        _latency_side(s1),
+        hn_single,
+        _latency_side(c["single_1"]) if "single_1" in c else None,
+        note="hnswlib: one knn_query per query on 1 thread",
+    )
+    f1.targets.append(
+        Target(
+            "p50 ≤ in-process p50 + 0.10 ms",
+            s1.latency.p50,
+            single_lat.p50 + 0.10,
+            "lower",
+        )
+    )
+    f8 = Figure(
+        key_prefix + "search_8_clients",
+        label_prefix + "Search QPS, 8 clients (single vector)",
+        "QPS",
+        "higher",
+        _latency_side(s8),
+        hn_single,
+        _latency_side(c["single_8"]) if "single_8" in c else None,
+    )
+    f8.targets.append(
+        Target("≥ 0.9 x in-process 1-thread QPS", s8.qps, 0.9 * base.single.qps, "higher")
+    )
+    for f in (f1, f8):
+        if f.vs_chroma is not None:
+            f.targets.append(Target("≥ 5 x Chroma QPS", f.vs_chroma, 5.0, "higher"))
+    fb = Figure(
+        key_prefix + "batch_search",
+        label_prefix
+        + f"Batch search QPS ({cfg.batch} queries/request, {cfg.batch_connections} clients)",
+        "QPS",
+        "higher",
+        _latency_side(sb),
+        Side(
+            base.batched.qps,
+            base.batched.recall,
+            {"threads": cfg.server_threads, "cpu_us": base.batched.cpu_us_per_query},
+        ),
+        _latency_side(c["batch"]) if "batch" in c else None,
+        note=f"hnswlib: knn_query of {cfg.batch} queries per call, {cfg.server_threads} thread(s)",
+    )
+    fb.targets.append(
+        Target(
+            "≥ 0.9 x in-process batched knn_query",
+            sb.qps,
+            0.9 * base.batched.qps,
+            "higher",
+        )
+    )
+    out += [f1, f8, fb]
+
+    assert node.ingest is not None
+    hn_build = Side(
+        base.build.rate,
+        base.single.recall,
+        {"threads": cfg.server_threads, "cpu_us": base.build.cpu_us_per_vector},
+    )
+    fi = Figure(
+        key_prefix + "ingest",
+        label_prefix + "Bulk ingest, vectors/s (binary, fsync=batch, ack=leader)",
+        "vectors/s",
+        "higher",
+        Side(
+            node.ingest.rate,
+            node.ingest_recall,
+            {
+                "ack_rate": node.ingest.ack_rate,
+                "requests": node.ingest.requests,
+                "cpu_us": node.ingest_cpu_us,
+            },
+        ),
+        hn_build,
+        Side(
+            peer.ingest.rate,
+            c["single_1"].recall,
+            {"ack_rate": peer.ingest.ack_rate, "cpu_us": peer.ingest_cpu_us},
+        )
+        if peer and peer.ingest and "single_1" in c
+        else None,
+        note=(
+            f"{cfg.ingest_batch} vectors per request, {cfg.ingest_concurrency} in flight, timed "
+            "until the last vectors are searchable; hnswlib: one add_items call"
+        ),
+    )
+    fi.targets.append(
+        Target("≥ 0.85 x hnswlib add_items", node.ingest.rate, 0.85 * base.build.rate, "higher")
+    )
+    if fi.vs_chroma is not None:
+        fi.targets.append(Target("≥ 1 x Chroma ingest", fi.vs_chroma, 1.0, "higher"))
+    out.append(fi)
+    return out
+
+
+def figures(
+    cfg: config.Config,
+    base: Baseline,
+    node: NodeRun,
+    peer: ChromaRun | None,
+    floor: FloorRun | None,
+) -> list[Figure]:
+    """The main data set's whole table: search, ingest, replication and restart."""
+    out = core_figures(cfg, base, node, peer)
+    if floor is not None:
+        for fig, key in zip(out, ("single_1", "single_8", "batch"), strict=False):
+            fig.floor = _latency_side(floor.search[key])
+    hn_build = next(f.hnswlib for f in out if f.key == "ingest")
+    assert hn_build is not None
+    skipped = None if cfg.replication else "--no-replication"
+    skipped = skipped or node.replication_skipped
+    if skipped is None and node.follower_ingest is not None and node.lag is not None:
+        out.append(
+            Figure(
+                "ingest_follower",
+                "Ingest with a follower, vectors/s (ack=one)",
+                "vectors/s",
+                "higher",
+                Side(node.follower_ingest.rate, node.follower_recall),
+                hn_build,
+                note="recall: searches served by the follower from its replicated index",
+            )
+        )
+        lag = node.lag
+        fl = Figure(
+            "replication_lag",
+            "Follower lag p99 at half the leader's maximum ingest",
+            "ms",
+            "lower",
+            Side(lag["p99_ms"], node.follower_recall, lag),
+            note=(
+                f"{lag['writes']} paced writes at {lag['achieved_rate']:,.0f} vectors/s; lag from "
+                f"leader ack to the follower showing the seq applied, polled every "
+                f"{lag['poll_interval_ms']:.0f} ms"
+            ),
+        )
+        fl.targets.append(Target("p99 < 100 ms", lag["p99_ms"], 100.0, "lower"))
+        out.append(fl)
+    else:
+        for key, label in (
+            ("ingest_follower", "Ingest with a follower (ack=one)"),
+            ("replication_lag", "Follower lag p99 at half the leader's maximum ingest"),
+        ):
+            out.append(Figure(key, label, "", "higher", None, skipped=skipped or "not measured"))
+
+    if node.restarts is not None:
+        graceful, ckpt = node.restarts
+        hn_load = Side(base.load_seconds, base.single.recall)
+        out.append(
+            Figure(
+                "restart_checkpoint",
+                "Restart from a checkpoint (SIGKILL, start → ready), s",
+                "s",
+                "lower",
+                Side(
+                    ckpt.seconds,
+                    node.restart_recall,
+                    {"checkpoint_seq": ckpt.checkpoint_seq, "last_seq": ckpt.last_seq},
+                ),
+                hn_load,
+                note="includes interpreter start-up; hnswlib: load_index of the same index",
+            )
+        )
+        out.append(
+            Figure(
+                "restart_graceful",
+                "Restart after SIGTERM (start → ready), s",
+                "s",
+                "lower",
+                Side(
+                    graceful.seconds,
+                    node.restart_recall,
+                    {"checkpoint_seq": graceful.checkpoint_seq, "last_seq": graceful.last_seq},
+                ),
+                hn_load,
+            )
+        )
+    else:
+        out.append(
+            Figure(
+                "restart_checkpoint",
+                "Restart from a checkpoint",
+                "s",
+                "lower",
+                None,
+                skipped="--no-restart",
+            )
+        )
+    return out
+
+
+def run(cfg: config.Config) -> Path:
+    say = Progress()
+    started = datetime.datetime.now(datetime.UTC)
+    wrk_path = wrkmod.ensure_wrk()
+    mach = machine.describe()
+    say(f"machine: {mach['nproc']} CPUs {mach['cpu_model']}, load {mach['load_start']}")
+    say(f"data: {cfg.vectors:,} clustered {cfg.dim}-d vectors, {cfg.queries:,} queries, exact k-NN")
+    ds = make_clustered(n=cfg.vectors, n_queries=cfg.queries, dim=cfg.dim, k=cfg.hnsw.k)
+    base = Baseline(cfg, ds, say)
+    phases = Phases(
+        seconds=cfg.seconds,
+        warmup=cfg.warmup,
+        batch=cfg.batch,
+        batch_connections=cfg.batch_connections,
+        cpus=cfg.client_cpus,
+    )
+    with tempfile.TemporaryDirectory(prefix="dvecbench-") as tmp, Processes(Path(tmp)) as procs:
+        try:
+            node = NodeRun(cfg, ds, procs, say)
+            node.start()
+            node.run_ingest()
+            node.run_search(phases)
+            if cfg.restart:
+                node.run_restart()
+            if cfg.replication:
+                assert node.ingest is not None
+                node.run_replication(node.ingest.rate)
+            procs.stop("node")
+            peer: ChromaRun | None = None
+            if cfg.chroma:
+                peer = ChromaRun(cfg, ds, procs, say)
+                peer.run(phases)
+            floor: FloorRun | None = None
+            if cfg.floor:
+                floor = FloorRun(cfg, ds, procs, say)
+                floor.run(phases)
+            table = figures(cfg, base, node, peer, floor)
+            text_description = None
+            if cfg.text:
+                text_table, text_description = text_figures(cfg, procs, phases, say)
+                table += text_table
+        except BaseException:
+            _dump_logs(procs)
+            raise
+    mach["load_end"] = machine.load()
+    result = {
+        "date": started.strftime("%Y-%m-%d %H:%M UTC"),
+        "mode": cfg.mode,
+        "machine": mach,
+        "versions": machine.versions(wrk=wrk_path, chroma=chroma.VERSION if cfg.chroma else None),
+        "pinning": {
+            "server_cpus": sorted(cfg.server_cpus or []),
+            "client_cpus": sorted(cfg.client_cpus or []),
+            "follower_cpus": sorted(cfg.follower_cpus or []),
+            "text": cfg.pinning_text(),
+        },
+        "hnsw": {
+            "m": cfg.hnsw.m,
+            "ef_construction": cfg.hnsw.ef_construction,
+            "ef_search": cfg.hnsw.ef_search,
+            "k": cfg.hnsw.k,
+        },
+        "dataset": {
+            "name": ds.name,
+            "description": ds.description,
+            "vectors": ds.size,
+            "queries": len(ds.queries),
+            "dimension": ds.dimension,
+        },
+        "text_dataset": text_description,
+        "phase_seconds": cfg.seconds,
+    }
+    path = report.write(cfg.out_dir, cfg.stem, result, table)
+    say(f"results: {path} and {path.with_suffix('.json')}")
+    print(path.read_text(), flush=True)
+    return path
+
+
+def text_figures(
+    cfg: config.Config, procs: Processes, phases: Phases, say: Progress
+) -> tuple[list[Figure], str]:
+    """The real-text set: in-process baseline, then a fresh node's ingest and searches."""
+    say(f"text set: LSA of standard-library lines, {cfg.vectors:,} + {cfg.queries:,} (cached)")
+    tds = textset.cached_text(n=cfg.vectors, n_queries=cfg.queries, dim=cfg.dim, k=cfg.hnsw.k)
+    say(f"  {tds.description}")
+    tbase = Baseline(cfg, tds, say)
+    tnode = NodeRun(cfg, tds, procs, say, tag="-text")
+    tnode.start()
+    tnode.run_ingest()
+    tnode.run_search(phases)
+    procs.stop("node")
+    table = core_figures(cfg, tbase, tnode, None, key_prefix="text_", label_prefix="[text set] ")
+    return table, tds.description
+
+
+def _dump_logs(procs: Processes) -> None:
+    for log in sorted(procs.log_dir.glob("*.log")):
+        tail = log.read_text(errors="replace")[-3000:]
+        print(f"----- {log.name} (tail) -----\n{tail}", file=sys.stderr, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    cfg = config.parse(argv)
+    try:
+        with signals_raise():
+            run(cfg)
+    except KeyboardInterrupt:
+        print("[bench] interrupted; every started process was stopped", file=sys.stderr)
+        return 130
+    except Exception:
+        traceback.print_exc()
+        print("[bench] failed; every started process was stopped", file=sys.stderr)
+        return 1
+    return 0

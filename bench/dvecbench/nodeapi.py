@@ -1,0 +1,141 @@
+"""d-vecDB's HTTP API as the benchmark uses it: start a node, create, bulk-upsert, search.
+
+Bulk upserts use the node's own binary body (`application/x-dvec-batch`, documented in its
+`GET /openapi.json`), encoded by the node's published `encode_batch` so the bench can never
+drift from the format. Row `i` of the data set is stored under id `str(i)`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from dvecdb_node.api.bulk import CONTENT_TYPE, encode_batch
+
+from dvecbench.datasets import F32, Dataset
+from dvecbench.httpc import Client, HttpError
+from dvecbench.inprocess import HnswParams
+
+COLLECTION = "bench"
+
+
+def node_binary() -> str:
+    """The `dvecdb-node` console script of the project venv."""
+    beside = Path(sys.executable).with_name("dvecdb-node")
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("dvecdb-node")
+    if found is None:
+        raise RuntimeError("dvecdb-node is not installed: run `make dev`")
+    return found
+
+
+def server_argv(
+    *, port: int, data_dir: Path, node_id: str = "bench-0", standalone: bool = True
+) -> list[str]:
+    argv = [
+        node_binary(),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+        "--node-id",
+        node_id,
+        "--fsync",
+        "batch",
+    ]
+    return [*argv, "--standalone"] if standalone else argv
+
+
+def create_collection(
+    client: Client, ds: Dataset, params: HnswParams, *, name: str = COLLECTION, ack: str = "leader"
+) -> None:
+    client.json(
+        "POST",
+        f"/v1/collections?ack={ack}",
+        {
+            "name": name,
+            "dimension": ds.dimension,
+            "metric": ds.metric,
+            "hnsw": {
+                "m": params.m,
+                "ef_construction": params.ef_construction,
+                "ef_search": params.ef_search,
+            },
+        },
+    )
+
+
+def upsert_bodies(base: F32, *, batch: int, first_id: int = 0) -> Iterator[bytes]:
+    for start in range(0, len(base), batch):
+        rows = base[start : start + batch]
+        ids = [str(first_id + start + j) for j in range(len(rows))]
+        yield encode_batch(ids, rows)
+
+
+def upsert_path(ack: str, collection: str = COLLECTION) -> str:
+    return f"/v1/collections/{collection}/vectors?ack={ack}"
+
+
+def upsert(client: Client, body: bytes, *, ack: str, collection: str = COLLECTION) -> int:
+    """Send one bulk body; returns the write's seq."""
+    path = upsert_path(ack, collection)
+    status, data = client.request("PUT", path, body, content_type=CONTENT_TYPE)
+    if status != 200:
+        raise HttpError("PUT", path, status, data)
+    seq: int = orjson.loads(data)["seq"]
+    return seq
+
+
+def search_path(collection: str = COLLECTION) -> str:
+    return f"/v1/collections/{collection}/search"
+
+
+def search_body(queries: F32, k: int) -> bytes:
+    """One query as `vector`, several as `vectors` (the batch form)."""
+    if len(queries) == 1:
+        return orjson.dumps({"vector": queries[0].tolist(), "k": k})
+    return orjson.dumps({"vectors": queries.tolist(), "k": k})
+
+
+def search_ids(
+    client: Client, queries: F32, k: int, *, collection: str = COLLECTION
+) -> list[list[int]]:
+    path = search_path(collection)
+    status, data = client.request("POST", path, search_body(queries, k))
+    if status != 200:
+        raise HttpError("POST", path, status, data)
+    results: list[list[dict[str, Any]]] = orjson.loads(data)["results"]
+    return [[int(hit["id"]) for hit in row] for row in results]
+
+
+def all_search_ids(client: Client, queries: F32, k: int, *, batch: int) -> list[list[int]]:
+    """Top-k ids for every query, `batch` queries per request (1 = single-vector form)."""
+    out: list[list[int]] = []
+    for start in range(0, len(queries), batch):
+        out.extend(search_ids(client, queries[start : start + batch], k))
+    return out
+
+
+def status(client: Client) -> dict[str, Any]:
+    body: dict[str, Any] = client.json("GET", "/v1/status")
+    return body
+
+
+def count(client: Client) -> int:
+    return int(client.json("GET", f"/v1/collections/{COLLECTION}")["count"])
+
+
+def self_match(
+    client: Client, vectors: F32, ids: list[int], *, collection: str = COLLECTION
+) -> bool:
+    """Every probe vector comes back as its own nearest neighbour."""
+    found = search_ids(client, np.ascontiguousarray(vectors), 1, collection=collection)
+    return [row[0] if row else -1 for row in found] == ids

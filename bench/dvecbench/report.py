@@ -1,0 +1,218 @@
+"""The results table: figures with their baselines, ratios and targets, as JSON and Markdown.
+
+Decisions only (no I/O besides `write`): a figure is a measured value with its recall, the
+in-process hnswlib value beside it, and optionally Chroma's; targets are judged here from the
+numbers of the same run, never from constants measured elsewhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+Direction = Literal["higher", "lower"]
+
+
+@dataclasses.dataclass
+class Side:
+    """One engine's measurement of a figure."""
+
+    value: float
+    recall: float | None
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "recall": self.recall, **self.extra}
+
+
+@dataclasses.dataclass
+class Target:
+    """A pass/fail rule: `metric` compared with `bound` in the figure's direction."""
+
+    text: str
+    metric: float
+    bound: float
+    direction: Direction
+
+    @property
+    def met(self) -> bool:
+        if self.direction == "higher":
+            return self.metric >= self.bound
+        return self.metric <= self.bound
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "metric": self.metric,
+            "bound": self.bound,
+            "met": self.met,
+        }
+
+
+@dataclasses.dataclass
+class Figure:
+    key: str
+    label: str
+    unit: str
+    direction: Direction
+    dvecdb: Side | None
+    hnswlib: Side | None = None
+    chroma: Side | None = None
+    targets: list[Target] = dataclasses.field(default_factory=list)
+    floor: Side | None = None
+    note: str = ""
+    skipped: str | None = None
+
+    @property
+    def ratio(self) -> float | None:
+        """d-vecDB over the in-process figure (for 'lower is better' units, inverted)."""
+        return _ratio(self.dvecdb, self.hnswlib, self.direction)
+
+    @property
+    def vs_chroma(self) -> float | None:
+        return _ratio(self.dvecdb, self.chroma, self.direction)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "label": self.label,
+            "unit": self.unit,
+            "better": self.direction,
+            "dvecdb": self.dvecdb.as_dict() if self.dvecdb else None,
+            "hnswlib": self.hnswlib.as_dict() if self.hnswlib else None,
+            "ratio": self.ratio,
+            "chroma": self.chroma.as_dict() if self.chroma else None,
+            "vs_chroma": self.vs_chroma,
+            "floor": self.floor.as_dict() if self.floor else None,
+            "targets": [t.as_dict() for t in self.targets],
+            "note": self.note,
+            "skipped": self.skipped,
+        }
+
+
+def _ratio(ours: Side | None, theirs: Side | None, direction: Direction) -> float | None:
+    if ours is None or theirs is None or ours.value <= 0 or theirs.value <= 0:
+        return None
+    return ours.value / theirs.value if direction == "higher" else theirs.value / ours.value
+
+
+def _num(value: float | None, unit: str = "") -> str:
+    if value is None:
+        return "—"
+    if unit in ("ms", "s"):
+        text = f"{value:.3f}" if value < 10 else f"{value:.1f}"
+    elif abs(value) >= 1000:
+        text = f"{value:,.0f}"
+    elif abs(value) >= 10:
+        text = f"{value:.1f}"
+    else:
+        text = f"{value:.3f}"
+    return f"{text} {unit}".strip()
+
+
+def _side(side: Side | None, unit: str) -> str:
+    if side is None:
+        return "—"
+    parts = [_num(side.value, unit)]
+    if "p50_ms" in side.extra:
+        parts.append(f"(p50 {side.extra['p50_ms']:.3f} / p99 {side.extra['p99_ms']:.3f} ms)")
+    if side.extra.get("cpu_us") is not None:
+        parts.append(f"[{side.extra['cpu_us']:.0f} µs CPU each]")
+    return " ".join(parts)
+
+
+def _recall(side: Side | None) -> str:
+    return "—" if side is None or side.recall is None else f"{side.recall:.4f}"
+
+
+def _ratio_text(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}x"
+
+
+def markdown(result: dict[str, Any], figures: list[Figure]) -> str:
+    """The human table; JSON carries the same numbers with more detail."""
+    m = result["machine"]
+    lines = [
+        f"# d-vecDB benchmark — {result['date']}",
+        "",
+        f"- Mode: {result['mode']}; data set: {result['dataset']['description']}",
+        *(
+            [f"- Text set (rows marked [text set]): {result['text_dataset']}"]
+            if result.get("text_dataset")
+            else []
+        ),
+        f"- HNSW: M {result['hnsw']['m']}, ef_construction {result['hnsw']['ef_construction']}, "
+        f"ef {result['hnsw']['ef_search']}, k {result['hnsw']['k']}",
+        f"- Machine: {m['nproc']} CPUs ({m['cpu_model']}), {m['memory_gib']} GiB, "
+        f"kernel {m['kernel']}; load average at start {m['load_start']}, at end {m['load_end']}",
+        f"- Pinning: {result['pinning']['text']}",
+        "- Versions: " + ", ".join(f"{k} {v}" for k, v in result["versions"].items()),
+        "",
+        "Ratios are d-vecDB ÷ in-process hnswlib (for times: hnswlib ÷ d-vecDB), so 1.0 means "
+        "no overhead; recall@10 is against exact search. [µs CPU each] is the server process's "
+        "CPU time per query (or per vector for ingest), which other load on the machine hardly "
+        "changes, unlike throughput.",
+        "",
+    ]
+    floor = any(f.floor is not None for f in figures)
+    head = [
+        "figure",
+        "d-vecDB",
+        "recall",
+        "hnswlib in-process",
+        "recall",
+        "ratio",
+        "Chroma",
+        "recall",
+        "vs Chroma",
+    ]
+    if floor:
+        head.append("bare aiohttp floor (ratio to hnswlib)")
+    head.append("targets")
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for f in figures:
+        if f.skipped:
+            lines.append(f"| {f.label} | skipped: {f.skipped} |" + " |" * (len(head) - 2))
+            continue
+        targets = "; ".join(f"{'✅' if t.met else '❌'} {t.text}" for t in f.targets) or "—"
+        cells = [
+            f.label,
+            _side(f.dvecdb, f.unit),
+            _recall(f.dvecdb),
+            _side(f.hnswlib, f.unit),
+            _recall(f.hnswlib),
+            _ratio_text(f.ratio),
+            _side(f.chroma, f.unit),
+            _recall(f.chroma),
+            _ratio_text(f.vs_chroma),
+        ]
+        if floor:
+            cells.append(
+                f"{_side(f.floor, f.unit)} ({_ratio_text(_ratio(f.floor, f.hnswlib, f.direction))})"
+                if f.floor
+                else "—"
+            )
+        cells.append(targets)
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = [f"- **{f.label}**: {f.note}" for f in figures if f.note]
+    if notes:
+        lines += ["", "Notes:", "", *notes]
+    return "\n".join(lines) + "\n"
+
+
+def write(out_dir: Path, stem: str, result: dict[str, Any], figures: list[Figure]) -> Path:
+    """Write `<stem>.json` and `<stem>.md` atomically; returns the Markdown path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    payload = {**result, "figures": [f.as_dict() for f in figures]}
+    md_path = out_dir / f"{stem}.md"
+    for path, text in (
+        (out_dir / f"{stem}.json", json.dumps(payload, indent=2, sort_keys=False) + "\n"),
+        (md_path, markdown(result, figures)),
+    ):
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    return md_path

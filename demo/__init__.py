@@ -1,0 +1,1 @@
+"""Standalone demo of d-vecDB: ``python -m demo``."""

@@ -1,0 +1,404 @@
+"""Start and stop one local control plane: bridge, PKI, etcd, API server, controllers, kubelet.
+
+``Plane.start()`` brings everything up and waits until the node is Ready and the default
+service account exists (proof that the controller-manager works); on any failure it stops
+what it started and raises ``PlaneError`` with the failing component's log tail. ``stop()``
+ends every process (kubelet first, so pods are stopped and their namespaces removed), removes
+the bridge and any leftover namespace or veth, and keeps the logs. The state file lets
+``localkube down`` stop a plane that another process started.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from localkube import net, pki, procs, volumes
+from localkube.build import Binaries
+from localkube.netplan import NetPlan
+from localkube.versions import KUBERNETES_VERSION
+
+STATE_FILE = "state.json"
+START_TIMEOUT = 180.0
+
+# The controllers the tests and the operator rely on; everything else stays off to save CPU.
+CONTROLLERS = (
+    "serviceaccount-controller",
+    "clusterrole-aggregation-controller",
+    "service-cidr-controller",
+    "root-ca-certificate-publisher-controller",
+    "namespace-controller",
+    "garbage-collector-controller",
+    "replicaset-controller",
+    "deployment-controller",
+    "statefulset-controller",
+    "endpointslice-controller",
+    "endpointslice-mirroring-controller",
+    "disruption-controller",
+    "persistentvolumeclaim-protection-controller",
+    "persistentvolume-protection-controller",
+)
+# Stop order: the kubelet first (it ends the pods), etcd last.
+DAEMONS = ("kubelet", "kube-controller-manager", "kube-apiserver", "etcd")
+GRACE = {"kubelet": 60.0, "kube-controller-manager": 10.0, "kube-apiserver": 15.0, "etcd": 10.0}
+
+
+class PlaneError(RuntimeError):
+    """The plane could not start (or stop); the message says which part and why."""
+
+
+def admin_get(server: str, pki_dir: Path, path: str) -> Any:
+    """GET ``path`` as the admin with the plane's client certificate; parsed JSON."""
+    context = ssl.create_default_context(cafile=str(pki_dir / "ca.crt"))
+    context.load_cert_chain(str(pki_dir / "admin.crt"), str(pki_dir / "admin.key"))
+    with urllib.request.urlopen(server + path, timeout=5, context=context) as resp:
+        body = resp.read()
+    return json.loads(body) if body.strip().startswith(b"{") else body.decode()
+
+
+def default_state_dir() -> Path:
+    """``$LOCALKUBE_STATE`` or ``~/.local/state/dvecdb/localkube`` (outside the repo)."""
+    override = os.environ.get("LOCALKUBE_STATE")
+    if override:
+        return Path(override)
+    xdg = os.environ.get("XDG_STATE_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".local" / "state"
+    return base / "dvecdb" / "localkube"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Plane:
+    binaries: Binaries
+    state_dir: Path = field(default_factory=default_state_dir)
+    plan: NetPlan = field(default_factory=NetPlan)
+    api_port: int = 6443
+    node_name: str = "localkube"
+    extra_images: dict[str, str] = field(default_factory=dict)
+    pids: dict[str, int] = field(default_factory=dict)
+    _children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, repr=False)
+
+    # -- paths ------------------------------------------------------------------------------
+
+    @property
+    def logs(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def pki_dir(self) -> Path:
+        return self.state_dir / "pki"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.state_dir / "kubeconfig"
+
+    @property
+    def server(self) -> str:
+        return f"https://{self.plan.bridge_ip}:{self.api_port}"
+
+    def env(self) -> dict[str, str]:
+        """Environment for kubectl and helm against this plane (built binaries first on PATH)."""
+        env = dict(os.environ)
+        env["KUBECONFIG"] = str(self.kubeconfig)
+        dirs = [str(d) for d in self.binaries.bin_dirs]
+        env["PATH"] = os.pathsep.join([*dirs, env.get("PATH", "")])
+        for kind in ("CACHE", "CONFIG", "DATA"):
+            env[f"HELM_{kind}_HOME"] = str(self.state_dir / "helm" / kind.lower())
+        return env
+
+    # -- start ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        reason = net.namespaces_supported()
+        if reason is not None:
+            raise PlaneError(f"localkube cannot run pods on this machine: {reason}")
+        if (self.state_dir / STATE_FILE).exists():
+            raise PlaneError(
+                f"a plane is already recorded in {self.state_dir} (run `localkube down`, "
+                "or `localkube down --force` after a crash)"
+            )
+        for stale in ("etcd", "pods", "volumes", "pki", "helm"):
+            shutil.rmtree(self.state_dir / stale, ignore_errors=True)
+        self.logs.mkdir(parents=True, exist_ok=True)
+        for old in self.logs.glob("*.log"):
+            old.unlink()
+        net.create_bridge(self.plan)
+        self._save()
+        try:
+            self._start_all()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_all(self) -> None:
+        certs = pki.generate(self.pki_dir, [self.plan.bridge_ip], self.plan.kubernetes_service_ip)
+        self._write_kubeconfig(certs)
+        client_port, peer_port = free_port(), free_port()
+        self._launch("etcd", self._etcd_args(client_port, peer_port))
+        self._wait("etcd", lambda: self._http_ok(f"http://127.0.0.1:{client_port}/health"))
+        self._launch("kube-apiserver", self._apiserver_args(certs, client_port))
+        self._wait("kube-apiserver", lambda: self._api_ok("/readyz"))
+        self._launch("kube-controller-manager", self._controller_args(certs))
+        self._launch("kubelet", self._kubelet_args(certs))
+        self._wait(
+            "kube-controller-manager",
+            lambda: self._api_ok("/api/v1/namespaces/default/serviceaccounts/default"),
+        )
+        self._wait("kubelet", self._node_ready)
+
+    def _launch(self, name: str, argv: list[str]) -> None:
+        child = procs.start(argv, self.logs / f"{name}.log")
+        self._children[name] = child
+        self.pids[name] = child.pid
+        self._save()
+
+    def _wait(self, name: str, check: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            for daemon, child in self._children.items():
+                code = child.poll()
+                if code is not None:
+                    log = self.logs / f"{daemon}.log"
+                    raise PlaneError(
+                        f"{daemon} exited (code {code}) during start-up; last lines of {log}:\n"
+                        f"{procs.tail(log)}"
+                    )
+            if check():
+                return
+            time.sleep(0.5)
+        raise PlaneError(
+            f"{name} was not ready within {START_TIMEOUT:.0f}s; last log lines:\n"
+            f"{procs.tail(self.logs / (name + '.log'))}"
+        )
+
+    def _etcd_args(self, client_port: int, peer_port: int) -> list[str]:
+        client, peer = f"http://127.0.0.1:{client_port}", f"http://127.0.0.1:{peer_port}"
+        return [
+            str(self.binaries["etcd"]),
+            "--name=localkube",
+            f"--data-dir={self.state_dir / 'etcd'}",
+            f"--listen-client-urls={client}",
+            f"--advertise-client-urls={client}",
+            f"--listen-peer-urls={peer}",
+            f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster=localkube={peer}",
+            # Test data: losing it on a machine crash is fine, and fsync on a shared disk is slow.
+            "--unsafe-no-fsync",
+            "--log-level=warn",
+        ]
+
+    def _apiserver_args(self, certs: pki.Pki, etcd_port: int) -> list[str]:
+        issuer = "https://kubernetes.default.svc.cluster.local"
+        return [
+            str(self.binaries["kube-apiserver"]),
+            f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+            f"--bind-address={self.plan.bridge_ip}",
+            f"--advertise-address={self.plan.bridge_ip}",
+            f"--secure-port={self.api_port}",
+            f"--cert-dir={self.pki_dir}",
+            f"--tls-cert-file={certs.serving_cert}",
+            f"--tls-private-key-file={certs.serving_key}",
+            f"--client-ca-file={certs.ca_cert}",
+            f"--service-account-issuer={issuer}",
+            f"--service-account-key-file={certs.sa_pub}",
+            f"--service-account-signing-key-file={certs.sa_key}",
+            f"--service-cluster-ip-range={self.plan.service_cidr}",
+            "--authorization-mode=RBAC",
+            "--allow-privileged=true",
+            "--profiling=false",
+            "--v=1",
+        ]
+
+    def _controller_args(self, certs: pki.Pki) -> list[str]:
+        return [
+            str(self.binaries["kube-controller-manager"]),
+            f"--kubeconfig={self.kubeconfig}",
+            f"--authentication-kubeconfig={self.kubeconfig}",
+            f"--authorization-kubeconfig={self.kubeconfig}",
+            f"--controllers={','.join(CONTROLLERS)}",
+            f"--root-ca-file={certs.ca_cert}",
+            f"--service-account-private-key-file={certs.sa_key}",
+            "--use-service-account-credentials=false",
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={free_port()}",
+            f"--cert-dir={self.pki_dir / 'kcm'}",
+            "--profiling=false",
+            "--v=1",
+        ]
+
+    def _kubelet_args(self, certs: pki.Pki) -> list[str]:
+        argv = [
+            sys.executable,
+            "-m",
+            "localkube.kubelet",
+            f"--server={self.server}",
+            f"--ca={certs.ca_cert}",
+            f"--cert={certs.admin_cert}",
+            f"--key={certs.admin_key}",
+            f"--state-dir={self.state_dir}",
+            f"--node-name={self.node_name}",
+            f"--bridge={self.plan.bridge}",
+            f"--block={self.plan.block}",
+            f"--api-port={self.api_port}",
+            f"--version=v{KUBERNETES_VERSION}",
+        ]
+        argv += [f"--image={name}={program}" for name, program in self.extra_images.items()]
+        return argv
+
+    def _write_kubeconfig(self, certs: pki.Pki) -> None:
+        def b64(path: Path) -> str:
+            return base64.b64encode(path.read_bytes()).decode()
+
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "localkube",
+                    "cluster": {
+                        "server": self.server,
+                        "certificate-authority-data": b64(certs.ca_cert),
+                    },
+                }
+            ],
+            "users": [
+                {
+                    "name": "localkube-admin",
+                    "user": {
+                        "client-certificate-data": b64(certs.admin_cert),
+                        "client-key-data": b64(certs.admin_key),
+                    },
+                }
+            ],
+            "contexts": [
+                {
+                    "name": "localkube",
+                    "context": {
+                        "cluster": "localkube",
+                        "user": "localkube-admin",
+                        "namespace": "default",
+                    },
+                }
+            ],
+            "current-context": "localkube",
+        }
+        self.kubeconfig.write_text(yaml.safe_dump(config, sort_keys=False))
+        self.kubeconfig.chmod(0o600)
+
+    # -- health checks ----------------------------------------------------------------------
+
+    @staticmethod
+    def _http_ok(url: str) -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                return bool(resp.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def api_get(self, path: str) -> Any:
+        """GET a JSON document from the API server as the admin (raises on failure)."""
+        return admin_get(self.server, self.pki_dir, path)
+
+    def _api_ok(self, path: str) -> bool:
+        try:
+            self.api_get(path)
+            return True
+        except (urllib.error.URLError, OSError, ValueError):
+            return False
+
+    def _node_ready(self) -> bool:
+        try:
+            node = self.api_get(f"/api/v1/nodes/{self.node_name}")
+        except (urllib.error.URLError, OSError, ValueError):
+            return False
+        conditions = node.get("status", {}).get("conditions") or []
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+    # -- stop -------------------------------------------------------------------------------
+
+    def _marker(self, daemon: str) -> str:
+        return "localkube.kubelet" if daemon == "kubelet" else str(self.binaries[daemon])
+
+    def _save(self) -> None:
+        state = {
+            "pids": self.pids,
+            "markers": {d: self._marker(d) for d in self.pids},
+            "bridge": self.plan.bridge,
+            "block": self.plan.block,
+            "api_port": self.api_port,
+            "server": self.server,
+            "kubeconfig": str(self.kubeconfig),
+            "bin_dirs": [str(d) for d in self.binaries.bin_dirs],
+        }
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        (self.state_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
+
+    def stop(self) -> list[str]:
+        """End every process of this plane and remove its network; returns what was stopped."""
+        stopped = stop_recorded(self.state_dir)
+        for child in self._children.values():
+            if child.poll() is None:  # not what the state file said: never leave it running
+                child.kill()
+            child.wait()
+        self._children.clear()
+        self.pids.clear()
+        return stopped
+
+
+def stop_recorded(state_dir: Path) -> list[str]:
+    """Stop the plane recorded in ``state_dir`` (works from any process), keep its logs."""
+    path = state_dir / STATE_FILE
+    if not path.exists():
+        return []
+    state = json.loads(path.read_text())
+    stopped = []
+    for daemon in DAEMONS:
+        pid = state["pids"].get(daemon)
+        if pid is not None and procs.stop(pid, state["markers"][daemon], GRACE[daemon]):
+            stopped.append(f"{daemon} (pid {pid})")
+    plan = NetPlan(bridge=state["bridge"], block=state["block"])
+    stopped += net.cleanup_leftovers(plan)
+    ledger = state_dir / volumes.MOUNTPOINT_LEDGER
+    stopped += [f"mountpoint {p}" for p in volumes.remove_mountpoints(ledger)]
+    for data in ("etcd", "volumes"):
+        shutil.rmtree(state_dir / data, ignore_errors=True)
+    path.unlink()
+    return stopped
+
+
+def force_cleanup(state_dir: Path, plan: NetPlan, cache_root: Path) -> list[str]:
+    """After a crash: stop the recorded plane, then any localkube daemon and netns left."""
+    removed = stop_recorded(state_dir)
+    daemons = procs.find(["localkube.kubelet"]) + [
+        pid
+        for pid in procs.find([str(cache_root)])
+        if procs.cmdline(pid)[:1] and procs.cmdline(pid)[0].startswith(str(cache_root))
+    ]
+    for pid in daemons:
+        line = procs.cmdline(pid)
+        if procs.stop(pid, line[0] if line else "", 5.0):
+            removed.append(f"process {pid} ({' '.join(line[:2])})")
+    removed += net.cleanup_leftovers(plan)
+    return removed

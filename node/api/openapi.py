@@ -1,0 +1,280 @@
+"""The OpenAPI 3 document of the node's HTTP API (v1), served at ``GET /openapi.json``."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from dvecdb_node.api.bulk import CONTENT_TYPE as BULK_TYPE
+
+_BULK_DESCRIPTION = (
+    "Binary bulk upsert. Little-endian: `b'DVB1' | u32 count | u32 dim | u32 meta_len`, then "
+    "`count` ids as `u16 byte_len | utf-8`, then `count*dim` float32, then `meta_len` bytes of "
+    "a JSON array with one object or null per id (omitted when meta_len is 0). "
+    "Query parameter `ack` sets the acknowledgement level."
+)
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": schema}}}
+
+
+def _ok(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, **_json(schema)}
+
+
+_ERRORS = {
+    "400": {"description": "Invalid input", **_json(_ref("Error"))},
+    "404": {"description": "Unknown collection or id", **_json(_ref("Error"))},
+    "409": {"description": "Conflict, not_leader or stale", **_json(_ref("Error"))},
+    "413": {"description": "Body or batch too large", **_json(_ref("Error"))},
+}
+_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+_ACK = {
+    "name": "ack",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "string", "enum": ["leader", "one", "quorum"]},
+}
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+            },
+            "leader": {"type": "string", "nullable": True},
+        },
+    },
+    "Hnsw": {
+        "type": "object",
+        "properties": {
+            "m": {"type": "integer", "default": 16},
+            "ef_construction": {"type": "integer", "default": 200},
+            "ef_search": {"type": "integer", "default": 64},
+        },
+    },
+    "CollectionCreate": {
+        "type": "object",
+        "required": ["name", "dimension"],
+        "properties": {
+            "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"},
+            "dimension": {"type": "integer", "minimum": 1},
+            "metric": {"type": "string", "enum": ["l2", "cosine", "ip"], "default": "l2"},
+            "hnsw": _ref("Hnsw"),
+        },
+    },
+    "Collection": {
+        "allOf": [
+            _ref("CollectionCreate"),
+            {"type": "object", "properties": {"count": {"type": "integer"}}},
+        ]
+    },
+    "Metadata": {
+        "type": "object",
+        "description": "Flat object of string, number, boolean or null values.",
+        "additionalProperties": {"nullable": True},
+    },
+    "VectorItem": {
+        "type": "object",
+        "required": ["id", "vector"],
+        "properties": {
+            "id": {"type": "string", "minLength": 1, "maxLength": 256},
+            "vector": {"type": "array", "items": {"type": "number"}},
+            "metadata": _ref("Metadata"),
+        },
+    },
+    "Upsert": {
+        "type": "object",
+        "required": ["vectors"],
+        "description": "Duplicate ids in one batch: the last occurrence wins.",
+        "properties": {
+            "vectors": {"type": "array", "items": _ref("VectorItem")},
+            "ack": {"type": "string", "enum": ["leader", "one", "quorum"]},
+        },
+    },
+    "Delete": {
+        "type": "object",
+        "required": ["ids"],
+        "properties": {
+            "ids": {"type": "array", "items": {"type": "string"}},
+            "ack": {"type": "string", "enum": ["leader", "one", "quorum"]},
+        },
+    },
+    "WriteResult": {
+        "type": "object",
+        "properties": {"seq": {"type": "integer"}, "count": {"type": "integer"}},
+    },
+    "Search": {
+        "type": "object",
+        "properties": {
+            "vector": {"type": "array", "items": {"type": "number"}},
+            "vectors": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
+            "k": {"type": "integer", "default": 10, "minimum": 1},
+            "ef": {"type": "integer"},
+            "filter": {
+                "type": "object",
+                "description": '{"key": value} equality, or {"key": {"in": [values]}}',
+            },
+            "include_metadata": {"type": "boolean", "default": False},
+            "consistency": {
+                "type": "string",
+                "enum": ["eventual", "strong", "min_seq", "quorum"],
+                "default": "eventual",
+            },
+            "min_seq": {"type": "integer"},
+        },
+    },
+    "SearchResult": {
+        "type": "object",
+        "properties": {
+            "results": {
+                "type": "array",
+                "items": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "id": {"type": "string"},
+                            "distance": {"type": "number"},
+                            "metadata": _ref("Metadata"),
+                        },
+                    },
+                },
+            },
+            "seq": {"type": "integer"},
+        },
+    },
+    "Status": {
+        "type": "object",
+        "properties": {
+            "node_id": {"type": "string"},
+            "role": {"type": "string", "enum": ["leader", "follower", "standby"]},
+            "epoch": {"type": "integer"},
+            "last_seq": {"type": "integer"},
+            "applied_seq": {"type": "integer"},
+            "durable_seq": {"type": "integer"},
+            "leader": {"type": "string", "nullable": True},
+            "followers": {"type": "array", "items": {"type": "object"}},
+        },
+    },
+}
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    """The document (built once)."""
+    paths: dict[str, Any] = {
+        "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "OK"}}}},
+        "/readyz": {
+            "get": {
+                "summary": "Readiness: recovered (and replicating within bounds)",
+                "responses": {"200": {"description": "Ready"}, "503": _ERRORS["409"]},
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "responses": {"200": {"description": "text format", "content": {"text/plain": {}}}},
+            }
+        },
+        "/v1/status": {
+            "get": {"summary": "Node status", "responses": {"200": _ok(_ref("Status"))}}
+        },
+        "/v1/collections": {
+            "get": {
+                "summary": "List collections",
+                "responses": {
+                    "200": _ok(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "collections": {"type": "array", "items": _ref("Collection")}
+                            },
+                        }
+                    )
+                },
+            },
+            "post": {
+                "summary": "Create a collection",
+                "requestBody": {"required": True, **_json(_ref("CollectionCreate"))},
+                "responses": {"201": _ok(_ref("Collection"), "Created"), **_ERRORS},
+            },
+        },
+        "/v1/collections/{name}": {
+            "parameters": [_NAME],
+            "get": {
+                "summary": "Describe a collection (with count)",
+                "responses": {"200": _ok(_ref("Collection")), **_ERRORS},
+            },
+            "delete": {
+                "summary": "Drop a collection",
+                "responses": {"200": {"description": "Dropped"}, **_ERRORS},
+            },
+        },
+        "/v1/collections/{name}/vectors": {
+            "parameters": [_NAME, _ACK],
+            "put": {
+                "summary": "Upsert a batch of vectors",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": _ref("Upsert")},
+                        BULK_TYPE: {
+                            "schema": {
+                                "type": "string",
+                                "format": "binary",
+                                "description": _BULK_DESCRIPTION,
+                            }
+                        },
+                    },
+                },
+                "responses": {"200": _ok(_ref("WriteResult")), **_ERRORS},
+            },
+        },
+        "/v1/collections/{name}/vectors/{id}": {
+            "parameters": [
+                _NAME,
+                {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}},
+            ],
+            "get": {
+                "summary": "One vector with its metadata",
+                "responses": {"200": _ok(_ref("VectorItem")), **_ERRORS},
+            },
+        },
+        "/v1/collections/{name}/vectors/delete": {
+            "parameters": [_NAME],
+            "post": {
+                "summary": "Delete vectors by id",
+                "requestBody": {"required": True, **_json(_ref("Delete"))},
+                "responses": {"200": _ok(_ref("WriteResult")), **_ERRORS},
+            },
+        },
+        "/v1/collections/{name}/search": {
+            "parameters": [_NAME],
+            "post": {
+                "summary": "k-nearest-neighbour search",
+                "description": "Distances as hnswlib reports them: squared L2, 1-cos, 1-ip.",
+                "requestBody": {"required": True, **_json(_ref("Search"))},
+                "responses": {"200": _ok(_ref("SearchResult")), **_ERRORS},
+            },
+        },
+    }
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "d-vecDB node API", "version": "1"},
+        "paths": paths,
+        "components": {
+            "schemas": _SCHEMAS,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{}, {"bearer": []}],
+    }

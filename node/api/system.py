@@ -1,0 +1,82 @@
+"""Probes, status, metrics and the OpenAPI document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from dvecdb_node.api.errors import error_response, json_response
+from dvecdb_node.api.keys import (
+    ENGINE,
+    HOOKS,
+    METRICS,
+    OPENAPI_PATHS,
+    RECOVERY_ERROR,
+    ROLE,
+    SETTINGS,
+)
+from dvecdb_node.api.openapi import openapi_document
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    failure = request.app[RECOVERY_ERROR]
+    if failure:
+        return error_response(500, "recovery_failed", failure[0])
+    return json_response({"status": "ok"})
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE]
+    if not engine.ready:
+        return error_response(503, "not_ready", "recovering")
+    reason = request.app[HOOKS].not_ready_reason()
+    if reason:
+        return error_response(503, "not_ready", reason)
+    return json_response({"status": "ready", "role": request.app[ROLE].role})
+
+
+def status_body(app: web.Application) -> dict[str, Any]:
+    engine, role = app[ENGINE], app[ROLE]
+    body: dict[str, Any] = {
+        "node_id": role.node_id,
+        "role": role.role,
+        "epoch": role.epoch,
+        "ready": engine.ready,
+        "last_seq": engine.last_seq,
+        "applied_seq": engine.applied_seq,
+        "durable_seq": engine.durable_seq,
+        "checkpoint_seq": engine.checkpoint_seq,
+        "first_seq": engine.first_seq if engine.ready else None,
+        "leader": None if role.is_leader else role.leader_url,
+        "url": app[SETTINGS].self_url,
+        "fsync": app[SETTINGS].fsync.value,
+    }
+    if role.is_leader:
+        body["leader"] = app[SETTINGS].self_url
+        body["followers"] = app[HOOKS].followers()
+    return body
+
+
+@routes.get("/v1/status")
+async def status(request: web.Request) -> web.Response:
+    return json_response(status_body(request.app))
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    data = generate_latest(request.app[METRICS].registry)
+    return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+@routes.get("/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    document = openapi_document()
+    extra = request.app[OPENAPI_PATHS]
+    if extra:
+        document = {**document, "paths": {**document["paths"], **extra}}
+    return json_response(document)

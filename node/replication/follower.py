@@ -1,0 +1,296 @@
+"""A follower: pull the leader's log, make it durable, apply it in order, acknowledge.
+
+One task streams ``GET /v1/replication/stream`` from after the last local record (with that
+record's epoch, so the leader can check that the logs agree), hands each batch of frames to
+:meth:`Engine.apply_replicated` (durable before it returns) and wakes the ack task, which
+posts ``received_seq``/``applied_seq`` (coalesced, and at least every second as a heartbeat).
+The leader may answer that the logs diverged (truncate, then ask again) or that a snapshot is
+needed (download, install atomically, stream on). Connection failures back off and retry.
+
+Engine calls are never cancelled half-way (a stop waits for the current batch), so a stop can
+not leave records appended but unapplied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import aiohttp
+from dvecdb_node.replication.backoff import Backoff
+from dvecdb_node.replication.logview import HEARTBEAT_SEQ, parse_heartbeat
+from dvecdb_node.storage.engine import Engine
+from dvecdb_node.storage.wal import FrameDecoder, FrameError, Record, SeqGapError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class FollowerOptions:
+    connect_timeout: float = 3.0
+    # The leader sends a heartbeat at least every second; silence this long means a dead link.
+    read_timeout: float = 5.0
+    ack_interval: float = 1.0
+    backoff_first: float = 0.05
+    backoff_cap: float = 2.0
+
+
+class LeaderRefused(Exception):
+    """The leader answered the stream request with an error body."""
+
+    def __init__(self, status: int, code: str, body: dict[str, Any]) -> None:
+        super().__init__(f"{status} {code}: {body.get('message', '')}")
+        self.status = status
+        self.code = code
+        self.body = body
+
+
+async def _uncancellable(make: Callable[[], Awaitable[T]]) -> T:
+    """Run an engine call to completion even if the caller is cancelled meanwhile."""
+    task = asyncio.ensure_future(make())
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await task
+        raise
+
+
+async def _error_of(resp: aiohttp.ClientResponse) -> LeaderRefused:
+    try:
+        body = await resp.json(content_type=None)
+        error = body.get("error", {}) if isinstance(body, dict) else {}
+    except (ValueError, aiohttp.ClientError):
+        error = {}
+    return LeaderRefused(resp.status, str(error.get("code", "http_error")), error)
+
+
+class Follower:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        leader_url: str,
+        epoch: int,
+        node_id: str,
+        self_url: str,
+        headers: dict[str, str],
+        on_epoch: Callable[[int], None],
+        options: FollowerOptions,
+    ) -> None:
+        self.engine = engine
+        self.leader_url = leader_url
+        self.epoch = epoch
+        self.node_id = node_id
+        self.self_url = self_url
+        self.headers = headers
+        self.on_epoch = on_epoch
+        self.options = options
+        self.state = "starting"
+        self.reconciled = False
+        self.streaming = False
+        self.leader_last_seq = 0
+        self.last_error: str | None = None
+        self.snapshots_installed = 0
+        self.truncations = 0
+        self.connects = 0
+        self.last_heard = 0.0
+        self._progress = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # -------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"follow {self.leader_url}")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        self.streaming = False
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "leader": self.leader_url,
+            "epoch": self.epoch,
+            "state": self.state,
+            "streaming": self.streaming,
+            "reconciled": self.reconciled,
+            "leader_last_seq": self.leader_last_seq,
+            "received_seq": self.engine.durable_seq,
+            "applied_seq": self.engine.applied_seq,
+            "snapshots_installed": self.snapshots_installed,
+            "truncations": self.truncations,
+            "connects": self.connects,
+            "last_error": self.last_error,
+        }
+
+    # ------------------------------------------------------------------ loop
+    async def _run(self) -> None:
+        opts = self.options
+        backoff = Backoff(opts.backoff_first, opts.backoff_cap)
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=opts.connect_timeout, sock_read=opts.read_timeout
+        )
+        async with aiohttp.ClientSession(headers=self.headers, timeout=timeout) as session:
+            acker = asyncio.create_task(self._ack_loop(session))
+            try:
+                while True:
+                    try:
+                        if await self._stream_once(session):
+                            backoff.reset()
+                        continue
+                    except LeaderRefused as exc:
+                        if await self._handle_refusal(session, exc):
+                            backoff.reset()
+                            continue
+                        self.last_error = str(exc)
+                    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                        self.last_error = f"{type(exc).__name__}: {exc}"
+                    except (FrameError, SeqGapError, ValueError) as exc:
+                        log.warning("bad data from %s: %s", self.leader_url, exc)
+                        self.last_error = f"{type(exc).__name__}: {exc}"
+                    self.streaming = False
+                    self.state = "backoff"
+                    await asyncio.sleep(backoff.next())
+            finally:
+                self.streaming = False
+                acker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await acker
+
+    async def _stream_once(self, session: aiohttp.ClientSession) -> bool:
+        """One stream connection; True if it delivered anything (a working link)."""
+        engine = self.engine
+        self.state = "connecting"
+        params = {
+            "from_seq": str(engine.last_seq + 1),
+            "prev_epoch": str(engine.last_epoch),
+            "epoch": str(self.epoch),
+            "node_id": self.node_id,
+            "url": self.self_url,
+        }
+        url = f"{self.leader_url}/v1/replication/stream"
+        async with session.get(url, params=params) as resp:
+            if resp.status != 200:
+                raise await _error_of(resp)
+            self.connects += 1
+            self.reconciled = True
+            self.streaming = True
+            self.state = "streaming"
+            self.last_error = None
+            self._progress.set()
+            decoder = FrameDecoder()
+            delivered = False
+            async for chunk in resp.content.iter_any():
+                self.last_heard = time.monotonic()
+                records = decoder.feed(chunk)
+                batch: list[Record] = []
+                for record in records:
+                    if record.seq == HEARTBEAT_SEQ:
+                        self.leader_last_seq, _ = parse_heartbeat(record.payload)
+                    elif record.epoch > self.epoch:
+                        raise ValueError(f"record {record.seq} has epoch {record.epoch}")
+                    else:
+                        batch.append(record)
+                if batch:
+                    await _uncancellable(lambda b=batch: engine.apply_replicated(b))  # type: ignore[misc]
+                    self.leader_last_seq = max(self.leader_last_seq, batch[-1].seq)
+                    self._progress.set()
+                delivered = True
+            return delivered
+
+    async def _handle_refusal(self, session: aiohttp.ClientSession, exc: LeaderRefused) -> bool:
+        """Act on the leader's answer; True if the follower can retry at once."""
+        if exc.code == "log_diverged":
+            point = int(exc.body.get("truncate_to", 0))
+            self.state = "truncating"
+            self.reconciled = False
+            log.warning("log diverges from %s after seq %d: truncating", self.leader_url, point)
+            if await _uncancellable(lambda: self.engine.truncate_after(point)):
+                self.truncations += 1
+            else:
+                await self._install_snapshot(session)
+            return True
+        if exc.code == "snapshot_required":
+            await self._install_snapshot(session)
+            return True
+        if exc.code == "stale_epoch":
+            theirs = int(exc.body.get("epoch", 0))
+            if theirs > self.epoch:
+                self.on_epoch(theirs)
+                self.epoch = theirs
+                return True
+        return False
+
+    async def _install_snapshot(self, session: aiohttp.ClientSession) -> None:
+        self.state = "snapshot"
+        self.reconciled = False
+        self.streaming = False
+        path = self.engine.data_dir / "incoming-snapshot.tar"
+        url = f"{self.leader_url}/v1/replication/snapshot"
+        params = {"epoch": str(self.epoch), "node_id": self.node_id}
+        loop = asyncio.get_running_loop()
+        try:
+            async with session.get(url, params=params) as resp:
+                if resp.status != 200:
+                    raise await _error_of(resp)
+                seq = int(resp.headers.get("X-DVec-Snapshot-Seq", "0"))
+                fh = await loop.run_in_executor(None, open, path, "wb")
+                try:
+                    async for chunk in resp.content.iter_chunked(1 << 20):
+                        await loop.run_in_executor(None, fh.write, chunk)
+                    await loop.run_in_executor(None, fh.flush)
+                    await loop.run_in_executor(None, os.fsync, fh.fileno())
+                finally:
+                    fh.close()
+            installed = await _uncancellable(lambda: self.engine.install_snapshot(path))
+            self.snapshots_installed += 1
+            log.info("installed snapshot at seq %d from %s (announced %d)",
+                     installed, self.leader_url, seq)  # fmt: skip
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+    # ------------------------------------------------------------------ acks
+    async def _ack_loop(self, session: aiohttp.ClientSession) -> None:
+        url = f"{self.leader_url}/v1/replication/ack"
+        timeout = aiohttp.ClientTimeout(total=self.options.read_timeout)
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._progress.wait(), self.options.ack_interval)
+            self._progress.clear()
+            if not self.streaming:
+                continue
+            body = {
+                "node_id": self.node_id,
+                "epoch": self.epoch,
+                "received_seq": self.engine.durable_seq,
+                "applied_seq": self.engine.applied_seq,
+            }
+            try:
+                async with session.post(url, json=body, timeout=timeout) as resp:
+                    if resp.status != 200:
+                        refused = await _error_of(resp)
+                        theirs = int(refused.body.get("epoch", 0) or 0)
+                        if refused.code == "stale_epoch" and theirs > self.epoch:
+                            self.on_epoch(theirs)
+                            self.epoch = theirs
+                    else:
+                        await resp.read()
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                log.debug("ack to %s failed: %s", url, exc)

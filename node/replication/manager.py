@@ -1,0 +1,335 @@
+"""The replication state machine of one node: role transitions, epochs, ack waits, status.
+
+It is the node's :class:`~dvecdb_node.role.ClusterHooks`. Transitions (promote, follow,
+fence, learning of a higher epoch) are serialised, persist the new epoch before acting on it,
+and always stop writes first: a leader that sees a higher epoch turns ``standby`` at once and
+fails the writes still waiting for acknowledgements.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import aiohttp
+from dvecdb_node.errors import Conflict, InvalidInput, NotReady
+from dvecdb_node.replication import acks
+from dvecdb_node.replication.epochs import (
+    Command,
+    EpochState,
+    EpochStore,
+    admin_refusal,
+    peer_refusal,
+)
+from dvecdb_node.replication.follower import Follower, FollowerOptions
+from dvecdb_node.replication.tracker import FollowerTracker
+from dvecdb_node.role import NodeRole
+from dvecdb_node.settings import NodeSettings
+from dvecdb_node.storage.engine import Engine
+from dvecdb_node.storage.records import Noop
+
+log = logging.getLogger(__name__)
+
+
+def stale_epoch(message: str, epoch: int) -> Conflict:
+    return Conflict(message, code="stale_epoch", epoch=epoch)
+
+
+def may_not_persist(code: str, message: str, seq: int) -> NotReady:
+    """503 for a write whose acknowledgement level was not met: it may or may not persist."""
+    return NotReady(f"{message}; the write may or may not persist", code=code, seq=seq)
+
+
+class ReplicationManager:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        settings: NodeSettings,
+        engine: Engine,
+        role: NodeRole,
+        recovered: asyncio.Event,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.role = role
+        self.recovered = recovered
+        self.store = EpochStore(settings.data_dir)
+        self.state = EpochState()
+        self.tracker = FollowerTracker(settings.replication_retention_seconds)
+        self.clock = acks.WriteClock()
+        self.follower: Follower | None = None
+        self.members_hint = 0
+        self._lock = asyncio.Lock()
+        self._session: aiohttp.ClientSession | None = None
+
+    # -------------------------------------------------------------- lifecycle
+    def load(self) -> None:
+        """Read the persisted epoch (the node still boots in standby)."""
+        self.state = self.store.load()
+        self.role.epoch = max(self.role.epoch, self.state.epoch)
+        self.engine.retention_floors.append(self.tracker.retention_floor)
+
+    async def close(self) -> None:
+        await self._stop_follower()
+        self.tracker.fail_waiters(NotReady("the node is shutting down", code="shutting_down"))
+        if self._session is not None:
+            await self._session.close()
+
+    def _auth(self) -> dict[str, str]:
+        token = self.settings.cluster_token
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(headers=self._auth())
+        return self._session
+
+    # ------------------------------------------------------------ transitions
+    def _check(self, command: Command, epoch: int) -> None:
+        current = EpochState(
+            epoch=max(self.state.epoch, self.role.epoch),
+            role=self.state.role,
+            leader=self.state.leader,
+        )
+        refusal = admin_refusal(command, epoch, current)
+        if refusal:
+            raise stale_epoch(refusal, current.epoch)
+
+    def _persist(self, state: EpochState) -> None:
+        self.store.save(state)
+        self.state = state
+
+    async def _require_recovered(self) -> None:
+        await self.recovered.wait()
+        if not self.engine.ready:
+            raise NotReady("the store did not recover", code="not_ready")
+
+    def _step_down(self, reason: str) -> None:
+        """Stop taking writes now (no I/O): role standby, pending acks fail."""
+        if self.role.is_leader:
+            log.warning("leader at epoch %d steps down: %s", self.role.epoch, reason)
+            self.role.role = "standby"
+            self.role.leader_url = None
+        self.tracker.fail_waiters(
+            NotReady(f"leadership lost: {reason}; the write may or may not persist",
+                     code="leadership_lost")
+        )  # fmt: skip
+
+    async def promote(self, epoch: int, members: int | None = None) -> None:
+        async with self._lock:
+            self._check("promote", epoch)
+            if self.role.is_leader and self.role.epoch == epoch:
+                self.members_hint = members or self.members_hint
+                return  # a retry: already leading at this epoch
+            await self._require_recovered()
+            await self._stop_follower()
+            self._persist(EpochState(epoch, "leader", self.settings.self_url))
+            if epoch != self.role.epoch or not self.role.is_leader:
+                self.tracker.reset()
+                self.clock.clear()
+            self.members_hint = members or 0
+            self.role.epoch = epoch
+            self.role.leader_url = self.settings.self_url
+            self.role.role = "leader"
+            # Open the epoch in the log: followers learn it, and agreement checks find it.
+            result = await self.engine.submit(Noop(), epoch=epoch)
+            self.clock.record(result.seq, time.monotonic())
+            log.info("promoted to leader at epoch %d (last_seq %d)", epoch, result.seq)
+
+    async def follow(self, leader: str, epoch: int) -> None:
+        leader = leader.rstrip("/")
+        if not leader.startswith(("http://", "https://")):
+            raise InvalidInput("leader must be an http(s) URL", code="invalid_leader")
+        if leader == self.settings.self_url:
+            raise InvalidInput("a node cannot follow itself", code="invalid_leader")
+        async with self._lock:
+            self._check("follow", epoch)
+            current = self.follower
+            if (
+                current is not None
+                and current.running
+                and current.leader_url == leader
+                and self.role.role == "follower"
+                and self.role.epoch == epoch
+            ):
+                return  # a retry: already following this leader at this epoch
+            self._step_down(f"told to follow {leader} at epoch {epoch}")
+            await self._stop_follower()
+            self._persist(EpochState(epoch, "follower", leader))
+            self.role.epoch = epoch
+            self.role.leader_url = leader
+            self.role.role = "follower"
+            await self._require_recovered()
+            self._start_follower(leader, epoch)
+            log.info("following %s at epoch %d", leader, epoch)
+
+    async def fence(self, epoch: int) -> None:
+        async with self._lock:
+            self._check("fence", epoch)
+            self._step_down(f"fenced at epoch {epoch}")
+            await self._stop_follower()
+            self._persist(EpochState(epoch, "standby", None))
+            self.role.epoch = epoch
+            self.role.role = "standby"
+            self.role.leader_url = None
+            log.info("fenced at epoch %d", epoch)
+
+    def observe_epoch(self, epoch: int, source: str) -> None:
+        """A peer carries ``epoch``: a higher one ends this node's leadership at once."""
+        if epoch <= self.role.epoch:
+            return
+        self._step_down(f"{source} carries epoch {epoch}")
+        role = "follower" if self.role.role == "follower" else "standby"
+        leader = self.role.leader_url if role == "follower" else None
+        self._persist(EpochState(epoch, role, leader))
+        self.role.epoch = epoch
+        if self.follower is not None:
+            self.follower.epoch = epoch
+
+    def check_peer(self, epoch: int, source: str) -> None:
+        """Refuse a lower epoch; learn a higher one (and then refuse: this node no longer leads)."""
+        refusal = peer_refusal(epoch, self.role.epoch)
+        if refusal:
+            raise stale_epoch(refusal, self.role.epoch)
+        self.observe_epoch(epoch, source)
+
+    # -------------------------------------------------------------- follower
+    def _start_follower(self, leader: str, epoch: int) -> None:
+        self.follower = Follower(
+            engine=self.engine,
+            leader_url=leader,
+            epoch=epoch,
+            node_id=self.settings.node_id,
+            self_url=self.settings.self_url,
+            headers=self._auth(),
+            on_epoch=lambda e: self.observe_epoch(e, f"leader {leader}"),
+            options=FollowerOptions(),
+        )
+        self.follower.start()
+
+    async def _stop_follower(self) -> None:
+        follower, self.follower = self.follower, None
+        if follower is not None:
+            await follower.stop()
+
+    @property
+    def reads_blocked(self) -> bool:
+        """A follower serves no reads until its log is reconciled with its new leader."""
+        return self.role.role == "follower" and (
+            self.follower is None or not self.follower.reconciled
+        )
+
+    # ------------------------------------------------------------ ClusterHooks
+    def members(self) -> int:
+        return acks.member_count(
+            cluster_size=max(self.settings.cluster_size, self.members_hint),
+            known_followers=self.tracker.known(),
+            standalone=self.settings.standalone,
+        )
+
+    async def wait_ack(self, seq: int, ack: str) -> None:
+        self.clock.record(seq, time.monotonic())
+        needed = acks.followers_needed(ack, self.members())
+        if needed == 0:
+            return
+        if not self.role.is_leader:
+            raise may_not_persist("leadership_lost", "this node stopped leading", seq)
+        timeout = self.settings.ack_timeout_seconds
+        if not await self.tracker.wait_acked(seq, needed, timeout):
+            have = self.tracker.count_acked(seq)
+            raise may_not_persist(
+                "ack_timeout",
+                f"ack={ack} needs {needed} follower(s) to hold seq {seq} durably, "
+                f"{have} did within {timeout:g}s",
+                seq,
+            )
+
+    async def confirm_leadership(self) -> None:
+        """Ask followers directly whether they still follow this leader at its epoch."""
+        epoch = self.role.require_leader()
+        needed = acks.followers_needed("quorum", self.members())
+        if needed == 0:
+            return
+        urls = [f.url for f in self.tracker.all() if f.url]
+        timeout = aiohttp.ClientTimeout(total=min(2.0, self.settings.ack_timeout_seconds))
+        session = self._http()
+
+        async def ask(url: str) -> int | None:
+            try:
+                async with session.get(f"{url}/v1/status", timeout=timeout) as resp:
+                    body = await resp.json()
+                    if resp.status != 200 or not isinstance(body, dict):
+                        return None
+                    return int(body["epoch"]) if body.get("role") == "follower" else -1
+            except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError):
+                return None
+
+        epochs = await asyncio.gather(*(ask(url) for url in urls))
+        for seen in epochs:
+            if seen is not None and seen > epoch:
+                self.observe_epoch(seen, "a follower")
+        self.role.require_leader()
+        agreeing = sum(1 for seen in epochs if seen == epoch)
+        if agreeing < needed:
+            raise NotReady(
+                f"only {agreeing} of the {needed} followers needed confirm epoch {epoch}",
+                code="no_quorum",
+            )
+
+    def followers(self) -> list[dict[str, Any]]:
+        now = time.monotonic()
+        last = self.engine.last_seq
+        out: list[dict[str, Any]] = []
+        applied_floor = last
+        for f in self.tracker.all():
+            applied_floor = min(applied_floor, f.applied_seq)
+            out.append(
+                {
+                    "node_id": f.node_id,
+                    "url": f.url,
+                    "connected": f.streams > 0,
+                    "received_seq": f.received_seq,
+                    "applied_seq": f.applied_seq,
+                    "lag_seq": acks.lag_seq(last, f.applied_seq),
+                    "lag_seconds": round(self.clock.lag_seconds(f.applied_seq, last, now), 6),
+                    "last_contact_seconds": round(now - f.last_contact, 3),
+                }
+            )
+        if out:
+            self.clock.trim_through(applied_floor)
+        return out
+
+    def not_ready_reason(self) -> str | None:
+        if self.role.role != "follower":
+            return None
+        follower = self.follower
+        if follower is None or not follower.streaming:
+            return "not streaming from the leader"
+        lag = acks.lag_seq(follower.leader_last_seq, self.engine.applied_seq)
+        if lag > self.settings.max_ready_lag_seq:
+            return f"replication lag {lag} exceeds {self.settings.max_ready_lag_seq}"
+        return None
+
+    def replication_status(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "node_id": self.role.node_id,
+            "role": self.role.role,
+            "epoch": self.role.epoch,
+            "persisted": {
+                "epoch": self.state.epoch,
+                "role": self.state.role,
+                "leader": self.state.leader,
+            },
+            "last_seq": self.engine.last_seq,
+            "last_epoch": self.engine.last_epoch,
+            "applied_seq": self.engine.applied_seq,
+            "members": self.members(),
+        }
+        if self.follower is not None:
+            body["follower"] = self.follower.describe()
+        if self.role.is_leader:
+            body["followers"] = self.followers()
+        return body

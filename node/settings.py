@@ -1,0 +1,75 @@
+"""Node configuration: every CLI flag is also an environment variable ``DVECDB_<NAME>``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from dvecdb_node.storage.engine import EngineOptions, FsyncMode
+from dvecdb_node.storage.policy import CheckpointPolicy
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+AckLevel = Literal["leader", "one", "quorum"]
+
+
+class NodeSettings(BaseSettings):
+    """What a node is started with; the CLI overrides the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="DVECDB_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    data_dir: Path = Path("./data")
+    node_id: str = "node-0"
+    standalone: bool = False
+    advertise_url: str | None = None
+    fsync: FsyncMode = FsyncMode.BATCH
+    default_ack: AckLevel = "one"
+    api_key: str | None = None
+    cluster_token: str | None = None
+    log_level: str = "INFO"
+
+    wal_segment_bytes: int = Field(64 << 20, ge=1 << 16)
+    checkpoint_interval_seconds: float = Field(300.0, gt=0)
+    checkpoint_wal_bytes: int = Field(64 << 20, ge=1 << 16)
+    keep_checkpoints: int = Field(2, ge=1)
+    # A checkpoint at SIGTERM makes the next start load instead of replaying the log.
+    checkpoint_on_shutdown: bool = True
+    search_threads: int = Field(4, ge=1, le=64)
+
+    max_body_bytes: int = Field(64 << 20, ge=1 << 10)
+    max_batch: int = Field(10_000, ge=1)
+    max_metadata_bytes: int = Field(16 << 10, ge=16)
+    max_dimension: int = Field(4096, ge=1)
+    max_k: int = Field(1000, ge=1)
+    max_queries: int = Field(100, ge=1)
+    min_seq_wait_seconds: float = Field(5.0, ge=0)
+    shutdown_grace_seconds: float = Field(10.0, ge=0)
+
+    # Replication (node/replication): ack waits, quorum size, log kept for absent followers.
+    ack_timeout_seconds: float = Field(5.0, gt=0)
+    cluster_size: int = Field(0, ge=0, le=1000)
+    replication_retention_seconds: float = Field(300.0, ge=0)
+    max_ready_lag_seq: int = Field(100_000, ge=0)
+
+    @property
+    def self_url(self) -> str:
+        """The URL other members and clients reach this node at."""
+        if self.advertise_url:
+            return self.advertise_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
+        return f"http://{host}:{self.port}"
+
+    def engine_options(self) -> EngineOptions:
+        return EngineOptions(
+            fsync=self.fsync,
+            segment_bytes=self.wal_segment_bytes,
+            checkpoint=CheckpointPolicy(
+                interval_seconds=self.checkpoint_interval_seconds,
+                wal_bytes=self.checkpoint_wal_bytes,
+                min_interval_seconds=min(5.0, self.checkpoint_interval_seconds),
+            ),
+            keep_checkpoints=self.keep_checkpoints,
+            search_threads=self.search_threads,
+        )

@@ -1,0 +1,637 @@
+"""The storage engine: log first, apply in order, acknowledge after the fsync mode's durability.
+
+Engine interface (what the API and replication build on)
+--------------------------------------------------------
+Lifecycle
+    ``engine = Engine(data_dir, options)``; ``await engine.recover()`` (loads the newest good
+    checkpoint, replays the WAL after it, drops a torn/corrupt tail); ``engine.ready``;
+    ``await engine.close()`` (waits for in-flight writes, fsyncs, closes).
+Leader writes
+    ``await engine.submit(change, epoch=e) -> WriteResult(seq, count)``: validates against the
+    current state, assigns the next seq, appends one record, applies it, and returns once the
+    record is durable under ``options.fsync`` (``always``: fsync per write; ``batch``: group
+    commit, one fsync covers every write waiting on it; ``none``: written to the OS).
+    Raises :class:`dvecdb_node.errors.NodeError` subclasses for invalid changes.
+Replicated writes (follower)
+    ``await engine.apply_replicated(records)``: records from a leader (already framed, seq and
+    epoch kept) are appended to the own WAL, applied in order, and made durable; a record at or
+    below ``last_seq`` is skipped, a gap raises :class:`~dvecdb_node.storage.wal.SeqGapError`.
+Positions
+    ``engine.last_seq`` (appended), ``engine.applied_seq``, ``engine.durable_seq``,
+    ``engine.first_seq`` (oldest retained in the WAL), ``engine.last_epoch`` (epoch of the last
+    record). ``await engine.wait_appended(seq, within)`` / ``wait_durable`` /
+    ``wait_applied`` -> bool: wake a streaming handler or a read-your-writes read.
+Log access
+    ``engine.wal.read_frames(from_seq, max_bytes=..)`` and ``engine.wal.frame_spans(..)``
+    give frame bytes as they lie on disk; ``SeqNotRetainedError`` means a snapshot is needed.
+    ``engine.retention_floors`` is a list of callables returning the lowest seq someone still
+    needs (or None): WAL segments at or above the smallest are kept after checkpoints.
+Checkpoints and snapshots
+    ``await engine.checkpoint()``; ``await engine.run_checkpoints(stop)`` applies the periodic
+    policy. ``async with engine.snapshot() as (path, seq)`` gives a tar of a checkpoint that
+    covers ``seq`` (kept until the block exits); ``await engine.install_snapshot(path)``
+    replaces all state with a snapshot atomically and restarts the WAL after its seq.
+    ``await engine.truncate_after(seq) -> bool`` rewinds a diverged follower to ``seq``
+    (False if no retained checkpoint+log can rebuild it: install a snapshot instead).
+Reads
+    ``engine.collection(name)``, ``engine.collections()``, ``await engine.search(...)`` (runs in
+    a thread pool when it is costlier than a thread hop: hnswlib releases the GIL),
+    ``engine.get(name, id)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import heapq
+import itertools
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from dvecdb_node.errors import (
+    InvalidInput,
+    NotReady,
+    collection_exists,
+    collection_not_found,
+    dimension_mismatch,
+)
+from dvecdb_node.storage import snapshot as snapshots
+from dvecdb_node.storage.filters import Clause
+from dvecdb_node.storage.index import Collection, Hit
+from dvecdb_node.storage.policy import CheckpointPolicy, should_checkpoint
+from dvecdb_node.storage.records import (
+    Change,
+    CreateCollection,
+    DeleteBatch,
+    DropCollection,
+    Float32Matrix,
+    Metadata,
+    Noop,
+    UpsertBatch,
+    decode_payload,
+    encode_payload,
+    op_of,
+)
+from dvecdb_node.storage.wal import (
+    DEFAULT_SEGMENT_BYTES,
+    Record,
+    SeqGapError,
+    WriteAheadLog,
+    encode_record,
+)
+
+log = logging.getLogger(__name__)
+
+# A search expected to take less than this runs on the event loop; longer ones go to the
+# search threads, where hnswlib (which releases the GIL) runs them in parallel.
+INLINE_SEARCH_SECONDS = 0.0005
+
+
+class FsyncMode(enum.StrEnum):
+    ALWAYS = "always"
+    BATCH = "batch"
+    NONE = "none"
+
+
+@dataclass(frozen=True, slots=True)
+class EngineOptions:
+    fsync: FsyncMode = FsyncMode.BATCH
+    segment_bytes: int = DEFAULT_SEGMENT_BYTES
+    checkpoint: CheckpointPolicy = field(default_factory=CheckpointPolicy)
+    keep_checkpoints: int = 2
+    search_threads: int = 4
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    seq: int
+    count: int
+
+
+class StorageObserver(Protocol):
+    """Where the engine reports what metrics need; the default ignores everything."""
+
+    def wal_appended(self, nbytes: int) -> None: ...
+    def fsync_done(self, seconds: float) -> None: ...
+    def checkpoint_done(self, seconds: float) -> None: ...
+
+
+class NullObserver:
+    def wal_appended(self, nbytes: int) -> None:
+        pass
+
+    def fsync_done(self, seconds: float) -> None:
+        pass
+
+    def checkpoint_done(self, seconds: float) -> None:
+        pass
+
+
+class RecoveryError(RuntimeError):
+    """The data folder cannot be recovered without losing data (e.g. a gap in the log)."""
+
+
+class SeqWatch:
+    """A monotonic position that coroutines can wait on (``await watch.wait(seq)``)."""
+
+    def __init__(self, value: int = 0) -> None:
+        self.value = value
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._counter = itertools.count()
+
+    def set(self, value: int) -> None:
+        """Move to ``value`` (may move back after a rewind) and wake everyone it satisfies."""
+        self.value = value
+        while self._waiters and self._waiters[0][0] <= value:
+            _, _, fut = heapq.heappop(self._waiters)
+            if not fut.done():
+                fut.set_result(None)
+
+    async def wait(self, seq: int, within: float | None = None) -> bool:
+        """True once ``value >= seq``; False if ``within`` seconds pass first."""
+        if self.value >= seq:
+            return True
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (seq, next(self._counter), fut))
+        try:
+            await asyncio.wait_for(fut, within)
+        except TimeoutError:
+            return self.value >= seq
+        return True
+
+
+class Engine:
+    """See the module docstring for the interface."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        options: EngineOptions | None = None,
+        observer: StorageObserver | None = None,
+    ) -> None:
+        self.data_dir = data_dir
+        self.options = options or EngineOptions()
+        self.observer: StorageObserver = observer or NullObserver()
+        self.retention_floors: list[Callable[[], int | None]] = []
+        self._wal: WriteAheadLog | None = None
+        self._collections: dict[str, Collection] = {}
+        self._write_lock = asyncio.Lock()
+        self._checkpoint_lock = asyncio.Lock()
+        self._sync_task: asyncio.Future[int] | None = None
+        self._appended = SeqWatch()
+        self._applied = SeqWatch()
+        self._durable = SeqWatch()
+        self._last_epoch = 0
+        self._checkpoint_seq = 0
+        self._checkpoint_time = time.monotonic()
+        self._checkpoint_wal_bytes = 0
+        self._apply_pool = ThreadPoolExecutor(1, thread_name_prefix="dvec-apply")
+        self._io_pool = ThreadPoolExecutor(2, thread_name_prefix="dvec-io")
+        self._search_pool = ThreadPoolExecutor(
+            self.options.search_threads, thread_name_prefix="dvec-search"
+        )
+        self._closed = False
+
+    # ------------------------------------------------------------ directories
+    @property
+    def wal_dir(self) -> Path:
+        return self.data_dir / "wal"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.data_dir / "checkpoints"
+
+    # -------------------------------------------------------------- positions
+    @property
+    def ready(self) -> bool:
+        return self._wal is not None and not self._closed
+
+    @property
+    def wal(self) -> WriteAheadLog:
+        if self._wal is None:
+            raise NotReady("the store is still recovering")
+        return self._wal
+
+    @property
+    def last_seq(self) -> int:
+        return self._appended.value
+
+    @property
+    def applied_seq(self) -> int:
+        return self._applied.value
+
+    @property
+    def durable_seq(self) -> int:
+        return self._durable.value
+
+    @property
+    def first_seq(self) -> int:
+        return self.wal.first_seq
+
+    @property
+    def last_epoch(self) -> int:
+        return self._last_epoch
+
+    @property
+    def checkpoint_seq(self) -> int:
+        return self._checkpoint_seq
+
+    async def wait_appended(self, seq: int, within: float | None = None) -> bool:
+        return await self._appended.wait(seq, within)
+
+    async def wait_applied(self, seq: int, within: float | None = None) -> bool:
+        return await self._applied.wait(seq, within)
+
+    async def wait_durable(self, seq: int, within: float | None = None) -> bool:
+        return await self._durable.wait(seq, within)
+
+    # --------------------------------------------------------------- recovery
+    async def recover(self) -> None:
+        """Load the newest good checkpoint and replay the log after it (in a thread)."""
+        loop = asyncio.get_running_loop()
+        wal, collections, ckpt_seq, epoch = await loop.run_in_executor(
+            self._apply_pool, self._recover_blocking
+        )
+        self._collections = collections
+        self._checkpoint_seq = ckpt_seq
+        self._last_epoch = epoch
+        self._wal = wal
+        self._set_positions(wal.last_seq)
+
+    def _set_positions(self, seq: int) -> None:
+        self._appended.set(seq)
+        self._applied.set(seq)
+        self._durable.set(seq)
+
+    def _recover_blocking(self) -> tuple[WriteAheadLog, dict[str, Collection], int, int]:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        collections: dict[str, Collection] = {}
+        ckpt_seq, epoch = 0, 0
+        for seq, path in snapshots.list_checkpoints(self.checkpoint_dir):
+            try:
+                info, collections = snapshots.load_checkpoint(path)
+            except snapshots.CheckpointError as exc:
+                log.warning("skipping checkpoint %s: %s", seq, exc)
+                continue
+            ckpt_seq, epoch = info.seq, info.epoch
+            log.info("loaded checkpoint at seq %d (%d collections)", seq, len(collections))
+            break
+        wal, report = WriteAheadLog.open(
+            self.wal_dir, segment_bytes=self.options.segment_bytes, start_seq=ckpt_seq + 1
+        )
+        if report.reason:
+            log.warning(
+                "WAL tail dropped (%d bytes, %d segments): %s",
+                report.dropped_bytes,
+                report.dropped_segments,
+                report.reason,
+            )
+        if wal.last_seq < ckpt_seq:
+            wal.reset(ckpt_seq + 1)
+        elif wal.first_seq > ckpt_seq + 1:
+            raise RecoveryError(
+                f"log starts at seq {wal.first_seq} but the checkpoint covers only {ckpt_seq}"
+            )
+        replayed = 0
+        for record in wal.iter_records(ckpt_seq + 1):
+            self._apply(decode_payload(record.op, record.payload), collections)
+            epoch = record.epoch
+            replayed += 1
+        wal.sync()
+        log.info("recovered to seq %d (replayed %d records)", wal.last_seq, replayed)
+        return wal, collections, ckpt_seq, epoch
+
+    # ------------------------------------------------------------------ reads
+    def collection(self, name: str) -> Collection:
+        collection = self._collections.get(name)
+        if collection is None:
+            raise collection_not_found(name)
+        return collection
+
+    def collections(self) -> list[Collection]:
+        return sorted(self._collections.values(), key=lambda c: c.name)
+
+    def get(self, name: str, item_id: str) -> tuple[Float32Matrix, Metadata | None] | None:
+        return self.collection(name).get(item_id)
+
+    async def search(
+        self,
+        name: str,
+        queries: Float32Matrix,
+        k: int,
+        *,
+        ef: int | None = None,
+        clauses: list[Clause] | None = None,
+    ) -> list[list[Hit]]:
+        collection = self.collection(name)
+        if queries.shape[1] != collection.config.dimension:
+            raise dimension_mismatch(collection.config.dimension, int(queries.shape[1]))
+        cheap = len(queries) * collection.search_cost < INLINE_SEARCH_SECONDS
+        if cheap and clauses is None and (ef is None or ef == collection.config.hnsw.ef_search):
+            # No dearer than a thread hop (0.1-0.5 ms of wake-up): answer on the loop, unless
+            # a write holds the index, in which case waiting belongs in a thread.
+            rows = collection.try_search_now(queries, k)
+            if rows is not None:
+                return rows
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._search_pool, lambda: collection.search(queries, k, ef=ef, clauses=clauses)
+        )
+
+    # ----------------------------------------------------------------- writes
+    async def submit(self, change: Change, *, epoch: int) -> WriteResult:
+        """Leader write path (see the module docstring)."""
+        if self._closed:
+            raise NotReady("the node is shutting down")
+        wal = self.wal
+        async with self._write_lock:
+            count = self._validate(change)
+            seq = wal.next_seq
+            record = encode_record(seq, epoch, op_of(change), encode_payload(change))
+            self._append([record])
+            if self.options.fsync is FsyncMode.ALWAYS:
+                await self._sync()
+            await self._apply_async(change)
+            self._last_epoch = epoch
+            self._applied.set(seq)
+        await self._make_durable(seq)
+        return WriteResult(seq=seq, count=count)
+
+    async def apply_replicated(self, records: list[Record]) -> int:
+        """Follower path: append leader records as they are, apply in order, make durable."""
+        wal = self.wal
+        async with self._write_lock:
+            fresh = [r for r in records if r.seq > wal.last_seq]
+            if not fresh:
+                return wal.last_seq
+            if fresh[0].seq != wal.last_seq + 1:
+                raise SeqGapError(f"record seq {fresh[0].seq} does not follow {wal.last_seq}")
+            changes = [decode_payload(r.op, r.payload) for r in fresh]
+            self._append(fresh)
+            if self.options.fsync is FsyncMode.ALWAYS:
+                await self._sync()
+            for record, change in zip(fresh, changes, strict=True):
+                await self._apply_async(change)
+                self._last_epoch = record.epoch
+                self._applied.set(record.seq)
+            last = fresh[-1].seq
+        await self._make_durable(last)
+        return last
+
+    def _append(self, records: list[Record]) -> None:
+        wal = self.wal
+        before = wal.bytes_written
+        wal.append(records)
+        written = wal.bytes_written - before
+        self._checkpoint_wal_bytes += written
+        self.observer.wal_appended(written)
+        self._appended.set(records[-1].seq)
+
+    async def _apply_async(self, change: Change) -> None:
+        if isinstance(change, UpsertBatch | CreateCollection | DeleteBatch):
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._apply_pool, self._apply, change, self._collections)
+        else:
+            self._apply(change, self._collections)
+
+    async def _sync(self) -> None:
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        seq = await loop.run_in_executor(self._io_pool, self.wal.sync)
+        self.observer.fsync_done(time.perf_counter() - started)
+        if seq > self._durable.value:
+            self._durable.set(seq)
+
+    async def _make_durable(self, seq: int) -> None:
+        """Return once ``seq`` is durable; concurrent callers share one fsync (group commit)."""
+        if self.options.fsync is FsyncMode.NONE:
+            self.wal.mark_durable(seq)
+            if seq > self._durable.value:
+                self._durable.set(seq)
+            return
+        while self._durable.value < seq:
+            task = self._sync_task
+            if task is None or task.done():
+                task = self._sync_task = asyncio.ensure_future(self._sync_covering())
+            await asyncio.shield(task)
+
+    async def _sync_covering(self) -> int:
+        await self._sync()
+        return self._durable.value
+
+    # ------------------------------------------------------- state transitions
+    def _validate(self, change: Change) -> int:
+        """Check a leader change against the current state; returns its count."""
+        match change:
+            case CreateCollection(config):
+                if config.name in self._collections:
+                    raise collection_exists(config.name)
+                return 1
+            case DropCollection(name):
+                self.collection(name)
+                return 1
+            case UpsertBatch(name, ids, vectors, metadata):
+                dim = self.collection(name).config.dimension
+                if vectors.ndim != 2 or vectors.shape[1] != dim:
+                    raise dimension_mismatch(dim, int(vectors.shape[-1]))
+                if len(ids) != len(vectors) or len(ids) != len(metadata):
+                    raise InvalidInput("ids, vectors and metadata differ in length")
+                if len(set(ids)) != len(ids):
+                    raise InvalidInput("duplicate ids in one batch", code="duplicate_ids")
+                return len(ids)
+            case DeleteBatch(name, ids):
+                collection = self.collection(name)
+                return sum(1 for item_id in set(ids) if item_id in collection)
+            case Noop():
+                return 0
+
+    @staticmethod
+    def _apply(change: Change, collections: dict[str, Collection]) -> None:
+        """Apply one logged change; tolerant, because a logged record must always replay."""
+        match change:
+            case CreateCollection(config):
+                collections[config.name] = Collection(config)
+            case DropCollection(name):
+                collections.pop(name, None)
+            case UpsertBatch(name, ids, vectors, metadata):
+                target = collections.get(name)
+                if target is not None and vectors.shape[1] == target.config.dimension:
+                    target.upsert(ids, vectors, metadata)
+            case DeleteBatch(name, ids):
+                target = collections.get(name)
+                if target is not None:
+                    target.delete(ids)
+            case Noop():
+                pass
+
+    # ------------------------------------------------------------ checkpoints
+    async def checkpoint(self) -> int | None:
+        """Write a checkpoint of the applied state; returns its seq (None if nothing new).
+
+        Writes pause while collections are saved; searches go on.
+        """
+        async with self._checkpoint_lock:
+            return await self._checkpoint_locked()
+
+    async def _checkpoint_locked(self) -> int | None:
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        async with self._write_lock:
+            seq = self.applied_seq
+            if seq == self._checkpoint_seq and snapshots.list_checkpoints(self.checkpoint_dir):
+                return None
+            await self._sync()
+            collections = self.collections()
+            info = await loop.run_in_executor(
+                self._io_pool,
+                lambda: snapshots.write_checkpoint(
+                    self.checkpoint_dir, seq=seq, epoch=self._last_epoch, collections=collections
+                ),
+            )
+            self.wal.roll()
+            self._checkpoint_seq = info.seq
+            self._checkpoint_time = time.monotonic()
+            self._checkpoint_wal_bytes = 0
+        await loop.run_in_executor(self._io_pool, self._prune)
+        self.observer.checkpoint_done(time.perf_counter() - started)
+        log.info("checkpoint at seq %d in %.3fs", seq, time.perf_counter() - started)
+        return seq
+
+    def _prune(self) -> None:
+        snapshots.prune_checkpoints(self.checkpoint_dir, keep=self.options.keep_checkpoints)
+        kept = snapshots.list_checkpoints(self.checkpoint_dir)
+        if not kept:
+            return
+        floor = kept[-1][0] + 1
+        for hook in self.retention_floors:
+            needed = hook()
+            if needed is not None:
+                floor = min(floor, needed)
+        self.wal.drop_before(floor)
+
+    async def run_checkpoints(self, stop: asyncio.Event, poll_seconds: float = 1.0) -> None:
+        """Checkpoint whenever the policy says so, until ``stop`` is set."""
+        policy = self.options.checkpoint
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), poll_seconds)
+                return
+            except TimeoutError:
+                pass
+            due = should_checkpoint(
+                policy,
+                seconds_since_last=time.monotonic() - self._checkpoint_time,
+                records_since_last=self.applied_seq - self._checkpoint_seq,
+                wal_bytes_since_last=self._checkpoint_wal_bytes,
+            )
+            if due:
+                try:
+                    await self.checkpoint()
+                except Exception:
+                    log.exception("periodic checkpoint failed")
+
+    # -------------------------------------------------------------- snapshots
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[tuple[Path, int]]:
+        """A tar of a checkpoint covering the applied state: ``(path, seq)``.
+
+        The file is deleted when the block exits; checkpoints are not pruned meanwhile.
+        """
+        async with self._checkpoint_lock:
+            await self._checkpoint_locked()
+            seq, folder = snapshots.list_checkpoints(self.checkpoint_dir)[0]
+            handle, name = tempfile.mkstemp(prefix="snapshot-", suffix=".tar", dir=self.data_dir)
+            os.close(handle)
+            path = Path(name)
+            loop = asyncio.get_running_loop()
+            try:
+                await loop.run_in_executor(self._io_pool, snapshots.pack_snapshot, folder, path)
+                yield path, seq
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+
+    async def install_snapshot(self, archive: Path) -> int:
+        """Replace the whole state with a snapshot; the WAL restarts after its seq."""
+        loop = asyncio.get_running_loop()
+        async with self._checkpoint_lock, self._write_lock:
+            info = await loop.run_in_executor(
+                self._io_pool, snapshots.unpack_snapshot, archive, self.checkpoint_dir
+            )
+            _, collections = await loop.run_in_executor(
+                self._io_pool, snapshots.load_checkpoint, info.path
+            )
+            for seq, path in snapshots.list_checkpoints(self.checkpoint_dir):
+                if seq != info.seq:
+                    shutil.rmtree(path, ignore_errors=True)
+            self.wal.reset(info.seq + 1)
+            self._collections = collections
+            self._last_epoch = info.epoch
+            self._checkpoint_seq = info.seq
+            self._checkpoint_time = time.monotonic()
+            self._checkpoint_wal_bytes = 0
+            self._set_positions(info.seq)
+        log.info("installed snapshot at seq %d", info.seq)
+        return info.seq
+
+    async def truncate_after(self, seq: int) -> bool:
+        """Rewind to ``seq``: drop later records and rebuild state from checkpoint + log."""
+        loop = asyncio.get_running_loop()
+        async with self._checkpoint_lock, self._write_lock:
+            wal = self.wal
+            if seq >= wal.last_seq:
+                return True
+            base = [
+                (s, p)
+                for s, p in snapshots.list_checkpoints(self.checkpoint_dir)
+                if s <= seq and s + 1 >= wal.first_seq
+            ]
+            if not base and wal.first_seq > 1:
+                return False
+            ckpt_seq, epoch = 0, 0
+            collections: dict[str, Collection] = {}
+            if base:
+                info, collections = await loop.run_in_executor(
+                    self._io_pool, snapshots.load_checkpoint, base[0][1]
+                )
+                ckpt_seq, epoch = info.seq, info.epoch
+            for s, p in snapshots.list_checkpoints(self.checkpoint_dir):
+                if s > seq:
+                    shutil.rmtree(p, ignore_errors=True)
+            wal.truncate_after(seq)
+
+            def replay() -> int:
+                last_epoch = epoch
+                for record in wal.iter_records(ckpt_seq + 1):
+                    self._apply(decode_payload(record.op, record.payload), collections)
+                    last_epoch = record.epoch
+                return last_epoch
+
+            self._last_epoch = await loop.run_in_executor(self._apply_pool, replay)
+            self._collections = collections
+            self._checkpoint_seq = ckpt_seq
+            self._set_positions(seq)
+        return True
+
+    # --------------------------------------------------------------- shutdown
+    async def close(self) -> None:
+        """Finish in-flight writes, fsync and close; later writes get 503."""
+        if self._closed:
+            return
+        self._closed = True
+        async with self._write_lock:
+            if self._wal is not None:
+                self._wal.close()
+        self._apply_pool.shutdown(wait=True)
+        self._io_pool.shutdown(wait=True)
+        self._search_pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,479 @@
+"""Write-ahead log: segmented files of CRC32-framed records.
+
+Frame layout (little-endian), identical on disk and on the replication stream::
+
+    u32 length | u32 crc32 | u64 seq | u64 epoch | u8 op | payload
+    \\-------/   \\------/   \\--------------- length bytes ----------/
+                  crc32 covers these ``length`` bytes (seq .. end of payload)
+
+``length`` is ``17 + len(payload)``. Seqs are dense from 1: record ``n`` is followed by
+``n + 1``. Segments are files ``<first_seq:020d>.wal``; a segment is rolled once it passes
+``segment_bytes``, so old segments can be deleted whole once a checkpoint covers them.
+
+Recovery (:meth:`WriteAheadLog.open`) keeps the longest valid prefix: the first frame that is
+torn (short), fails its CRC, or breaks seq continuity ends the log; the file is truncated there
+and every later segment is deleted. An acknowledged record was fsynced before its
+acknowledgement, so it lies before any torn tail and survives.
+
+Thread model: appends, rolls and truncation happen on one thread (the engine's event loop);
+:meth:`WriteAheadLog.sync` may run in a worker thread at the same time (group commit).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+import zlib
+from array import array
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_PREFIX = struct.Struct("<II")  # length, crc32
+_BODY_HEAD = struct.Struct("<QQB")  # seq, epoch, op
+HEADER_SIZE = _PREFIX.size + _BODY_HEAD.size  # 25
+MAX_FRAME_BYTES = 1 << 30  # a length above this is corruption, not a record
+DEFAULT_SEGMENT_BYTES = 64 << 20
+_SUFFIX = ".wal"
+
+
+class FrameError(ValueError):
+    """A frame fails its CRC or has an impossible length."""
+
+
+class SeqNotRetainedError(LookupError):
+    """The requested seq is older than the oldest retained record (a snapshot is needed)."""
+
+
+class SeqGapError(ValueError):
+    """An appended record's seq does not follow the log's last seq."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One decoded log record; ``frame`` holds its exact bytes as they lie on disk."""
+
+    seq: int
+    epoch: int
+    op: int
+    frame: bytes
+
+    @property
+    def payload(self) -> memoryview:
+        return memoryview(self.frame)[HEADER_SIZE:]
+
+
+def encode_frame(seq: int, epoch: int, op: int, payload: bytes) -> bytes:
+    """Frame one record (see the module docstring)."""
+    body = _BODY_HEAD.pack(seq, epoch, op) + payload
+    return _PREFIX.pack(len(body), zlib.crc32(body)) + body
+
+
+def encode_record(seq: int, epoch: int, op: int, payload: bytes) -> Record:
+    return Record(seq, epoch, op, encode_frame(seq, epoch, op, payload))
+
+
+def _parse_at(buf: bytes | bytearray | memoryview, pos: int) -> tuple[Record | None, int]:
+    """Decode the frame at ``pos``: (record, next pos), or (None, pos) if it is incomplete.
+
+    Raises :class:`FrameError` if the frame is complete but corrupt.
+    """
+    if len(buf) - pos < _PREFIX.size:
+        return None, pos
+    length, crc = _PREFIX.unpack_from(buf, pos)
+    if length < _BODY_HEAD.size or length > MAX_FRAME_BYTES:
+        raise FrameError(f"impossible frame length {length}")
+    end = pos + _PREFIX.size + length
+    if end > len(buf):
+        return None, pos
+    body = memoryview(buf)[pos + _PREFIX.size : end]
+    if zlib.crc32(body) != crc:
+        raise FrameError("frame crc32 mismatch")
+    seq, epoch, op = _BODY_HEAD.unpack_from(body)
+    return Record(seq, epoch, op, bytes(memoryview(buf)[pos:end])), end
+
+
+class FrameDecoder:
+    """Incremental decoder for a chunked byte stream of frames (the replication stream)."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an incomplete frame held back until more arrive."""
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[Record]:
+        """Add bytes; return every record completed by them. Raises FrameError on corruption."""
+        self._buf += data
+        records: list[Record] = []
+        pos = 0
+        while True:
+            record, nxt = _parse_at(self._buf, pos)
+            if record is None:
+                break
+            records.append(record)
+            pos = nxt
+        if pos:
+            del self._buf[:pos]
+        return records
+
+
+def decode_frames(data: bytes) -> list[Record]:
+    """Decode a buffer of whole frames; raises FrameError if anything is torn or corrupt."""
+    decoder = FrameDecoder()
+    records = decoder.feed(data)
+    if decoder.pending:
+        raise FrameError("trailing partial frame")
+    return records
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass(slots=True)
+class _Segment:
+    path: Path
+    first_seq: int
+    size: int = 0
+    offsets: array[int] = field(default_factory=lambda: array("q"))
+
+    @property
+    def last_seq(self) -> int:
+        return self.first_seq + len(self.offsets) - 1
+
+    def offset_of(self, seq: int) -> int:
+        return self.offsets[seq - self.first_seq]
+
+    def end_of(self, index: int) -> int:
+        """Byte offset just past the record at position ``index`` of this segment."""
+        return self.offsets[index + 1] if index + 1 < len(self.offsets) else self.size
+
+
+def _segment_name(first_seq: int) -> str:
+    return f"{first_seq:020d}{_SUFFIX}"
+
+
+@dataclass(frozen=True, slots=True)
+class OpenReport:
+    """What recovery found: how much torn or corrupt tail it dropped."""
+
+    dropped_bytes: int
+    dropped_segments: int
+    reason: str | None
+
+
+class WriteAheadLog:
+    """Append-only segmented log; see the module docstring for format and recovery."""
+
+    def __init__(self, directory: Path, segments: list[_Segment], segment_bytes: int) -> None:
+        self._dir = directory
+        self._segments = segments
+        self._segment_bytes = segment_bytes
+        self._fd = os.open(segments[-1].path, os.O_WRONLY | os.O_APPEND)
+        self._fd_lock = threading.Lock()
+        self._durable_seq = segments[-1].last_seq
+        self.bytes_written = 0
+
+    # ----------------------------------------------------------------- opening
+    @classmethod
+    def open(
+        cls,
+        directory: Path,
+        *,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        start_seq: int = 1,
+    ) -> tuple[WriteAheadLog, OpenReport]:
+        """Open (or create) the log, dropping a torn or corrupt tail.
+
+        ``start_seq`` is the first seq of a brand-new, empty log.
+        """
+        directory.mkdir(parents=True, exist_ok=True)
+        paths = sorted(p for p in directory.iterdir() if p.name.endswith(_SUFFIX))
+        segments: list[_Segment] = []
+        dropped_bytes = 0
+        dropped_segments = 0
+        reason: str | None = None
+        expected: int | None = None
+        for path in paths:
+            try:
+                first_seq = int(path.name.removesuffix(_SUFFIX))
+            except ValueError:
+                continue
+            if expected is not None and first_seq != expected:
+                reason = reason or f"segment {path.name} does not follow seq {expected - 1}"
+            if reason is not None:
+                dropped_bytes += path.stat().st_size
+                dropped_segments += 1
+                path.unlink()
+                continue
+            segment, cut, why = _scan_segment(path, first_seq)
+            if cut is not None:
+                reason = why
+                size = path.stat().st_size
+                dropped_bytes += size - cut
+                with open(path, "r+b") as fh:
+                    fh.truncate(cut)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            segments.append(segment)
+            expected = segment.last_seq + 1
+        if not segments:
+            segments.append(_create_segment(directory, start_seq))
+        elif dropped_segments or reason:
+            _fsync_dir(directory)
+        wal = cls(directory, segments, segment_bytes)
+        return wal, OpenReport(dropped_bytes, dropped_segments, reason)
+
+    # -------------------------------------------------------------- positions
+    @property
+    def directory(self) -> Path:
+        return self._dir
+
+    @property
+    def first_seq(self) -> int:
+        """Oldest retained seq (``last_seq + 1`` when the log holds no record)."""
+        return self._segments[0].first_seq
+
+    @property
+    def last_seq(self) -> int:
+        """Newest appended seq (``first_seq - 1`` when empty)."""
+        return self._segments[-1].last_seq
+
+    @property
+    def next_seq(self) -> int:
+        return self.last_seq + 1
+
+    @property
+    def durable_seq(self) -> int:
+        """Newest seq known fsynced."""
+        return self._durable_seq
+
+    def size_bytes(self) -> int:
+        return sum(s.size for s in self._segments)
+
+    # ---------------------------------------------------------------- writing
+    def append(self, records: list[Record]) -> None:
+        """Append framed records whose seqs continue the log (epochs kept as given)."""
+        if not records:
+            return
+        expected = self.last_seq + 1
+        for record in records:
+            if record.seq != expected:
+                raise SeqGapError(f"record seq {record.seq} does not follow {expected - 1}")
+            expected += 1
+        if self._segments[-1].size >= self._segment_bytes:
+            self.roll()
+        segment = self._segments[-1]
+        data = b"".join(r.frame for r in records)
+        offset = segment.size
+        for record in records:
+            segment.offsets.append(offset)
+            offset += len(record.frame)
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+        segment.size = offset
+        self.bytes_written += len(data)
+
+    def sync(self) -> int:
+        """fsync the active segment; returns the seq now durable. Safe from a worker thread."""
+        with self._fd_lock:
+            seq = self.last_seq
+            os.fsync(self._fd)
+        if seq > self._durable_seq:
+            self._durable_seq = seq
+        return seq
+
+    def mark_durable(self, seq: int) -> None:
+        """Record durability established elsewhere (``fsync=none`` counts written as durable)."""
+        if seq > self._durable_seq:
+            self._durable_seq = min(seq, self.last_seq)
+
+    def roll(self) -> None:
+        """Start a new segment at ``next_seq`` (the old one is fsynced first)."""
+        if not self._segments[-1].offsets:
+            return
+        segment = _create_segment(self._dir, self.next_seq)
+        with self._fd_lock:
+            os.fsync(self._fd)
+            self._durable_seq = max(self._durable_seq, self.last_seq)
+            os.close(self._fd)
+            self._fd = os.open(segment.path, os.O_WRONLY | os.O_APPEND)
+        self._segments.append(segment)
+
+    def truncate_after(self, seq: int) -> None:
+        """Drop every record after ``seq`` (a follower whose log diverged after failover)."""
+        if seq >= self.last_seq:
+            return
+        if seq < self.first_seq - 1:
+            raise SeqNotRetainedError(f"seq {seq} is older than the retained log")
+        with self._fd_lock:
+            os.close(self._fd)
+            while len(self._segments) > 1 and self._segments[-1].first_seq > seq + 1:
+                self._segments.pop().path.unlink()
+            segment = self._segments[-1]
+            keep = seq - segment.first_seq + 1
+            cut = segment.offsets[keep] if keep < len(segment.offsets) else segment.size
+            del segment.offsets[keep:]
+            segment.size = cut
+            with open(segment.path, "r+b") as fh:
+                fh.truncate(cut)
+                fh.flush()
+                os.fsync(fh.fileno())
+            _fsync_dir(self._dir)
+            self._fd = os.open(segment.path, os.O_WRONLY | os.O_APPEND)
+            self._durable_seq = min(self._durable_seq, seq)
+
+    def drop_before(self, seq: int) -> int:
+        """Delete whole segments whose records all precede ``seq``; returns how many."""
+        dropped = 0
+        while len(self._segments) > 1 and self._segments[0].last_seq < seq:
+            if self._segments[1].first_seq > seq:
+                break
+            self._segments.pop(0).path.unlink()
+            dropped += 1
+        if dropped:
+            _fsync_dir(self._dir)
+        return dropped
+
+    def reset(self, next_seq: int) -> None:
+        """Discard the whole log; the next record appended must be ``next_seq``.
+
+        Used after installing a snapshot that covers ``next_seq - 1``.
+        """
+        with self._fd_lock:
+            os.close(self._fd)
+            for segment in self._segments:
+                segment.path.unlink(missing_ok=True)
+            fresh = _create_segment(self._dir, next_seq)
+            self._segments = [fresh]
+            self._fd = os.open(fresh.path, os.O_WRONLY | os.O_APPEND)
+            self._durable_seq = next_seq - 1
+
+    def close(self) -> None:
+        with self._fd_lock:
+            if self._fd >= 0:
+                os.fsync(self._fd)
+                os.close(self._fd)
+                self._fd = -1
+
+    # ---------------------------------------------------------------- reading
+    def _locate(self, seq: int) -> tuple[int, int]:
+        if seq < self.first_seq:
+            raise SeqNotRetainedError(f"seq {seq} is older than first retained {self.first_seq}")
+        lo, hi = 0, len(self._segments) - 1
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self._segments[mid].first_seq <= seq:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo, self._segments[lo].offset_of(seq)
+
+    def frame_spans(
+        self, from_seq: int, upto_seq: int | None = None
+    ) -> list[tuple[Path, int, int]]:
+        """(path, offset, length) byte ranges holding records ``from_seq..upto_seq``.
+
+        For sending log bytes as they lie on disk (``sendfile``). Raises
+        :class:`SeqNotRetainedError` if ``from_seq`` is no longer retained.
+        """
+        last = self.last_seq if upto_seq is None else min(upto_seq, self.last_seq)
+        if from_seq > last:
+            return []
+        index, offset = self._locate(from_seq)
+        spans: list[tuple[Path, int, int]] = []
+        while index < len(self._segments):
+            segment = self._segments[index]
+            if segment.first_seq > last:
+                break
+            if segment.offsets:
+                end = segment.size if last >= segment.last_seq else segment.offset_of(last + 1)
+                if end > offset:
+                    spans.append((segment.path, offset, end - offset))
+            index += 1
+            offset = 0
+        return spans
+
+    def read_frames(
+        self, from_seq: int, *, max_bytes: int = 4 << 20, upto_seq: int | None = None
+    ) -> bytes:
+        """Raw frame bytes from ``from_seq`` on (whole frames, at least one if any exist).
+
+        Stops at ``upto_seq``, at ``max_bytes`` (after the first frame) or at a segment end.
+        """
+        spans = self.frame_spans(from_seq, upto_seq)
+        if not spans:
+            return b""
+        path, offset, length = spans[0]
+        index, _ = self._locate(from_seq)
+        segment = self._segments[index]
+        if length > max_bytes:
+            # Cut at the last frame boundary within max_bytes, keeping at least one frame.
+            first = from_seq - segment.first_seq
+            last = segment.last_seq if upto_seq is None else min(upto_seq, segment.last_seq)
+            last_index = last - segment.first_seq
+            stop = first
+            while stop < last_index and segment.end_of(stop + 1) - offset <= max_bytes:
+                stop += 1
+            length = segment.end_of(stop) - offset
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            return fh.read(length)
+
+    def iter_records(self, from_seq: int) -> Iterator[Record]:
+        """Every record from ``from_seq`` on, read from the segment files."""
+        if from_seq > self.last_seq:
+            return
+        index, offset = self._locate(max(from_seq, self.first_seq))
+        for segment in self._segments[index:]:
+            if not segment.offsets:
+                continue
+            with open(segment.path, "rb") as fh:
+                fh.seek(offset)
+                data = fh.read(segment.size - offset)
+            yield from decode_frames(data)
+            offset = 0
+
+
+def _create_segment(directory: Path, first_seq: int) -> _Segment:
+    path = directory / _segment_name(first_seq)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    _fsync_dir(directory)
+    return _Segment(path=path, first_seq=first_seq)
+
+
+def _scan_segment(path: Path, first_seq: int) -> tuple[_Segment, int | None, str | None]:
+    """Index a segment's valid prefix: (segment, cut offset or None, reason)."""
+    data = path.read_bytes()
+    segment = _Segment(path=path, first_seq=first_seq)
+    pos = 0
+    expected = first_seq
+    while pos < len(data):
+        try:
+            record, nxt = _parse_at(data, pos)
+        except FrameError as exc:
+            segment.size = pos
+            return segment, pos, f"{path.name}@{pos}: {exc}"
+        if record is None or record.seq != expected:
+            segment.size = pos
+            why = "torn frame" if record is None else f"seq {record.seq}, expected {expected}"
+            return segment, pos, f"{path.name}@{pos}: {why}"
+        segment.offsets.append(pos)
+        expected += 1
+        pos = nxt
+    segment.size = pos
+    return segment, None, None

@@ -1,0 +1,163 @@
+"""The StatefulSet that runs one node process per member.
+
+Pods start in parallel and boot in `standby`; the operator, not the StatefulSet controller,
+decides who leads, so `podManagementPolicy: Parallel` and `updateStrategy: OnDelete` (the
+operator restarts followers first and switches over before the leader restarts).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dvecdb_operator import constants as c
+from dvecdb_operator.builders.common import ClusterRef, metadata, selector_labels
+from dvecdb_operator.spec import ClusterSpec
+
+RUN_AS_USER = 10001
+
+
+def node_env(spec: ClusterSpec, token_secret: str) -> list[dict[str, Any]]:
+    """The node's settings: every flag has a `DVECDB_` environment variable."""
+
+    def field(path: str) -> dict[str, Any]:
+        return {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}
+
+    return [
+        {"name": "POD_NAME", "valueFrom": field("metadata.name")},
+        {"name": "POD_NAMESPACE", "valueFrom": field("metadata.namespace")},
+        {"name": "POD_IP", "valueFrom": field("status.podIP")},
+        # Members reach each other by pod IP (no cluster DNS is assumed).
+        {"name": "DVECDB_ADVERTISE_URL", "value": f"http://$(POD_IP):{c.NODE_PORT}"},
+        {"name": "DVECDB_FSYNC", "value": spec.node.fsync},
+        {"name": "DVECDB_DEFAULT_ACK", "value": spec.node.default_ack},
+        {"name": "DVECDB_HNSW_M", "value": str(spec.node.hnsw.m)},
+        {"name": "DVECDB_HNSW_EF_CONSTRUCTION", "value": str(spec.node.hnsw.ef_construction)},
+        {"name": "DVECDB_HNSW_EF_SEARCH", "value": str(spec.node.hnsw.ef_search)},
+        {
+            "name": "DVECDB_CLUSTER_TOKEN",
+            "valueFrom": {"secretKeyRef": {"name": token_secret, "key": c.TOKEN_KEY}},
+        },
+    ]
+
+
+def _probe(path: str, *, period: int, timeout: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": c.NODE_PORT_NAME, "scheme": "HTTP"},
+        "periodSeconds": period,
+        "timeoutSeconds": timeout,
+        "failureThreshold": failures,
+    }
+
+
+def affinity(cluster: ClusterRef, mode: str) -> dict[str, Any] | None:
+    """Spread members over hosts: `required` refuses to co-locate, `preferred` only tries."""
+    term = {
+        "labelSelector": {"matchLabels": selector_labels(cluster)},
+        "topologyKey": "kubernetes.io/hostname",
+    }
+    if mode == "required":
+        return {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}}
+    if mode == "preferred":
+        return {
+            "podAntiAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {"weight": 100, "podAffinityTerm": term}
+                ]
+            }
+        }
+    return None
+
+
+def container(spec: ClusterSpec, token_secret: str) -> dict[str, Any]:
+    """The node container; the image's entry point is `dvecdb-node`, so only args are set."""
+    body: dict[str, Any] = {
+        "name": "node",
+        "image": spec.image,
+        "imagePullPolicy": spec.image_pull_policy,
+        "args": [
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(c.NODE_PORT),
+            "--data-dir",
+            c.DATA_DIR,
+            "--node-id",
+            "$(POD_NAME)",
+        ],
+        "env": node_env(spec, token_secret),
+        "ports": [{"name": c.NODE_PORT_NAME, "containerPort": c.NODE_PORT, "protocol": "TCP"}],
+        # Recovery replays the WAL before /healthz answers: give it minutes, then probe fast.
+        "startupProbe": _probe("/healthz", period=2, timeout=2, failures=150),
+        "livenessProbe": _probe("/healthz", period=10, timeout=3, failures=3),
+        "readinessProbe": _probe("/readyz", period=2, timeout=2, failures=2),
+        "volumeMounts": [
+            {"name": c.DATA_VOLUME, "mountPath": c.DATA_DIR},
+            # The root filesystem is read-only; libraries that want a scratch folder get one.
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    if spec.resources:
+        body["resources"] = spec.resources
+    return body
+
+
+def volume_claim_template(cluster: ClusterRef, spec: ClusterSpec) -> dict[str, Any]:
+    claim: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": spec.storage.size}},
+    }
+    if spec.storage.storage_class_name:
+        claim["storageClassName"] = spec.storage.storage_class_name
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": c.DATA_VOLUME, "labels": selector_labels(cluster)},
+        "spec": claim,
+    }
+
+
+def build_statefulset(
+    cluster: ClusterRef, spec: ClusterSpec, *, token_secret: str, replicas: int | None = None
+) -> dict[str, Any]:
+    """The members' StatefulSet; `replicas` overrides the spec while a scale-down waits."""
+    pod_spec: dict[str, Any] = {
+        "terminationGracePeriodSeconds": 30,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS_USER,
+            "runAsGroup": RUN_AS_USER,
+            "fsGroup": RUN_AS_USER,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container(spec, token_secret)],
+        "volumes": [{"name": "tmp", "emptyDir": {}}],
+    }
+    spread = affinity(cluster, spec.anti_affinity)
+    if spread is not None:
+        pod_spec["affinity"] = spread
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": metadata(cluster, cluster.statefulset),
+        "spec": {
+            "replicas": spec.replicas if replicas is None else replicas,
+            "serviceName": cluster.headless_service,
+            "podManagementPolicy": "Parallel",
+            "updateStrategy": {"type": "OnDelete"},
+            "persistentVolumeClaimRetentionPolicy": {
+                "whenDeleted": spec.storage.reclaim_policy,
+                "whenScaled": "Retain",
+            },
+            "selector": {"matchLabels": selector_labels(cluster)},
+            "template": {
+                "metadata": {"labels": metadata(cluster, cluster.statefulset)["labels"]},
+                "spec": pod_spec,
+            },
+            "volumeClaimTemplates": [volume_claim_template(cluster, spec)],
+        },
+    }

@@ -1,0 +1,37 @@
+"""Names shared by the CRD, the builders and the handlers: one place to change them."""
+
+from typing import Final
+
+GROUP: Final = "dvecdb.io"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+KIND: Final = "DVecCluster"
+PLURAL: Final = "dvecclusters"
+
+# Labels put on every child and pod.
+LABEL_NAME: Final = "app.kubernetes.io/name"
+LABEL_INSTANCE: Final = "app.kubernetes.io/instance"
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+LABEL_COMPONENT: Final = "app.kubernetes.io/component"
+LABEL_CLUSTER: Final = f"{GROUP}/cluster"
+LABEL_ROLE: Final = f"{GROUP}/role"
+LABEL_SERVICE: Final = f"{GROUP}/service"
+APP_NAME: Final = "dvecdb"
+MANAGER: Final = "dvecdb-operator"
+
+ROLE_LEADER: Final = "leader"
+ROLE_FOLLOWER: Final = "follower"
+ROLE_STANDBY: Final = "standby"
+
+# Annotation on a DVecCluster naming the member to switch the leadership to.
+ANNOTATION_SWITCHOVER: Final = f"{GROUP}/switchover-to"
+
+# The node's port and the key of the cluster token inside its Secret.
+NODE_PORT: Final = 8080
+NODE_PORT_NAME: Final = "http"
+TOKEN_KEY: Final = "token"
+DATA_DIR: Final = "/data"
+DATA_VOLUME: Final = "data"
+
+# The StatefulSet controller's label with the revision a pod was created from.
+LABEL_REVISION: Final = "controller-revision-hash"

@@ -1,0 +1,209 @@
+"""All I/O with the members (the nodes): status reads and admin commands.
+
+It goes through the node's own client (`dvecdb_node.client.NodeClient`), imported lazily so
+that this package does not depend on the node's import graph at import time, and typed by a
+Protocol so tests pass fakes. Unreachable members are data, not exceptions: `observe` returns
+an observation with `reachable=False` and the error text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, cast
+
+import aiohttp
+from dvecdb_operator import constants as c
+from dvecdb_operator.observation import FollowerPosition, MemberObservation
+
+
+class NodeClientProtocol(Protocol):
+    async def status(self) -> dict[str, Any]: ...
+    async def promote(self, epoch: int, *, members: int | None = None) -> dict[str, Any]: ...
+    async def follow(self, leader: str, epoch: int) -> dict[str, Any]: ...
+    async def fence(self, epoch: int) -> dict[str, Any]: ...
+    async def close(self) -> None: ...
+
+
+ClientFactory = Callable[[str], NodeClientProtocol]
+
+
+def _node_error_type() -> type[BaseException]:
+    try:
+        module = importlib.import_module("dvecdb_node.client")
+    except ImportError:
+        return _MissingNodeError
+    return cast(type[BaseException], getattr(module, "NodeError", _MissingNodeError))
+
+
+class _MissingNodeError(Exception):
+    """Stands in for NodeError when the node's client is not importable."""
+
+
+def client_factory(
+    *, token: str | None, timeout: float, session: aiohttp.ClientSession | None = None
+) -> ClientFactory:
+    """A factory of real node clients sharing one session and the cluster token."""
+    module = importlib.import_module("dvecdb_node.client")
+    node_client = module.NodeClient
+
+    def make(base_url: str) -> NodeClientProtocol:
+        return cast(
+            NodeClientProtocol,
+            # No retries inside a pass: the monitor polls again next interval, and a
+            # partitioned member must cost one timeout per pass, not several.
+            node_client(base_url, token=token, timeout=timeout, session=session, retries=0),
+        )
+
+    return make
+
+
+def describe_error(exc: BaseException) -> str:
+    """A one-line reason for events and status messages."""
+    code = getattr(exc, "code", None)
+    status = getattr(exc, "status", None)
+    message = getattr(exc, "message", None) or str(exc)
+    if code and status:
+        return f"{status} {code}: {message}"
+    if code:
+        return f"{code}: {message}"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+# What "the member did not answer usefully" looks like; anything else is a bug and propagates.
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    return (
+        aiohttp.ClientError,
+        asyncio.TimeoutError,
+        OSError,
+        ValueError,
+        KeyError,
+        _node_error_type(),
+    )
+
+
+@dataclass(frozen=True)
+class PodView:
+    """The parts of a pod the observation needs (filled by kube.py from the API)."""
+
+    name: str
+    ordinal: int
+    ip: str | None
+    ready: bool
+    terminating: bool
+    revision: str | None
+    role_label: str | None
+    port: int = c.NODE_PORT
+
+
+def _int(data: Mapping[str, Any], key: str) -> int:
+    value = data.get(key)
+    return int(value) if value is not None else 0
+
+
+def parse_status(pod: PodView, data: Mapping[str, Any]) -> MemberObservation:
+    """Turn a `GET /v1/status` body into a member observation (ValueError when malformed)."""
+    followers = tuple(
+        FollowerPosition(
+            node_id=str(f.get("node_id", "")),
+            received_seq=_int(f, "received_seq"),
+            applied_seq=_int(f, "applied_seq"),
+            lag_seq=_int(f, "lag_seq"),
+            lag_seconds=float(f.get("lag_seconds") or 0.0),
+        )
+        for f in data.get("followers") or ()
+        if isinstance(f, Mapping)
+    )
+    role = data.get("role")
+    leader = data.get("leader")
+    return MemberObservation(
+        name=pod.name,
+        ordinal=pod.ordinal,
+        pod_ip=pod.ip,
+        port=pod.port,
+        pod_ready=pod.ready,
+        terminating=pod.terminating,
+        revision=pod.revision,
+        role_label=pod.role_label,
+        reachable=True,
+        role=str(role) if role is not None else None,
+        epoch=_int(data, "epoch"),
+        last_seq=_int(data, "last_seq"),
+        applied_seq=_int(data, "applied_seq"),
+        durable_seq=_int(data, "durable_seq"),
+        leader_url=str(leader) if leader else None,
+        followers=followers,
+    )
+
+
+def unreachable(pod: PodView, error: str) -> MemberObservation:
+    return MemberObservation(
+        name=pod.name,
+        ordinal=pod.ordinal,
+        pod_ip=pod.ip,
+        port=pod.port,
+        pod_ready=pod.ready,
+        terminating=pod.terminating,
+        revision=pod.revision,
+        role_label=pod.role_label,
+        error=error,
+    )
+
+
+class Members:
+    """Clients for one cluster's members, keyed by base URL and reused across passes."""
+
+    def __init__(self, factory: ClientFactory) -> None:
+        self._factory = factory
+        self._clients: dict[str, NodeClientProtocol] = {}
+
+    def client(self, url: str) -> NodeClientProtocol:
+        if url not in self._clients:
+            self._clients[url] = self._factory(url)
+        return self._clients[url]
+
+    async def observe_one(self, pod: PodView) -> MemberObservation:
+        if not pod.ip:
+            return unreachable(pod, "pod has no IP yet")
+        url = MemberObservation(
+            name=pod.name, ordinal=pod.ordinal, pod_ip=pod.ip, port=pod.port
+        ).url
+        assert url is not None
+        try:
+            data = await self.client(url).status()
+            return parse_status(pod, data)
+        except _expected_errors() as exc:
+            return unreachable(pod, describe_error(exc))
+
+    async def observe(self, pods: Sequence[PodView]) -> tuple[MemberObservation, ...]:
+        """Every member's status, concurrently; a slow member costs one timeout, not N."""
+        return tuple(await asyncio.gather(*(self.observe_one(p) for p in pods)))
+
+    async def _call(
+        self, url: str, call: Callable[[NodeClientProtocol], Awaitable[Any]]
+    ) -> str | None:
+        try:
+            await call(self.client(url))
+        except _expected_errors() as exc:
+            return describe_error(exc)
+        return None
+
+    async def promote(self, url: str, epoch: int, *, members: int | None = None) -> str | None:
+        """Promote at `epoch` (with the cluster size, for quorum acks); None or the error."""
+        return await self._call(url, lambda cl: cl.promote(epoch, members=members))
+
+    async def follow(self, url: str, leader_url: str, epoch: int) -> str | None:
+        return await self._call(url, lambda cl: cl.follow(leader_url, epoch))
+
+    async def fence(self, url: str, epoch: int) -> str | None:
+        return await self._call(url, lambda cl: cl.fence(epoch))
+
+    async def forget(self, keep: set[str]) -> None:
+        """Close clients of members that are gone (pod IPs change on restart)."""
+        for url in [u for u in self._clients if u not in keep]:
+            await self._clients.pop(url).close()
+
+    async def close(self) -> None:
+        await self.forget(set())

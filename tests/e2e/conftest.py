@@ -1,0 +1,175 @@
+"""Fixtures for the e2e tier: the pinned binaries, one local plane per session, helpers.
+
+The binaries are built (or found) when the session's collection finishes, not inside a test,
+so the long cold build prints its progress and does not count against a test's timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from localkube import net, procs
+from localkube.build import Binaries, BuildError, ensure_binaries
+from localkube.netplan import NETNS_PREFIX, VETH_PREFIX, NetPlan
+from localkube.plane import Plane
+from localkube.volumes import MOUNTPOINT_LEDGER
+
+T = TypeVar("T")
+
+HERE = Path(__file__).parent
+MANIFESTS = HERE / "manifests"
+# Stand-in image for kubelet feature tests: runs the venv's python3 with the pod's command.
+TEST_IMAGES = {"localkube-test/python": "python3"}
+
+_BINARIES = pytest.StashKey[Binaries | BuildError]()
+
+
+def _has_e2e(items: list[pytest.Item]) -> bool:
+    return any(item.get_closest_marker("e2e") for item in items)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Lifecycle tests start their own plane, so they run before the session plane exists."""
+    items.sort(key=lambda item: 0 if "lifecycle" in item.nodeid else 1)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if not _has_e2e(session.items):
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+
+    def progress(message: str) -> None:
+        if reporter is not None:
+            reporter.write_line(f"[localkube] {message}")
+
+    try:
+        session.config.stash[_BINARIES] = ensure_binaries(progress=progress)
+    except BuildError as err:
+        session.config.stash[_BINARIES] = err
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """On a failed e2e test, show where the plane's logs are and their last lines."""
+    report = yield
+    running = getattr(item, "funcargs", {}).get("plane")
+    if report.failed and isinstance(running, Plane):
+        parts = [f"state and logs: {running.state_dir}"]
+        for name in ("kubelet", "kube-controller-manager"):
+            parts.append(
+                f"--- {name}.log (last lines)\n{procs.tail(running.logs / (name + '.log'))}"
+            )
+        report.sections.append(("localkube", "\n".join(parts)))
+    return report
+
+
+@pytest.fixture(scope="session")
+def binaries(pytestconfig: pytest.Config) -> Binaries:
+    found = pytestconfig.stash.get(_BINARIES, None)
+    if found is None:
+        found = ensure_binaries()
+    if isinstance(found, BuildError):
+        pytest.fail(f"localkube binaries are not available: {found}")
+    return found
+
+
+def leftovers(plan: NetPlan) -> list[str]:
+    """Anything of a plane's network still on the machine."""
+    found = [n for n in net.list_netns() if n.startswith(NETNS_PREFIX)]
+    found += net.list_links([VETH_PREFIX])
+    if net.link_exists(plan.bridge):
+        found.append(plan.bridge)
+    return found
+
+
+@pytest.fixture(scope="session")
+def plane(binaries: Binaries, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
+    """One running plane for the session; stopped (and checked clean) at the end."""
+    state = tmp_path_factory.mktemp("localkube")
+    instance = Plane(binaries=binaries, state_dir=state, extra_images=TEST_IMAGES)
+    instance.start()
+    ledger = state / MOUNTPOINT_LEDGER
+    try:
+        yield instance
+    finally:
+        created = ledger.read_text().split() if ledger.exists() else []
+        instance.stop()
+    left = leftovers(instance.plan) + [p for p in created if Path(p).exists()]
+    assert not left, f"teardown left {left} behind (logs in {instance.logs})"
+
+
+class Kubectl:
+    """kubectl (the pinned build) against a plane, returning parsed JSON where asked."""
+
+    def __init__(self, plane: Plane) -> None:
+        self.plane = plane
+        self.env = plane.env()
+
+    def run(
+        self, *args: str, stdin: str | None = None, check: bool = True, tool: str = "kubectl"
+    ) -> subprocess.CompletedProcess[str]:
+        binary = str(self.plane.binaries[tool])
+        result = subprocess.run(
+            [binary, *args], input=stdin, capture_output=True, text=True, env=self.env, timeout=120
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"{tool} {' '.join(args)} failed ({result.returncode}):\n{result.stderr}"
+            )
+        return result
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.run(*args, "-o", "json").stdout)
+
+    def get(self, kind: str, name: str, namespace: str = "default") -> Any:
+        result = self.run("get", kind, name, "-n", namespace, "-o", "json", check=False)
+        if result.returncode != 0:
+            if "NotFound" in result.stderr or "not found" in result.stderr:
+                return None
+            raise AssertionError(result.stderr)
+        return json.loads(result.stdout)
+
+    def apply(self, manifest: str | Path, namespace: str = "default") -> None:
+        text = manifest.read_text() if isinstance(manifest, Path) else manifest
+        self.run("apply", "-n", namespace, "-f", "-", stdin=text)
+
+
+@pytest.fixture(scope="session")
+def kubectl(plane: Plane) -> Kubectl:
+    return Kubectl(plane)
+
+
+@pytest.fixture
+def namespace(kubectl: Kubectl, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace per test, deleted (with everything in it) afterwards."""
+    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")
+    name = f"t-{slug[:40].strip('-')}-{uuid.uuid4().hex[:5]}"
+    kubectl.run("create", "namespace", name)
+    wait_until(
+        lambda: kubectl.get("serviceaccount", "default", name) is not None,
+        60,
+        f"default service account in {name}",
+    )
+    yield name
+    kubectl.run("delete", "namespace", name, "--wait=false", check=False)
+
+
+def wait_until(check: Callable[[], T | None], timeout: float, what: str, every: float = 0.5) -> T:
+    """Poll ``check`` until it returns something truthy; fail with ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")

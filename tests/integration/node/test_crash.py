@@ -1,0 +1,93 @@
+"""Crash safety: a real node ingesting under load is SIGKILLed at random points and restarted;
+every acknowledged id must be there with its exact vector."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import aiohttp
+import numpy as np
+import pytest
+from dvecdb_node.api import bulk
+
+pytestmark = pytest.mark.integration
+DIM = 8
+ROUNDS = 3
+WRITERS = 4
+
+
+async def _writer(
+    session: aiohttp.ClientSession,
+    url: str,
+    prefix: str,
+    acked: dict[str, np.ndarray],
+    rng: np.random.Generator,
+) -> None:
+    batch_no = 0
+    while True:
+        size = int(rng.integers(1, 20))
+        ids = [f"{prefix}-{batch_no}-{i}" for i in range(size)]
+        vectors = rng.standard_normal((size, DIM)).astype(np.float32)
+        batch_no += 1
+        try:
+            async with session.put(
+                f"{url}/v1/collections/c/vectors",
+                data=bulk.encode_batch(ids, vectors),
+                headers={"Content-Type": bulk.CONTENT_TYPE},
+            ) as resp:
+                if resp.status != 200:
+                    return
+                await resp.read()
+        except (TimeoutError, aiohttp.ClientError):
+            return
+        acked.update(zip(ids, vectors, strict=True))
+
+
+async def _ingest_until_killed(node: Any, acked: dict[str, np.ndarray], seed: int) -> None:
+    kill_after = random.Random(seed).uniform(0.1, 1.0)
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        writers = [
+            asyncio.create_task(
+                _writer(session, node.url, f"s{seed}w{w}", acked, np.random.default_rng([seed, w]))
+            )
+            for w in range(WRITERS)
+        ]
+        await asyncio.sleep(kill_after)
+        await asyncio.to_thread(node.kill)
+        await asyncio.wait_for(asyncio.gather(*writers), 30)
+
+
+async def _verify(node: Any, acked: dict[str, np.ndarray]) -> None:
+    status, described = node.request("GET", "/v1/collections/c")
+    assert status == 200
+    assert described["count"] >= len(acked)
+    items = list(acked.items())
+    async with aiohttp.ClientSession() as session:
+
+        async def check(start: int) -> None:
+            for item_id, vector in items[start::8]:
+                url = f"{node.url}/v1/collections/c/vectors/{item_id}"
+                async with session.get(url) as resp:
+                    assert resp.status == 200, f"acknowledged id {item_id} lost"
+                    got = np.asarray((await resp.json())["vector"], dtype=np.float32)
+                    assert np.array_equal(got, vector), f"vector of {item_id} changed"
+
+        await asyncio.gather(*(check(start) for start in range(8)))
+
+
+@pytest.mark.parametrize("fsync", ["always", "batch"])
+async def test_sigkill_loses_no_acknowledged_write(node_factory: Any, fsync: str) -> None:
+    node = node_factory(args=["--fsync", fsync, "--checkpoint-interval-seconds", "1"])
+    status, _ = node.request("POST", "/v1/collections", {"name": "c", "dimension": DIM})
+    assert status == 201
+    acked: dict[str, np.ndarray] = {}
+    for round_no in range(ROUNDS):
+        before = len(acked)
+        await _ingest_until_killed(node, acked, seed=round_no * 7919 + len(fsync))
+        assert len(acked) > before, "no write was acknowledged before the kill"
+        print(f"round {round_no}: {len(acked)} acknowledged ids")
+        await asyncio.to_thread(node.start)
+        await _verify(node, acked)

@@ -1,0 +1,173 @@
+"""WAL framing, segments, torn/corrupt tails, and the raw-frame reads replication relies on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from dvecdb_node.storage.wal import (
+    HEADER_SIZE,
+    FrameDecoder,
+    FrameError,
+    SeqGapError,
+    SeqNotRetainedError,
+    WriteAheadLog,
+    decode_frames,
+    encode_frame,
+    encode_record,
+)
+
+pytestmark = pytest.mark.unit
+
+
+def _fill(wal: WriteAheadLog, first: int, last: int, epoch: int = 1, size: int = 10) -> None:
+    for seq in range(first, last + 1):
+        wal.append([encode_record(seq, epoch, 3, bytes([seq % 256]) * size)])
+
+
+def test_frame_layout_roundtrips() -> None:
+    frame = encode_frame(7, 3, 4, b"payload")
+    assert len(frame) == HEADER_SIZE + len(b"payload")
+    [record] = decode_frames(frame)
+    assert (record.seq, record.epoch, record.op, bytes(record.payload)) == (7, 3, 4, b"payload")
+    assert record.frame == frame
+
+
+def test_crc_mismatch_is_detected() -> None:
+    frame = bytearray(encode_frame(1, 1, 3, b"abcdef"))
+    frame[-1] ^= 0xFF
+    with pytest.raises(FrameError):
+        decode_frames(bytes(frame))
+
+
+def test_decoder_handles_arbitrary_chunking() -> None:
+    stream = b"".join(encode_frame(s, 1, 3, b"x" * s) for s in range(1, 20))
+    decoder = FrameDecoder()
+    seqs: list[int] = []
+    for i in range(0, len(stream), 7):
+        seqs.extend(r.seq for r in decoder.feed(stream[i : i + 7]))
+    assert seqs == list(range(1, 20))
+    assert decoder.pending == 0
+
+
+def test_decoder_rejects_impossible_length() -> None:
+    with pytest.raises(FrameError):
+        FrameDecoder().feed(b"\xff\xff\xff\xff" + b"\x00" * 30)
+
+
+def test_append_reopen_keeps_records(tmp_path: Path) -> None:
+    wal, _ = WriteAheadLog.open(tmp_path)
+    _fill(wal, 1, 50)
+    wal.close()
+    wal, report = WriteAheadLog.open(tmp_path)
+    assert report.reason is None
+    assert (wal.first_seq, wal.last_seq) == (1, 50)
+    assert [r.seq for r in wal.iter_records(10)] == list(range(10, 51))
+
+
+def test_append_requires_dense_seqs(tmp_path: Path) -> None:
+    wal, _ = WriteAheadLog.open(tmp_path)
+    _fill(wal, 1, 3)
+    with pytest.raises(SeqGapError):
+        wal.append([encode_record(5, 1, 3, b"")])
+    assert wal.last_seq == 3
+
+
+def test_torn_tail_is_dropped(tmp_path: Path) -> None:
+    wal, _ = WriteAheadLog.open(tmp_path)
+    _fill(wal, 1, 10)
+    wal.close()
+    [segment] = sorted(tmp_path.glob("*.wal"))
+    data = segment.read_bytes()
+    segment.write_bytes(data[:-5])  # the last frame loses its end
+    wal, report = WriteAheadLog.open(tmp_path)
+    assert wal.last_seq == 9
+    assert report.reason is not None and "torn" in report.reason
+    assert segment.stat().st_size == len(data) - len(encode_frame(10, 1, 3, b"\n" * 10))
+    _fill(wal, 10, 12)  # the log continues cleanly after the cut
+    wal.close()
+    wal, report = WriteAheadLog.open(tmp_path)
+    assert wal.last_seq == 12 and report.reason is None
+
+
+def test_corrupt_record_drops_it_and_everything_after(tmp_path: Path) -> None:
+    wal, _ = WriteAheadLog.open(tmp_path, segment_bytes=200)
+    _fill(wal, 1, 30)
+    wal.close()
+    segments = sorted(tmp_path.glob("*.wal"))
+    assert len(segments) > 3
+    victim = segments[1]
+    data = bytearray(victim.read_bytes())
+    data[HEADER_SIZE + 2] ^= 0x55  # payload byte of the segment's first record
+    victim.write_bytes(bytes(data))
+    first_bad = int(victim.name.removesuffix(".wal"))
+    wal, report = WriteAheadLog.open(tmp_path, segment_bytes=200)
+    assert wal.last_seq == first_bad - 1
+    assert report.dropped_segments == len(segments) - 2
+    assert sorted(tmp_path.glob("*.wal")) == segments[:2]
+
+
+def test_segments_roll_and_drop_before(tmp_path: Path) -> None:
+    wal, _ = WriteAheadLog.open(tmp_path, segment_bytes=100)
+    _fill(wal, 1, 20)
+    count = len(list(tmp_path.glob("*.wal")))
+    assert count > 2
+    dropped = wal.drop_before(10)
+    assert dropped > 0
+    assert wal.first_seq <= 10
+    with pytest.raises(SeqNotRetainedError):
+        wal.read_frames(wal.first_seq - 1)
+    assert decode_frames(wal.read_frames(10, max_bytes=10_000))[0].seq == 10
+
+
+def test_read_frames_respects_bounds(tmp_path: Path) -> None:
+    wal, _ = WriteAheadLog.open(tmp_path)
+    _fill(wal, 1, 10, size=100)
+    frame_len = HEADER_SIZE + 100
+    chunk = decode_frames(wal.read_frames(3, max_bytes=frame_len * 3))
+    assert [r.seq for r in chunk] == [3, 4, 5]
+    assert [r.seq for r in decode_frames(wal.read_frames(3, max_bytes=1))] == [3]
+    assert [r.seq for r in decode_frames(wal.read_frames(3, upto_seq=4))] == [3, 4]
+    assert wal.read_frames(11) == b""
+    spans = wal.frame_spans(2, 5)
+    assert sum(length for _, _, length in spans) == 4 * frame_len
+
+
+def test_raw_frames_append_to_a_follower_log_unchanged(tmp_path: Path) -> None:
+    leader, _ = WriteAheadLog.open(tmp_path / "leader")
+    _fill(leader, 1, 5, epoch=4)
+    follower, _ = WriteAheadLog.open(tmp_path / "follower")
+    follower.append(FrameDecoder().feed(leader.read_frames(1)))
+    assert follower.read_frames(1) == leader.read_frames(1)
+    assert {r.epoch for r in follower.iter_records(1)} == {4}
+
+
+def test_truncate_after_across_segments(tmp_path: Path) -> None:
+    wal, _ = WriteAheadLog.open(tmp_path, segment_bytes=120)
+    _fill(wal, 1, 20)
+    wal.truncate_after(7)
+    assert wal.last_seq == 7
+    _fill(wal, 8, 9, epoch=2)
+    wal.close()
+    wal, report = WriteAheadLog.open(tmp_path, segment_bytes=120)
+    assert report.reason is None
+    assert [(r.seq, r.epoch) for r in wal.iter_records(6)] == [(6, 1), (7, 1), (8, 2), (9, 2)]
+
+
+def test_reset_starts_after_a_snapshot(tmp_path: Path) -> None:
+    wal, _ = WriteAheadLog.open(tmp_path)
+    _fill(wal, 1, 5)
+    wal.reset(101)
+    assert (wal.first_seq, wal.last_seq, wal.durable_seq) == (101, 100, 100)
+    _fill(wal, 101, 102)
+    wal.close()
+    wal, _ = WriteAheadLog.open(tmp_path)
+    assert (wal.first_seq, wal.last_seq) == (101, 102)
+
+
+def test_sync_advances_durable_seq(tmp_path: Path) -> None:
+    wal, _ = WriteAheadLog.open(tmp_path)
+    _fill(wal, 1, 3)
+    assert wal.durable_seq == 0
+    assert wal.sync() == 3
+    assert wal.durable_seq == 3
