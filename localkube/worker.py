@@ -191,7 +191,7 @@ class PodWorker:
                 self._waiting_all("ContainerCreating", str(err))
             except podspec.ConfigError as err:
                 self._waiting_all("CreateContainerConfigError", str(err))
-                await self._event("FailedMount", str(err))
+                await self._event("FailedMount", str(err), once=f"mount:{err}")
             await asyncio.sleep(1.0)
 
     def _waiting_all(self, reason: str, message: str) -> None:

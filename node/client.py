@@ -2,9 +2,10 @@
 
 ``NodeClient`` speaks the node's HTTP API: admin (``promote``/``follow``/``fence`` with the
 cluster token), status, and the data API. It follows ``not_leader`` answers to the leader they
-name (writes only go to a leader), retries idempotent calls (reads, upserts and deletes by id)
-on connection failures and 503s, and remembers the highest write ``seq`` it was given so that
-``search(..., consistency="min_seq")`` reads its own writes on any member.
+name (writes and ``strong``/``quorum`` reads only go to a leader), retries idempotent calls
+(reads, upserts and deletes by id) on connection failures and 503s, and remembers the
+highest write ``seq`` it was given so that ``search(..., consistency="min_seq")`` reads its
+own writes on any member.
 
 Errors raise :class:`NodeError` (``status``, ``code``, ``message``, ``body``);
 :class:`NotLeader` carries ``leader``. ``SyncNodeClient`` runs the same calls on a private
@@ -349,8 +350,14 @@ class NodeClient:
             body["consistency"] = consistency
         if min_seq is not None:
             body["min_seq"] = min_seq
+        # strong and quorum reads are served by the leader only: route them like writes.
+        at_leader = body.get("consistency") in ("strong", "quorum")
         return await self.request(  # type: ignore[no-any-return]
-            "POST", f"/v1/collections/{collection}/search", json=body, idempotent=True
+            "POST",
+            f"/v1/collections/{collection}/search",
+            json=body,
+            idempotent=True,
+            write=at_leader,
         )
 
 

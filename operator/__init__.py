@@ -3,7 +3,9 @@
 The import name is ``dvecdb_operator`` (the folder keeps the product name ``operator/``, but
 ``import operator`` must still give the standard library).
 
-Layering: ``handlers`` registers kopf handlers and delegates; ``builders`` and the decision
-modules (``failover``, ``decisions``, ``status``, ``upgrade``) are pure; ``kube`` is the only
-module that calls the Kubernetes API and ``members`` the only one that talks to nodes.
+Layering: ``handlers`` registers kopf handlers and delegates to ``runtime``; ``builders`` and
+the decision modules (``failover``, ``decisions``, ``upgrade``, ``status``, ``drift``) are
+pure; ``monitor`` observes and decides, ``actions`` carries decisions out, ``reconcile``
+converges the children; ``kube`` is the only module that calls the Kubernetes API and
+``members`` the only one that talks to nodes.
 """

@@ -117,7 +117,11 @@ class Kube:
             "BearerToken"
         ) or self._cfg.get_api_key_with_prefix("authorization")
         if token:
-            headers["Authorization"] = token if token.startswith("Bearer ") else f"Bearer {token}"
+            # The in-cluster loader stores "bearer <token>", the kubeconfig one "Bearer <token>".
+            scheme, _, rest = token.partition(" ")
+            headers["Authorization"] = (
+                f"Bearer {rest}" if scheme.lower() == "bearer" and rest else f"Bearer {token}"
+            )
         elif self._cfg.username and self._cfg.password:
             headers["Authorization"] = self._cfg.get_basic_auth_token() or ""
         return headers

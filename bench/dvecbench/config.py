@@ -35,6 +35,7 @@ class Config:
     restart: bool
     text: bool
     floor: bool
+    profile: bool
     out_dir: Path
     stem: str
 
@@ -79,6 +80,7 @@ def parse(argv: Sequence[str] | None = None) -> Config:
     p.add_argument("--no-replication", action="store_true", help="skip the follower figures")
     p.add_argument("--no-restart", action="store_true", help="skip the restart figures")
     p.add_argument("--no-floor", action="store_true", help="skip the bare aiohttp reference server")
+    p.add_argument("--profile", action="store_true", help="py-spy the node under 8-client load")
     p.add_argument(
         "--text",
         action=argparse.BooleanOptionalAction,
@@ -113,6 +115,7 @@ def parse(argv: Sequence[str] | None = None) -> Config:
         restart=not a.no_restart,
         text=(not quick) if a.text is None else bool(a.text),
         floor=not a.no_floor,
+        profile=bool(a.profile),
         out_dir=a.out_dir,
         stem=a.stem or ("quick" if quick else "latest"),
     )

@@ -25,6 +25,7 @@ from dvecbench import (
     inprocess,
     machine,
     nodeapi,
+    profile,
     replication,
     report,
     restart,
@@ -90,6 +91,9 @@ class Baseline:
 class NodeRun:
     """d-vecDB's figures (search, ingest, restart, replication)."""
 
+    FOLLOWER_COLLECTION = "bench_ack_one"
+    LAG_COLLECTION = "bench_lag"
+
     def __init__(
         self, cfg: config.Config, ds: Dataset, procs: Processes, say: Progress, *, tag: str = ""
     ):
@@ -109,6 +113,7 @@ class NodeRun:
         self.follower_recall: float | None = None
         self.lag: dict[str, float] | None = None
         self.replication_skipped: str | None = None
+        self.profile: list[str] | None = None
 
     def start(self) -> None:
         self.procs.start("node", self.argv, cpus=self.cfg.server_cpus, env=self.env)
@@ -174,6 +179,21 @@ class NodeRun:
                     cpu=lambda: self.procs.cpu_seconds("node"),
                 )
         self.ingest_recall = self.search["single_1"].recall
+        if self.cfg.profile and self.profile is None:
+            out = self.cfg.out_dir / f"{self.cfg.stem}-profile-search8.txt"
+            self.say(f"profiling 8-client search with py-spy -> {out}")
+            with inprocess.pinned(self.cfg.client_cpus):
+                self.profile = profile.profile_search(
+                    pid=self.procs.pid("node"),
+                    api=api,
+                    ds=self.ds,
+                    k=k,
+                    seconds=self.cfg.seconds,
+                    cpus=self.cfg.client_cpus,
+                    out=out,
+                )
+            for line in self.profile[:10]:
+                self.say("  " + line)
 
     def run_restart(self) -> None:
         self.say("d-vecDB restart: SIGTERM then start; checkpoint, SIGKILL, start")
@@ -223,7 +243,7 @@ class NodeRun:
                 raise
             say("follower catching up with the leader's log")
             replication.wait_following(
-                follower, applied_at_least=int(status["last_seq"]), timeout=600
+                follower, applied_at_least=int(status["last_seq"]), timeout=300
             )
             follower_api = dataclasses.replace(self.api(), base_url=furl)
             with inprocess.pinned(cfg.client_cpus):
@@ -237,6 +257,13 @@ class NodeRun:
             leader.close()
             follower.close()
             self.procs.stop("follower")
+        # The restart figures that follow are about the main collection alone.
+        client = Client(self.url)
+        try:
+            for name in (self.FOLLOWER_COLLECTION, self.LAG_COLLECTION):
+                client.json("DELETE", f"/v1/collections/{name}?ack=leader", ok=(200, 404))
+        finally:
+            client.close()
 
     def _second_collection(self, name: str) -> None:
         client = Client(self.url)
@@ -247,7 +274,7 @@ class NodeRun:
 
     def _ingest_with_follower(self) -> None:
         cfg, ds = self.cfg, self.ds
-        name = "bench_ack_one"
+        name = self.FOLLOWER_COLLECTION
         self._second_collection(name)
         bodies = list(nodeapi.upsert_bodies(ds.base, batch=cfg.ingest_batch))
         self.say(f"d-vecDB ingest with a follower: {ds.size:,} vectors, ack=one")
@@ -272,10 +299,11 @@ class NodeRun:
 
     def _lag(self, furl: str, max_rate: float) -> None:
         cfg, ds = self.cfg, self.ds
-        name = "bench_lag"
+        name = self.LAG_COLLECTION
         self._second_collection(name)
-        per_request = max(1, cfg.ingest_batch // 10)
         target_rate = max_rate / 2
+        # About 40 writes a second: enough acks for a p99, each still a real batch.
+        per_request = max(1, min(cfg.ingest_batch, round(target_rate / 40)))
         total = min(ds.size, int(target_rate * cfg.lag_seconds))
         bodies = list(nodeapi.upsert_bodies(ds.base[:total], batch=per_request))
         acks = AckLog()
@@ -311,6 +339,7 @@ class NodeRun:
             "p99_ms": float(np.percentile(arr, 99)),
             "max_ms": float(arr.max()),
             "writes": len(acks.acks),
+            "vectors_per_write": per_request,
             "seen": len(values),
             "achieved_rate": total / took,
             "target_rate": target_rate,
@@ -609,7 +638,8 @@ def figures(
             "lower",
             Side(lag["p99_ms"], node.follower_recall, lag),
             note=(
-                f"{lag['writes']} paced writes at {lag['achieved_rate']:,.0f} vectors/s; lag from "
+                f"{lag['writes']} paced writes of {lag['vectors_per_write']} vectors at "
+                f"{lag['achieved_rate']:,.0f} vectors/s; lag from "
                 f"leader ack to the follower showing the seq applied, polled every "
                 f"{lag['poll_interval_ms']:.0f} ms"
             ),
@@ -691,11 +721,11 @@ def run(cfg: config.Config) -> Path:
             node.start()
             node.run_ingest()
             node.run_search(phases)
-            if cfg.restart:
-                node.run_restart()
             if cfg.replication:
                 assert node.ingest is not None
                 node.run_replication(node.ingest.rate)
+            if cfg.restart:
+                node.run_restart()
             procs.stop("node")
             peer: ChromaRun | None = None
             if cfg.chroma:
@@ -739,6 +769,7 @@ def run(cfg: config.Config) -> Path:
             "dimension": ds.dimension,
         },
         "text_dataset": text_description,
+        "profile_search8_gil_self": node.profile,
         "phase_seconds": cfg.seconds,
     }
     path = report.write(cfg.out_dir, cfg.stem, result, table)

@@ -124,14 +124,16 @@ class Processes:
                 raise TimeoutError(f"{name} not ready at {url} after {timeout:.0f}s")
             time.sleep(0.02)
 
+    def pid(self, name: str) -> int:
+        return self._procs[name].pid
+
     def cpu_seconds(self, name: str) -> float:
         """User + system CPU time the process has used so far (all its threads).
 
         CPU per request hardly depends on what else runs on the machine, unlike QPS, so it
         is reported beside every timed figure.
         """
-        proc = self._procs[name]
-        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = Path(f"/proc/{self.pid(name)}/stat").read_text().rsplit(")", 1)[1].split()
         ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
         return ticks / os.sysconf("SC_CLK_TCK")
 

@@ -140,4 +140,3 @@ def create_app(
         register(app)
     app.cleanup_ctx.extend(cleanup_contexts)
     return app
-

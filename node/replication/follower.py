@@ -1,9 +1,11 @@
 """A follower: pull the leader's log, make it durable, apply it in order, acknowledge.
 
 One task streams ``GET /v1/replication/stream`` from after the last local record (with that
-record's epoch, so the leader can check that the logs agree), hands each batch of frames to
-:meth:`Engine.apply_replicated` (durable before it returns) and wakes the ack task, which
-posts ``received_seq``/``applied_seq`` (coalesced, and at least every second as a heartbeat).
+record's epoch, so the leader can check that the logs agree), appends each batch of frames
+with :meth:`Engine.append_replicated` (one fsync per batch) and wakes the ack task, which
+posts ``received_seq`` (durable) and ``applied_seq`` (coalesced, and at least every second as
+a heartbeat); an apply stage applies the batches in order behind it, so acknowledgements do
+not wait for index work.
 The leader may answer that the logs diverged (truncate, then ask again) or that a snapshot is
 needed (download, install atomically, stream on). Connection failures back off and retry.
 
@@ -20,16 +22,19 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import aiohttp
 from dvecdb_node.replication.backoff import Backoff
 from dvecdb_node.replication.logview import HEARTBEAT_SEQ, parse_heartbeat
 from dvecdb_node.storage.engine import Engine
+from dvecdb_node.storage.records import Change
 from dvecdb_node.storage.wal import FrameDecoder, FrameError, Record, SeqGapError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# Appended batches waiting for the apply stage; None ends it.
+Pending: TypeAlias = "asyncio.Queue[list[tuple[Record, Change]] | None]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +43,8 @@ class FollowerOptions:
     # The leader sends a heartbeat at least every second; silence this long means a dead link.
     read_timeout: float = 5.0
     ack_interval: float = 1.0
+    # Batches appended but not yet applied before the stream stops reading (back-pressure).
+    max_pending_batches: int = 64
     backoff_first: float = 0.05
     backoff_cap: float = 2.0
 
@@ -164,6 +171,9 @@ class Follower:
                     except (FrameError, SeqGapError, ValueError) as exc:
                         log.warning("bad data from %s: %s", self.leader_url, exc)
                         self.last_error = f"{type(exc).__name__}: {exc}"
+                    except Exception as exc:  # never stop following over one bad round
+                        log.exception("replication from %s failed", self.leader_url)
+                        self.last_error = f"{type(exc).__name__}: {exc}"
                     self.streaming = False
                     self.state = "backoff"
                     await asyncio.sleep(backoff.next())
@@ -174,8 +184,15 @@ class Follower:
                     await acker
 
     async def _stream_once(self, session: aiohttp.ClientSession) -> bool:
-        """One stream connection; True if it delivered anything (a working link)."""
+        """One stream connection; True if it delivered anything (a working link).
+
+        Two stages: this coroutine appends each batch durably (then the ack task may report
+        it as received) and queues it; an applier task applies batches in order. Before it
+        returns, for whatever reason, every appended batch has been applied.
+        """
         engine = self.engine
+        if engine.applied_seq != engine.last_seq:
+            raise SeqGapError("appended records were left unapplied")
         self.state = "connecting"
         params = {
             "from_seq": str(engine.last_seq + 1),
@@ -194,25 +211,69 @@ class Follower:
             self.state = "streaming"
             self.last_error = None
             self._progress.set()
-            decoder = FrameDecoder()
-            delivered = False
-            async for chunk in resp.content.iter_any():
-                self.last_heard = time.monotonic()
-                records = decoder.feed(chunk)
-                batch: list[Record] = []
-                for record in records:
-                    if record.seq == HEARTBEAT_SEQ:
-                        self.leader_last_seq, _ = parse_heartbeat(record.payload)
-                    elif record.epoch > self.epoch:
-                        raise ValueError(f"record {record.seq} has epoch {record.epoch}")
-                    else:
-                        batch.append(record)
-                if batch:
-                    await _uncancellable(lambda b=batch: engine.apply_replicated(b))  # type: ignore[misc]
-                    self.leader_last_seq = max(self.leader_last_seq, batch[-1].seq)
-                    self._progress.set()
-                delivered = True
-            return delivered
+            pending: Pending = asyncio.Queue(maxsize=self.options.max_pending_batches)
+            applier = asyncio.create_task(self._apply_stage(pending))
+            try:
+                return await self._receive(resp, pending, applier)
+            finally:
+                await _uncancellable(lambda: self._drain(pending, applier))
+
+    async def _receive(
+        self,
+        resp: aiohttp.ClientResponse,
+        pending: Pending,
+        applier: asyncio.Task[None],
+    ) -> bool:
+        decoder = FrameDecoder()
+        delivered = False
+        async for chunk in resp.content.iter_any():
+            self.last_heard = time.monotonic()
+            batch: list[Record] = []
+            for record in decoder.feed(chunk):
+                if record.seq == HEARTBEAT_SEQ:
+                    self.leader_last_seq, _ = parse_heartbeat(record.payload)
+                elif record.epoch > self.epoch:
+                    raise ValueError(f"record {record.seq} has epoch {record.epoch}")
+                else:
+                    batch.append(record)
+            delivered = True
+            if not batch:
+                continue
+            if applier.done():
+                applier.result()  # re-raise the apply stage's failure
+                raise SeqGapError("the apply stage stopped")
+            await _uncancellable(lambda b=batch: self._append_and_queue(b, pending))  # type: ignore[misc]
+            self.leader_last_seq = max(self.leader_last_seq, batch[-1].seq)
+            self._progress.set()
+        return delivered
+
+    async def _append_and_queue(self, batch: list[Record], pending: Pending) -> None:
+        """Append durably and hand to the apply stage, as one step that is never cut short."""
+        appended = await self.engine.append_replicated(batch)
+        if appended:
+            await pending.put(appended)
+
+    async def _apply_stage(self, pending: Pending) -> None:
+        while (batch := await pending.get()) is not None:
+            await self.engine.apply_appended(batch)
+            self._progress.set()
+
+    async def _drain(
+        self,
+        pending: Pending,
+        applier: asyncio.Task[None],
+    ) -> None:
+        """Apply everything appended so far, then end the apply stage."""
+        if not applier.done():
+            await pending.put(None)
+        try:
+            await applier
+        finally:
+            # If the apply stage failed, apply what is left here (order is kept by the engine).
+            while not pending.empty():
+                batch = pending.get_nowait()
+                if batch is not None:
+                    await self.engine.apply_appended(batch)
 
     async def _handle_refusal(self, session: aiohttp.ClientSession, exc: LeaderRefused) -> bool:
         """Act on the leader's answer; True if the follower can retry at once."""
@@ -292,5 +353,5 @@ class Follower:
                             self.epoch = theirs
                     else:
                         await resp.read()
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
                 log.debug("ack to %s failed: %s", url, exc)

@@ -61,7 +61,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
     manager, engine, role = app[MANAGER], app[ENGINE], app[ROLE]
     from_seq = _int_param(request, "from_seq")
     epoch = _int_param(request, "epoch")
-    prev_epoch = _int_param(request, "prev_epoch", 0)
+    # Without prev_epoch the caller vouches for its prefix: only retention is checked.
+    prev_epoch = _int_param(request, "prev_epoch") if "prev_epoch" in request.query else None
     node_id = _node_id(request)
     if from_seq < 1:
         raise InvalidInput("from_seq starts at 1")
@@ -72,7 +73,11 @@ async def stream(request: web.Request) -> web.StreamResponse:
     if epoch != role.epoch:
         raise Conflict(f"stream epoch {epoch} is not {role.epoch}", code="stale_epoch",
                        epoch=role.epoch)  # fmt: skip
-    decision = logview.decide(engine, from_seq - 1, prev_epoch)
+    if prev_epoch is None:
+        retained = from_seq >= engine.first_seq or from_seq == engine.last_seq + 1
+        decision = logview.Agreement("stream" if retained else "snapshot")
+    else:
+        decision = logview.decide(engine, from_seq - 1, prev_epoch)
     if decision.action == "snapshot":
         raise Conflict(
             f"seq {from_seq} is older than the retained log (first {engine.first_seq})",

@@ -12,6 +12,7 @@ import struct
 from pathlib import Path
 
 from dvecdb_node.replication import agreement
+from dvecdb_node.replication.agreement import Agreement
 from dvecdb_node.storage import snapshot as snapshots
 from dvecdb_node.storage.engine import Engine
 from dvecdb_node.storage.records import Op
@@ -21,6 +22,8 @@ from dvecdb_node.storage.wal import (
     WriteAheadLog,
     encode_frame,
 )
+
+__all__ = ["Agreement", "decide", "heartbeat_frame", "parse_heartbeat"]
 
 _HEAD = struct.Struct("<IIQQB")
 _HEARTBEAT = struct.Struct("<QQ")
@@ -105,7 +108,7 @@ def end_of_epoch(engine: Engine, epoch: int, cap: int) -> int | None:
     return before if held is not None and held <= epoch else None
 
 
-def decide(engine: Engine, prev_seq: int, prev_epoch: int) -> agreement.Agreement:
+def decide(engine: Engine, prev_seq: int, prev_epoch: int) -> Agreement:
     return agreement.decide(
         prev_seq,
         prev_epoch,

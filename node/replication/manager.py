@@ -59,7 +59,7 @@ class ReplicationManager:
         self.store = EpochStore(settings.data_dir)
         self.state = EpochState()
         self.tracker = FollowerTracker(settings.replication_retention_seconds)
-        self.clock = acks.WriteClock()
+        self.clock = acks.WriteClock(capacity=100_000)
         self.follower: Follower | None = None
         self.members_hint = 0
         self._lock = asyncio.Lock()
@@ -230,8 +230,16 @@ class ReplicationManager:
             standalone=self.settings.standalone,
         )
 
+    def _trim_clock(self) -> None:
+        """Forget write times every tracked follower has applied past."""
+        followers = self.tracker.all()
+        if followers:
+            self.clock.trim_through(min(f.applied_seq for f in followers))
+
     async def wait_ack(self, seq: int, ack: str) -> None:
         self.clock.record(seq, time.monotonic())
+        if len(self.clock) > 4096:
+            self._trim_clock()
         needed = acks.followers_needed(ack, self.members())
         if needed == 0:
             return

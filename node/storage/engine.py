@@ -16,6 +16,8 @@ Replicated writes (follower)
     ``await engine.apply_replicated(records)``: records from a leader (already framed, seq and
     epoch kept) are appended to the own WAL, applied in order, and made durable; a record at or
     below ``last_seq`` is skipped, a gap raises :class:`~dvecdb_node.storage.wal.SeqGapError`.
+    ``append_replicated(records)`` then ``apply_appended(batch)`` split that in two, so that a
+    follower can acknowledge durability before the index work (``last_epoch`` follows apply).
 Positions
     ``engine.last_seq`` (appended), ``engine.applied_seq``, ``engine.durable_seq``,
     ``engine.first_seq`` (oldest retained in the WAL), ``engine.last_epoch`` (epoch of the last
@@ -355,6 +357,8 @@ class Engine:
             raise NotReady("the node is shutting down")
         wal = self.wal
         async with self._write_lock:
+            if self._closed:
+                raise NotReady("the node is shutting down")
             count = self._validate(change)
             seq = wal.next_seq
             record = encode_record(seq, epoch, op_of(change), encode_payload(change))
@@ -371,6 +375,8 @@ class Engine:
         """Follower path: append leader records as they are, apply in order, make durable."""
         wal = self.wal
         async with self._write_lock:
+            if self._closed:
+                raise NotReady("the node is shutting down")
             fresh = [r for r in records if r.seq > wal.last_seq]
             if not fresh:
                 return wal.last_seq
@@ -387,6 +393,41 @@ class Engine:
             last = fresh[-1].seq
         await self._make_durable(last)
         return last
+
+    async def append_replicated(self, records: list[Record]) -> list[tuple[Record, Change]]:
+        """Follower path, first half: append leader records and make them durable, unapplied.
+
+        Lets a follower acknowledge ``received_seq`` before the slower index work; returns the
+        fresh records with their decoded changes for :meth:`apply_appended`, which must follow
+        in order (replication code; recovery replays anything left unapplied by a crash).
+        """
+        wal = self.wal
+        async with self._write_lock:
+            if self._closed:
+                raise NotReady("the node is shutting down")
+            fresh = [r for r in records if r.seq > wal.last_seq]
+            if not fresh:
+                return []
+            if fresh[0].seq != wal.last_seq + 1:
+                raise SeqGapError(f"record seq {fresh[0].seq} does not follow {wal.last_seq}")
+            changes = [decode_payload(r.op, r.payload) for r in fresh]
+            self._append(fresh)
+            if self.options.fsync is FsyncMode.ALWAYS:
+                await self._sync()
+        await self._make_durable(fresh[-1].seq)
+        return list(zip(fresh, changes, strict=True))
+
+    async def apply_appended(self, batch: list[tuple[Record, Change]]) -> None:
+        """Follower path, second half: apply records already appended, in seq order."""
+        async with self._write_lock:
+            for record, change in batch:
+                if record.seq <= self.applied_seq:
+                    continue
+                if record.seq != self.applied_seq + 1 or record.seq > self.last_seq:
+                    raise SeqGapError(f"record {record.seq} is not the next one to apply")
+                await self._apply_async(change)
+                self._last_epoch = record.epoch
+                self._applied.set(record.seq)
 
     def _append(self, records: list[Record]) -> None:
         wal = self.wal
@@ -631,6 +672,8 @@ class Engine:
         self._closed = True
         async with self._write_lock:
             if self._wal is not None:
+                # Through the group-commit path, so writers waiting on an fsync share this one.
+                await self._make_durable(self._wal.last_seq)
                 self._wal.close()
         self._apply_pool.shutdown(wait=True)
         self._io_pool.shutdown(wait=True)

@@ -25,9 +25,8 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import hnswlib
 import numpy as np
@@ -94,8 +93,9 @@ class RWLock:
                 self._cond.notify_all()
 
 
-@dataclass(frozen=True, slots=True)
-class Hit:
+class Hit(NamedTuple):
+    """One search result (a tuple: built ten at a time per query, so creation cost counts)."""
+
     id: str
     distance: float
     label: int

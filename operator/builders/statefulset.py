@@ -90,11 +90,9 @@ def container(spec: ClusterSpec, token_secret: str) -> dict[str, Any]:
         "startupProbe": _probe("/healthz", period=2, timeout=2, failures=150),
         "livenessProbe": _probe("/healthz", period=10, timeout=3, failures=3),
         "readinessProbe": _probe("/readyz", period=2, timeout=2, failures=2),
-        "volumeMounts": [
-            {"name": c.DATA_VOLUME, "mountPath": c.DATA_DIR},
-            # The root filesystem is read-only; libraries that want a scratch folder get one.
-            {"name": "tmp", "mountPath": "/tmp"},
-        ],
+        # The root filesystem is read-only: the node writes only under its data folder
+        # (temporary files included, so that renames stay atomic on the same filesystem).
+        "volumeMounts": [{"name": c.DATA_VOLUME, "mountPath": c.DATA_DIR}],
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
@@ -135,7 +133,6 @@ def build_statefulset(
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "containers": [container(spec, token_secret)],
-        "volumes": [{"name": "tmp", "emptyDir": {}}],
     }
     spread = affinity(cluster, spec.anti_affinity)
     if spread is not None:

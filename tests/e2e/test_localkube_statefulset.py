@@ -189,3 +189,8 @@ def test_statefulset_of_nodes(kubectl: Kubectl, namespace: str, plane: Plane) ->
     )
     still = [pid for pid in pids if os.path.exists(f"/proc/{pid}")]
     assert not still, f"processes {still} outlived their pods"
+
+    # Claims outlive the StatefulSet; deleting one releases its volume and folder.
+    kubectl.run("delete", "pvc", "data-dvec-0", "-n", namespace, "--timeout=60s")
+    wait_until(lambda: kubectl.get("pv", volume_before) is None, 30, "the volume to be released")
+    assert not folder.exists()

@@ -1,6 +1,7 @@
 """The operator on the local real Kubernetes: Helm install, a DVecCluster of real node pods,
 bootstrap, failover after the leader's process dies, failover across a network partition
-with the stale leader fenced when it comes back, and deletion collecting the children.
+with the stale leader fenced when it comes back, deletion collecting the children; and the
+planned operations: switchover, scale-down below the leader, rolling image upgrade.
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ def count_on(url: str) -> int | None:
     return int(body["count"]) if status == 200 else None
 
 
-def test_operator_runs_a_cluster_through_failovers(kubectl: Kubectl, namespace: str) -> None:
+def install_operator(kubectl: Kubectl, namespace: str) -> str:
     release = f"op-{namespace}"[:40]
     kubectl.run(
         "install",
@@ -115,18 +116,98 @@ def test_operator_runs_a_cluster_through_failovers(kubectl: Kubectl, namespace: 
         "operator.nodeTimeout=2",
         tool="helm",
     )
-    try:
-        run_cluster(kubectl, namespace)
-    finally:
-        kubectl.run("uninstall", release, "-n", namespace, tool="helm", check=False)
-
-
-def run_cluster(kubectl: Kubectl, namespace: str) -> None:
     wait_until(
         lambda: kubectl.get("crd", "dvecclusters.dvecdb.io", "default") is not None,
         30,
         "the DVecCluster CRD",
     )
+    return release
+
+
+def test_operator_runs_a_cluster_through_failovers(kubectl: Kubectl, namespace: str) -> None:
+    release = install_operator(kubectl, namespace)
+    try:
+        run_failovers(kubectl, namespace)
+    finally:
+        kubectl.run("uninstall", release, "-n", namespace, tool="helm", check=False)
+
+
+def test_switchover_scale_down_and_rolling_upgrade(kubectl: Kubectl, namespace: str) -> None:
+    release = install_operator(kubectl, namespace)
+    try:
+        run_planned_operations(kubectl, namespace)
+    finally:
+        kubectl.run("uninstall", release, "-n", namespace, tool="helm", check=False)
+
+
+def run_planned_operations(kubectl: Kubectl, namespace: str) -> None:
+    kubectl.apply(CLUSTER, namespace)
+    status = wait_until(lambda: healthy_with(kubectl, namespace), 300, "the cluster Healthy")
+    assert status["leader"] == "demo-0"
+
+    # Planned switchover to demo-2 through the annotation; the request is cleared after.
+    kubectl.run(
+        "annotate", "dveccluster", "demo", "-n", namespace, "dvecdb.io/switchover-to=demo-2"
+    )
+    status = wait_until(
+        lambda: healthy_with(kubectl, namespace, not_leader="demo-0"), 120, "switchover to demo-2"
+    )
+    assert (status["leader"], status["epoch"]) == ("demo-2", 2)
+    assert status["lastFailover"]["reason"] == "switchover requested to demo-2"
+    annotations = kubectl.get("dveccluster", "demo", namespace)["metadata"].get("annotations", {})
+    assert "dvecdb.io/switchover-to" not in annotations
+
+    # Scale down below the leader's ordinal: leadership moves first, then the member goes.
+    kubectl.run("scale", "dveccluster", "demo", "-n", namespace, "--replicas=2")
+
+    def scaled() -> Any:
+        status = healthy_with(kubectl, namespace, not_leader="demo-2")
+        sts = kubectl.get("statefulset", "demo", namespace) or {}
+        if status and sts.get("spec", {}).get("replicas") == 2:
+            return status if kubectl.get("pod", "demo-2", namespace) is None else None
+        return None
+
+    status = wait_until(scaled, 180, "scale-down to 2 with a new leader")
+    assert status["leader"] in ("demo-0", "demo-1") and status["epoch"] == 3
+    assert status["readyMembers"] == "2/2"
+
+    # Rolling upgrade: a new pod template restarts the follower first, then switches over,
+    # then restarts the old leader.
+    before = status["leader"]
+    kubectl.run(
+        "patch",
+        "dveccluster",
+        "demo",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"spec": {"image": "dvecdb/node:0.1.1"}}',
+    )
+
+    def upgraded() -> Any:
+        sts = kubectl.get("statefulset", "demo", namespace) or {}
+        revision = sts.get("status", {}).get("updateRevision")
+        pods = [kubectl.get("pod", n, namespace) for n in ("demo-0", "demo-1")]
+        if not revision or not all(pods):
+            return None
+        if any(p["metadata"]["labels"].get("controller-revision-hash") != revision for p in pods):
+            return None
+        if any(c["image"] != "dvecdb/node:0.1.1" for p in pods for c in p["spec"]["containers"]):
+            return None
+        return healthy_with(kubectl, namespace, not_leader=before)
+
+    status = wait_until(upgraded, 300, "every member on the new image, leadership moved")
+    assert status["epoch"] == 4
+    reasons = [
+        e["reason"]
+        for e in kubectl.json("get", "events", "-n", namespace)["items"]
+        if e["involvedObject"]["kind"] == "DVecCluster"
+    ]
+    assert reasons.count("RollingRestart") >= 1 and "SwitchoverCompleted" in reasons
+
+
+def run_failovers(kubectl: Kubectl, namespace: str) -> None:
     kubectl.apply(CLUSTER, namespace)
 
     # Bootstrap: ordinal 0 leads at epoch 1, the others follow; every member ready.

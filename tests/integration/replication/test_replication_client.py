@@ -32,9 +32,8 @@ async def test_client_follows_the_leader_and_reads_its_writes(group: Group) -> N
         )
         assert found["results"][0][0]["id"] == "x" and found["seq"] >= wrote["seq"]
         assert found["results"][0][0]["metadata"] == {"k": "v"}
-        with pytest.raises(NotLeader) as strong:
-            await client.search("c", np.ones(DIM), consistency="strong")
-        assert strong.value.leader == leader_url and strong.value.status == 409
+        strong = await client.search("c", np.ones(DIM), k=1, consistency="strong")
+        assert strong["results"][0][0]["id"] == "x"
         assert (await client.get("c", "x")) is not None
         assert await client.get("c", "absent") is None
         deleted = await client.delete("c", ["x"], ack="one")
@@ -47,6 +46,9 @@ async def test_client_follows_the_leader_and_reads_its_writes(group: Group) -> N
         with pytest.raises(NotLeader) as info:
             await pinned.upsert("c", [{"id": "z", "vector": [0.5] * DIM}])
         assert info.value.leader == leader_url
+        with pytest.raises(NotLeader) as strong_read:
+            await pinned.search("c", np.ones(DIM), consistency="strong")
+        assert strong_read.value.leader == leader_url and strong_read.value.status == 409
 
     async with NodeClient(leader_url, token=TOKEN) as client:
         result = await client.search("c", np.ones(DIM), consistency="quorum")

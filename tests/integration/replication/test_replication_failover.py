@@ -77,7 +77,9 @@ async def test_failover_keeps_every_acknowledged_write(group: Group) -> None:
     await new_leader.promote(2)
     await other.follow(new_url, 2)
     first = None
+    give_up = time.monotonic() + 60
     while first is None:
+        assert time.monotonic() < give_up, "the new leader acknowledged no write within 60s"
         try:
             await new_leader.upsert_bulk(
                 "c", ["after-failover"], np.zeros(DIM, dtype=np.float32), ack="one", retry=False

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from dvecdb_node.errors import Conflict as ConflictError
-from dvecdb_node.errors import InvalidInput, NotFound
+from dvecdb_node.errors import InvalidInput, NotFound, NotReady
 from dvecdb_node.storage.engine import Engine, EngineOptions, FsyncMode, SeqWatch
 from dvecdb_node.storage.records import (
     CollectionConfig,
@@ -261,4 +261,20 @@ async def test_search_never_blocks_the_loop_behind_a_write(tmp_path: Path) -> No
     release.set()
     assert (await search)[0][0].id == "3"
     holder.join()
+    await engine.close()
+
+
+async def test_close_finishes_in_flight_writes_and_refuses_new_ones(tmp_path: Path) -> None:
+    engine = await _open(tmp_path)
+    await engine.submit(CreateCollection(CollectionConfig("c", DIM, "l2")), epoch=1)
+    writes = [asyncio.create_task(engine.submit(_batch([f"w{i}"], i), epoch=1)) for i in range(5)]
+    await asyncio.sleep(0)
+    await engine.close()
+    results = await asyncio.gather(*writes, return_exceptions=True)
+    done = [r for r in results if not isinstance(r, BaseException)]
+    assert all(isinstance(r, NotReady) for r in results if isinstance(r, BaseException))
+    with pytest.raises(NotReady):
+        await engine.submit(_batch(["late"]), epoch=1)
+    engine = await _open(tmp_path)
+    assert engine.collection("c").count == len(done)
     await engine.close()

@@ -1,6 +1,7 @@
 """A Hypothesis state machine: random upserts, deletes, checkpoints, restarts and crashes
 against a dict model. After every step the counts match, every stored vector reads back
-exactly, and a search for it finds itself first."""
+exactly, a search for it finds itself first, and a metadata filter finds exactly the ids whose
+metadata match."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 from dvecdb_node.storage.engine import Engine, EngineOptions, FsyncMode
+from dvecdb_node.storage.filters import parse_filter
 from dvecdb_node.storage.records import CollectionConfig, CreateCollection, DeleteBatch, UpsertBatch
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -99,6 +101,11 @@ class EngineMachine(RuleBasedStateMachine):
             hit = self.run(self.engine.search("c", vector[None, :], 1))[0][0]
             assert hit.distance == pytest.approx(0.0, abs=1e-5)
             assert hit.id == item_id or np.array_equal(self.model[hit.id][0], vector)
+            if meta is not None:
+                clauses = parse_filter({"g": meta["g"]})
+                hits = self.run(self.engine.search("c", vector[None, :], 20, clauses=clauses))[0]
+                expected = {i for i, (_, m) in self.model.items() if m == meta}
+                assert {h.id for h in hits} == expected  # k=20 covers every match
 
     def teardown(self) -> None:
         self.run(self.engine.close())

@@ -22,10 +22,13 @@ CHART = ROOT / "charts" / "dvecdb-operator"
 
 
 def find_helm() -> str | None:
-    """$HELM, helm on PATH, else the one localkube builds into its cache."""
+    """$HELM, helm on PATH, in $KUBEBUILDER_ASSETS, else the one localkube builds."""
     found = os.environ.get("HELM") or shutil.which("helm")
     if found:
         return found
+    assets = os.environ.get("KUBEBUILDER_ASSETS")
+    if assets and os.access(os.path.join(assets, "helm"), os.X_OK):
+        return os.path.join(assets, "helm")
     try:
         from localkube.build import default_cache_root
     except ImportError:

@@ -152,3 +152,15 @@ async def test_ensure_peering_creates_cluster_or_namespaced_objects(
     assert req["body"]["metadata"] == {"name": "dvecdb-operator", "namespace": "team-a"}
     fake.responses[("POST", "/apis/kopf.dev/v1/clusterkopfpeerings")] = (409, {"message": "x"})
     assert await kube.ensure_peering("dvecdb-operator", None) is False
+
+
+@pytest.mark.parametrize(
+    "stored", ["Bearer s3cret", "bearer s3cret", "s3cret"], ids=["kubeconfig", "in-cluster", "bare"]
+)
+async def test_bearer_token_header_whatever_the_loader_stored(
+    server: tuple[FakeApiServer, kube_api.Kube], stored: str
+) -> None:
+    fake, kube = server
+    kube._cfg.api_key = {"BearerToken": stored}
+    await kube.get("v1", "Secret", "ns", "t")
+    assert fake.requests[-1]["auth"] == "Bearer s3cret"
