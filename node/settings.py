@@ -30,6 +30,12 @@ class NodeSettings(BaseSettings):
     cluster_token: str | None = None
     log_level: str = "INFO"
 
+    # Defaults for collections created without an ``hnsw`` object (the operator sets them
+    # from ``spec.node.hnsw``).
+    hnsw_m: int = Field(16, ge=2, le=128)
+    hnsw_ef_construction: int = Field(200, ge=1, le=4096)
+    hnsw_ef_search: int = Field(64, ge=1, le=4096)
+
     wal_segment_bytes: int = Field(64 << 20, ge=1 << 16)
     checkpoint_interval_seconds: float = Field(300.0, gt=0)
     checkpoint_wal_bytes: int = Field(64 << 20, ge=1 << 16)

@@ -89,9 +89,11 @@ def parse_collection(data: Any, settings: NodeSettings) -> CollectionConfig:
     if not isinstance(hnsw_raw, dict) or set(hnsw_raw) - {"m", "ef_construction", "ef_search"}:
         raise InvalidInput("hnsw takes {m, ef_construction, ef_search}")
     hnsw = HnswParams(
-        m=_int_field(hnsw_raw, "m", 16, 2, 128),
-        ef_construction=_int_field(hnsw_raw, "ef_construction", 200, 1, 4096),
-        ef_search=_int_field(hnsw_raw, "ef_search", 64, 1, 4096),
+        m=_int_field(hnsw_raw, "m", settings.hnsw_m, 2, 128),
+        ef_construction=_int_field(
+            hnsw_raw, "ef_construction", settings.hnsw_ef_construction, 1, 4096
+        ),
+        ef_search=_int_field(hnsw_raw, "ef_search", settings.hnsw_ef_search, 1, 4096),
     )
     return CollectionConfig(name=name, dimension=dimension, metric=metric, hnsw=hnsw)
 

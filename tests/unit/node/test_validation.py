@@ -56,6 +56,18 @@ def test_bad_collections(body: dict[str, Any], code: str) -> None:
     assert _code(parse_collection, body, SETTINGS) == code
 
 
+def test_collection_hnsw_defaults_come_from_settings_and_body_overrides_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DVECDB_HNSW_M", "24")
+    monkeypatch.setenv("DVECDB_HNSW_EF_SEARCH", "128")
+    settings = NodeSettings()
+    config = parse_collection({"name": "c", "dimension": 3}, settings)
+    assert (config.hnsw.m, config.hnsw.ef_construction, config.hnsw.ef_search) == (24, 200, 128)
+    body = {"name": "c", "dimension": 3, "hnsw": {"m": 8}}
+    assert parse_collection(body, settings).hnsw.m == 8
+
+
 def _item(vector: Any, item_id: Any = "a", metadata: Any = None) -> dict[str, Any]:
     return {"id": item_id, "vector": vector, "metadata": metadata}
 
