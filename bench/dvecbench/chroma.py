@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -114,29 +113,13 @@ def unindexed(client: Client, collection_id: str) -> int | None:
     """Operations not yet indexed, or None where the server cannot tell.
 
     Chroma's single-node server answers 500 "not implemented" here: it applies adds to its
-    local HNSW segment on the write path, so the searchability probe below decides instead.
+    local HNSW segment on the write path, so a search probe for the last vectors decides.
     """
     path = f"{API}/collections/{collection_id}/indexing_status"
     status, data = client.request("GET", path)
     if status != 200:
         return None
     return int(orjson.loads(data)["num_unindexed_ops"])
-
-
-def wait_searchable(
-    client: Client, collection_id: str, probes: F32, probe_ids: list[int], *, timeout: float
-) -> float:
-    """Seconds until nothing is unindexed and every probe vector is its own top-1."""
-    started = time.perf_counter()
-    while True:
-        pending = unindexed(client, collection_id)
-        if not pending:
-            top = search_ids(client, collection_id, probes, 1)
-            if [row[0] if row else -1 for row in top] == probe_ids:
-                return time.perf_counter() - started
-        if time.perf_counter() - started > timeout:
-            raise TimeoutError(f"Chroma: last vectors not searchable after {timeout:.0f}s")
-        time.sleep(0.02)
 
 
 def search_ids(client: Client, collection_id: str, queries: F32, k: int) -> list[list[int]]:

@@ -432,8 +432,8 @@ class ChromaRun:
         def searchable(c: Client) -> bool:
             if chroma.unindexed(c, self.collection):
                 return False
-            top = chroma.search_ids(c, self.collection, ds.base[probe], 1)
-            return [r[0] if r else -1 for r in top] == probe
+            top = chroma.search_ids(c, self.collection, ds.base[probe], 10)
+            return nodeapi.each_found(top, probe)
 
         cpu_before = self.procs.cpu_seconds("chroma")
         with inprocess.pinned(cfg.client_cpus):

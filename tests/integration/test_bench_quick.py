@@ -123,3 +123,77 @@ def test_machine_and_versions_are_recorded(table: dict[str, Any]) -> None:
     assert table["machine"]["cpu_model"]
     for name in ("python", "hnswlib", "dvecdb", "wrk"):
         assert table["versions"][name]
+
+
+# The harness's own arithmetic, checked without servers (cheap, so it rides along here).
+
+
+@pytest.fixture(scope="module")
+def dvecbench() -> Any:
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        import dvecbench.datasets
+        import dvecbench.replication
+        import dvecbench.report
+        import dvecbench.wrk
+
+        return dvecbench
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine", "ip"])
+def test_exact_knn_matches_a_full_sort(dvecbench: Any, metric: str) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    base = rng.standard_normal((500, 16)).astype(np.float32)
+    queries = rng.standard_normal((7, 16)).astype(np.float32)
+    got = dvecbench.datasets.exact_knn(base, queries, k=5, metric=metric, block=3)
+    if metric == "cosine":
+        b = base / np.linalg.norm(base, axis=1, keepdims=True)
+        q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+        score = -(q @ b.T)
+    elif metric == "ip":
+        score = -(queries @ base.T)
+    else:
+        score = ((queries[:, None, :] - base[None, :, :]) ** 2).sum(axis=2)
+    assert got.tolist() == np.argsort(score, axis=1, kind="stable")[:, :5].tolist()
+
+
+def test_recall_counts_hits_in_the_top_k(dvecbench: Any) -> None:
+    import numpy as np
+
+    truth = np.array([[1, 2, 3], [4, 5, 6]])
+    recall = dvecbench.datasets.recall_at_k([[3, 2, 9], [6, 5, 4]], truth, k=3)
+    assert recall == pytest.approx(5 / 6)
+
+
+def test_lag_is_time_from_ack_to_first_sample_covering_it(dvecbench: Any) -> None:
+    acks = [(1, 10.0), (2, 10.5), (3, 11.0), (9, 12.0)]
+    samples = [(9.9, 1), (10.6, 1), (10.7, 2), (11.05, 3)]
+    # seq 1 was applied before its ack (0), seq 2 seen 0.2 s after, seq 3 0.05 s, seq 9 never.
+    lags = dvecbench.replication.lags(acks, samples)
+    assert lags == pytest.approx([0.0, 0.2, 0.05])
+
+
+def test_wrk_summary_is_parsed_and_errors_counted(dvecbench: Any) -> None:
+    out = (
+        "Running 1s test\n"
+        'WRK_SUMMARY {"requests": 500, "duration_us": 2000000, "bytes": 1, "p50_us": 1500, '
+        '"p90_us": 2000, "p99_us": 4000, "mean_us": 1600.5, "max_us": 9000, '
+        '"connect_errors": 0, "read_errors": 1, "write_errors": 0, "status_errors": 2, '
+        '"timeouts": 0}\n'
+    )
+    result = dvecbench.wrk.parse_summary(out)
+    assert result.rps == pytest.approx(250.0)
+    assert (result.latency.p50, result.latency.p99) == (1.5, 4.0)
+    assert result.errors == 3
+
+
+def test_targets_respect_their_direction(dvecbench: Any) -> None:
+    target = dvecbench.report.Target
+    assert target("t", 9.0, 10.0, "lower").met
+    assert not target("t", 11.0, 10.0, "lower").met
+    assert target("t", 10.0, 10.0, "higher").met
+    assert not target("t", 9.9, 10.0, "higher").met
