@@ -47,8 +47,11 @@ tools:
 test: lint typecheck tools
 	$(BIN)/pytest
 
+# The cluster demo on the local real Kubernetes (starts or reuses the plane, leaves it running;
+# `make cluster-down` stops it). `make demo DEMO_ARGS=--help` lists its options; the
+# single-node demo is `$(BIN)/python -m demo.standalone`.
 demo: dev
-	$(BIN)/python -m demo
+	$(BIN)/python -m demo $(DEMO_ARGS)
 
 # Full run by default; `make bench BENCH_ARGS=--quick` for a smoke run (see bench/run.py --help).
 bench: dev

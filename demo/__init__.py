@@ -1,1 +1,2 @@
-"""Standalone demo of d-vecDB: ``python -m demo``."""
+"""Demos of d-vecDB: ``python -m demo`` (a cluster on local Kubernetes, `make demo`) and
+``python -m demo.standalone`` (one standalone node surviving SIGKILL)."""

@@ -112,17 +112,21 @@ async def release(client: KubeClient, pv: Json, claims: dict[str, Json]) -> None
     path = pv["spec"].get("hostPath", {}).get("path")
     if path:
         shutil.rmtree(path, ignore_errors=True)
+    name = pv["metadata"]["name"]
     try:
-        await client.delete(f"/api/v1/persistentvolumes/{pv['metadata']['name']}")
+        # The pv-protection controller keeps its finalizer while the volume says Bound.
+        if (pv.get("status") or {}).get("phase") != "Released":
+            await client.merge_patch(
+                f"/api/v1/persistentvolumes/{name}/status", {"status": {"phase": "Released"}}
+            )
+        if not pv["metadata"].get("deletionTimestamp"):
+            await client.delete(f"/api/v1/persistentvolumes/{name}")
+            log.info(
+                "released %s (claim %s/%s is gone)", name, ref.get("namespace"), ref.get("name")
+            )
     except ApiError as err:
         if err.status != 404:
             raise
-    log.info(
-        "released %s (claim %s/%s is gone)",
-        pv["metadata"]["name"],
-        ref.get("namespace"),
-        ref.get("name"),
-    )
 
 
 async def sync(client: KubeClient, root: Path) -> None:

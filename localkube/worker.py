@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,7 +166,7 @@ class PodWorker:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _until_stopped(self, work: Any) -> bool:
+    async def _until_stopped(self, work: Coroutine[Any, Any, None]) -> bool:
         """Run ``work`` unless deletion comes first; True when it finished."""
         task = asyncio.ensure_future(work)
         stop = asyncio.create_task(self._stop.wait())
@@ -192,6 +193,8 @@ class PodWorker:
             except podspec.ConfigError as err:
                 self._waiting_all("CreateContainerConfigError", str(err))
                 await self._event("FailedMount", str(err), once=f"mount:{err}")
+            except (ApiError, aiohttp.ClientError, TimeoutError) as err:
+                self._waiting_all("ContainerCreating", f"API server: {err}")
             await asyncio.sleep(1.0)
 
     def _waiting_all(self, reason: str, message: str) -> None:
@@ -214,7 +217,11 @@ class PodWorker:
 
     def _runner(self, spec: Json, policy: str, init: bool) -> ContainerRunner:
         async def prepare() -> Launch:
-            return await self._launch(spec)
+            try:
+                return await self._launch(spec)
+            except (ApiError, aiohttp.ClientError, TimeoutError) as err:
+                # Reading the pod's Secrets/ConfigMaps failed for now: retry, as the kubelet does.
+                raise volumes.VolumeNotReady(f"API server: {err}") from err
 
         return ContainerRunner(
             spec,

@@ -1,15 +1,16 @@
 """`make bench`: every figure of issue 6 in one run, each beside its in-process baseline.
 
 Order: data and exact ground truth; the in-process hnswlib baseline (pinned like the server);
-d-vecDB ingest, searches and restarts; replication with a follower; then Chroma on the same
-data. Every process is started through one `Processes` owner that kills them all on the way
-out, whatever happens.
+the bare aiohttp floor; d-vecDB ingest and searches, replication with a follower, restarts;
+Chroma on the same data; then the real-text set. Every process is started through one
+`Processes` owner that kills them all on the way out, whatever happens.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import os
 import sys
 import tempfile
 import time
@@ -45,11 +46,24 @@ TOKEN = "bench-cluster-token"
 
 
 class Progress:
+    """Timestamped progress lines; phase headers also sample the machine's load average."""
+
     def __init__(self) -> None:
         self.started = time.monotonic()
+        self.loads: list[dict[str, object]] = []
 
     def __call__(self, message: str) -> None:
-        print(f"[bench +{time.monotonic() - self.started:6.1f}s] {message}", flush=True)
+        elapsed = time.monotonic() - self.started
+        print(f"[bench +{elapsed:6.1f}s] {message}", flush=True)
+        if not message.startswith(" "):
+            load1 = os.getloadavg()[0]
+            self.loads.append({"t": round(elapsed, 1), "phase": message[:70], "load1": load1})
+
+    def load_summary(self) -> str:
+        values = [float(str(x["load1"])) for x in self.loads]
+        if not values:
+            return "n/a"
+        return f"{min(values):.2f}-{max(values):.2f} (mean {sum(values) / len(values):.2f})"
 
 
 def _latency_side(r: LoadResult) -> Side:
@@ -95,7 +109,14 @@ class NodeRun:
     LAG_COLLECTION = "bench_lag"
 
     def __init__(
-        self, cfg: config.Config, ds: Dataset, procs: Processes, say: Progress, *, tag: str = ""
+        self,
+        cfg: config.Config,
+        ds: Dataset,
+        procs: Processes,
+        say: Progress,
+        *,
+        tag: str = "",
+        profile: bool = False,
     ):
         self.cfg, self.ds, self.procs, self.say = cfg, ds, procs, say
         self.port = free_port()
@@ -114,6 +135,7 @@ class NodeRun:
         self.lag: dict[str, float] | None = None
         self.replication_skipped: str | None = None
         self.profile: list[str] | None = None
+        self.want_profile = profile
 
     def start(self) -> None:
         self.procs.start("node", self.argv, cpus=self.cfg.server_cpus, env=self.env)
@@ -179,7 +201,7 @@ class NodeRun:
                     cpu=lambda: self.procs.cpu_seconds("node"),
                 )
         self.ingest_recall = self.search["single_1"].recall
-        if self.cfg.profile and self.profile is None:
+        if self.want_profile:
             out = self.cfg.out_dir / f"{self.cfg.stem}-profile-search8.txt"
             self.say(f"profiling 8-client search with py-spy -> {out}")
             with inprocess.pinned(self.cfg.client_cpus):
@@ -717,7 +739,12 @@ def run(cfg: config.Config) -> Path:
     )
     with tempfile.TemporaryDirectory(prefix="dvecbench-") as tmp, Processes(Path(tmp)) as procs:
         try:
-            node = NodeRun(cfg, ds, procs, say)
+            # The floor runs first so its figures and d-vecDB's are taken close together.
+            floor: FloorRun | None = None
+            if cfg.floor:
+                floor = FloorRun(cfg, ds, procs, say)
+                floor.run(phases)
+            node = NodeRun(cfg, ds, procs, say, profile=cfg.profile)
             node.start()
             node.run_ingest()
             node.run_search(phases)
@@ -731,10 +758,6 @@ def run(cfg: config.Config) -> Path:
             if cfg.chroma:
                 peer = ChromaRun(cfg, ds, procs, say)
                 peer.run(phases)
-            floor: FloorRun | None = None
-            if cfg.floor:
-                floor = FloorRun(cfg, ds, procs, say)
-                floor.run(phases)
             table = figures(cfg, base, node, peer, floor)
             text_description = None
             if cfg.text:
@@ -744,6 +767,8 @@ def run(cfg: config.Config) -> Path:
             _dump_logs(procs)
             raise
     mach["load_end"] = machine.load()
+    mach["load_during"] = say.load_summary()
+    mach["load_samples"] = say.loads
     result = {
         "date": started.strftime("%Y-%m-%d %H:%M UTC"),
         "mode": cfg.mode,

@@ -147,7 +147,9 @@ def markdown(result: dict[str, Any], figures: list[Figure]) -> str:
         f"- HNSW: M {result['hnsw']['m']}, ef_construction {result['hnsw']['ef_construction']}, "
         f"ef {result['hnsw']['ef_search']}, k {result['hnsw']['k']}",
         f"- Machine: {m['nproc']} CPUs ({m['cpu_model']}), {m['memory_gib']} GiB, "
-        f"kernel {m['kernel']}; load average at start {m['load_start']}, at end {m['load_end']}",
+        f"kernel {m['kernel']}; load average at start {m['load_start']}, at end {m['load_end']}"
+        f", 1-minute load at each phase {m.get('load_during', 'n/a')} (2 CPUs: above 2 means "
+        "other work shared the cores)",
         f"- Pinning: {result['pinning']['text']}",
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in result["versions"].items()),
         "",

@@ -38,8 +38,14 @@ def _has_e2e(items: list[pytest.Item]) -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Lifecycle tests start their own plane, so they run before the session plane exists."""
-    items.sort(key=lambda item: 0 if "lifecycle" in item.nodeid else 1)
+    """e2e last (the session plane then lives only while they run); within them, lifecycle
+    tests first, since they start their own plane before the session plane exists."""
+
+    def order(item: pytest.Item) -> tuple[int, int]:
+        e2e = item.get_closest_marker("e2e") is not None
+        return (1 if e2e else 0, 0 if e2e and "lifecycle" in item.nodeid else 1)
+
+    items.sort(key=order)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -91,11 +97,23 @@ def leftovers(plan: NetPlan) -> list[str]:
     return found
 
 
+def wait_for_machine(plan: NetPlan, timeout: float = 300) -> None:
+    """One plane per machine: wait (bounded) while another test session's plane runs."""
+    wait_until(
+        lambda: not leftovers(plan),
+        timeout,
+        f"the bridge {plan.bridge} to be free (another plane runs here; if it crashed, "
+        "run `localkube down --force`)",
+        every=2,
+    )
+
+
 @pytest.fixture(scope="session")
 def plane(binaries: Binaries, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
     """One running plane for the session; stopped (and checked clean) at the end."""
     state = tmp_path_factory.mktemp("localkube")
     instance = Plane(binaries=binaries, state_dir=state, extra_images=TEST_IMAGES)
+    wait_for_machine(instance.plan)
     instance.start()
     ledger = state / MOUNTPOINT_LEDGER
     try:

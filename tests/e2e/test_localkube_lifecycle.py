@@ -16,7 +16,7 @@ from localkube import procs
 from localkube.build import Binaries
 from localkube.netplan import NetPlan
 
-from .conftest import leftovers
+from .conftest import leftovers, wait_for_machine
 
 pytestmark = pytest.mark.e2e
 
@@ -32,7 +32,7 @@ def localkube(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_up_serves_kubectl_then_down_leaves_nothing(binaries: Binaries, tmp_path: Path) -> None:
     plan = NetPlan()
-    assert not leftovers(plan), "a plane is already running: run `localkube down --force`"
+    wait_for_machine(plan)
     up = localkube(tmp_path, "up")
     try:
         assert up.returncode == 0, up.stderr
@@ -79,7 +79,7 @@ def test_up_serves_kubectl_then_down_leaves_nothing(binaries: Binaries, tmp_path
 def test_down_force_cleans_a_crashed_run(binaries: Binaries, tmp_path: Path) -> None:
     """A run killed hard leaves a bridge and namespaces; `down --force` removes them."""
     plan = NetPlan()
-    assert not leftovers(plan), "a plane is already running: run `localkube down --force`"
+    wait_for_machine(plan)
     subprocess.run(["ip", "link", "add", plan.bridge, "type", "bridge"], check=True)
     subprocess.run(["ip", "netns", "add", "lk-crashedrun0001"], check=True)
     subprocess.run(

@@ -1,7 +1,10 @@
 """The operator on the local real Kubernetes: Helm install, a DVecCluster of real node pods,
-bootstrap, failover after the leader's process dies, failover across a network partition
-with the stale leader fenced when it comes back, deletion collecting the children; and the
-planned operations: switchover, scale-down below the leader, rolling image upgrade.
+bootstrap, writes with ``ack=one`` through the read-write Service's endpoints, failover after
+the leader's process dies (to the follower with the most log, no acknowledged write lost, the
+old leader back as a follower), failover across a network partition with the stale leader
+fenced when it comes back, deletion collecting the children; and the planned operations:
+switchover, scale 3 -> 5 -> 3 around the leader, scale-down below the leader, and a rolling
+image upgrade under a steady write load that loses no acknowledged write.
 """
 
 from __future__ import annotations
@@ -9,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -92,6 +97,80 @@ def rw_endpoints(kubectl: Kubectl, namespace: str) -> set[str]:
     }
 
 
+def rw_url(kubectl: Kubectl, namespace: str) -> str:
+    """Where a client without kube-proxy sends writes: the one ready `demo-rw` endpoint."""
+    addresses = wait_until(
+        lambda: (found := rw_endpoints(kubectl, namespace)) and len(found) == 1 and found,
+        60,
+        "demo-rw to have exactly one ready endpoint",
+    )
+    return f"http://{next(iter(addresses))}:8080"
+
+
+def write_batch(kubectl: Kubectl, namespace: str, prefix: str, size: int = 25) -> int:
+    """One batch with ack=one through the read-write Service; returns its write token."""
+    vectors = [{"id": f"{prefix}-{i}", "vector": [float(i), 1.0, 0.0, 1.0]} for i in range(size)]
+    code, body = http(
+        "PUT",
+        f"{rw_url(kubectl, namespace)}/v1/collections/e2e/vectors",
+        {"vectors": vectors, "ack": "one"},
+    )
+    assert code == 200, body
+    return int(body["seq"])
+
+
+def node_status(url: str) -> dict[str, Any] | None:
+    try:
+        code, body = http("GET", f"{url}/v1/status", timeout=3)
+    except (urllib.error.URLError, OSError):
+        return None
+    return dict(body) if code == 200 else None
+
+
+def missing_on(url: str, ids: list[str]) -> list[str]:
+    """The ids that `url` does not hold."""
+    return [i for i in ids if http("GET", f"{url}/v1/collections/e2e/vectors/{i}")[0] != 200]
+
+
+class Writer:
+    """Writes one vector at a time with ack=one through demo-rw's current endpoint, in a
+    thread, and remembers what was acknowledged; refused or failed writes are retried."""
+
+    def __init__(self, kubectl: Kubectl, namespace: str) -> None:
+        self.kubectl, self.namespace = kubectl, namespace
+        self.acked: list[str] = []
+        self.failures = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Writer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        number = 0
+        while not self._stop.is_set():
+            item = f"w-{number}"
+            try:
+                found = rw_endpoints(self.kubectl, self.namespace)
+                if len(found) == 1:
+                    url = f"http://{next(iter(found))}:8080/v1/collections/e2e/vectors"
+                    body = {"vectors": [{"id": item, "vector": [1.0, 2.0, 3.0, float(number)]}]}
+                    code, _ = http("PUT", url, {**body, "ack": "one"}, timeout=3)
+                    if code == 200:
+                        self.acked.append(item)
+                        number += 1
+                        continue
+            except (AssertionError, urllib.error.URLError, OSError):
+                pass
+            self.failures += 1
+            time.sleep(0.1)
+
+
 def count_on(url: str) -> int | None:
     try:
         status, body = http("GET", f"{url}/v1/collections/e2e", timeout=3)
@@ -144,6 +223,11 @@ def run_planned_operations(kubectl: Kubectl, namespace: str) -> None:
     kubectl.apply(CLUSTER, namespace)
     status = wait_until(lambda: healthy_with(kubectl, namespace), 300, "the cluster Healthy")
     assert status["leader"] == "demo-0"
+    code, body = http(
+        "POST", f"{rw_url(kubectl, namespace)}/v1/collections", {"name": "e2e", "dimension": 4}
+    )
+    assert code == 201, body
+    write_batch(kubectl, namespace, "before")
 
     # Planned switchover to demo-2 through the annotation; the request is cleared after.
     kubectl.run(
@@ -156,6 +240,47 @@ def run_planned_operations(kubectl: Kubectl, namespace: str) -> None:
     assert status["lastFailover"]["reason"] == "switchover requested to demo-2"
     annotations = kubectl.get("dveccluster", "demo", namespace)["metadata"].get("annotations", {})
     assert "dvecdb.io/switchover-to" not in annotations
+    leader_uid = pod(kubectl, namespace, "demo-2")["metadata"]["uid"]
+    top = write_batch(kubectl, namespace, "switched")
+    written = [f"{p}-{i}" for p in ("before", "switched") for i in range(25)]
+    assert missing_on(base_url(kubectl, namespace, "demo-2"), written) == []
+
+    # Scale up to 5: the new members follow the leader and catch up on the whole log.
+    kubectl.run("scale", "dveccluster", "demo", "-n", namespace, "--replicas=5")
+
+    def grown() -> Any:
+        status = healthy_with(kubectl, namespace)
+        if not status or status["readyMembers"] != "5/5" or len(status["members"]) != 5:
+            return None
+        for name in ("demo-3", "demo-4"):
+            node = node_status(base_url(kubectl, namespace, name)) or {}
+            if (node.get("role"), node.get("epoch"), node.get("applied_seq")) != (
+                "follower",
+                2,
+                top,
+            ):
+                return None
+        return status
+
+    status = wait_until(grown, 240, "scale-up to 5 with demo-3 and demo-4 caught up")
+    assert (status["leader"], status["epoch"]) == ("demo-2", 2)
+    assert count_on(base_url(kubectl, namespace, "demo-4")) == 50
+
+    # Back to 3: the two newest members go; the leader (demo-2) is never touched.
+    kubectl.run("scale", "dveccluster", "demo", "-n", namespace, "--replicas=3")
+
+    def shrunk() -> Any:
+        status = healthy_with(kubectl, namespace)
+        sts = kubectl.get("statefulset", "demo", namespace) or {}
+        gone = all(kubectl.get("pod", n, namespace) is None for n in ("demo-3", "demo-4"))
+        if status and sts.get("spec", {}).get("replicas") == 3 and gone:
+            return status if status["readyMembers"] == "3/3" else None
+        return None
+
+    status = wait_until(shrunk, 180, "scale-down to 3")
+    assert (status["leader"], status["epoch"]) == ("demo-2", 2)
+    assert pod(kubectl, namespace, "demo-2")["metadata"]["uid"] == leader_uid
+    assert status["lastFailover"]["reason"] == "switchover requested to demo-2"
 
     # Scale down below the leader's ordinal: leadership moves first, then the member goes.
     kubectl.run("scale", "dveccluster", "demo", "-n", namespace, "--replicas=2")
@@ -174,16 +299,6 @@ def run_planned_operations(kubectl: Kubectl, namespace: str) -> None:
     # Rolling upgrade: a new pod template restarts the follower first, then switches over,
     # then restarts the old leader.
     before = status["leader"]
-    kubectl.run(
-        "patch",
-        "dveccluster",
-        "demo",
-        "-n",
-        namespace,
-        "--type=merge",
-        "-p",
-        '{"spec": {"image": "dvecdb/node:0.1.1"}}',
-    )
 
     def upgraded() -> Any:
         sts = kubectl.get("statefulset", "demo", namespace) or {}
@@ -197,8 +312,27 @@ def run_planned_operations(kubectl: Kubectl, namespace: str) -> None:
             return None
         return healthy_with(kubectl, namespace, not_leader=before)
 
-    status = wait_until(upgraded, 300, "every member on the new image, leadership moved")
-    assert status["epoch"] == 4
+    with Writer(kubectl, namespace) as writer:
+        kubectl.run(
+            "patch",
+            "dveccluster",
+            "demo",
+            "-n",
+            namespace,
+            "--type=merge",
+            "-p",
+            '{"spec": {"image": "dvecdb/node:0.1.1"}}',
+        )
+        status = wait_until(upgraded, 300, "every member on the new image, leadership moved")
+        time.sleep(2)  # a few writes on the upgraded leader as well
+    # One switchover (epoch 4), or more when the operator aborted one because the restarted
+    # follower was still catching up with the writes: it never promotes a lagging member.
+    assert status["epoch"] >= 4
+    # No acknowledged write lost across the restarts and the switchover.
+    final = base_url(kubectl, namespace, status["leader"])
+    assert writer.acked, f"no write was acknowledged during the upgrade ({writer.failures} failed)"
+    assert missing_on(final, written + writer.acked) == []
+    assert count_on(final) == len(written) + len(writer.acked)
     reasons = [
         e["reason"]
         for e in kubectl.json("get", "events", "-n", namespace)["items"]
@@ -239,35 +373,70 @@ def run_failovers(kubectl: Kubectl, namespace: str) -> None:
         lambda: rw_endpoints(kubectl, namespace) == {leader_ip}, 60, "demo-rw -> demo-0 only"
     )
 
-    # Writes acknowledged by the leader and one follower.
+    # Writes with ack=one through the read-write Service's endpoint (no kube-proxy: the
+    # client resolves the EndpointSlice to the leader's pod IP, as clients here must).
     leader = base_url(kubectl, namespace, "demo-0")
-    code, body = http("POST", f"{leader}/v1/collections", {"name": "e2e", "dimension": 4})
+    code, body = http(
+        "POST", f"{rw_url(kubectl, namespace)}/v1/collections", {"name": "e2e", "dimension": 4}
+    )
     assert code == 201, body
     for batch in range(4):
-        vectors = [
-            {"id": f"v{batch}-{i}", "vector": [float(i), float(batch), 0.0, 1.0]} for i in range(25)
-        ]
-        code, body = http(
-            "PUT", f"{leader}/v1/collections/e2e/vectors", {"vectors": vectors, "ack": "one"}
-        )
-        assert code == 200, body
+        write_batch(kubectl, namespace, f"v{batch}")
+    follower_urls = {n: base_url(kubectl, namespace, n) for n in NAMES[1:]}
+    caught_up = wait_until(
+        lambda: (
+            (top := (node_status(leader) or {}).get("last_seq"))
+            and all((node_status(u) or {}).get("last_seq") == top for u in follower_urls.values())
+            and top
+        ),
+        60,
+        "both followers to have received the whole log",
+    )
 
-    # Failover 1: the leader's process dies (the kubelet restarts it in standby).
-    pid = int(
-        pod(kubectl, namespace, "demo-0")["status"]["containerStatuses"][0][
-            "containerID"
-        ].removeprefix("localkube://")
-    )
-    os.kill(pid, signal.SIGKILL)
-    status = wait_until(
-        lambda: healthy_with(kubectl, namespace, not_leader="demo-0"),
-        180,
+    # demo-1 is cut off while one more batch is acknowledged (by demo-2, ack=one), so the
+    # followers' positions differ when the leader dies: the one with the most log must win.
+    uid_1 = pod(kubectl, namespace, "demo-1")["metadata"]["uid"]
+    net.set_link(uid_1, up=False)
+    try:
+        last_acked = write_batch(kubectl, namespace, "v4")
+        received = {
+            "demo-1": caught_up,
+            "demo-2": (node_status(follower_urls["demo-2"]) or {}).get("last_seq", 0),
+        }
+        assert received["demo-2"] >= last_acked > received["demo-1"], received
+
+        # Failover 1: the leader's process dies (the kubelet restarts it in standby).
+        old_pod = pod(kubectl, namespace, "demo-0")
+        pid = int(
+            old_pod["status"]["containerStatuses"][0]["containerID"].removeprefix("localkube://")
+        )
+        killed_at = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+    finally:
+        net.set_link(uid_1, up=True)  # reachable again before the detection bound ends
+    # A new leader within the detection bound (3 s) plus the operator's polling, generous
+    # for a shared 2-core machine; then Healthy once the restarted member is ready again.
+    elected = wait_until(
+        lambda: (
+            (s := status_of(kubectl, namespace)).get("epoch") == 2
+            and s.get("leader") not in (None, "demo-0")
+            and s
+        ),
+        60,
         "a new leader after demo-0's process died",
+        every=0.2,
     )
-    first = status["leader"]
-    assert status["epoch"] == 2
+    elapsed = time.monotonic() - killed_at
+    assert 3 <= elapsed < 3 + 20, f"new leader after {elapsed:.1f}s"
+    first = elected["leader"]
+    status = wait_until(
+        lambda: healthy_with(kubectl, namespace, not_leader="demo-0"), 180, "Healthy again"
+    )
+    assert (status["leader"], status["epoch"]) == (first, 2)
     failover = status["lastFailover"]
     assert (failover["from"], failover["to"]) == ("demo-0", first)
+    # The new leader had the highest received_seq: everything acknowledged, nothing less.
+    assert failover["toSeq"] == max(received.values()) >= last_acked, (failover, received)
     reasons = {
         e["reason"]
         for e in kubectl.json("get", "events", "-n", namespace)["items"]
@@ -278,11 +447,34 @@ def run_failovers(kubectl: Kubectl, namespace: str) -> None:
     )
     first_ip = pod(kubectl, namespace, first)["status"]["podIP"]
     wait_until(lambda: rw_endpoints(kubectl, namespace) == {first_ip}, 60, f"demo-rw -> {first}")
-    assert count_on(base_url(kubectl, namespace, first)) == 100
+    first_url = base_url(kubectl, namespace, first)
+    every_id = [f"v{b}-{i}" for b in range(5) for i in range(25)]
+    assert count_on(first_url) == 125
+    assert missing_on(first_url, every_id) == []
     labels = {
         n: pod(kubectl, namespace, n)["metadata"]["labels"].get("dvecdb.io/role") for n in NAMES
     }
     assert labels[first] == "leader" and list(labels.values()).count("leader") == 1
+
+    # The old leader's process was restarted by the kubelet: it follows at the new epoch
+    # and holds every acknowledged write again; so does the member that was cut off.
+    def rejoined(name: str) -> Any:
+        node = node_status(base_url(kubectl, namespace, name)) or {}
+        ok = (node.get("role"), node.get("epoch"), node.get("applied_seq")) == (
+            "follower",
+            2,
+            (node_status(first_url) or {}).get("last_seq"),
+        )
+        return node if ok else None
+
+    for name in set(NAMES) - {first}:
+        wait_until(lambda n=name: rejoined(n), 120, f"{name} following {first} at epoch 2")
+    assert all(count_on(base_url(kubectl, namespace, n)) == 125 for n in NAMES)
+    restarted = pod(kubectl, namespace, "demo-0")["status"]["containerStatuses"][0]
+    assert (
+        restarted["restartCount"] >= 1
+        and restarted["containerID"] != (old_pod["status"]["containerStatuses"][0]["containerID"])
+    )
 
     # Failover 2: a partition cuts the new leader off; it is fenced when it comes back.
     uid = pod(kubectl, namespace, first)["metadata"]["uid"]
@@ -306,7 +498,7 @@ def run_failovers(kubectl: Kubectl, namespace: str) -> None:
     assert (status["leader"], status["epoch"]) == (second, 3)
     code, body = http("GET", f"{base_url(kubectl, namespace, first)}/v1/status")
     assert code == 200 and (body["role"], body["epoch"]) == ("follower", 3), body
-    assert count_on(base_url(kubectl, namespace, second)) == 100
+    assert count_on(base_url(kubectl, namespace, second)) == 125
 
     # Deleting the cluster collects its children; the claims stay (reclaimPolicy Retain).
     kubectl.run("delete", "dveccluster", "demo", "-n", namespace, "--wait=false")

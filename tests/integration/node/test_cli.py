@@ -90,8 +90,9 @@ def test_ten_thousand_vectors_survive_sigkill(node_factory: Any) -> None:
 
 
 def test_demo_runs_end_to_end() -> None:
+    args = ["-m", "demo.standalone", "--count", "2000", "--dim", "16", "--queries", "50"]
     proc = subprocess.run(
-        [sys.executable, "-m", "demo", "--count", "2000", "--dim", "16", "--queries", "50"],
+        [sys.executable, *args],
         cwd=REPO,
         capture_output=True,
         text=True,
