@@ -26,6 +26,9 @@ class NodeMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
+        # labels() costs a lock and a tuple hash per call; one child per (method, route, status)
+        # is looked up once and kept, which matters on the search hot path.
+        self._request_children: dict[tuple[str, str, int], Histogram] = {}
         self.wal_bytes = Counter(
             "dvecdb_wal_written_bytes", "Bytes appended to the WAL.", registry=self.registry
         )
@@ -41,6 +44,14 @@ class NodeMetrics:
             buckets=(0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 120),
             registry=self.registry,
         )
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, status)
+        child = self._request_children.get(key)
+        if child is None:
+            child = self.request_seconds.labels(method, route, str(status))
+            self._request_children[key] = child
+        child.observe(seconds)
 
     # StorageObserver
     def wal_appended(self, nbytes: int) -> None:

@@ -52,8 +52,8 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
     finally:
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "unmatched"
-        request.app[METRICS].request_seconds.labels(request.method, route, str(status)).observe(
-            time.perf_counter() - started
+        request.app[METRICS].observe_request(
+            request.method, route, status, time.perf_counter() - started
         )
 
 

@@ -254,6 +254,8 @@ async def test_status_metrics_openapi(client: Client) -> None:
         "dvecdb_last_seq 2.0",
         "dvecdb_applied_seq 2.0",
         "dvecdb_checkpoint_duration_seconds",
+        'dvecdb_http_request_duration_seconds_count{method="PUT",'
+        'route="/v1/collections/{name}/vectors",status="200"} 1.0',
     ):
         assert name in text, name
     doc = await (await client.get("/openapi.json")).json()
