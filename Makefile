@@ -24,7 +24,8 @@ typecheck: dev
 	ln -sfn ../node .typecheck/dvecdb_node
 	ln -sfn ../operator .typecheck/dvecdb_operator
 	ln -sfn ../localkube .typecheck/localkube
-	cd .typecheck && ../$(BIN)/mypy --config-file ../pyproject.toml -p dvecdb_node -p dvecdb_operator -p localkube
+	ln -sfn ../demo .typecheck/demo
+	cd .typecheck && ../$(BIN)/mypy --config-file ../pyproject.toml -p dvecdb_node -p dvecdb_operator -p localkube -p demo
 
 test-unit: dev tools
 	$(BIN)/pytest -m unit
