@@ -32,6 +32,7 @@ Json = dict[str, Any]
 
 _RETRY_STATUSES = frozenset({502, 503, 504})
 _NOT_RETRIED_CODES = frozenset({"ack_timeout", "leadership_lost", "stale"})
+PROMOTE_SECONDS = 30.0
 
 
 class NodeError(Exception):
@@ -202,10 +203,19 @@ class NodeClient:
         return result  # type: ignore[no-any-return]
 
     async def promote(self, epoch: int, *, members: int | None = None) -> Json:
+        """Make the member lead at ``epoch``.
+
+        A follower first applies every record it has received, which after a burst of writes
+        takes longer than a status call: the time limit is at least ``PROMOTE_SECONDS``.
+        """
         body: Json = {"epoch": epoch}
         if members is not None:
             body["members"] = members
-        return await self.request("POST", "/v1/admin/promote", json=body, admin=True)  # type: ignore[no-any-return]
+        limit = max(self.timeout.total or 0.0, PROMOTE_SECONDS)
+        result = await self.request(
+            "POST", "/v1/admin/promote", json=body, admin=True, time_limit=limit
+        )
+        return result  # type: ignore[no-any-return]
 
     async def follow(self, leader: str, epoch: int) -> Json:
         body = {"leader": leader, "epoch": epoch}

@@ -70,6 +70,26 @@ async def _uncancellable(make: Callable[[], Awaitable[T]]) -> T:
         raise
 
 
+async def hand_over(
+    pending: Pending,
+    item: list[tuple[Record, Change]] | None,
+    applier: asyncio.Task[None],
+) -> bool:
+    """Queue ``item`` for the apply stage; False if that stage ended before taking it.
+
+    A bare ``put`` on a full queue waits forever once the stage is gone, and so would
+    ``stop()`` and every admin command queued behind it (a promote that never answers).
+    """
+    if applier.done():
+        return False
+    put = asyncio.ensure_future(pending.put(item))
+    await asyncio.wait({put, applier}, return_when=asyncio.FIRST_COMPLETED)
+    if put.done():
+        return True
+    put.cancel()
+    return False
+
+
 async def _error_of(resp: aiohttp.ClientResponse) -> LeaderRefused:
     try:
         body = await resp.json(content_type=None)
@@ -242,16 +262,20 @@ class Follower:
             if applier.done():
                 applier.result()  # re-raise the apply stage's failure
                 raise SeqGapError("the apply stage stopped")
-            await _uncancellable(lambda b=batch: self._append_and_queue(b, pending))  # type: ignore[misc]
+            await _uncancellable(lambda b=batch: self._append_and_queue(b, pending, applier))  # type: ignore[misc]
             self.leader_last_seq = max(self.leader_last_seq, batch[-1].seq)
             self._progress.set()
         return delivered
 
-    async def _append_and_queue(self, batch: list[Record], pending: Pending) -> None:
+    async def _append_and_queue(
+        self, batch: list[Record], pending: Pending, applier: asyncio.Task[None]
+    ) -> None:
         """Append durably and hand to the apply stage, as one step that is never cut short."""
         appended = await self.engine.append_replicated(batch)
-        if appended:
-            await pending.put(appended)
+        if appended and not await hand_over(pending, appended, applier):
+            # The stage ended: apply what it left, then this batch, in order, right here.
+            await self._apply_left(pending)
+            await self.engine.apply_appended(appended)
 
     async def _apply_stage(self, pending: Pending) -> None:
         while (batch := await pending.get()) is not None:
@@ -264,16 +288,18 @@ class Follower:
         applier: asyncio.Task[None],
     ) -> None:
         """Apply everything appended so far, then end the apply stage."""
-        if not applier.done():
-            await pending.put(None)
+        await hand_over(pending, None, applier)
         try:
             await applier
         finally:
             # If the apply stage failed, apply what is left here (order is kept by the engine).
-            while not pending.empty():
-                batch = pending.get_nowait()
-                if batch is not None:
-                    await self.engine.apply_appended(batch)
+            await self._apply_left(pending)
+
+    async def _apply_left(self, pending: Pending) -> None:
+        while not pending.empty():
+            batch = pending.get_nowait()
+            if batch is not None:
+                await self.engine.apply_appended(batch)
 
     async def _handle_refusal(self, session: aiohttp.ClientSession, exc: LeaderRefused) -> bool:
         """Act on the leader's answer; True if the follower can retry at once."""
