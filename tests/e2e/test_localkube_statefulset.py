@@ -7,7 +7,6 @@ claim with its data), and garbage collection of the pods when the StatefulSet go
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from localkube.images import venv_bin
 from localkube.netplan import netns_name
 from localkube.plane import Plane
 
-from .conftest import MANIFESTS, Kubectl, wait_until
+from .conftest import MANIFESTS, Kubectl, http, wait_until
 
 pytestmark = [
     pytest.mark.e2e,
@@ -34,18 +33,6 @@ pytestmark = [
 ]
 
 NAMES = ["dvec-0", "dvec-1", "dvec-2"]
-
-
-def http(method: str, url: str, body: Any = None, timeout: float = 5) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(
-        url, data=data, method=method, headers={"Content-Type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as resp:
-            return resp.status, json.loads(resp.read() or b"null")
-    except urllib.error.HTTPError as err:
-        return err.code, err.read().decode(errors="replace")
 
 
 def reachable(url: str) -> bool:
@@ -150,13 +137,13 @@ def test_statefulset_of_nodes(kubectl: Kubectl, namespace: str, plane: Plane) ->
         "metric": "l2",
         "hnsw": {"m": 8, "ef_construction": 64, "ef_search": 32},
     }
-    status, body = http("POST", f"{base}/v1/collections", collection)
+    status, body = http("POST", f"{base}/v1/collections", collection, timeout=5)
     assert status == 201, body
     vectors = {
         "vectors": [{"id": f"v{i}", "vector": [float(i), 0.0, 1.0, 2.0]} for i in range(5)],
         "ack": "leader",
     }
-    status, body = http("PUT", f"{base}/v1/collections/e2e/vectors", vectors)
+    status, body = http("PUT", f"{base}/v1/collections/e2e/vectors", vectors, timeout=5)
     assert status == 200 and body["count"] == 5, body
     claim = kubectl.get("pvc", "data-dvec-0", namespace)
     volume_before = claim["spec"]["volumeName"]
@@ -176,7 +163,7 @@ def test_statefulset_of_nodes(kubectl: Kubectl, namespace: str, plane: Plane) ->
     new_pod = wait_until(recreated, 120, "dvec-0 recreated and Ready")
     assert kubectl.get("pvc", "data-dvec-0", namespace)["spec"]["volumeName"] == volume_before
     new_base = f"http://{new_pod['status']['podIP']}:8080"
-    status, described = http("GET", f"{new_base}/v1/collections/e2e")
+    status, described = http("GET", f"{new_base}/v1/collections/e2e", timeout=5)
     assert status == 200 and described["count"] == 5, described
 
     # Deleting the StatefulSet removes its pods (garbage collector) and their processes.

@@ -9,7 +9,6 @@ image upgrade under a steady write load that loses no acknowledged write.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
@@ -24,7 +23,7 @@ import pytest
 from localkube import net
 from localkube.images import venv_bin
 
-from .conftest import Kubectl, wait_until
+from .conftest import Kubectl, http, wait_until
 
 pytestmark = [
     pytest.mark.e2e,
@@ -49,18 +48,6 @@ spec:
   node: {fsync: batch, defaultAck: one}
   failover: {detectionSeconds: 3}
 """
-
-
-def http(method: str, url: str, body: Any = None, timeout: float = 10) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(
-        url, data=data, method=method, headers={"Content-Type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as resp:
-            return resp.status, json.loads(resp.read() or b"null")
-    except urllib.error.HTTPError as err:
-        return err.code, err.read().decode(errors="replace")
 
 
 def status_of(kubectl: Kubectl, namespace: str) -> dict[str, Any]:
