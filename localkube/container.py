@@ -311,7 +311,8 @@ class ContainerRunner:
             log.write(f"--- localkube: stopping {self.name}: {why}\n".encode())
         _killpg(proc.pid, signal.SIGTERM)
         try:
-            await asyncio.wait_for(asyncio.shield(proc.wait()), self._grace)
+            async with asyncio.timeout(self._grace):
+                await asyncio.shield(proc.wait())
         except TimeoutError:
             _killpg(proc.pid, signal.SIGKILL)
 

@@ -154,7 +154,8 @@ async def serve(args: argparse.Namespace) -> None:
             except (ApiError, aiohttp.ClientError, TimeoutError) as err:
                 log.warning("sync: %s", err)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), SYNC_SECONDS)
+                async with asyncio.timeout(SYNC_SECONDS):
+                    await stop.wait()
         log.info("stopping: ending %d pods", len(kubelet.workers))
         await kubelet.shutdown()
 

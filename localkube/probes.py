@@ -53,7 +53,8 @@ async def _http(
 
 async def _tcp(host: str, port: int, limit: float) -> tuple[bool, str]:
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), limit)
+        async with asyncio.timeout(limit):
+            _, writer = await asyncio.open_connection(host, port)
     except (TimeoutError, OSError) as err:
         return False, f"TCP probe {host}:{port} failed: {err}"
     writer.close()
@@ -77,7 +78,8 @@ async def _exec(
         stderr=asyncio.subprocess.STDOUT,
     )
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), limit)
+        async with asyncio.timeout(limit):
+            out, _ = await proc.communicate()
     except TimeoutError:
         proc.kill()
         await proc.wait()

@@ -178,15 +178,29 @@ class NodeProcess:
 
 
 NodeFactory = Callable[..., NodeProcess]
+_STARTED = pytest.StashKey[list[NodeProcess]]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """On a failed test, show the last lines of every node it started (CI keeps no files)."""
+    report = yield
+    if report.failed:
+        for node in item.stash.get(_STARTED, []):
+            report.sections.append((f"node {node.node_id} log (last lines)", node.log()))
+    return report
 
 
 @pytest.fixture
-def node_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeFactory]:
+def node_factory(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[NodeFactory]:
     """Start real nodes: ``node_factory(standalone=True, args=[...], env={...})``.
 
     ``via_env=True`` runs the ``dvecdb-node`` console script configured by environment only.
     """
     started: list[NodeProcess] = []
+    request.node.stash[_STARTED] = started
 
     def start(
         *,

@@ -359,7 +359,8 @@ class Follower:
         timeout = aiohttp.ClientTimeout(total=self.options.read_timeout)
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._progress.wait(), self.options.ack_interval)
+                async with asyncio.timeout(self.options.ack_interval):
+                    await self._progress.wait()
             self._progress.clear()
             if not self.streaming:
                 continue

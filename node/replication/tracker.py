@@ -113,7 +113,8 @@ class FollowerTracker:
         waiter = _Waiter(seq, needed, future)
         self._waiters.append(waiter)
         try:
-            await asyncio.wait_for(asyncio.shield(future), within)
+            async with asyncio.timeout(within):
+                await asyncio.shield(future)
         except TimeoutError:
             return self.count_acked(seq) >= needed
         finally:

@@ -166,7 +166,8 @@ class SeqWatch:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiters, (seq, next(self._counter), fut))
         try:
-            await asyncio.wait_for(fut, within)
+            async with asyncio.timeout(within):
+                await fut
         except TimeoutError:
             return self.value >= seq
         return True
@@ -565,7 +566,8 @@ class Engine:
         policy = self.options.checkpoint
         while not stop.is_set():
             try:
-                await asyncio.wait_for(stop.wait(), poll_seconds)
+                async with asyncio.timeout(poll_seconds):
+                    await stop.wait()
                 return
             except TimeoutError:
                 pass

@@ -57,7 +57,8 @@ async def _ingest_until_killed(node: Any, acked: dict[str, np.ndarray], seed: in
         ]
         await asyncio.sleep(kill_after)
         await asyncio.to_thread(node.kill)
-        await asyncio.wait_for(asyncio.gather(*writers), 30)
+        async with asyncio.timeout(30):
+            await asyncio.gather(*writers)
 
 
 async def _verify(node: Any, acked: dict[str, np.ndarray]) -> None:

@@ -22,7 +22,8 @@ async def test_hand_over_queues_while_the_stage_runs() -> None:
     assert await hand_over(pending, [], applier)
     assert await hand_over(pending, [], applier)  # waits for the stage to take the first
     assert await hand_over(pending, None, applier)
-    await asyncio.wait_for(applier, 5)
+    async with asyncio.timeout(5):
+        await applier
     assert taken == [[], []]
 
 
@@ -40,7 +41,8 @@ async def test_hand_over_returns_when_the_stage_dies_on_a_full_queue() -> None:
     await asyncio.sleep(0.05)
     assert not handing.done()  # the queue is full and the stage is alive: it waits
     release.set()
-    assert await asyncio.wait_for(handing, 5) is False
+    async with asyncio.timeout(5):
+        assert await handing is False
     assert pending.qsize() == 1  # nothing was lost from the queue
     with pytest.raises(RuntimeError):
         await applier
