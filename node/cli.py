@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from aiohttp import web
+from dvecdb_node.api import serve
 from dvecdb_node.api.app import create_app
 from dvecdb_node.replication.install import install as install_replication
 from dvecdb_node.settings import NodeSettings
@@ -43,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max-body-bytes", type=int, help="largest request body")
     add("--max-batch", type=int, help="most vectors in one upsert or delete")
     add("--search-threads", type=int, help="threads running searches")
+    add(
+        "--fast-search",
+        action=argparse.BooleanOptionalAction,
+        help="answer plain search connections without aiohttp's request machinery [true]",
+    )
     add(
         "--checkpoint-on-shutdown",
         action=argparse.BooleanOptionalAction,
@@ -91,15 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # SIGTERM/SIGINT: stop accepting, let in-flight requests finish, then the engine closes
     # (waits for writes, fsyncs) in its cleanup context.
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        shutdown_timeout=settings.shutdown_grace_seconds,
-        print=None,
-        access_log=None,
-        handle_signals=True,
-    )
+    serve.run(app, settings)
     return 0
 
 

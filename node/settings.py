@@ -43,6 +43,8 @@ class NodeSettings(BaseSettings):
     # A checkpoint at SIGTERM makes the next start load instead of replaying the log.
     checkpoint_on_shutdown: bool = True
     search_threads: int = Field(4, ge=1, le=64)
+    # Plain search connections skip aiohttp's request machinery (node/api/fastlane.py).
+    fast_search: bool = True
 
     max_body_bytes: int = Field(64 << 20, ge=1 << 10)
     max_batch: int = Field(10_000, ge=1)

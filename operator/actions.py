@@ -21,8 +21,9 @@ from dvecdb_operator import kube as kube_api
 from dvecdb_operator.builders.common import ClusterRef
 from dvecdb_operator.decisions import Adopt, Bootstrap, Steady
 from dvecdb_operator.failover import FailoverPlan
-from dvecdb_operator.members import Members, PodView
+from dvecdb_operator.members import AdminError, Members, PodView
 from dvecdb_operator.observation import ClusterObservation, MemberObservation
+from dvecdb_operator.promotion import next_epoch
 from dvecdb_operator.upgrade import RestartPod, SwitchoverTo
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,23 @@ class MonitorSettings:
     fenced_catchup_timeout: float = 3.0
     # After a deferred or aborted switchover, planned operations wait this long.
     operation_backoff: float = 30.0
+    # A failed promote is retried after this, doubling per attempt up to the cap.
+    promote_retry_first: float = 2.0
+    promote_retry_cap: float = 30.0
+
+
+@dataclass(frozen=True)
+class PromoteFailure:
+    """A promote that did not succeed: `refused` when the member refused the epoch."""
+
+    candidate: str
+    epoch: int
+    error: str
+    refused: bool
+
+    @classmethod
+    def of(cls, candidate: str, epoch: int, error: AdminError) -> PromoteFailure:
+        return cls(candidate, epoch, error.text, error.epoch_refused)
 
 
 @dataclass
@@ -52,6 +70,7 @@ class Outcome:
     leader_changed: bool = False  # restart the failure-detection timer
     leader_seq: int | None = None  # the new leader's position, for the next lastFailover
     switchover_failed: bool = False  # hold planned operations back for a while
+    promote_failed: PromoteFailure | None = None  # to retry after a backoff
 
 
 def now_iso() -> str:
@@ -120,7 +139,11 @@ class RoleActions:
             self.event(
                 body, "PromoteFailed", f"{boot.leader} at epoch {boot.epoch}: {error}", warning=True
             )
-            return Outcome(acted=True, message=f"bootstrap promote failed: {error}")
+            return Outcome(
+                acted=True,
+                message=f"bootstrap promote failed: {error}",
+                promote_failed=PromoteFailure.of(boot.leader, boot.epoch, error),
+            )
         await self.kube.patch_cluster_status(
             self.ref.namespace, self.ref.name, {"leader": boot.leader, "epoch": boot.epoch}
         )
@@ -175,32 +198,60 @@ class RoleActions:
     async def failover(
         self, body: Mapping[str, Any], cluster: ClusterObservation, plan: FailoverPlan
     ) -> Outcome:
+        """Bump the epoch (unless retrying at it), stop the old leader, promote, repoint.
+
+        The old leader is first fenced at the epoch it already has: that stops its writes
+        without handing the new epoch to followers that still stream from it (they would then
+        refuse a promote at it). Once the candidate leads, the old leader is fenced at the new
+        epoch, so it refuses anything older from then on.
+        """
         candidate = cluster.member(plan.candidate)
         assert candidate is not None and candidate.url is not None
+        step = f"retry {plan.attempt}: " if plan.retry else ""
         self.event(
             body,
             "FailoverStarted",
-            f"{plan.reason}: promoting {plan.candidate} (seq {plan.to_seq})"
+            f"{step}{plan.reason}: promoting {plan.candidate} (seq {plan.to_seq})"
             f" at epoch {plan.new_epoch}",
             warning=True,
         )
+        # On a retry this rewrites the same epoch: still a compare-and-swap on the status.
         if await self.bump_epoch(cluster, plan.new_epoch, {"phase": "FailingOver"}) is None:
             self.event(body, "FailoverSkipped", "the cluster changed under us; re-observing")
             return Outcome(acted=True)
-        self.event(body, "EpochBumped", f"epoch {plan.epoch} -> {plan.new_epoch}")
+        if not plan.retry:
+            self.event(body, "EpochBumped", f"epoch {plan.epoch} -> {plan.new_epoch}")
         old = cluster.member(plan.old_leader)
         if plan.fence_old and old is not None and old.url:
-            error = await self.members.fence(old.url, plan.new_epoch)
-            if error is None:
+            held = max(old.epoch, 1)
+            error_text = await self.members.fence(old.url, held)
+            if error_text is None:
+                message = f"{plan.old_leader} stopped taking writes at epoch {held}"
+                self.event(body, "LeaderFenced", message)
+            else:
+                self.event(body, "FenceFailed", f"{plan.old_leader}: {error_text}", warning=True)
+        error = await self.members.promote(candidate.url, plan.new_epoch, members=cluster.replicas)
+        if error is not None:
+            self.event(
+                body,
+                "PromoteFailed",
+                f"{plan.candidate} at epoch {plan.new_epoch}: {error}",
+                warning=True,
+            )
+            return Outcome(
+                acted=True,
+                failing_over=True,
+                message=f"promote failed: {error}",
+                promote_failed=PromoteFailure.of(plan.candidate, plan.new_epoch, error),
+            )
+        if plan.fence_old and old is not None and old.url:
+            error_text = await self.members.fence(old.url, plan.new_epoch)
+            if error_text is None:
                 self.event(
                     body, "LeaderFenced", f"{plan.old_leader} fenced at epoch {plan.new_epoch}"
                 )
             else:
-                self.event(body, "FenceFailed", f"{plan.old_leader}: {error}", warning=True)
-        error = await self.members.promote(candidate.url, plan.new_epoch, members=cluster.replicas)
-        if error is not None:
-            self.event(body, "PromoteFailed", f"{plan.candidate}: {error}", warning=True)
-            return Outcome(acted=True, failing_over=True, message=f"promote failed: {error}")
+                self.event(body, "FenceFailed", f"{plan.old_leader}: {error_text}", warning=True)
         self.event(body, "Promoted", f"{plan.candidate} leads at epoch {plan.new_epoch}")
         await self.kube.patch_cluster_status(
             self.ref.namespace,
@@ -312,10 +363,13 @@ class RoleActions:
             )
             return Outcome(switchover_failed=True, message=f"switchover deferred: {op.reason}")
         self.event(body, "SwitchoverStarted", f"{op.reason}: {leader.name} -> {target.name}")
-        error = await self.members.fence(leader.url, cluster.epoch)
-        if error is not None:
+        fence_error = await self.members.fence(leader.url, cluster.epoch)
+        if fence_error is not None:
             self.event(
-                body, "SwitchoverAborted", f"fencing {leader.name} failed: {error}", warning=True
+                body,
+                "SwitchoverAborted",
+                f"fencing {leader.name} failed: {fence_error}",
+                warning=True,
             )
             return Outcome(acted=True, switchover_failed=True)
         self.event(
@@ -325,7 +379,7 @@ class RoleActions:
             leader, target, slack=0, within=self.settings.fenced_catchup_timeout
         )
         promote = target if caught_up else leader
-        new_epoch = max([cluster.epoch, *(m.epoch for m in cluster.members)]) + 1
+        new_epoch = next_epoch(cluster)
         if not caught_up:
             self.event(
                 body,
@@ -340,9 +394,16 @@ class RoleActions:
         assert promote.url is not None
         error = await self.members.promote(promote.url, new_epoch, members=cluster.replicas)
         if error is not None:
-            # The fenced leader is now "not a leader": normal failover takes it from here.
-            self.event(body, "PromoteFailed", f"{promote.name}: {error}", warning=True)
-            return Outcome(acted=True, failing_over=True, message=f"promote failed: {error}")
+            # The fenced leader is now "not a leader": failover retries this promote from here.
+            self.event(
+                body, "PromoteFailed", f"{promote.name} at epoch {new_epoch}: {error}", warning=True
+            )
+            return Outcome(
+                acted=True,
+                failing_over=True,
+                message=f"promote failed: {error}",
+                promote_failed=PromoteFailure.of(promote.name, new_epoch, error),
+            )
         self.event(body, "Promoted", f"{promote.name} leads at epoch {new_epoch}")
         status: dict[str, Any] = {"leader": promote.name}
         if caught_up:

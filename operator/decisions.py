@@ -1,8 +1,10 @@
 """The monitor's pure decision for one pass: what to do about roles given what it observed.
 
 Order of precedence: bootstrap an unled cluster; fail over a failed leader after the
-detection window; otherwise tell stray members whom to follow, then one planned operation
-(requested switchover, scale-down of the leader's ordinal, or the next rolling-upgrade step).
+detection window (a failover already under way, with a promote to retry or to finish, skips
+the window, and a retry first waits out its backoff); otherwise tell stray members whom to
+follow, then one planned operation (requested switchover, scale-down of the leader's
+ordinal, or the next rolling-upgrade step).
 """
 
 from __future__ import annotations
@@ -16,10 +18,16 @@ from dvecdb_operator.failover import (
     failover_due,
     failure_reason,
     leader_healthy,
-    next_epoch,
     plan_failover,
 )
 from dvecdb_operator.observation import ClusterObservation, MemberObservation
+from dvecdb_operator.promotion import (
+    PendingPromotion,
+    current,
+    promote_epoch,
+    promoted_member,
+    retry_message,
+)
 from dvecdb_operator.upgrade import RestartPod, SwitchoverTo, next_upgrade_step
 
 
@@ -50,6 +58,7 @@ class Wait:
 
     reason: str
     failed: bool = False
+    failing_over: bool = False
 
 
 @dataclass(frozen=True)
@@ -109,8 +118,12 @@ def decide(
     unhealthy_for: float | None,
     switchover_target: str | None = None,
     last_leader_seq: int = 0,
+    pending: PendingPromotion | None = None,
+    now: float = 0.0,
 ) -> Decision:
-    """The action for this pass; `unhealthy_for` is how long the leader has been failed."""
+    """The action for this pass; `unhealthy_for` is how long the leader has been failed,
+    `pending` the last failed promote (on the monitor's clock `now`)."""
+    tried = current(cluster, pending)
     if cluster.leader is None:
         leaders = [m for m in cluster.members if m.reachable and m.role == c.ROLE_LEADER]
         if leaders:
@@ -119,16 +132,22 @@ def decide(
         first = next((m for m in cluster.members if m.ordinal == 0), None)
         if first is None or not first.reachable:
             return Wait(f"waiting for member {cluster.name}-0 to answer")
-        return Bootstrap(first.name, next_epoch(cluster))
+        if tried is not None and now < tried.retry_at:
+            return Wait(f"bootstrap: {retry_message(tried)}")
+        return Bootstrap(first.name, promote_epoch(cluster, first, tried))
 
     leader = cluster.member(cluster.leader)
     if not leader_healthy(leader, cluster.epoch):
         reason = failure_reason(leader, cluster.epoch)
-        if not failover_due(unhealthy_for, policy.detection_seconds):
+        landed = promoted_member(cluster) is not None
+        under_way = landed or tried is not None
+        if not under_way and not failover_due(unhealthy_for, policy.detection_seconds):
             return Wait(f"{reason}; failover after {policy.detection_seconds:g}s")
-        if not policy.failover_enabled:
+        if not under_way and not policy.failover_enabled:
             return Wait(f"{reason}; automatic failover is disabled", failed=True)
-        plan = plan_failover(cluster, reason=reason, last_leader_seq=last_leader_seq)
+        if tried is not None and not landed and now < tried.retry_at:
+            return Wait(retry_message(tried), failing_over=True)
+        plan = plan_failover(cluster, reason=reason, last_leader_seq=last_leader_seq, pending=tried)
         if plan is None:
             return Wait(f"{reason}; no reachable member can take over", failed=True)
         return Failover(plan)

@@ -12,6 +12,13 @@ from dataclasses import dataclass
 
 from dvecdb_operator import constants as c
 from dvecdb_operator.observation import ClusterObservation, MemberObservation
+from dvecdb_operator.promotion import (
+    PendingPromotion,
+    current,
+    prefer_tried,
+    promote_epoch,
+    promoted_member,
+)
 
 
 def leader_healthy(leader: MemberObservation | None, epoch: int) -> bool:
@@ -74,7 +81,11 @@ def choose_candidate(
 
 @dataclass(frozen=True)
 class FailoverPlan:
-    """Everything the executor needs to fail over, decided up front."""
+    """Everything the executor needs to fail over, decided up front.
+
+    `new_epoch == epoch` marks a retry: the status already holds the epoch and the candidate
+    was the one it was handed to, so nothing is bumped.
+    """
 
     old_leader: str
     candidate: str
@@ -85,21 +96,48 @@ class FailoverPlan:
     from_seq: int
     to_seq: int
     reason: str
+    attempt: int = 1
+
+    @property
+    def retry(self) -> bool:
+        return self.new_epoch == self.epoch
+
+
+def _candidate(
+    cluster: ClusterObservation, pending: PendingPromotion | None
+) -> MemberObservation | None:
+    """The member already leading at the recorded epoch, else the tried one if it is still
+    among the best, else the best follower; the old leader only as the last resort."""
+    promoted = promoted_member(cluster)
+    if promoted is not None:
+        return promoted
+    old = cluster.leader
+    ordered = order_candidates(cluster.members, exclude=old, max_ordinal=cluster.replicas)
+    tried = current(cluster, pending)
+    member = cluster.member(tried.candidate) if tried is not None else None
+    eligible = member is not None and member.ordinal < cluster.replicas
+    chosen = prefer_tried(ordered, choose_candidate([member]) if member and eligible else None)
+    if chosen is None:
+        chosen = choose_candidate([m for m in cluster.members if m.name == old])
+    return chosen
 
 
 def plan_failover(
-    cluster: ClusterObservation, *, reason: str, last_leader_seq: int = 0
+    cluster: ClusterObservation,
+    *,
+    reason: str,
+    last_leader_seq: int = 0,
+    pending: PendingPromotion | None = None,
 ) -> FailoverPlan | None:
     """The failover to run now, or None when no member can take over.
 
     Followers are preferred; the failed leader itself is the candidate of last resort (it
-    holds every write it acknowledged) when it answers in standby and nobody else does.
+    holds every write it acknowledged) when it answers in standby and nobody else does. A
+    pending promotion keeps its member and epoch while that is safe (see `promotion`).
     """
     old = cluster.leader or ""
     leader = cluster.member(old)
-    candidate = choose_candidate(cluster.members, exclude=old, max_ordinal=cluster.replicas)
-    if candidate is None and leader is not None:
-        candidate = choose_candidate([leader])
+    candidate = _candidate(cluster, pending)
     if candidate is None:
         return None
     from_seq = max(last_leader_seq, leader.last_seq if leader and leader.reachable else 0)
@@ -108,19 +146,18 @@ def plan_failover(
         for m in cluster.members
         if m.name != candidate.name and m.ordinal < cluster.replicas and not m.terminating
     )
+    new_epoch = promote_epoch(cluster, candidate, pending)
+    tried = current(cluster, pending)
+    same = tried is not None and tried.candidate == candidate.name
     return FailoverPlan(
         old_leader=old,
         candidate=candidate.name,
         epoch=cluster.epoch,
-        new_epoch=next_epoch(cluster),
+        new_epoch=new_epoch,
         fence_old=leader is not None and leader.reachable and leader.name != candidate.name,
         repoint=repoint,
         from_seq=from_seq,
         to_seq=candidate.last_seq,
         reason=reason,
+        attempt=tried.attempts + 1 if same and tried is not None else 1,
     )
-
-
-def next_epoch(cluster: ClusterObservation) -> int:
-    """One above every epoch recorded or reported, so no member can refuse it."""
-    return max([cluster.epoch, *(m.epoch for m in cluster.members)]) + 1

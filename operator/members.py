@@ -84,6 +84,25 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     )
 
 
+STALE_EPOCH = "stale_epoch"
+
+
+@dataclass(frozen=True)
+class AdminError:
+    """A failed admin call: its text for events, and the node's error code when it answered."""
+
+    text: str
+    code: str | None = None
+
+    def __str__(self) -> str:
+        return self.text
+
+    @property
+    def epoch_refused(self) -> bool:
+        """The member refused the epoch as used up (or lower than one it has seen)."""
+        return self.code == STALE_EPOCH
+
+
 @dataclass(frozen=True)
 class PodView:
     """The parts of a pod the observation needs (filled by kube.py from the API)."""
@@ -181,18 +200,28 @@ class Members:
         """Every member's status, concurrently; a slow member costs one timeout, not N."""
         return tuple(await asyncio.gather(*(self.observe_one(p) for p in pods)))
 
-    async def _call(
+    async def _admin(
         self, url: str, call: Callable[[NodeClientProtocol], Awaitable[Any]]
-    ) -> str | None:
+    ) -> AdminError | None:
         try:
             await call(self.client(url))
         except _expected_errors() as exc:
-            return describe_error(exc)
+            code = getattr(exc, "code", None)
+            return AdminError(describe_error(exc), code if isinstance(code, str) else None)
         return None
 
-    async def promote(self, url: str, epoch: int, *, members: int | None = None) -> str | None:
-        """Promote at `epoch` (with the cluster size, for quorum acks); None or the error."""
-        return await self._call(url, lambda cl: cl.promote(epoch, members=members))
+    async def _call(
+        self, url: str, call: Callable[[NodeClientProtocol], Awaitable[Any]]
+    ) -> str | None:
+        error = await self._admin(url, call)
+        return None if error is None else error.text
+
+    async def promote(
+        self, url: str, epoch: int, *, members: int | None = None
+    ) -> AdminError | None:
+        """Promote at `epoch` (with the cluster size, for quorum acks); None or the error,
+        which tells a refused epoch from a call whose outcome is unknown."""
+        return await self._admin(url, lambda cl: cl.promote(epoch, members=members))
 
     async def follow(self, url: str, leader_url: str, epoch: int) -> str | None:
         return await self._call(url, lambda cl: cl.follow(leader_url, epoch))

@@ -4,7 +4,8 @@ One `ClusterMonitor` runs inside a kopf daemon per DVecCluster. Each pass re-rea
 cluster object (for a fresh resourceVersion), lists its pods, asks every member for
 `/v1/status` by pod IP, and hands the observation to the pure `decisions.decide`; the
 procedures that carry a decision out live in `actions`. Between passes it keeps only the
-failure-detection timer and the last position seen on the leader.
+failure-detection timer, the last position seen on the leader and the last failed promote
+(retried with backoff, at the same epoch while that is safe: see `promotion`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from dvecdb_operator.drift import contains
 from dvecdb_operator.failover import leader_healthy
 from dvecdb_operator.members import Members, PodView
 from dvecdb_operator.observation import ClusterObservation
+from dvecdb_operator.promotion import PendingPromotion, record_failure
 from dvecdb_operator.spec import ClusterSpec, InvalidSpecError, parse_spec
 from dvecdb_operator.status import PHASE_FAILED, compute_status, desired_role_labels
 
@@ -68,7 +70,7 @@ def pod_view(pod: Mapping[str, Any]) -> PodView:
 
 
 class ClusterMonitor:
-    """Monitor and drive one cluster; holds only the detection timer between passes."""
+    """Monitor and drive one cluster; holds only timers and the pending promote between passes."""
 
     def __init__(
         self,
@@ -89,6 +91,7 @@ class ClusterMonitor:
         self.unhealthy_since: float | None = None
         self.last_leader_seq = 0
         self.operations_held_until = 0.0
+        self.pending: PendingPromotion | None = None
 
     # --- observation ------------------------------------------------------------------------
 
@@ -119,6 +122,8 @@ class ClusterMonitor:
         leader = cluster.member(cluster.leader)
         if cluster.leader is None or leader_healthy(leader, cluster.epoch):
             self.unhealthy_since = None
+            if cluster.leader is not None:
+                self.pending = None  # a leader serves: no promote is pending any more
             if leader is not None:
                 self.last_leader_seq = max(self.last_leader_seq, leader.last_seq)
             return None
@@ -149,6 +154,8 @@ class ClusterMonitor:
             unhealthy_for=unhealthy_for,
             switchover_target=annotations.get(c.ANNOTATION_SWITCHOVER),
             last_leader_seq=self.last_leader_seq,
+            pending=self.pending,
+            now=self.clock(),
         )
         if isinstance(decision, Steady) and self.clock() < self.operations_held_until:
             decision = replace(decision, operation=None)
@@ -157,6 +164,9 @@ class ClusterMonitor:
             self.operations_held_until = self.clock() + self.settings.operation_backoff
         if outcome.leader_changed:
             self.unhealthy_since = None
+            self.pending = None
+        if outcome.promote_failed is not None:
+            self.retry_later(body, outcome)
         if outcome.leader_seq is not None:
             self.last_leader_seq = outcome.leader_seq
         if outcome.acted:
@@ -165,6 +175,28 @@ class ClusterMonitor:
         await self.write_labels(cluster)
         await self.write_status(body, cluster, outcome)
         return outcome
+
+    def retry_later(self, body: Mapping[str, Any], outcome: Outcome) -> None:
+        """Remember the failed promote and say when and at which epoch it is retried."""
+        failure = outcome.promote_failed
+        assert failure is not None
+        self.pending = record_failure(
+            self.pending,
+            candidate=failure.candidate,
+            epoch=failure.epoch,
+            error=failure.error,
+            refused=failure.refused,
+            now=self.clock(),
+            first=self.settings.promote_retry_first,
+            cap=self.settings.promote_retry_cap,
+        )
+        epoch = "a new epoch" if failure.refused else f"epoch {failure.epoch}"
+        message = (
+            f"promoting {failure.candidate} at epoch {failure.epoch} failed"
+            f" (attempt {self.pending.attempts}); retrying at {epoch} in {self.pending.delay:g}s"
+        )
+        self.actions.event(body, "PromoteRetrying", message, warning=True)
+        outcome.message = message
 
     async def act(
         self, body: Mapping[str, Any], cluster: ClusterObservation, decision: Decision
@@ -176,7 +208,11 @@ class ClusterMonitor:
         if isinstance(decision, Failover):
             return await self.actions.failover(body, cluster, decision.plan)
         if isinstance(decision, Wait):
-            return Outcome(failed=decision.failed, message=decision.reason)
+            return Outcome(
+                failed=decision.failed,
+                failing_over=decision.failing_over,
+                message=decision.reason,
+            )
         return await self.actions.steady(body, cluster, decision)
 
     # --- writing back -----------------------------------------------------------------------

@@ -18,11 +18,13 @@ from aiohttp import web
 from dvecdb_node.api import collections, search, system, vectors
 from dvecdb_node.api.auth import auth_middleware
 from dvecdb_node.api.errors import Handler, error_middleware
+from dvecdb_node.api.gates import read_gate
 from dvecdb_node.api.keys import (
     ENGINE,
     HOOKS,
     METRICS,
     OPENAPI_PATHS,
+    READ_GATES,
     RECOVERED,
     RECOVERY_ERROR,
     ROLE,
@@ -122,7 +124,7 @@ def create_app(
     metrics = NodeMetrics()
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[metrics_middleware, error_middleware, auth_middleware],
+        middlewares=[metrics_middleware, error_middleware, auth_middleware, read_gate],
     )
     engine = engine or Engine(settings.data_dir, settings.engine_options(), observer=metrics)
     role = NodeRole(node_id=settings.node_id)
@@ -134,6 +136,7 @@ def create_app(
     app[RECOVERED] = asyncio.Event()
     app[RECOVERY_ERROR] = []
     app[OPENAPI_PATHS] = {}
+    app[READ_GATES] = []
     metrics.watch_engine(engine, lambda: role.epoch)
     for table in (system.routes, collections.routes, vectors.routes, search.routes):
         app.add_routes(table)

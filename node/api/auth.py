@@ -17,12 +17,16 @@ from dvecdb_node.errors import Forbidden, Unauthorized
 _CLUSTER_PREFIXES = ("/v1/admin", "/v1/replication")
 
 
-def bearer_token(request: web.Request) -> str | None:
-    header = request.headers.get("Authorization", "")
+def parse_bearer(header: str) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` value, or None."""
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         return None
     return token.strip()
+
+
+def bearer_token(request: web.Request) -> str | None:
+    return parse_bearer(request.headers.get("Authorization", ""))
 
 
 def _matches(token: str | None, secret: str | None) -> bool:

@@ -39,20 +39,33 @@ def json_response(
     )
 
 
-def error_response(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None, **extra: Any
-) -> web.Response:
+def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
     body: dict[str, Any] = {"error": {"code": code, "message": message, **extra}}
     if "leader" in extra:
         body["leader"] = extra["leader"]
-    return json_response(body, status=status, headers=headers)
+    return body
 
 
-def from_node_error(exc: NodeError) -> web.Response:
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None, **extra: Any
+) -> web.Response:
+    return json_response(error_body(code, message, **extra), status=status, headers=headers)
+
+
+def node_error_parts(exc: NodeError) -> tuple[bytes, dict[str, str]]:
+    """The JSON body and extra headers of a :class:`NodeError` (shared by both servers)."""
     headers: dict[str, str] = {}
     if isinstance(exc, NotLeader) and exc.leader:
         headers["X-DVec-Leader"] = exc.leader
-    return error_response(exc.status, exc.code, exc.message, headers=headers, **exc.extra)
+    body = error_body(exc.code, exc.message, **exc.extra)
+    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), headers
+
+
+def from_node_error(exc: NodeError) -> web.Response:
+    body, headers = node_error_parts(exc)
+    return web.Response(
+        body=body, status=exc.status, content_type="application/json", headers=headers
+    )
 
 
 @web.middleware

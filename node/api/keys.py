@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -22,3 +23,5 @@ RECOVERED = web.AppKey("recovered", asyncio.Event)
 RECOVERY_ERROR = web.AppKey("recovery_error", list[str])
 # Extra OpenAPI paths (replication adds its endpoints here).
 OPENAPI_PATHS = web.AppKey("openapi_paths", dict[str, Any])
+# Checks that raise NotReady while this node must not serve data reads (replication adds one).
+READ_GATES = web.AppKey("read_gates", list[Callable[[], None]])

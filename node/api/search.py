@@ -1,51 +1,97 @@
-"""``POST /v1/collections/{name}/search``: k-NN with filters and read consistency levels."""
+"""``POST /v1/collections/{name}/search``: k-NN with filters and read consistency levels.
+
+Both servers answer it through the same three steps: :func:`prepare` (validate), then
+:func:`answer_now` (on the event loop, when nothing needs waiting for) or :func:`answer`.
+The aiohttp route is below; the fast lane (``fastlane``) calls the same functions.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from aiohttp import web
-from dvecdb_node.api.errors import json_response
 from dvecdb_node.api.keys import ENGINE, HOOKS, ROLE, SETTINGS
 from dvecdb_node.api.validation import SearchRequest, check_name, parse_json, parse_search
 from dvecdb_node.errors import Conflict
+from dvecdb_node.storage.index import Collection, Hit
 
 routes = web.RouteTableDef()
+ROUTE = "/v1/collections/{name}/search"
 
 
-async def _enforce_consistency(request: web.Request, query: SearchRequest) -> None:
-    app = request.app
-    if query.consistency == "strong":
-        app[ROLE].require_leader()
-    elif query.consistency == "quorum":
-        app[ROLE].require_leader()
-        await app[HOOKS].confirm_leadership()
-    if query.min_seq is not None:
-        bound = app[SETTINGS].min_seq_wait_seconds
-        if not await app[ENGINE].wait_applied(query.min_seq, bound):
-            raise Conflict(
-                f"applied_seq {app[ENGINE].applied_seq} has not reached {query.min_seq}",
-                code="stale",
-                applied_seq=app[ENGINE].applied_seq,
-            )
+@dataclass(frozen=True, slots=True)
+class PreparedSearch:
+    name: str
+    collection: Collection
+    query: SearchRequest
 
 
-@routes.post("/v1/collections/{name}/search")
-async def search(request: web.Request) -> web.Response:
-    engine = request.app[ENGINE]
-    name = check_name(request.match_info["name"])
-    collection = engine.collection(name)
-    query = parse_search(parse_json(await request.read()), collection.config, request.app[SETTINGS])
-    await _enforce_consistency(request, query)
-    seq = engine.applied_seq
-    rows = await engine.search(name, query.queries, query.k, ef=query.ef, clauses=query.clauses)
+def prepare(app: web.Application, name: str, raw: bytes) -> PreparedSearch:
+    """Validate a search body against its collection (raises a 4xx :class:`NodeError`)."""
+    collection = app[ENGINE].collection(check_name(name))
+    query = parse_search(parse_json(raw), collection.config, app[SETTINGS])
+    return PreparedSearch(collection.name, collection, query)
+
+
+def render(prepared: PreparedSearch, rows: list[list[Hit]], seq: int) -> bytes:
+    """The response body: one list of hits per query vector, and the seq it reflects."""
+    collection, with_metadata = prepared.collection, prepared.query.include_metadata
     results: list[list[dict[str, Any]]] = []
     for row in rows:
         out: list[dict[str, Any]] = []
         for hit in row:
             item: dict[str, Any] = {"id": hit.id, "distance": hit.distance}
-            if query.include_metadata:
+            if with_metadata:
                 item["metadata"] = collection.metadata_of(hit.label) or {}
             out.append(item)
         results.append(out)
-    return json_response({"results": results, "seq": seq})
+    return orjson.dumps({"results": results, "seq": seq})
+
+
+def answer_now(app: web.Application, prepared: PreparedSearch) -> bytes | None:
+    """The answer if it needs no waiting (eventual or strong read, cheap search), else None."""
+    query = prepared.query
+    if query.min_seq is not None or query.consistency not in ("eventual", "strong"):
+        return None
+    if query.consistency == "strong":
+        app[ROLE].require_leader()
+    engine = app[ENGINE]
+    seq = engine.applied_seq
+    rows = engine.search_now(
+        prepared.name, query.queries, query.k, ef=query.ef, clauses=query.clauses
+    )
+    return None if rows is None else render(prepared, rows, seq)
+
+
+async def answer(app: web.Application, prepared: PreparedSearch) -> bytes:
+    """The answer, waiting where the consistency level or the index asks for it."""
+    query, engine = prepared.query, app[ENGINE]
+    if query.consistency in ("strong", "quorum"):
+        app[ROLE].require_leader()
+    if query.consistency == "quorum":
+        await app[HOOKS].confirm_leadership()
+    if query.min_seq is not None:
+        bound = app[SETTINGS].min_seq_wait_seconds
+        if not await engine.wait_applied(query.min_seq, bound):
+            raise Conflict(
+                f"applied_seq {engine.applied_seq} has not reached {query.min_seq}",
+                code="stale",
+                applied_seq=engine.applied_seq,
+            )
+    seq = engine.applied_seq
+    rows = await engine.search(
+        prepared.name, query.queries, query.k, ef=query.ef, clauses=query.clauses
+    )
+    return render(prepared, rows, seq)
+
+
+@routes.post(ROUTE)
+async def search(request: web.Request) -> web.Response:
+    app = request.app
+    prepared = prepare(app, request.match_info["name"], await request.read())
+    body = answer_now(app, prepared)
+    if body is None:
+        body = await answer(app, prepared)
+    return web.Response(body=body, content_type="application/json")

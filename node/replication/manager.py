@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -31,6 +32,14 @@ from dvecdb_node.storage.engine import Engine
 from dvecdb_node.storage.records import Noop
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ReadBlock:
+    """Why a member refuses data reads: the error code and message of the 503 answer."""
+
+    code: str
+    message: str
 
 
 def stale_epoch(message: str, epoch: int) -> Conflict:
@@ -216,11 +225,30 @@ class ReplicationManager:
             await follower.stop()
 
     @property
+    def read_block(self) -> ReadBlock | None:
+        """Why data reads must be refused now, or None when this member may serve them.
+
+        A cluster member in standby may be a deposed leader whose log ends in writes that
+        were never acknowledged and that the new leader will truncate; a follower is in the
+        same place until its log is reconciled with its leader. Neither serves data until the
+        operator has told it its role and the log agrees. ``--standalone`` has no cluster.
+        """
+        if self.settings.standalone:
+            return None
+        if self.role.role == "standby":
+            return ReadBlock(
+                "standby",
+                "this member is in standby, waiting for the operator to make it leader or "
+                "follower; its log may hold writes a new leader discards",
+            )
+        if self.role.role == "follower" and (self.follower is None or not self.follower.reconciled):
+            return ReadBlock("reconciling", "this follower is reconciling its log with the leader")
+        return None
+
+    @property
     def reads_blocked(self) -> bool:
-        """A follower serves no reads until its log is reconciled with its new leader."""
-        return self.role.role == "follower" and (
-            self.follower is None or not self.follower.reconciled
-        )
+        """Data reads are refused (see :attr:`read_block` for the code and message)."""
+        return self.read_block is not None
 
     # ------------------------------------------------------------ ClusterHooks
     def members(self) -> int:
@@ -311,6 +339,12 @@ class ReplicationManager:
         return out
 
     def not_ready_reason(self) -> str | None:
+        """Why ``/readyz`` fails: a standby member serves no data, so no read Service may
+        route to it; a follower must stream with lag under its bound."""
+        if self.settings.standalone:
+            return None
+        if self.role.role == "standby":
+            return "standby: waiting for the operator to assign a role"
         if self.role.role != "follower":
             return None
         follower = self.follower

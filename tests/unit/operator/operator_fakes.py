@@ -154,7 +154,10 @@ class FakeKube:
 
 
 class EpochRefused(ValueError):
-    pass
+    """What the node's client raises for a 409 `stale_epoch` answer."""
+
+    status = 409
+    code = "stale_epoch"
 
 
 class FakeNode:

@@ -293,3 +293,174 @@ async def test_invalid_spec_is_reported_in_status(monkeypatch: pytest.MonkeyPatc
     assert outcome.failed
     assert h.kube.status["phase"] == "Failed"
     assert "spec.replicas" in h.kube.status["message"]
+
+
+class FlakyNode(FakeNode):
+    """A node whose next promotes misbehave, one fault per call:
+
+    - `drop`: the call times out and the node never saw it;
+    - `lose`: the node takes the epoch, but the answer times out on the way back;
+    - `learned`: the node learned the epoch from a peer first, so it refuses it (stale_epoch).
+    """
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.faults: list[str] = []
+
+    async def promote(self, epoch: int, *, members: int | None = None) -> dict[str, Any]:
+        fault = self.faults.pop(0) if self.faults else None
+        if fault == "drop":
+            self.calls.append(("promote", epoch))
+            raise TimeoutError
+        if fault == "learned":
+            self.epoch = epoch
+        answer = await super().promote(epoch, members=members)
+        if fault == "lose":
+            raise TimeoutError
+        return answer
+
+
+def flaky_harness(monkeypatch: pytest.MonkeyPatch) -> tuple[Harness, FlakyNode]:
+    h = Harness(monkeypatch)
+    flaky = FlakyNode("db-2")
+    h.nodes[url(2)] = flaky
+    return h, flaky
+
+
+async def fail_leader(h: Harness) -> None:
+    """db-0 dies with db-2 the most advanced follower; the next tick starts the failover."""
+    await h.bootstrapped()
+    h.node(1).last_seq, h.node(2).last_seq = 10, 12
+    h.node(0).reachable = False
+    await h.monitor.tick()
+    h.offset += 11
+
+
+def promotes(node: FakeNode) -> list[Any]:
+    return [epoch for call, epoch in node.calls if call == "promote"]
+
+
+async def test_a_promote_that_never_arrived_is_retried_after_backoff_at_the_same_epoch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    h, flaky = flaky_harness(monkeypatch)
+    flaky.faults = ["drop", "drop"]
+    await fail_leader(h)
+
+    await h.monitor.tick()  # attempt 1 times out
+    status = h.kube.status
+    assert (status["leader"], status["epoch"], status["phase"]) == ("db-0", 2, "FailingOver")
+    assert "retrying at epoch 2 in 2s" in status["message"]
+    assert {"PromoteFailed", "PromoteRetrying"} <= set(h.reasons())
+
+    await h.monitor.tick()  # within the backoff: no call at all
+    assert promotes(flaky) == [2]
+    assert h.kube.status["phase"] == "FailingOver"
+    assert "attempt 2 at epoch 2 after a 2s backoff" in h.kube.status["message"]
+
+    h.offset += 2.1
+    await h.monitor.tick()  # attempt 2 times out too: the backoff doubles
+    assert promotes(flaky) == [2, 2]
+    assert "retrying at epoch 2 in 4s" in h.kube.status["message"]
+    h.offset += 2.1
+    await h.monitor.tick()
+    assert promotes(flaky) == [2, 2]
+    h.offset += 2.0
+    await h.monitor.tick()  # attempt 3 succeeds
+    assert promotes(flaky) == [2, 2, 2]
+    status = h.kube.status
+    assert (status["leader"], status["epoch"]) == ("db-2", 2)
+    assert status["lastFailover"]["to"] == "db-2"
+    assert h.reasons().count("EpochBumped") == 1
+    assert h.node(1).calls[-1] == ("follow", (url(2), 2))
+    assert h.monitor.pending is None
+
+
+async def test_a_promote_whose_answer_was_lost_is_finished_at_its_epoch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    h, flaky = flaky_harness(monkeypatch)
+    flaky.faults = ["lose"]
+    await fail_leader(h)
+    await h.monitor.tick()  # db-2 leads at 2, but the operator never heard back
+    assert (flaky.role, flaky.epoch) == ("leader", 2)
+    assert h.kube.status["leader"] == "db-0"
+
+    await h.monitor.tick()  # it sees db-2 leading at the recorded epoch: no backoff needed
+    status = h.kube.status
+    assert (status["leader"], status["epoch"]) == ("db-2", 2)
+    assert promotes(flaky) == [2, 2]  # the second is the node's no-op retry
+    assert h.node(1).calls[-1] == ("follow", (url(2), 2))
+    assert h.kube.role_labels()["db-2"] == "leader"
+
+
+async def test_a_refused_epoch_is_replaced_by_a_new_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    h, flaky = flaky_harness(monkeypatch)
+    flaky.faults = ["learned"]
+    await fail_leader(h)
+    await h.monitor.tick()
+    assert "retrying at a new epoch" in h.kube.status["message"]
+    h.offset += 2.1
+    await h.monitor.tick()
+    assert promotes(flaky) == [2, 3]
+    assert (h.kube.status["leader"], h.kube.status["epoch"]) == ("db-2", 3)
+
+
+async def test_a_member_more_advanced_than_the_tried_one_wins_at_a_new_epoch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    h, flaky = flaky_harness(monkeypatch)
+    flaky.faults = ["drop"]
+    await fail_leader(h)
+    await h.monitor.tick()
+    h.node(1).last_seq = 20  # it had more of the log than db-2 after all
+    h.offset += 2.1
+    await h.monitor.tick()
+    assert promotes(flaky) == [2]
+    assert promotes(h.node(1)) == [3]
+    assert (h.kube.status["leader"], h.kube.status["epoch"]) == ("db-1", 3)
+
+
+async def test_bootstrap_promote_failure_is_retried_at_epoch_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    h = Harness(monkeypatch)
+    first = FlakyNode("db-0")
+    first.faults = ["drop"]
+    h.nodes[url(0)] = first
+    await h.monitor.tick()
+    assert (h.kube.status.get("leader"), h.kube.status["epoch"]) == (None, 1)
+    await h.monitor.tick()
+    assert promotes(first) == [1]  # waiting out the backoff
+    h.offset += 2.1
+    await h.monitor.tick()
+    assert promotes(first) == [1, 1]
+    assert (h.kube.status["leader"], h.kube.status["epoch"]) == ("db-0", 1)
+
+
+async def test_a_reachable_old_leader_stops_at_its_epoch_before_the_promote(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Fencing it at the new epoch first would teach that epoch to followers still streaming
+    # from it, and they would refuse to be promoted at it.
+    h = Harness(monkeypatch)
+    await h.bootstrapped()
+    h.node(0).role = "standby"  # restarted: answers, no longer leads
+    await h.monitor.tick()
+    h.offset += 11
+    order: list[str] = []
+    for i in range(3):
+        node = h.node(i)
+        for name in ("fence", "promote"):
+            original = getattr(node, name)
+
+            async def traced(
+                *args: Any, _o: Any = original, _n: str = f"{name} db-{i}", **kw: Any
+            ) -> Any:
+                order.append(f"{_n} {args[0]}")
+                return await _o(*args, **kw)
+
+            setattr(node, name, traced)
+    await h.monitor.tick()
+    assert order == ["fence db-0 1", "promote db-1 2", "fence db-0 2"]
+    assert h.node(0).calls[-1] == ("follow", (url(1), 2))

@@ -1,0 +1,286 @@
+"""The fast lane: single connections that only search skip aiohttp's per-request machinery.
+
+A search over aiohttp costs ~0.3 ms of CPU in request objects, routing and middlewares:
+more than hnswlib itself. Every connection starts here. While its requests are plain
+``POST /v1/collections/{name}/search`` calls (see ``http1`` for what "plain" means) this
+protocol answers them itself, through the same steps as the aiohttp route: the same token
+check, read gate, validation, search, JSON and error bodies, and the same request metrics.
+The first request it does not take, the connection is handed to aiohttp with the bytes not
+yet consumed, and stays there; so every other endpoint, and every unusual request, sees
+aiohttp exactly as before.
+
+Answers that need waiting (quorum or min_seq reads, filtered or costly searches, an index
+busy with a write) run as a task; the connection reads nothing more until it is written, so
+pipelined answers keep their order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Any, cast
+
+import orjson
+from aiohttp import web
+from dvecdb_node.api import search
+from dvecdb_node.api.auth import check_access, parse_bearer
+from dvecdb_node.api.errors import error_body, node_error_parts
+from dvecdb_node.api.gates import check_reads
+from dvecdb_node.api.http1 import Head, parse_head
+from dvecdb_node.api.keys import METRICS, SETTINGS
+from dvecdb_node.errors import NodeError
+
+log = logging.getLogger(__name__)
+
+MAX_HEAD = 16 * 1024
+# Pipelined bytes buffered while an answer is being waited for, before reading pauses.
+MAX_PENDING = 256 * 1024
+_PREFIX = b"/v1/collections/"
+_SUFFIX = b"/search"
+_JSON = b"application/json"
+
+Answer = tuple[int, bytes, dict[str, str]]
+
+
+class _Clock:
+    """The ``Date`` header, formatted once per second."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._value = b""
+
+    def now(self) -> bytes:
+        second = int(time.time())
+        if second != self._second:
+            self._second = second
+            self._value = formatdate(second, usegmt=True).encode()
+        return self._value
+
+
+def route_name(head: Head) -> str | None:
+    """The collection of a fast-lane search, or None for any other request."""
+    path = head.path
+    if head.method != b"POST" or not path.startswith(_PREFIX) or not path.endswith(_SUFFIX):
+        return None
+    name = path[len(_PREFIX) : -len(_SUFFIX)]
+    if not name or b"/" in name or not name.isascii():
+        return None
+    return name.decode("ascii")
+
+
+class SearchLane:
+    """Per-server state: the app, aiohttp's protocol factory, the open lane connections."""
+
+    def __init__(self, app: web.Application, aiohttp_factory: Callable[[], asyncio.Protocol]):
+        self.app = app
+        self.aiohttp_factory = aiohttp_factory
+        self.settings = app[SETTINGS]
+        self.metrics = app[METRICS]
+        self.connections: set[LaneProtocol] = set()
+        self.clock = _Clock()
+        self.handed_off = 0
+        self._all_closed: asyncio.Event | None = None
+
+    def accepts(self, head: Head) -> str | None:
+        if head.content_length > self.settings.max_body_bytes:
+            return None  # aiohttp answers 413 with its own reading of the body
+        return route_name(head)
+
+    def answer(self, name: str, head: Head, body: bytes) -> Answer | Coroutine[Any, Any, Answer]:
+        """The answer now, or a coroutine producing it when it must wait."""
+        started = time.perf_counter()
+        try:
+            prepared = self._admit(name, head, body)
+            out = search.answer_now(self.app, prepared)
+            if out is None:
+                return self._answer_later(prepared, started)
+            return self._finish(200, out, {}, started)
+        except Exception as exc:
+            return self._fail(exc, started)
+
+    def _admit(self, name: str, head: Head, body: bytes) -> search.PreparedSearch:
+        token = None
+        if head.authorization is not None:
+            token = parse_bearer(head.authorization.decode("latin-1"))
+        path = head.path.decode("ascii")
+        check_access(path, token, self.settings.api_key, self.settings.cluster_token)
+        check_reads(self.app)
+        return search.prepare(self.app, name, body)
+
+    async def _answer_later(self, prepared: search.PreparedSearch, started: float) -> Answer:
+        try:
+            out = await search.answer(self.app, prepared)
+        except Exception as exc:
+            return self._fail(exc, started)
+        return self._finish(200, out, {}, started)
+
+    def _fail(self, exc: Exception, started: float) -> Answer:
+        if isinstance(exc, NodeError):
+            body, headers = node_error_parts(exc)
+            return self._finish(exc.status, body, headers, started)
+        log.exception("unhandled error on POST %s", search.ROUTE)
+        body = orjson.dumps(error_body("internal_error", "internal server error"))
+        return self._finish(500, body, {}, started)
+
+    def _finish(self, status: int, body: bytes, headers: dict[str, str], started: float) -> Answer:
+        self.metrics.observe_request("POST", search.ROUTE, status, time.perf_counter() - started)
+        return status, body, headers
+
+    def render(self, answer: Answer, close: bool) -> bytes:
+        status, body, headers = answer
+        lines = [
+            b"HTTP/1.1 %d %s" % (status, HTTPStatus(status).phrase.encode()),
+            b"Content-Type: " + _JSON,
+            b"Content-Length: %d" % len(body),
+            b"Date: " + self.clock.now(),
+        ]
+        lines.extend(f"{key}: {value}".encode("latin-1") for key, value in headers.items())
+        if close:
+            lines.append(b"Connection: close")
+        return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+    def forget(self, conn: LaneProtocol) -> None:
+        self.connections.discard(conn)
+        if not self.connections and self._all_closed is not None:
+            self._all_closed.set()
+
+    async def close(self, grace: float) -> None:
+        """Close idle connections now, busy ones once answered (at most ``grace`` s)."""
+        self._all_closed = asyncio.Event()
+        if not self.connections:
+            return
+        for conn in list(self.connections):
+            conn.close_when_idle()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                await self._all_closed.wait()
+        for conn in list(self.connections):
+            conn.abort()
+
+
+class LaneProtocol(asyncio.Protocol):
+    """One client connection while it is in the fast lane (see the module docstring)."""
+
+    def __init__(self, lane: SearchLane) -> None:
+        self.lane = lane
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.waiting: asyncio.Task[Answer] | None = None
+        self.waiting_close = False
+        self.write_paused = False
+        self.read_paused = False
+        self.closing = False
+
+    # ---------------------------------------------------------- asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.lane.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lane.forget(self)
+        if self.waiting is not None:
+            self.waiting.cancel()
+        self.transport = None
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if self.waiting is None and not self.write_paused:
+            self._serve()
+        elif len(self.buf) > MAX_PENDING:
+            self._pause_reading()
+
+    def eof_received(self) -> bool:
+        return False  # close once the peer has nothing more to say
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self._pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._resume_reading()
+        if self.waiting is None:
+            self._serve()
+
+    # ---------------------------------------------------------------- serving
+    def _serve(self) -> None:
+        """Answer the complete requests in the buffer, in order, until one must wait."""
+        while self.buf and self.transport is not None and not (self.write_paused or self.closing):
+            head = parse_head(self.buf, MAX_HEAD)
+            if head is None:
+                return  # the head is still arriving
+            name = self.lane.accepts(head) if isinstance(head, Head) else None
+            if name is None or not isinstance(head, Head):
+                self._hand_off()
+                return
+            end = head.size + head.content_length
+            if len(self.buf) < end:
+                return  # the body is still arriving
+            body = bytes(self.buf[head.size : end])
+            del self.buf[:end]
+            answer = self.lane.answer(name, head, body)
+            if isinstance(answer, tuple):
+                self._write(answer, head.close)
+                continue
+            self.waiting = asyncio.ensure_future(answer)
+            self.waiting_close = head.close
+            self.waiting.add_done_callback(self._answered)
+            return
+        if self.closing and self.transport is not None:
+            self.transport.close()
+
+    def _answered(self, task: asyncio.Task[Answer]) -> None:
+        self.waiting = None
+        if task.cancelled() or self.transport is None:
+            return
+        self._write(task.result(), self.waiting_close)
+        self._resume_reading()
+        self._serve()
+
+    def _write(self, answer: Answer, close: bool) -> None:
+        assert self.transport is not None
+        self.transport.write(self.lane.render(answer, close))
+        if close:
+            self.transport.close()
+            self.transport = None
+            self.buf.clear()
+
+    def _hand_off(self) -> None:
+        """Give the connection, with the bytes not yet consumed, to aiohttp for good."""
+        transport = self.transport
+        assert transport is not None
+        self.lane.forget(self)
+        self.lane.handed_off += 1
+        self._resume_reading()
+        handler = self.lane.aiohttp_factory()
+        transport.set_protocol(handler)
+        handler.connection_made(transport)
+        self.transport = None
+        pending, self.buf = bytes(self.buf), bytearray()
+        if pending:
+            handler.data_received(pending)
+
+    def _pause_reading(self) -> None:
+        if self.transport is not None and not self.read_paused:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self.transport is not None and self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    # --------------------------------------------------------------- shutdown
+    def close_when_idle(self) -> None:
+        self.closing = True
+        if self.waiting is None and self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()

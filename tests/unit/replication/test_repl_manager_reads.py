@@ -1,0 +1,88 @@
+"""Which members serve data reads and count as ready: a cluster member in standby does
+neither (it may be a deposed leader with a tail of writes a new leader will truncate), a
+leader and a standalone node do, a follower only once streaming and reconciled."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from dvecdb_node.replication.manager import ReplicationManager
+from dvecdb_node.role import NodeRole
+from dvecdb_node.settings import NodeSettings
+from dvecdb_node.storage.engine import Engine
+
+pytestmark = pytest.mark.unit
+
+
+async def _manager(tmp_path: Path, *, standalone: bool = False) -> ReplicationManager:
+    settings = NodeSettings(data_dir=tmp_path, node_id="a", port=1, standalone=standalone)
+    engine = Engine(tmp_path, settings.engine_options())
+    await engine.recover()
+    recovered = asyncio.Event()
+    recovered.set()
+    manager = ReplicationManager(settings, engine, NodeRole(node_id="a"), recovered)
+    manager.load()
+    return manager
+
+
+@pytest_asyncio.fixture
+async def manager(tmp_path: Path) -> AsyncIterator[ReplicationManager]:
+    made = await _manager(tmp_path)
+    yield made
+    await made.close()
+    await made.engine.close()
+
+
+async def test_a_cluster_member_in_standby_serves_no_data_and_is_not_ready(
+    manager: ReplicationManager,
+) -> None:
+    assert manager.role.role == "standby"
+    block = manager.read_block
+    assert block is not None and block.code == "standby"
+    assert "waiting for the operator" in block.message
+    assert manager.reads_blocked
+    reason = manager.not_ready_reason()
+    assert reason is not None and reason.startswith("standby")
+
+
+async def test_a_leader_serves_reads_and_a_fenced_one_stops(manager: ReplicationManager) -> None:
+    await manager.promote(1)
+    assert manager.read_block is None and not manager.reads_blocked
+    assert manager.not_ready_reason() is None
+    await manager.fence(2)  # deposed: its tail may be truncated by the next leader
+    assert manager.read_block is not None and manager.read_block.code == "standby"
+    assert manager.not_ready_reason() is not None
+
+
+async def test_a_leader_that_learns_a_higher_epoch_stops_serving_reads(
+    manager: ReplicationManager,
+) -> None:
+    await manager.promote(1)
+    manager.observe_epoch(3, "a newer peer")
+    assert manager.role.role == "standby"
+    assert manager.reads_blocked
+
+
+async def test_a_follower_that_has_not_reconciled_serves_no_data(
+    manager: ReplicationManager,
+) -> None:
+    # The leader URL answers nothing, so the follower never reconciles or streams.
+    await manager.follow("http://127.0.0.1:9", 1)
+    assert manager.role.role == "follower"
+    block = manager.read_block
+    assert block is not None and block.code == "reconciling"
+    assert manager.not_ready_reason() == "not streaming from the leader"
+
+
+async def test_a_standalone_node_is_never_blocked(tmp_path: Path) -> None:
+    made = await _manager(tmp_path, standalone=True)
+    try:
+        made.role.role = "standby"  # before recovery finishes it has not taken the lead yet
+        assert made.read_block is None and made.not_ready_reason() is None
+    finally:
+        await made.close()
+        await made.engine.close()
