@@ -40,6 +40,9 @@ class NodeSettings(BaseSettings):
     checkpoint_interval_seconds: float = Field(300.0, gt=0)
     checkpoint_wal_bytes: int = Field(64 << 20, ge=1 << 16)
     keep_checkpoints: int = Field(2, ge=1)
+    # Collections up to this size are copied in memory at a checkpoint, so writes pause only
+    # for the copy (not for writing and fsyncing files); larger ones pause writes throughout.
+    checkpoint_copy_bytes: int = Field(1 << 30, ge=0)
     # A checkpoint at SIGTERM makes the next start load instead of replaying the log.
     checkpoint_on_shutdown: bool = True
     search_threads: int = Field(4, ge=1, le=64)
@@ -80,4 +83,5 @@ class NodeSettings(BaseSettings):
             ),
             keep_checkpoints=self.keep_checkpoints,
             search_threads=self.search_threads,
+            checkpoint_copy_bytes=self.checkpoint_copy_bytes,
         )

@@ -270,12 +270,18 @@ class Follower:
     async def _append_and_queue(
         self, batch: list[Record], pending: Pending, applier: asyncio.Task[None]
     ) -> None:
-        """Append durably and hand to the apply stage, as one step that is never cut short."""
-        appended = await self.engine.append_replicated(batch)
+        """Append, hand to the apply stage, then fsync: one step that is never cut short.
+
+        The apply stage indexes the batch while the fsync runs, so a slow disk delays the
+        acknowledgement (``received_seq``) but not what searches on this follower see.
+        """
+        appended = await self.engine.append_replicated(batch, durable=False)
         if appended and not await hand_over(pending, appended, applier):
             # The stage ended: apply what it left, then this batch, in order, right here.
             await self._apply_left(pending)
             await self.engine.apply_appended(appended)
+        if appended:
+            await self.engine.make_durable(appended[-1][0].seq)
 
     async def _apply_stage(self, pending: Pending) -> None:
         while (batch := await pending.get()) is not None:
@@ -368,7 +374,8 @@ class Follower:
                 "node_id": self.node_id,
                 "epoch": self.epoch,
                 "received_seq": self.engine.durable_seq,
-                "applied_seq": self.engine.applied_seq,
+                # Applied may run ahead of durable here; the leader counts only durable.
+                "applied_seq": min(self.engine.applied_seq, self.engine.durable_seq),
             }
             try:
                 async with session.post(url, json=body, timeout=timeout) as resp:

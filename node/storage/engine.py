@@ -53,7 +53,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -69,7 +69,7 @@ from dvecdb_node.errors import (
 )
 from dvecdb_node.storage import snapshot as snapshots
 from dvecdb_node.storage.filters import Clause
-from dvecdb_node.storage.index import Collection, Hit
+from dvecdb_node.storage.index import Collection, FrozenCollection, Hit
 from dvecdb_node.storage.policy import CheckpointPolicy, should_checkpoint
 from dvecdb_node.storage.records import (
     Change,
@@ -112,6 +112,8 @@ class EngineOptions:
     checkpoint: CheckpointPolicy = field(default_factory=CheckpointPolicy)
     keep_checkpoints: int = 2
     search_threads: int = 4
+    # Checkpoints copy collections up to this size in memory so writes pause only for the copy.
+    checkpoint_copy_bytes: int = 1 << 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -412,12 +414,17 @@ class Engine:
         await self._make_durable(last)
         return last
 
-    async def append_replicated(self, records: list[Record]) -> list[tuple[Record, Change]]:
-        """Follower path, first half: append leader records and make them durable, unapplied.
+    async def append_replicated(
+        self, records: list[Record], *, durable: bool = True
+    ) -> list[tuple[Record, Change]]:
+        """Follower path, first half: append leader records (durably unless told not to).
 
         Lets a follower acknowledge ``received_seq`` before the slower index work; returns the
         fresh records with their decoded changes for :meth:`apply_appended`, which must follow
         in order (replication code; recovery replays anything left unapplied by a crash).
+        With ``durable=False`` the caller applies while the fsync runs and then calls
+        :meth:`make_durable`: the leader holds these records durably already, so a follower
+        may show them before its own fsync (a crash loses both the index and the tail).
         """
         wal = self.wal
         async with self._write_lock:
@@ -430,10 +437,15 @@ class Engine:
                 raise SeqGapError(f"record seq {fresh[0].seq} does not follow {wal.last_seq}")
             changes = [decode_payload(r.op, r.payload) for r in fresh]
             self._append(fresh)
-            if self.options.fsync is FsyncMode.ALWAYS:
+            if durable and self.options.fsync is FsyncMode.ALWAYS:
                 await self._sync()
-        await self._make_durable(fresh[-1].seq)
+        if durable:
+            await self._make_durable(fresh[-1].seq)
         return list(zip(fresh, changes, strict=True))
+
+    async def make_durable(self, seq: int) -> None:
+        """Return once the log is durable through ``seq`` (one shared fsync for all callers)."""
+        await self._make_durable(seq)
 
     async def apply_appended(self, batch: list[tuple[Record, Change]]) -> None:
         """Follower path, second half: apply records already appended, in seq order."""
@@ -550,21 +562,45 @@ class Engine:
             if seq == self._checkpoint_seq and snapshots.list_checkpoints(self.checkpoint_dir):
                 return None
             await self._sync()
+            epoch = self._last_epoch
             collections = self.collections()
-            info = await loop.run_in_executor(
-                self._io_pool,
-                lambda: snapshots.write_checkpoint(
-                    self.checkpoint_dir, seq=seq, epoch=self._last_epoch, collections=collections
-                ),
-            )
+            frozen: list[FrozenCollection] | None = None
+            if sum(c.memory_bytes for c in collections) <= self.options.checkpoint_copy_bytes:
+                # Writes wait only for an in-memory copy; the files are written after.
+                frozen = await loop.run_in_executor(
+                    self._io_pool, lambda: [c.freeze() for c in collections]
+                )
+            else:  # too big to copy: write the files while writes wait
+                await loop.run_in_executor(
+                    self._io_pool, lambda: self._write_checkpoint(seq, epoch, collections)
+                )
             self.wal.roll()
-            self._checkpoint_seq = info.seq
-            self._checkpoint_time = time.monotonic()
-            self._checkpoint_wal_bytes = 0
+            wal_bytes = self._checkpoint_wal_bytes
+        paused = time.perf_counter() - started
+        if frozen is not None:
+            copies = frozen
+            await loop.run_in_executor(
+                self._io_pool, lambda: self._write_checkpoint(seq, epoch, copies)
+            )
+        self._checkpoint_seq = seq
+        self._checkpoint_time = time.monotonic()
+        self._checkpoint_wal_bytes -= wal_bytes  # what was appended since counts for the next
         await loop.run_in_executor(self._io_pool, self._prune)
         self.observer.checkpoint_done(time.perf_counter() - started)
-        log.info("checkpoint at seq %d in %.3fs", seq, time.perf_counter() - started)
+        log.info(
+            "checkpoint at seq %d in %.3fs (writes paused %.3fs)",
+            seq,
+            time.perf_counter() - started,
+            paused,
+        )
         return seq
+
+    def _write_checkpoint(
+        self, seq: int, epoch: int, collections: Sequence[Collection | FrozenCollection]
+    ) -> None:
+        snapshots.write_checkpoint(
+            self.checkpoint_dir, seq=seq, epoch=epoch, collections=collections
+        )
 
     def _prune(self) -> None:
         snapshots.prune_checkpoints(self.checkpoint_dir, keep=self.options.keep_checkpoints)

@@ -21,6 +21,7 @@ Capacity grows by doubling, so a resize (a copy of the index) is rare.
 
 from __future__ import annotations
 
+import copy as _copy
 import threading
 import time
 from collections.abc import Iterator
@@ -99,6 +100,26 @@ class Hit(NamedTuple):
     id: str
     distance: float
     label: int
+
+
+class FrozenCollection(NamedTuple):
+    """A collection's persistent state at one moment (see :meth:`Collection.freeze`)."""
+
+    name: str
+    index: Any  # hnswlib.Index, private to this object once frozen
+    vectors: Float32Matrix
+    state: bytes
+
+    def save(self, directory: Path) -> list[Path]:
+        directory.mkdir(parents=True, exist_ok=True)
+        index_path = directory / "index.bin"
+        self.index.save_index(str(index_path))
+        vectors_path = directory / "vectors.npy"
+        with open(vectors_path, "wb") as fh:
+            np.save(fh, self.vectors, allow_pickle=False)
+        state_path = directory / "state.json"
+        state_path.write_bytes(self.state)
+        return [index_path, vectors_path, state_path]
 
 
 class Collection:
@@ -390,23 +411,40 @@ class Collection:
 
         Holds the shared lock, so searches continue; the engine pauses writes meanwhile.
         """
-        directory.mkdir(parents=True, exist_ok=True)
         with self._lock.read():
-            index_path = directory / "index.bin"
-            self._index.save_index(str(index_path))
-            used = len(self._ids_by_label)
-            vectors_path = directory / "vectors.npy"
-            with open(vectors_path, "wb") as fh:
-                np.save(fh, self._vectors[:used], allow_pickle=False)
-            state = {
-                "config": self.config.to_dict(),
-                "ids_by_label": self._ids_by_label,
-                "metadata": {str(label): meta for label, meta in self._metadata.items()},
-                "free": self._free,
-            }
-            state_path = directory / "state.json"
-            state_path.write_bytes(orjson.dumps(state))
-        return [index_path, vectors_path, state_path]
+            return self._frozen(copy=False).save(directory)
+
+    def freeze(self) -> FrozenCollection:
+        """An in-memory copy of everything :meth:`save` writes, to be written without a lock.
+
+        Copying (~0.1 s per 100k 128-d vectors) is what writes pause for, instead of writing
+        and fsyncing files (~1 s); the price is the collection's memory once more, briefly.
+        """
+        with self._lock.read():
+            return self._frozen(copy=True)
+
+    def _frozen(self, *, copy: bool) -> FrozenCollection:
+        used = len(self._ids_by_label)
+        state = {
+            "config": self.config.to_dict(),
+            "ids_by_label": self._ids_by_label,
+            "metadata": {str(label): meta for label, meta in self._metadata.items()},
+            "free": self._free,
+        }
+        return FrozenCollection(
+            name=self.name,
+            index=_copy.copy(self._index) if copy else self._index,
+            vectors=self._vectors[:used].copy() if copy else self._vectors[:used],
+            state=orjson.dumps(state),
+        )
+
+    @property
+    def memory_bytes(self) -> int:
+        """Roughly what :meth:`freeze` copies: raw vectors plus the HNSW graph."""
+        used = len(self._ids_by_label)
+        per_vector = self.config.dimension * 4
+        links = (2 * self.config.hnsw.m + 1) * 4 + 8  # level-0 links, count, label
+        return used * (2 * per_vector + links)
 
     @classmethod
     def load(cls, directory: Path) -> Collection:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from dvecdb_node.storage.index import Collection
+from dvecdb_node.storage.index import Collection, FrozenCollection
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -70,7 +70,7 @@ def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
 
 
 def write_checkpoint(
-    root: Path, *, seq: int, epoch: int, collections: Iterable[Collection]
+    root: Path, *, seq: int, epoch: int, collections: Iterable[Collection | FrozenCollection]
 ) -> CheckpointInfo:
     """Write a checkpoint covering ``seq`` atomically (see the module docstring)."""
     root.mkdir(parents=True, exist_ok=True)
