@@ -362,15 +362,16 @@ class Collection:
         self, labels: np.ndarray[Any, Any], distances: np.ndarray[Any, Any]
     ) -> list[list[Hit]]:
         ids = self._ids_by_label
-        out: list[list[Hit]] = []
-        for row_labels, row_dist in zip(labels.tolist(), distances.tolist(), strict=True):
-            row: list[Hit] = []
-            for label, dist in zip(row_labels, row_dist, strict=True):
-                item_id = ids[label] if label < len(ids) else None
-                if item_id is not None:
-                    row.append(Hit(item_id, float(dist), label))
-            out.append(row)
-        return out
+        used = len(ids)
+        # tolist() gives Python ints and floats at once; one comprehension per row (hot path).
+        return [
+            [
+                Hit(ids[label], dist, label)
+                for label, dist in zip(row_labels, row_dist, strict=True)
+                if label < used and ids[label] is not None
+            ]
+            for row_labels, row_dist in zip(labels.tolist(), distances.tolist(), strict=True)
+        ]
 
     def _brute_force(
         self, queries: Float32Matrix, k: int, candidates: np.ndarray[Any, Any]
