@@ -57,6 +57,8 @@ class NodeSettings(BaseSettings):
     max_queries: int = Field(100, ge=1)
     min_seq_wait_seconds: float = Field(5.0, ge=0)
     shutdown_grace_seconds: float = Field(10.0, ge=0)
+    # Idle keep-alive connections are closed after this (aiohttp's and the fast lane's).
+    keepalive_seconds: float = Field(75.0, gt=0)
 
     # Replication (node/replication): ack waits, quorum size, log kept for absent followers.
     ack_timeout_seconds: float = Field(5.0, gt=0)

@@ -83,8 +83,25 @@ class SearchLane:
         self.metrics = app[METRICS]
         self.connections: set[LaneProtocol] = set()
         self.clock = _Clock()
-        self.handed_off = 0
         self._all_closed: asyncio.Event | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep_idle(), name="fast lane idle sweep")
+
+    async def _sweep_idle(self) -> None:
+        """Close connections that completed no request for ``keepalive_seconds``.
+
+        Counting from the last complete request also ends clients trickling a head in slowly.
+        """
+        loop = asyncio.get_running_loop()
+        idle = self.settings.keepalive_seconds
+        while True:
+            await asyncio.sleep(idle / 5)
+            horizon = loop.time() - idle
+            for conn in list(self.connections):
+                if conn.waiting is None and conn.last_request < horizon:
+                    conn.close_when_idle()
 
     def accepts(self, head: Head) -> str | None:
         if head.content_length > self.settings.max_body_bytes:
@@ -151,6 +168,8 @@ class SearchLane:
 
     async def close(self, grace: float) -> None:
         """Close idle connections now, busy ones once answered (at most ``grace`` s)."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         self._all_closed = asyncio.Event()
         if not self.connections:
             return
@@ -175,6 +194,7 @@ class LaneProtocol(asyncio.Protocol):
         self.write_paused = False
         self.read_paused = False
         self.closing = False
+        self.last_request = asyncio.get_running_loop().time()
 
     # ---------------------------------------------------------- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -223,6 +243,7 @@ class LaneProtocol(asyncio.Protocol):
                 return  # the body is still arriving
             body = bytes(self.buf[head.size : end])
             del self.buf[:end]
+            self.last_request = asyncio.get_running_loop().time()
             answer = self.lane.answer(name, head, body)
             if isinstance(answer, tuple):
                 self._write(answer, head.close)
@@ -255,7 +276,6 @@ class LaneProtocol(asyncio.Protocol):
         transport = self.transport
         assert transport is not None
         self.lane.forget(self)
-        self.lane.handed_off += 1
         self._resume_reading()
         handler = self.lane.aiohttp_factory()
         transport.set_protocol(handler)

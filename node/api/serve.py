@@ -44,6 +44,7 @@ class LaneSite(web.BaseSite):
             return
         assert isinstance(self._runner, web.AppRunner)
         lane = self.lane = SearchLane(self._runner.app, server)
+        lane.start()
         self._server = await loop.create_server(lambda: LaneProtocol(lane), self._host, self._port)
 
     async def stop(self) -> None:
@@ -58,6 +59,7 @@ async def _serve(app: web.Application, settings: NodeSettings) -> None:
         handle_signals=True,
         access_log=None,
         shutdown_timeout=settings.shutdown_grace_seconds,
+        keepalive_timeout=settings.keepalive_seconds,
     )
     await runner.setup()
     try:

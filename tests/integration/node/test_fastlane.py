@@ -249,3 +249,31 @@ def test_sigterm_closes_idle_fast_lane_connections(node: Any) -> None:
     assert node.proc.wait(timeout=15) == 0
     assert time.monotonic() - started < 5  # an idle connection does not wait out the grace
     wire.close()
+
+
+def test_idle_and_trickling_connections_are_closed(node_factory: Any) -> None:
+    node = node_factory(standalone=True, env={"DVECDB_KEEPALIVE_SECONDS": "1"})
+    _seed(node)
+    idle, trickle, busy = Wire(node.port), Wire(node.port), Wire(node.port)
+    idle.send(request("POST", SEARCH, query([1, 0, 0])))
+    assert idle.response()[0] == 200
+    raw = request("POST", SEARCH, query([0, 1, 0]))
+    deadline = time.monotonic() + 4
+    sent, cut_off = 0, False
+    while time.monotonic() < deadline and sent < len(raw):
+        try:  # a head a byte at a time, never completing a request
+            trickle.send(raw[sent : sent + 1])
+        except (BrokenPipeError, ConnectionResetError):
+            cut_off = True
+            break
+        sent += 1
+        busy.send(request("POST", SEARCH, query([0, 0, 1])))  # an active link stays open
+        assert busy.response()[0] == 200
+        time.sleep(0.1)
+    assert cut_off or trickle.closed_by_peer()
+    assert sent < len(raw)
+    assert idle.closed_by_peer()
+    busy.send(request("POST", SEARCH, query([0, 0, 1])))
+    assert busy.response()[0] == 200
+    for wire in (idle, trickle, busy):
+        wire.close()
