@@ -30,7 +30,6 @@ from dvecdb_node.api.keys import (
     ROLE,
     SETTINGS,
 )
-from dvecdb_node.diagnostics import install_task_dump
 from dvecdb_node.metrics import NodeMetrics
 from dvecdb_node.role import NodeRole, SingleNodeHooks
 from dvecdb_node.settings import NodeSettings
@@ -87,7 +86,6 @@ async def _recover(app: web.Application) -> None:
 async def engine_context(app: web.Application) -> AsyncIterator[None]:
     """Recover in the background, run the checkpoint policy, close the engine last."""
     engine = app[ENGINE]
-    install_task_dump()
     stop = asyncio.Event()
     recovery = asyncio.create_task(_recover(app))
 

@@ -12,6 +12,7 @@ import logging
 
 from aiohttp import web
 from dvecdb_node.api.fastlane import LaneProtocol, SearchLane
+from dvecdb_node.diagnostics import install_task_dump
 from dvecdb_node.settings import NodeSettings
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ async def _serve(app: web.Application, settings: NodeSettings) -> None:
         keepalive_timeout=settings.keepalive_seconds,
     )
     await runner.setup()
+    install_task_dump()
     try:
         site = LaneSite(
             runner,
@@ -89,5 +91,9 @@ def run(app: web.Application, settings: NodeSettings) -> None:
         main.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             loop.run_until_complete(main)
+        left = asyncio.all_tasks(loop)
+        for task in left:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()

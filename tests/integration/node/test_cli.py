@@ -126,3 +126,14 @@ def test_sigterm_during_ingest_keeps_acknowledged_writes(node_factory: Any) -> N
     assert node.request("GET", "/v1/collections/c")[1]["count"] == 500
     status = node.request("GET", "/v1/status")[1]
     assert status["checkpoint_seq"] == status["last_seq"] == 2  # loaded, nothing to replay
+
+
+def test_sigusr1_logs_every_task_and_the_node_keeps_serving(standalone_node: Any) -> None:
+    standalone_node.signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while "asyncio tasks" not in standalone_node.log():
+        assert time.monotonic() < deadline, standalone_node.log()
+        time.sleep(0.05)
+    assert "Stack for <Task" in standalone_node.log()
+    status, _ = standalone_node.request("GET", "/readyz")
+    assert status == 200
