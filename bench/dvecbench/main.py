@@ -249,8 +249,7 @@ class NodeRun:
             standalone=False,
         )
         self.procs.start("follower", argv, cpus=cfg.follower_cpus, env=self.env)
-        # A cluster member in standby is live but not ready (it serves no reads) until it follows.
-        self.procs.wait_ready("follower", furl + "/healthz", timeout=120)
+        self.procs.wait_ready("follower", furl + "/readyz", timeout=120)
         leader, follower = Client(self.url), Client(furl)
         try:
             status = nodeapi.status(leader)

@@ -228,19 +228,11 @@ class ReplicationManager:
     def read_block(self) -> ReadBlock | None:
         """Why data reads must be refused now, or None when this member may serve them.
 
-        A cluster member in standby may be a deposed leader whose log ends in writes that
-        were never acknowledged and that the new leader will truncate; a follower is in the
-        same place until its log is reconciled with its leader. Neither serves data until the
-        operator has told it its role and the log agrees. ``--standalone`` has no cluster.
+        A follower serves no data until its log is reconciled with its leader (it may hold a
+        tail the leader will truncate). A member in ``standby`` serves reads: DESIGN.md makes
+        standby "reads only", so a deposed leader's unacknowledged tail stays readable until
+        it is told to follow (see the README's known limits).
         """
-        if self.settings.standalone:
-            return None
-        if self.role.role == "standby":
-            return ReadBlock(
-                "standby",
-                "this member is in standby, waiting for the operator to make it leader or "
-                "follower; its log may hold writes a new leader discards",
-            )
         if self.role.role == "follower" and (self.follower is None or not self.follower.reconciled):
             return ReadBlock("reconciling", "this follower is reconciling its log with the leader")
         return None
@@ -339,12 +331,8 @@ class ReplicationManager:
         return out
 
     def not_ready_reason(self) -> str | None:
-        """Why ``/readyz`` fails: a standby member serves no data, so no read Service may
-        route to it; a follower must stream with lag under its bound."""
-        if self.settings.standalone:
-            return None
-        if self.role.role == "standby":
-            return "standby: waiting for the operator to assign a role"
+        """Why ``/readyz`` fails beyond recovery: a follower must stream with lag under its
+        bound (DESIGN.md's readiness)."""
         if self.role.role != "follower":
             return None
         follower = self.follower

@@ -52,19 +52,15 @@ def test_env_configured_node_serves_and_stops_gracefully(node_factory: Any) -> N
     assert "engine closed at seq 1" in node.log()
 
 
-def test_node_without_standalone_waits_in_standby_serving_no_data(node_factory: Any) -> None:
-    # A member in standby may be a deposed leader holding writes a new leader will discard:
-    # it takes no writes, serves no data and is not ready until the operator gives it a role.
+def test_node_without_standalone_is_a_read_only_standby(node_factory: Any) -> None:
+    # DESIGN.md: a node starts in standby (reads only); ready once recovered.
     node = node_factory(standalone=False)
     status, body = node.request("POST", "/v1/collections", {"name": "c", "dimension": 2})
     assert status == 409 and body["error"]["code"] == "not_leader" and body["leader"] is None
     assert node.request("GET", "/v1/status")[1]["role"] == "standby"
-    status, body = node.request("GET", "/readyz")
-    assert status == 503 and "standby" in body["error"]["message"]
-    for method, path in (("GET", "/v1/collections"), ("POST", "/v1/collections/c/search")):
-        status, body = node.request(method, path, {"vector": [0, 0], "k": 1})
-        assert status == 503 and body["error"]["code"] in ("standby", "reconciling"), body
-    assert node.request("GET", "/healthz")[0] == 200  # alive: no restart for waiting
+    assert node.request("GET", "/readyz")[0] == 200
+    status, body = node.request("GET", "/v1/collections")
+    assert status == 200 and body == {"collections": []}
 
 
 def test_ten_thousand_vectors_survive_sigkill(node_factory: Any) -> None:

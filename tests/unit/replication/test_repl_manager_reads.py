@@ -1,6 +1,6 @@
-"""Which members serve data reads and count as ready: a cluster member in standby does
-neither (it may be a deposed leader with a tail of writes a new leader will truncate), a
-leader and a standalone node do, a follower only once streaming and reconciled."""
+"""Which members serve data reads and count as ready (DESIGN.md): standby is "reads only" and
+ready once recovered, a leader and a standalone node serve and are ready, a follower only
+once streaming and reconciled with its leader."""
 
 from __future__ import annotations
 
@@ -37,34 +37,22 @@ async def manager(tmp_path: Path) -> AsyncIterator[ReplicationManager]:
     await made.engine.close()
 
 
-async def test_a_cluster_member_in_standby_serves_no_data_and_is_not_ready(
+async def test_a_cluster_member_in_standby_serves_reads_and_is_ready(
     manager: ReplicationManager,
 ) -> None:
     assert manager.role.role == "standby"
-    block = manager.read_block
-    assert block is not None and block.code == "standby"
-    assert "waiting for the operator" in block.message
-    assert manager.reads_blocked
-    reason = manager.not_ready_reason()
-    assert reason is not None and reason.startswith("standby")
-
-
-async def test_a_leader_serves_reads_and_a_fenced_one_stops(manager: ReplicationManager) -> None:
-    await manager.promote(1)
     assert manager.read_block is None and not manager.reads_blocked
     assert manager.not_ready_reason() is None
-    await manager.fence(2)  # deposed: its tail may be truncated by the next leader
-    assert manager.read_block is not None and manager.read_block.code == "standby"
-    assert manager.not_ready_reason() is not None
 
 
-async def test_a_leader_that_learns_a_higher_epoch_stops_serving_reads(
-    manager: ReplicationManager,
-) -> None:
+async def test_a_fenced_leader_is_a_read_only_standby(manager: ReplicationManager) -> None:
     await manager.promote(1)
-    manager.observe_epoch(3, "a newer peer")
+    assert manager.read_block is None and manager.not_ready_reason() is None
+    await manager.fence(2)
     assert manager.role.role == "standby"
-    assert manager.reads_blocked
+    assert manager.read_block is None  # DESIGN: standby is reads only
+    manager.observe_epoch(3, "a newer peer")
+    assert manager.role.role == "standby" and not manager.reads_blocked
 
 
 async def test_a_follower_that_has_not_reconciled_serves_no_data(
