@@ -9,9 +9,12 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.integration
@@ -277,3 +280,52 @@ def test_idle_and_trickling_connections_are_closed(node_factory: Any) -> None:
     assert busy.response()[0] == 200
     for wire in (idle, trickle, busy):
         wire.close()
+
+
+def test_searches_stay_correct_while_writes_hold_the_index(node: Any) -> None:
+    """Writes take the index's exclusive lock: lane searches then wait in a task, in order."""
+    stop = threading.Event()
+    errors: list[str] = []
+
+    def write(worker: int) -> None:
+        rng = np.random.default_rng(worker)
+        batch = 0
+        while not stop.is_set():
+            vectors = [
+                {"id": f"w{worker}-{batch}-{i}", "vector": rng.random(3).tolist()}
+                for i in range(50)
+            ]
+            status, body = node.request("PUT", "/v1/collections/c/vectors", {"vectors": vectors})
+            if status != 200:
+                errors.append(f"write {status}: {body}")
+            batch += 1
+
+    def search(worker: int) -> int:
+        wire = Wire(node.port)
+        answered = 0
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            probes = [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
+            wire.send(b"".join(request("POST", SEARCH, query(v)) for v in probes))
+            for _ in probes:
+                status, headers, body = wire.response()
+                if status != 200 or "server" in headers or len(body["results"][0]) != 2:
+                    errors.append(f"search {status} {headers} {body}")
+                answered += 1
+        wire.close()
+        return answered
+
+    writers = [threading.Thread(target=write, args=(w,)) for w in range(2)]
+    for thread in writers:
+        thread.start()
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            answered = sum(pool.map(search, range(4)))
+    finally:
+        stop.set()
+        for thread in writers:
+            thread.join(30)
+    assert not errors, errors[:3]
+    assert answered > 0
+    status, described = node.request("GET", "/v1/collections/c")
+    assert status == 200 and described["count"] > 3
