@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from dvecdb_node.storage.engine import Engine
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -44,6 +44,23 @@ class NodeMetrics:
             buckets=(0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 120),
             registry=self.registry,
         )
+        # What writes (and a follower's apply) wait for during a checkpoint: the page-worthy part.
+        self.checkpoint_pause_seconds = Histogram(
+            "dvecdb_checkpoint_write_pause_seconds",
+            "How long a checkpoint held writes back.",
+            buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+            registry=self.registry,
+        )
+        self.fastlane_connections = Gauge(
+            "dvecdb_fastlane_connections",
+            "Open connections answered by the search fast lane.",
+            registry=self.registry,
+        )
+        self.fastlane_handoffs = Counter(
+            "dvecdb_fastlane_handoffs",
+            "Connections the fast lane handed to aiohttp (a request it does not take).",
+            registry=self.registry,
+        )
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         key = (method, route, status)
@@ -60,8 +77,9 @@ class NodeMetrics:
     def fsync_done(self, seconds: float) -> None:
         self.fsync_seconds.observe(seconds)
 
-    def checkpoint_done(self, seconds: float) -> None:
+    def checkpoint_done(self, seconds: float, paused: float) -> None:
         self.checkpoint_seconds.observe(seconds)
+        self.checkpoint_pause_seconds.observe(paused)
 
     def watch_engine(self, engine: Engine, epoch: Callable[[], int]) -> None:
         """Export the engine's positions and collection sizes, read at scrape time."""

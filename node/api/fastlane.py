@@ -161,8 +161,16 @@ class SearchLane:
             lines.append(b"Connection: close")
         return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
-    def forget(self, conn: LaneProtocol) -> None:
-        self.connections.discard(conn)
+    def admit(self, conn: LaneProtocol) -> None:
+        self.connections.add(conn)
+        self.metrics.fastlane_connections.inc()
+
+    def forget(self, conn: LaneProtocol, *, handed_off: bool = False) -> None:
+        if conn in self.connections:
+            self.connections.discard(conn)
+            self.metrics.fastlane_connections.dec()
+            if handed_off:
+                self.metrics.fastlane_handoffs.inc()
         if not self.connections and self._all_closed is not None:
             self._all_closed.set()
 
@@ -199,7 +207,7 @@ class LaneProtocol(asyncio.Protocol):
     # ---------------------------------------------------------- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        self.lane.connections.add(self)
+        self.lane.admit(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lane.forget(self)
@@ -275,7 +283,7 @@ class LaneProtocol(asyncio.Protocol):
         """Give the connection, with the bytes not yet consumed, to aiohttp for good."""
         transport = self.transport
         assert transport is not None
-        self.lane.forget(self)
+        self.lane.forget(self, handed_off=True)
         self._resume_reading()
         handler = self.lane.aiohttp_factory()
         transport.set_protocol(handler)

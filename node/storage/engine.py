@@ -127,7 +127,7 @@ class StorageObserver(Protocol):
 
     def wal_appended(self, nbytes: int) -> None: ...
     def fsync_done(self, seconds: float) -> None: ...
-    def checkpoint_done(self, seconds: float) -> None: ...
+    def checkpoint_done(self, seconds: float, paused: float) -> None: ...
 
 
 class NullObserver:
@@ -137,7 +137,7 @@ class NullObserver:
     def fsync_done(self, seconds: float) -> None:
         pass
 
-    def checkpoint_done(self, seconds: float) -> None:
+    def checkpoint_done(self, seconds: float, paused: float) -> None:
         pass
 
 
@@ -586,7 +586,7 @@ class Engine:
         self._checkpoint_time = time.monotonic()
         self._checkpoint_wal_bytes -= wal_bytes  # what was appended since counts for the next
         await loop.run_in_executor(self._io_pool, self._prune)
-        self.observer.checkpoint_done(time.perf_counter() - started)
+        self.observer.checkpoint_done(time.perf_counter() - started, paused)
         log.info(
             "checkpoint at seq %d in %.3fs (writes paused %.3fs)",
             seq,

@@ -26,6 +26,7 @@ METRIC_LAG_SEQ = "dvecdb_replication_lag_seq"
 METRIC_LAG_SECONDS = "dvecdb_replication_lag_seconds"
 METRIC_FSYNC_SECONDS = "dvecdb_wal_fsync_duration_seconds"
 METRIC_CHECKPOINT_SECONDS = "dvecdb_checkpoint_duration_seconds"
+METRIC_CHECKPOINT_PAUSE = "dvecdb_checkpoint_write_pause_seconds"
 
 CLUSTER_LABEL = "dvecdb_io_cluster"
 ROLE_LABEL = "dvecdb_io_role"
@@ -202,7 +203,7 @@ def dashboard(matcher: str) -> dict[str, Any]:
         ),
         _panel(
             6,
-            "WAL fsync and checkpoint p99",
+            "WAL fsync, checkpoint and checkpoint write pause p99",
             [
                 (
                     "histogram_quantile(0.99, sum by (le, pod) "
@@ -213,6 +214,11 @@ def dashboard(matcher: str) -> dict[str, Any]:
                     "histogram_quantile(0.99, sum by (le, pod) "
                     f"(rate({METRIC_CHECKPOINT_SECONDS}_bucket{{{m}}}[30m])))",
                     "checkpoint {{pod}}",
+                ),
+                (
+                    "histogram_quantile(0.99, sum by (le, pod) "
+                    f"(rate({METRIC_CHECKPOINT_PAUSE}_bucket{{{m}}}[30m])))",
+                    "writes paused {{pod}}",
                 ),
             ],
             "s",

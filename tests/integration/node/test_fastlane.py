@@ -49,6 +49,8 @@ class Wire:
         while len(self.pending) < length:
             self._fill()
         body, self.pending = self.pending[:length], self.pending[length:]
+        if "json" not in headers.get("content-type", ""):
+            return status, headers, body.decode()
         return status, headers, json.loads(body)
 
     def closed_by_peer(self) -> bool:
@@ -198,6 +200,28 @@ def test_connection_close_is_honoured(node: Any) -> None:
     assert status == 200 and headers["connection"] == "close"
     assert wire.closed_by_peer()
     wire.close()
+
+
+def test_lane_connections_and_handoffs_are_exported(node: Any) -> None:
+    scraper = Wire(node.port)  # one keep-alive scraper: handed off once, before counting
+
+    def metric(name: str) -> float:
+        scraper.send(request("GET", "/metrics"))
+        text = scraper.response()[2]
+        return float(next(x for x in text.splitlines() if x.startswith(name + " ")).split()[-1])
+
+    before = metric("dvecdb_fastlane_handoffs_total")
+    wires = [Wire(node.port) for _ in range(3)]
+    for wire in wires:
+        wire.send(request("POST", SEARCH, query([1, 0, 0])))
+        assert wire.response()[0] == 200
+    assert metric("dvecdb_fastlane_connections") == 3
+    wires[0].send(request("GET", "/healthz"))
+    assert wires[0].response()[0] == 200
+    assert metric("dvecdb_fastlane_handoffs_total") == before + 1
+    assert metric("dvecdb_fastlane_connections") == 2
+    for wire in [*wires, scraper]:
+        wire.close()
 
 
 def test_search_metrics_count_fast_lane_requests(node: Any) -> None:
