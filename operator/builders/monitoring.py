@@ -27,6 +27,8 @@ METRIC_LAG_SECONDS = "dvecdb_replication_lag_seconds"
 METRIC_FSYNC_SECONDS = "dvecdb_wal_fsync_duration_seconds"
 METRIC_CHECKPOINT_SECONDS = "dvecdb_checkpoint_duration_seconds"
 METRIC_CHECKPOINT_PAUSE = "dvecdb_checkpoint_write_pause_seconds"
+# Seconds a checkpoint may hold writes back (p99) before the alert fires.
+CHECKPOINT_PAUSE_THRESHOLD = 1.0
 
 CLUSTER_LABEL = "dvecdb_io_cluster"
 ROLE_LABEL = "dvecdb_io_role"
@@ -119,6 +121,24 @@ def alert_rules(matcher: str) -> list[dict[str, Any]]:
                     "The p99 WAL fsync latency of {{ $labels.pod }} is "
                     "{{ $value | humanizeDuration }}: every "
                     "acknowledged write waits for it."
+                ),
+            },
+        },
+        {
+            "alert": "DVecDBCheckpointPausesWrites",
+            "expr": (
+                "histogram_quantile(0.99, sum by (le, namespace, pod) "
+                f"(rate({METRIC_CHECKPOINT_PAUSE}_bucket{{{matcher}}}[30m])))"
+                f" > {CHECKPOINT_PAUSE_THRESHOLD}"
+            ),
+            "for": "5m",
+            "labels": {"severity": "warning"},
+            "annotations": {
+                "summary": "d-vecDB checkpoints hold writes back on {{ $labels.pod }}",
+                "description": (
+                    "Checkpoints of {{ $labels.pod }} pause writes (and a follower's apply) "
+                    "for {{ $value | humanizeDuration }} at p99: collections above "
+                    "DVECDB_CHECKPOINT_COPY_BYTES are written under the lock, or the copy is slow."
                 ),
             },
         },

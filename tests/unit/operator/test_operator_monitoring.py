@@ -47,6 +47,7 @@ def test_prometheus_rule_targets_only_its_cluster() -> None:
         "DVecDBMemberDown",
         "DVecDBReplicationLagHigh",
         "DVecDBFsyncLatencyHigh",
+        "DVecDBCheckpointPausesWrites",
     }
     for alert in alerts.values():
         assert 'namespace="prod",dvecdb_io_cluster="demo"' in alert["expr"]
@@ -221,6 +222,42 @@ def test_promtool_alerts_fire_on_no_leader_member_down_and_lag(tmp_path: Path) -
                         }
                     ],
                 }
+            ],
+        }
+    )
+    pause = f"{monitoring.METRIC_CHECKPOINT_PAUSE}_bucket"
+    paused = {"__name__": pause, **base, "pod": "demo-1"}
+    tests["tests"].append(
+        {
+            "interval": "1m",
+            # Every checkpoint holds writes for 1-2 s: p99 above the 1 s threshold.
+            "input_series": [
+                _series({**paused, "le": "1"}, "0x40"),
+                _series({**paused, "le": "2"}, "0+1x40"),
+                _series({**paused, "le": "+Inf"}, "0+1x40"),
+            ],
+            "alert_rule_test": [
+                {"eval_time": "3m", "alertname": "DVecDBCheckpointPausesWrites", "exp_alerts": []},
+                {
+                    "eval_time": "20m",
+                    "alertname": "DVecDBCheckpointPausesWrites",
+                    "exp_alerts": [
+                        {
+                            "exp_labels": {
+                                "severity": "warning",
+                                "namespace": "prod",
+                                "pod": "demo-1",
+                            },
+                            "exp_annotations": {
+                                "summary": "d-vecDB checkpoints hold writes back on demo-1",
+                                "description": "Checkpoints of demo-1 pause writes (and a "
+                                "follower's apply) for 1.99s at p99: collections above "
+                                "DVECDB_CHECKPOINT_COPY_BYTES are written under the lock, "
+                                "or the copy is slow.",
+                            },
+                        }
+                    ],
+                },
             ],
         }
     )
