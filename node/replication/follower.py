@@ -2,10 +2,10 @@
 
 One task streams ``GET /v1/replication/stream`` from after the last local record (with that
 record's epoch, so the leader can check that the logs agree), appends each batch of frames
-with :meth:`Engine.append_replicated` (one fsync per batch) and wakes the ack task, which
-posts ``received_seq`` (durable) and ``applied_seq`` (coalesced, and at least every second as
-a heartbeat); an apply stage applies the batches in order behind it, so acknowledgements do
-not wait for index work.
+with :meth:`Engine.append_replicated`, hands it to an apply stage that indexes batches in
+order, then fsyncs it (one fsync per batch) and wakes the ack task, which posts
+``received_seq`` (durable) and ``applied_seq`` (coalesced, and at least every second as a
+heartbeat): indexing overlaps the fsync, and acknowledgements do not wait for it.
 The leader may answer that the logs diverged (truncate, then ask again) or that a snapshot is
 needed (download, install atomically, stream on). Connection failures back off and retry.
 
@@ -275,7 +275,7 @@ class Follower:
         The apply stage indexes the batch while the fsync runs, so a slow disk delays the
         acknowledgement (``received_seq``) but not what searches on this follower see.
         """
-        appended = await self.engine.append_replicated(batch, durable=False)
+        appended = await self.engine.append_replicated(batch)
         if appended and not await hand_over(pending, appended, applier):
             # The stage ended: apply what it left, then this batch, in order, right here.
             await self._apply_left(pending)

@@ -16,8 +16,9 @@ Replicated writes (follower)
     ``await engine.apply_replicated(records)``: records from a leader (already framed, seq and
     epoch kept) are appended to the own WAL, applied in order, and made durable; a record at or
     below ``last_seq`` is skipped, a gap raises :class:`~dvecdb_node.storage.wal.SeqGapError`.
-    ``append_replicated(records)`` then ``apply_appended(batch)`` split that in two, so that a
-    follower can acknowledge durability before the index work (``last_epoch`` follows apply).
+    ``append_replicated(records)``, ``apply_appended(batch)`` and ``make_durable(seq)`` split
+    that in three, so that a follower indexes while its fsync runs and acknowledges durability
+    without waiting for the index work (``last_epoch`` follows apply).
 Positions
     ``engine.last_seq`` (appended), ``engine.applied_seq``, ``engine.durable_seq``,
     ``engine.first_seq`` (oldest retained in the WAL), ``engine.last_epoch`` (epoch of the last
@@ -388,7 +389,7 @@ class Engine:
             await self._apply_async(change)
             self._last_epoch = epoch
             self._applied.set(seq)
-        await self._make_durable(seq)
+        await self.make_durable(seq)
         return WriteResult(seq=seq, count=count)
 
     async def apply_replicated(self, records: list[Record]) -> int:
@@ -411,20 +412,17 @@ class Engine:
                 self._last_epoch = record.epoch
                 self._applied.set(record.seq)
             last = fresh[-1].seq
-        await self._make_durable(last)
+        await self.make_durable(last)
         return last
 
-    async def append_replicated(
-        self, records: list[Record], *, durable: bool = True
-    ) -> list[tuple[Record, Change]]:
-        """Follower path, first half: append leader records (durably unless told not to).
+    async def append_replicated(self, records: list[Record]) -> list[tuple[Record, Change]]:
+        """Follower path, first step: append leader records to the WAL, not yet durable.
 
-        Lets a follower acknowledge ``received_seq`` before the slower index work; returns the
-        fresh records with their decoded changes for :meth:`apply_appended`, which must follow
-        in order (replication code; recovery replays anything left unapplied by a crash).
-        With ``durable=False`` the caller applies while the fsync runs and then calls
-        :meth:`make_durable`: the leader holds these records durably already, so a follower
-        may show them before its own fsync (a crash loses both the index and the tail).
+        Returns the fresh records with their decoded changes for :meth:`apply_appended`, which
+        must follow in order (recovery replays anything left unapplied by a crash); the caller
+        applies while :meth:`make_durable` runs the fsync. The leader holds these records
+        durably already, so a follower may show them before its own fsync (a crash loses both
+        the index and the tail).
         """
         wal = self.wal
         async with self._write_lock:
@@ -437,15 +435,7 @@ class Engine:
                 raise SeqGapError(f"record seq {fresh[0].seq} does not follow {wal.last_seq}")
             changes = [decode_payload(r.op, r.payload) for r in fresh]
             self._append(fresh)
-            if durable and self.options.fsync is FsyncMode.ALWAYS:
-                await self._sync()
-        if durable:
-            await self._make_durable(fresh[-1].seq)
         return list(zip(fresh, changes, strict=True))
-
-    async def make_durable(self, seq: int) -> None:
-        """Return once the log is durable through ``seq`` (one shared fsync for all callers)."""
-        await self._make_durable(seq)
 
     async def apply_appended(self, batch: list[tuple[Record, Change]]) -> None:
         """Follower path, second half: apply records already appended, in seq order."""
@@ -483,7 +473,7 @@ class Engine:
         if seq > self._durable.value:
             self._durable.set(seq)
 
-    async def _make_durable(self, seq: int) -> None:
+    async def make_durable(self, seq: int) -> None:
         """Return once ``seq`` is durable; concurrent callers share one fsync (group commit)."""
         if self.options.fsync is FsyncMode.NONE:
             self.wal.mark_durable(seq)
@@ -728,7 +718,7 @@ class Engine:
         async with self._write_lock:
             if self._wal is not None:
                 # Through the group-commit path, so writers waiting on an fsync share this one.
-                await self._make_durable(self._wal.last_seq)
+                await self.make_durable(self._wal.last_seq)
                 self._wal.close()
         self._apply_pool.shutdown(wait=True)
         self._io_pool.shutdown(wait=True)

@@ -10,12 +10,10 @@ import pytest
 from dvecdb_node.errors import Conflict, NotReady
 from dvecdb_node.replication import logview
 from dvecdb_node.replication.epochs import EpochStore
-from dvecdb_node.replication.manager import ReplicationManager
-from dvecdb_node.role import NodeRole
-from dvecdb_node.settings import NodeSettings
 from dvecdb_node.storage.engine import Engine, EngineOptions
 from dvecdb_node.storage.records import Noop
 from dvecdb_node.storage.wal import decode_frames
+from repl_helpers import make_manager
 
 pytestmark = pytest.mark.unit
 
@@ -75,19 +73,8 @@ async def test_raw_batches_and_heartbeats(tmp_path: Path) -> None:
         await engine.close()
 
 
-async def _manager(tmp_path: Path, **overrides: object) -> ReplicationManager:
-    settings = NodeSettings(data_dir=tmp_path, node_id="a", port=1, **overrides)  # type: ignore[arg-type]
-    engine = Engine(tmp_path, settings.engine_options())
-    await engine.recover()
-    recovered = asyncio.Event()
-    recovered.set()
-    manager = ReplicationManager(settings, engine, NodeRole(node_id="a"), recovered)
-    manager.load()
-    return manager
-
-
 async def test_promote_persists_opens_the_epoch_and_refuses_reuse(tmp_path: Path) -> None:
-    manager = await _manager(tmp_path, ack_timeout_seconds=0.05)
+    manager = await make_manager(tmp_path, ack_timeout_seconds=0.05)
     try:
         await manager.promote(2)
         assert manager.role.role == "leader" and manager.engine.last_epoch == 2
@@ -111,7 +98,7 @@ async def test_promote_persists_opens_the_epoch_and_refuses_reuse(tmp_path: Path
 
 
 async def test_a_higher_epoch_ends_leadership_and_fails_waiting_writes(tmp_path: Path) -> None:
-    manager = await _manager(tmp_path, ack_timeout_seconds=30)
+    manager = await make_manager(tmp_path, ack_timeout_seconds=30)
     try:
         await manager.promote(1)
         waiting = asyncio.create_task(manager.wait_ack(1, "quorum"))
@@ -135,6 +122,7 @@ async def test_follower_appends_durably_before_applying(tmp_path: Path) -> None:
     try:
         records = decode_frames(logview.read_batch(leader.wal, 1, 4, max_bytes=1 << 20))
         appended = await follower.append_replicated(records[:3])
+        await follower.make_durable(3)
         assert (follower.last_seq, follower.durable_seq, follower.applied_seq) == (3, 3, 0)
         assert await follower.append_replicated(records[:2]) == []  # already held
         await follower.apply_appended(appended[:2])
