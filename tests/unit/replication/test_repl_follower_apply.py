@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from dvecdb_node.replication.follower import Follower, FollowerOptions, Pending
+from dvecdb_node.replication.follower import Pending
 from dvecdb_node.storage.engine import Engine
 from dvecdb_node.storage.records import (
     CollectionConfig,
@@ -24,6 +24,7 @@ from dvecdb_node.storage.records import (
     op_of,
 )
 from dvecdb_node.storage.wal import Record, encode_record
+from repl_helpers import make_follower
 
 pytestmark = pytest.mark.unit
 
@@ -64,16 +65,7 @@ async def test_batches_are_indexed_before_their_fsync_and_acked_after(tmp_path: 
         return real_sync()
 
     engine.wal.sync = slow_sync  # type: ignore[method-assign]
-    follower = Follower(
-        engine=engine,
-        leader_url="http://127.0.0.1:9",
-        epoch=1,
-        node_id="n1",
-        self_url="http://127.0.0.1:8",
-        headers={},
-        on_epoch=lambda epoch: None,
-        options=FollowerOptions(ack_interval=0.05),
-    )
+    follower = make_follower(engine, ack_interval=0.05)
     pending: Pending = asyncio.Queue()
     applier = asyncio.create_task(follower._apply_stage(pending))
     step = asyncio.create_task(follower._append_and_queue(_records(), pending, applier))

@@ -11,24 +11,15 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from dvecdb_node.replication.follower import Follower, FollowerOptions
 from dvecdb_node.storage.engine import Engine
+from repl_helpers import make_follower
 
 pytestmark = pytest.mark.unit
 
 
 async def test_ack_loop_ends_when_cancelled_as_progress_is_signalled(tmp_path: Path) -> None:
     engine = Engine(tmp_path)
-    follower = Follower(
-        engine=engine,
-        leader_url="http://127.0.0.1:9",
-        epoch=1,
-        node_id="n1",
-        self_url="http://127.0.0.1:8",
-        headers={},
-        on_epoch=lambda epoch: None,
-        options=FollowerOptions(ack_interval=30.0),
-    )
+    follower = make_follower(engine, ack_interval=30.0)
     async with aiohttp.ClientSession() as session:
         for _ in range(20):
             acker = asyncio.create_task(follower._ack_loop(session))

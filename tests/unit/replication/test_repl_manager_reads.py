@@ -4,34 +4,20 @@ once streaming and reconciled with its leader."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
 from dvecdb_node.replication.manager import ReplicationManager
-from dvecdb_node.role import NodeRole
-from dvecdb_node.settings import NodeSettings
-from dvecdb_node.storage.engine import Engine
+from repl_helpers import make_manager
 
 pytestmark = pytest.mark.unit
 
 
-async def _manager(tmp_path: Path, *, standalone: bool = False) -> ReplicationManager:
-    settings = NodeSettings(data_dir=tmp_path, node_id="a", port=1, standalone=standalone)
-    engine = Engine(tmp_path, settings.engine_options())
-    await engine.recover()
-    recovered = asyncio.Event()
-    recovered.set()
-    manager = ReplicationManager(settings, engine, NodeRole(node_id="a"), recovered)
-    manager.load()
-    return manager
-
-
 @pytest_asyncio.fixture
 async def manager(tmp_path: Path) -> AsyncIterator[ReplicationManager]:
-    made = await _manager(tmp_path)
+    made = await make_manager(tmp_path)
     yield made
     await made.close()
     await made.engine.close()
@@ -67,7 +53,7 @@ async def test_a_follower_that_has_not_reconciled_serves_no_data(
 
 
 async def test_a_standalone_node_is_never_blocked(tmp_path: Path) -> None:
-    made = await _manager(tmp_path, standalone=True)
+    made = await make_manager(tmp_path, standalone=True)
     try:
         made.role.role = "standby"  # before recovery finishes it has not taken the lead yet
         assert made.read_block is None and made.not_ready_reason() is None
