@@ -195,6 +195,17 @@ class RoleActions:
         except kube_api.NotFoundError:
             pass
 
+    async def _fence(
+        self, body: Mapping[str, Any], member: MemberObservation, epoch: int, done: str
+    ) -> None:
+        """Fence `member` at `epoch`; a `LeaderFenced` ("<name> <done>") or `FenceFailed` event."""
+        assert member.url is not None
+        error = await self.members.fence(member.url, epoch)
+        if error is None:
+            self.event(body, "LeaderFenced", f"{member.name} {done}")
+        else:
+            self.event(body, "FenceFailed", f"{member.name}: {error}", warning=True)
+
     async def failover(
         self, body: Mapping[str, Any], cluster: ClusterObservation, plan: FailoverPlan
     ) -> Outcome:
@@ -222,14 +233,10 @@ class RoleActions:
         if not plan.retry:
             self.event(body, "EpochBumped", f"epoch {plan.epoch} -> {plan.new_epoch}")
         old = cluster.member(plan.old_leader)
-        if plan.fence_old and old is not None and old.url:
-            held = max(old.epoch, 1)
-            error_text = await self.members.fence(old.url, held)
-            if error_text is None:
-                message = f"{plan.old_leader} stopped taking writes at epoch {held}"
-                self.event(body, "LeaderFenced", message)
-            else:
-                self.event(body, "FenceFailed", f"{plan.old_leader}: {error_text}", warning=True)
+        fence = old if plan.fence_old and old is not None and old.url else None
+        if fence is not None:
+            held = max(fence.epoch, 1)
+            await self._fence(body, fence, held, f"stopped taking writes at epoch {held}")
         error = await self.members.promote(candidate.url, plan.new_epoch, members=cluster.replicas)
         if error is not None:
             self.event(
@@ -244,14 +251,8 @@ class RoleActions:
                 message=f"promote failed: {error}",
                 promote_failed=PromoteFailure.of(plan.candidate, plan.new_epoch, error),
             )
-        if plan.fence_old and old is not None and old.url:
-            error_text = await self.members.fence(old.url, plan.new_epoch)
-            if error_text is None:
-                self.event(
-                    body, "LeaderFenced", f"{plan.old_leader} fenced at epoch {plan.new_epoch}"
-                )
-            else:
-                self.event(body, "FenceFailed", f"{plan.old_leader}: {error_text}", warning=True)
+        if fence is not None:
+            await self._fence(body, fence, plan.new_epoch, f"fenced at epoch {plan.new_epoch}")
         self.event(body, "Promoted", f"{plan.candidate} leads at epoch {plan.new_epoch}")
         await self.kube.patch_cluster_status(
             self.ref.namespace,
