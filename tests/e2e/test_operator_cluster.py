@@ -15,6 +15,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -207,20 +208,22 @@ def install_operator(kubectl: Kubectl, namespace: str) -> str:
     return release
 
 
+@pytest.fixture
+def operator(kubectl: Kubectl, namespace: str) -> Iterator[str]:
+    """The operator installed by its chart into `namespace`, uninstalled afterwards."""
+    release = install_operator(kubectl, namespace)
+    yield release
+    kubectl.run("uninstall", release, "-n", namespace, tool="helm", check=False)
+
+
+@pytest.mark.usefixtures("operator")
 def test_operator_runs_a_cluster_through_failovers(kubectl: Kubectl, namespace: str) -> None:
-    release = install_operator(kubectl, namespace)
-    try:
-        run_failovers(kubectl, namespace)
-    finally:
-        kubectl.run("uninstall", release, "-n", namespace, tool="helm", check=False)
+    run_failovers(kubectl, namespace)
 
 
+@pytest.mark.usefixtures("operator")
 def test_switchover_scale_down_and_rolling_upgrade(kubectl: Kubectl, namespace: str) -> None:
-    release = install_operator(kubectl, namespace)
-    try:
-        run_planned_operations(kubectl, namespace)
-    finally:
-        kubectl.run("uninstall", release, "-n", namespace, tool="helm", check=False)
+    run_planned_operations(kubectl, namespace)
 
 
 def run_planned_operations(kubectl: Kubectl, namespace: str) -> None:
