@@ -21,9 +21,16 @@ import pytest
 
 from localkube import net, procs
 from localkube.build import Binaries, BuildError, ensure_binaries
+from localkube.images import venv_bin
 from localkube.netplan import NETNS_PREFIX, VETH_PREFIX, NetPlan
 from localkube.plane import Plane
 from localkube.volumes import MOUNTPOINT_LEDGER
+
+# The operator and node pods run the venv's console scripts (the kubelet maps images to them).
+NEEDS_CONSOLE_SCRIPTS = pytest.mark.skipif(
+    not (venv_bin() / "dvecdb-node").exists() or not (venv_bin() / "dvecdb-operator").exists(),
+    reason="the dvecdb-node / dvecdb-operator console scripts are not installed in the venv",
+)
 
 T = TypeVar("T")
 

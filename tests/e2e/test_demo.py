@@ -15,18 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from localkube.images import venv_bin
 from localkube.plane import Plane
 
-from .conftest import Kubectl, wait_until
+from .conftest import NEEDS_CONSOLE_SCRIPTS, Kubectl, wait_until
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.timeout(900),
-    pytest.mark.skipif(
-        not (venv_bin() / "dvecdb-node").exists() or not (venv_bin() / "dvecdb-operator").exists(),
-        reason="the dvecdb-node / dvecdb-operator console scripts are not installed in the venv",
-    ),
+    NEEDS_CONSOLE_SCRIPTS,
 ]
 
 REPO = Path(__file__).resolve().parents[2]

@@ -22,17 +22,13 @@ from typing import Any
 import pytest
 
 from localkube import net
-from localkube.images import venv_bin
 
-from .conftest import Kubectl, http, wait_until
+from .conftest import NEEDS_CONSOLE_SCRIPTS, Kubectl, http, wait_until
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.timeout(900),
-    pytest.mark.skipif(
-        not (venv_bin() / "dvecdb-node").exists() or not (venv_bin() / "dvecdb-operator").exists(),
-        reason="the dvecdb-node / dvecdb-operator console scripts are not installed in the venv",
-    ),
+    NEEDS_CONSOLE_SCRIPTS,
 ]
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "dvecdb-operator"
