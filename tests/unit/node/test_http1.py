@@ -55,6 +55,9 @@ def test_connection_close_is_seen() -> None:
         PLAIN.replace(b"Host: x", b"Connection: Upgrade"),
         PLAIN.replace(b"Authorization: Bearer s3cret", b"Authorization: a\r\nAuthorization: b"),
         PLAIN.replace(b"Content-Length: 12\r\n", b""),  # a POST without a length
+        PLAIN.replace(b"Host: x", b"Host: x\ny: z"),  # a bare LF inside a line
+        PLAIN.replace(b"Host: x", b"Host: x\rY: z"),  # a bare CR
+        PLAIN.replace(b"/c/search", b"/c\r/search"),
         b"POST  /v1/collections/c/search HTTP/1.1\r\n\r\n",
         b"GET http://x/v1 HTTP/1.1\r\n\r\n",
     ],
