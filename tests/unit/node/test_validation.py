@@ -82,6 +82,11 @@ def _item(vector: Any, item_id: Any = "a", metadata: Any = None) -> dict[str, An
         ([_item([1, True, 3])], "invalid_vector"),
         ([_item("abc")], "invalid_vector"),
         ([_item([1, 2, 1e39])], "non_finite"),
+        ([_item([1, 2, -1e39])], "non_finite"),
+        ([_item([1, 2, 10**400])], "non_finite"),
+        ([_item([1, 2, 3]), _item([1, float("nan"), 3])], "non_finite"),
+        ([_item([1, 2, float("inf")])], "non_finite"),
+        ([_item([1, None, 3])], "invalid_vector"),
         ([_item([1, 2, 3], item_id="")], "invalid_id"),
         ([_item([1, 2, 3], item_id=7)], "invalid_id"),
         ([_item([1, 2, 3], item_id="x" * 257)], "invalid_id"),
@@ -112,6 +117,37 @@ def test_delete_dedupes_and_limits() -> None:
     assert parse_delete({"ids": ["a", "b", "a"]}, SETTINGS)[0] == ["a", "b"]
     assert _code(parse_delete, {"ids": []}, SETTINGS) == "empty_batch"
     assert _code(parse_delete, {"ids": "a"}, SETTINGS) == "invalid_input"
+
+
+def test_vectors_convert_to_float32_as_numpy_casts() -> None:
+    """The struct packing path gives numpy's float32 values, edge of the range included."""
+    top = float(np.finfo(np.float32).max)
+    rows = [[0.1, 2, -1.5e-45], [top, -top, 3.4028235e38]]  # the last rounds down to max
+    batch, _ = parse_upsert_json(
+        {"vectors": [_item(rows[0], "a"), _item(rows[1], "b")]}, CONFIG, SETTINGS
+    )
+    expected = np.asarray(rows, dtype=np.float64).astype(np.float32)
+    assert batch.vectors.dtype == np.float32 and batch.vectors.shape == (2, 3)
+    assert np.array_equal(batch.vectors, expected)
+
+
+def test_plain_search_takes_the_same_checks() -> None:
+    """``{vector, k}`` skips the option lookups but none of the checks."""
+    req = parse_search({"vector": [1, 2, 3], "k": 4}, CONFIG, SETTINGS)
+    assert (req.single, req.k, req.ef, req.clauses, req.consistency) == (
+        True,
+        4,
+        None,
+        None,
+        "eventual",
+    )
+    assert req.queries.tolist() == [[1, 2, 3]]
+    assert _code(parse_search, {"vector": [1, 2]}, CONFIG, SETTINGS) == "dimension_mismatch"
+    assert _code(parse_search, {"vector": [1, 2, True]}, CONFIG, SETTINGS) == "invalid_vector"
+    assert _code(parse_search, {"vector": [1, 2, 1e39]}, CONFIG, SETTINGS) == "non_finite"
+    assert _code(parse_search, {"vector": [1, 2, 3], "k": True}, CONFIG, SETTINGS) == (
+        "invalid_input"
+    )
 
 
 def test_search_parsing() -> None:
