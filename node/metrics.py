@@ -61,6 +61,12 @@ class NodeMetrics:
             "Connections the fast lane handed to aiohttp (a request it does not take).",
             registry=self.registry,
         )
+        self.fastlane_batch = Histogram(
+            "dvecdb_fastlane_batch_searches",
+            "Search requests the fast lane answered with one index search (its batches).",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=self.registry,
+        )
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         key = (method, route, status)

@@ -9,22 +9,31 @@ The first request it does not take, the connection is handed to aiohttp with the
 yet consumed, and stays there; so every other endpoint, and every unusual request, sees
 aiohttp exactly as before.
 
+Plain searches (see ``search.is_plain``) are not answered one by one: each connection's
+request joins a batch that the lane answers once the event loop has read every connection
+that had data, with one index search for all their vectors. One call instead of one per
+request saves its fixed costs, and on a node with more than one core the batch's rows are
+searched on several at once (``storage.parallel``). A lone client sees no wait: its batch is
+answered in the same loop iteration.
+
 Answers that need waiting (quorum or min_seq reads, filtered or costly searches, an index
-busy with a write) run as a task; the connection reads nothing more until it is written, so
-pipelined answers keep their order.
+busy with a write) run as a task. A connection reads nothing more until its answer is
+written, so pipelined answers keep their order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Coroutine
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
+import numpy as np
 import orjson
 from aiohttp import web
 from dvecdb_node.api import search
@@ -32,7 +41,7 @@ from dvecdb_node.api.auth import check_access, parse_bearer
 from dvecdb_node.api.errors import error_body, node_error_parts
 from dvecdb_node.api.gates import check_reads
 from dvecdb_node.api.http1 import Head, parse_head
-from dvecdb_node.api.keys import METRICS, SETTINGS
+from dvecdb_node.api.keys import ENGINE, METRICS, SETTINGS
 from dvecdb_node.errors import NodeError
 
 log = logging.getLogger(__name__)
@@ -45,6 +54,15 @@ _SUFFIX = b"/search"
 _JSON = b"application/json"
 
 Answer = tuple[int, bytes, dict[str, str]]
+
+
+class _Queued(NamedTuple):
+    """A plain search waiting in the lane's batch."""
+
+    conn: LaneProtocol
+    prepared: search.PreparedSearch
+    close: bool
+    started: float
 
 
 class _Clock:
@@ -60,6 +78,13 @@ class _Clock:
             self._second = second
             self._value = formatdate(second, usegmt=True).encode()
         return self._value
+
+
+@functools.cache
+def _status_lines(status: int) -> bytes:
+    """The status line and the Content-Type line, made once per status."""
+    phrase = HTTPStatus(status).phrase.encode()
+    return b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\n" % (status, phrase, _JSON)
 
 
 def route_name(head: Head) -> str | None:
@@ -83,6 +108,7 @@ class SearchLane:
         self.metrics = app[METRICS]
         self.connections: set[LaneProtocol] = set()
         self.clock = _Clock()
+        self._batch: list[_Queued] = []
         self._all_closed: asyncio.Event | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -100,7 +126,7 @@ class SearchLane:
             await asyncio.sleep(idle / 5)
             horizon = loop.time() - idle
             for conn in list(self.connections):
-                if conn.waiting is None and conn.last_request < horizon:
+                if not conn.busy and conn.last_request < horizon:
                     conn.close_when_idle()
 
     def accepts(self, head: Head) -> str | None:
@@ -108,17 +134,60 @@ class SearchLane:
             return None  # aiohttp answers 413 with its own reading of the body
         return route_name(head)
 
-    def answer(self, name: str, head: Head, body: bytes) -> Answer | Coroutine[Any, Any, Answer]:
-        """The answer now, or a coroutine producing it when it must wait."""
+    def answer(
+        self, conn: LaneProtocol, name: str, head: Head, body: bytes
+    ) -> Answer | Coroutine[Any, Any, Answer] | None:
+        """An answer now (an error), a coroutine producing it when it must wait, or None
+        when the search joined the batch (``conn.answered`` is called with its answer)."""
         started = time.perf_counter()
         try:
             prepared = self._admit(name, head, body)
-            out = search.answer_now(self.app, prepared)
-            if out is None:
+            if not search.is_plain(self.app, prepared):
                 return self._answer_later(prepared, started)
-            return self._finish(200, out, {}, started)
         except Exception as exc:
             return self._fail(exc, started)
+        if not self._batch:
+            asyncio.get_running_loop().call_soon(self._answer_batch)
+        self._batch.append(_Queued(conn, prepared, head.close, started))
+        return None
+
+    def _answer_batch(self) -> None:
+        """Answer the queued searches, one index search per (collection, k)."""
+        batch, self._batch = self._batch, []
+        groups: dict[tuple[str, int], list[_Queued]] = {}
+        for item in batch:
+            if item.conn.transport is not None:  # else the client has gone
+                key = (item.prepared.name, item.prepared.query.k)
+                groups.setdefault(key, []).append(item)
+        for (name, k), items in groups.items():
+            self._answer_group(name, k, items)
+
+    def _answer_group(self, name: str, k: int, items: list[_Queued]) -> None:
+        engine = self.app[ENGINE]
+        try:
+            seq = engine.applied_seq
+            queries = [item.prepared.query.queries for item in items]
+            matrix = queries[0] if len(queries) == 1 else np.concatenate(queries)
+            rows = engine.search_now(name, matrix, k, independent=True)
+        except Exception as exc:
+            for item in items:
+                item.conn.answered(self._fail(exc, item.started), item.close)
+            return
+        if rows is None:  # too costly to run on the loop, or a write holds the index
+            for item in items:
+                item.conn.wait_for(self._answer_later(item.prepared, item.started), item.close)
+            return
+        self.metrics.fastlane_batch.observe(len(items))
+        start = 0
+        for item in items:
+            end = start + len(item.prepared.query.queries)
+            try:
+                body = search.render(item.prepared, rows[start:end], seq)
+                answer = self._finish(200, body, {}, item.started)
+            except Exception as exc:
+                answer = self._fail(exc, item.started)
+            start = end
+            item.conn.answered(answer, item.close)
 
     def _admit(self, name: str, head: Head, body: bytes) -> search.PreparedSearch:
         token = None
@@ -150,16 +219,15 @@ class SearchLane:
 
     def render(self, answer: Answer, close: bool) -> bytes:
         status, body, headers = answer
-        lines = [
-            b"HTTP/1.1 %d %s" % (status, HTTPStatus(status).phrase.encode()),
-            b"Content-Type: " + _JSON,
-            b"Content-Length: %d" % len(body),
-            b"Date: " + self.clock.now(),
-        ]
-        lines.extend(f"{key}: {value}".encode("latin-1") for key, value in headers.items())
-        if close:
-            lines.append(b"Connection: close")
-        return b"\r\n".join(lines) + b"\r\n\r\n" + body
+        extra = b"".join(f"{key}: {value}\r\n".encode("latin-1") for key, value in headers.items())
+        return b"%sContent-Length: %d\r\nDate: %s\r\n%s%s\r\n%s" % (
+            _status_lines(status),
+            len(body),
+            self.clock.now(),
+            extra,
+            b"Connection: close\r\n" if close else b"",
+            body,
+        )
 
     def admit(self, conn: LaneProtocol) -> None:
         self.connections.add(conn)
@@ -199,6 +267,7 @@ class LaneProtocol(asyncio.Protocol):
         self.buf = bytearray()
         self.waiting: asyncio.Task[Answer] | None = None
         self.waiting_close = False
+        self.queued = False  # a search of this connection is in the lane's batch
         self.write_paused = False
         self.read_paused = False
         self.closing = False
@@ -215,9 +284,14 @@ class LaneProtocol(asyncio.Protocol):
             self.waiting.cancel()
         self.transport = None
 
+    @property
+    def busy(self) -> bool:
+        """An answer is still owed: read nothing more, so pipelined answers keep order."""
+        return self.waiting is not None or self.queued
+
     def data_received(self, data: bytes) -> None:
         self.buf += data
-        if self.waiting is None and not self.write_paused:
+        if not self.busy and not self.write_paused:
             self._serve()
         elif len(self.buf) > MAX_PENDING:
             self._pause_reading()
@@ -232,7 +306,7 @@ class LaneProtocol(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.write_paused = False
         self._resume_reading()
-        if self.waiting is None:
+        if not self.busy:
             self._serve()
 
     # ---------------------------------------------------------------- serving
@@ -252,16 +326,33 @@ class LaneProtocol(asyncio.Protocol):
             body = bytes(self.buf[head.size : end])
             del self.buf[:end]
             self.last_request = asyncio.get_running_loop().time()
-            answer = self.lane.answer(name, head, body)
+            answer = self.lane.answer(self, name, head, body)
+            if answer is None:
+                self.queued = True
+                return
             if isinstance(answer, tuple):
                 self._write(answer, head.close)
                 continue
-            self.waiting = asyncio.ensure_future(answer)
-            self.waiting_close = head.close
-            self.waiting.add_done_callback(self._answered)
+            self.wait_for(answer, head.close)
             return
         if self.closing and self.transport is not None:
             self.transport.close()
+
+    def answered(self, answer: Answer, close: bool) -> None:
+        """The batch answered this connection's queued search."""
+        self.queued = False
+        if self.transport is None:
+            return
+        self._write(answer, close)
+        self._resume_reading()
+        self._serve()
+
+    def wait_for(self, answer: Coroutine[Any, Any, Answer], close: bool) -> None:
+        """Answer through a task: the search must wait for something."""
+        self.queued = False
+        self.waiting = asyncio.ensure_future(answer)
+        self.waiting_close = close
+        self.waiting.add_done_callback(self._answered)
 
     def _answered(self, task: asyncio.Task[Answer]) -> None:
         self.waiting = None
@@ -306,7 +397,7 @@ class LaneProtocol(asyncio.Protocol):
     # --------------------------------------------------------------- shutdown
     def close_when_idle(self) -> None:
         self.closing = True
-        if self.waiting is None and self.transport is not None:
+        if not self.busy and self.transport is not None:
             self.transport.close()
 
     def abort(self) -> None:

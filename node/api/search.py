@@ -50,14 +50,24 @@ def render(prepared: PreparedSearch, rows: list[list[Hit]], seq: int) -> bytes:
     return orjson.dumps({"results": results, "seq": seq})
 
 
-def answer_now(app: web.Application, prepared: PreparedSearch) -> bytes | None:
-    """The answer if it needs no waiting (eventual or strong read, cheap search), else None."""
+def is_plain(app: web.Application, prepared: PreparedSearch) -> bool:
+    """An eventual or strong read, unfiltered, at the default ef: answerable without waiting
+    and together with other such searches. Raises if a strong read reaches a non-leader."""
     query = prepared.query
     if query.min_seq is not None or query.consistency not in ("eventual", "strong"):
-        return None
+        return False
     if query.consistency == "strong":
         app[ROLE].require_leader()
-    engine = app[ENGINE]
+    return query.clauses is None and (
+        query.ef is None or query.ef == prepared.collection.config.hnsw.ef_search
+    )
+
+
+def answer_now(app: web.Application, prepared: PreparedSearch) -> bytes | None:
+    """The answer if it needs no waiting (a plain, cheap search), else None."""
+    if not is_plain(app, prepared):
+        return None
+    query, engine = prepared.query, app[ENGINE]
     seq = engine.applied_seq
     rows = engine.search_now(
         prepared.name, query.queries, query.k, ef=query.ef, clauses=query.clauses

@@ -71,6 +71,7 @@ from dvecdb_node.errors import (
 from dvecdb_node.storage import snapshot as snapshots
 from dvecdb_node.storage.filters import Clause
 from dvecdb_node.storage.index import Collection, FrozenCollection, Hit
+from dvecdb_node.storage.parallel import Splitter, detect_cpus
 from dvecdb_node.storage.policy import CheckpointPolicy, should_checkpoint
 from dvecdb_node.storage.records import (
     Change,
@@ -206,6 +207,9 @@ class Engine:
         self._search_pool = ThreadPoolExecutor(
             self.options.search_threads, thread_name_prefix="dvec-search"
         )
+        # Cores one search may spread over: a batch's rows are searched on this many threads.
+        self.search_parts = max(1, min(self.options.search_threads, detect_cpus()))
+        self._splitter = Splitter(self.search_parts)
         self._closed = False
 
     # ------------------------------------------------------------ directories
@@ -338,19 +342,23 @@ class Engine:
         *,
         ef: int | None = None,
         clauses: list[Clause] | None = None,
+        independent: bool = False,
     ) -> list[list[Hit]] | None:
         """Answer on the calling (event loop) thread if that is cheap; None if it is not.
 
         Cheap means no dearer than a thread hop (0.1-0.5 ms of wake-up): a small unfiltered
         search at the default ef while no write holds the index. Otherwise waiting belongs in
-        a thread (:meth:`search`).
+        a thread (:meth:`search`). ``independent`` rows are separate requests answered
+        together (the fast lane's batch): each must be cheap, not their sum. Rows are split
+        over ``search_parts`` cores.
         """
         collection = self.collection(name)
         if queries.shape[1] != collection.config.dimension:
             raise dimension_mismatch(collection.config.dimension, int(queries.shape[1]))
-        cheap = len(queries) * collection.search_cost < INLINE_SEARCH_SECONDS
+        rows = 1 if independent else len(queries)
+        cheap = rows * collection.search_cost < INLINE_SEARCH_SECONDS
         if cheap and clauses is None and (ef is None or ef == collection.config.hnsw.ef_search):
-            return collection.try_search_now(queries, k)
+            return collection.try_search_now(queries, k, self._splitter)
         return None
 
     async def search(
@@ -368,7 +376,10 @@ class Engine:
         collection = self.collection(name)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
-            self._search_pool, lambda: collection.search(queries, k, ef=ef, clauses=clauses)
+            self._search_pool,
+            lambda: collection.search(
+                queries, k, ef=ef, clauses=clauses, threads=self.search_parts
+            ),
         )
 
     # ----------------------------------------------------------------- writes
@@ -723,3 +734,4 @@ class Engine:
         self._apply_pool.shutdown(wait=True)
         self._io_pool.shutdown(wait=True)
         self._search_pool.shutdown(wait=False, cancel_futures=True)
+        self._splitter.close()

@@ -33,6 +33,7 @@ import hnswlib
 import numpy as np
 import orjson
 from dvecdb_node.storage.filters import Clause, MetadataIndex
+from dvecdb_node.storage.parallel import Splitter
 from dvecdb_node.storage.records import CollectionConfig, Float32Matrix, Metadata
 
 INITIAL_CAPACITY = 1024
@@ -42,10 +43,15 @@ BRUTE_FORCE_LIMIT = 4096
 
 
 class RWLock:
-    """Many readers or one writer; waiting writers block new readers (no writer starvation)."""
+    """Many readers or one writer; waiting writers block new readers (no writer starvation).
+
+    The reader side takes the bare mutex, not the condition: searches take and drop a read
+    hold on every request, and ``Condition.__enter__`` is a Python-level call.
+    """
 
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        self._mutex = threading.Lock()
+        self._cond = threading.Condition(self._mutex)
         self._readers = 0
         self._writer = False
         self._writers_waiting = 0
@@ -59,24 +65,21 @@ class RWLock:
         try:
             yield
         finally:
-            with self._cond:
-                self._readers -= 1
-                if not self._readers:
-                    self._cond.notify_all()
+            self.release_read()
 
     def try_acquire_read(self) -> bool:
         """Take a shared hold only if no writer holds or waits; never blocks for long."""
-        with self._cond:
+        with self._mutex:
             if self._writer or self._writers_waiting:
                 return False
             self._readers += 1
             return True
 
     def release_read(self) -> None:
-        with self._cond:
+        with self._mutex:
             self._readers -= 1
-            if not self._readers:
-                self._cond.notify_all()
+            if not self._readers and self._writers_waiting:
+                self._cond.notify_all()  # only writers wait for the last reader
 
     @contextmanager
     def write(self) -> Iterator[None]:
@@ -262,27 +265,39 @@ class Collection:
         *,
         ef: int | None = None,
         clauses: list[Clause] | None = None,
+        threads: int = 1,
     ) -> list[list[Hit]]:
-        """Top-``k`` per query row; distances as hnswlib reports them for the metric."""
+        """Top-``k`` per query row; distances as hnswlib reports them for the metric.
+
+        ``threads`` > 1 lets hnswlib spread a large batch over that many threads.
+        """
         custom_ef = ef is not None and ef != self.config.hnsw.ef_search
         with self._lock.write() if custom_ef else self._lock.read():
-            return self._search_held(queries, k, ef, clauses)
+            return self._search_held(queries, k, ef, clauses, threads)
 
-    def try_search_now(self, queries: Float32Matrix, k: int) -> list[list[Hit]] | None:
+    def try_search_now(
+        self, queries: Float32Matrix, k: int, splitter: Splitter | None = None
+    ) -> list[list[Hit]] | None:
         """Search at the default ef if no write is under way; None instead of waiting.
 
         For callers that must not block (the event loop): they fall back to :meth:`search`
-        in a thread.
+        in a thread. A ``splitter`` searches slices of a batch on its helper threads.
         """
         if not self._lock.try_acquire_read():
             return None
         try:
-            return self._search_held(queries, k, None, None)
+            return self._search_held(queries, k, None, None, 1, splitter)
         finally:
             self._lock.release_read()
 
     def _search_held(
-        self, queries: Float32Matrix, k: int, ef: int | None, clauses: list[Clause] | None
+        self,
+        queries: Float32Matrix,
+        k: int,
+        ef: int | None,
+        clauses: list[Clause] | None,
+        threads: int = 1,
+        splitter: Splitter | None = None,
     ) -> list[list[Hit]]:
         # CPU time of this thread, not wall time: on a busy machine wall time grows with the
         # wait for a core, and would push cheap searches off the event loop when it hurts most.
@@ -292,12 +307,13 @@ class Collection:
             allowed = self._meta_index.select(clauses)
             rows = self._search_filtered(queries, k, ef, allowed)
         else:
-            rows = self._search_all(queries, k, ef)
+            rows = self._search_all(queries, k, ef, threads, splitter)
         if self.config.metric != "ip":
-            for query, row in zip(queries, rows, strict=True):
-                self._promote_exact(query, row, k, allowed)
-        if not clauses:
+            for position, row in enumerate(rows):
+                self._promote_exact(queries[position], row, k, allowed)
+        if not clauses and threads == 1 and (splitter is None or splitter.parts == 1):
             # Moving average of seconds per query: lets the engine run cheap searches inline.
+            # Only single-threaded searches count: this thread's CPU time covers them whole.
             per_query = (time.thread_time() - started) / max(1, len(queries))
             self.search_cost = 0.9 * self.search_cost + 0.1 * per_query
         return rows
@@ -322,12 +338,22 @@ class Collection:
         row.insert(0, exact)
         del row[k:]
 
-    def _search_all(self, queries: Float32Matrix, k: int, ef: int | None) -> list[list[Hit]]:
+    def _search_all(
+        self,
+        queries: Float32Matrix,
+        k: int,
+        ef: int | None,
+        threads: int = 1,
+        splitter: Splitter | None = None,
+    ) -> list[list[Hit]]:
         k = min(k, self.count)
         if k <= 0:
             return [[] for _ in range(len(queries))]
         try:
-            labels, distances = self._knn(queries, k, ef, None)
+            if splitter is not None and ef is None:
+                labels, distances = splitter.knn(self._index, queries, k)
+            else:
+                labels, distances = self._knn(queries, k, ef, None, threads)
         except RuntimeError:
             # Too few reachable live elements for k at this ef: answer exactly instead.
             return self._brute_force(queries, k, np.fromiter(self._labels.values(), np.int64))
@@ -349,14 +375,15 @@ class Collection:
         return self._hits(labels, distances)
 
     def _knn(
-        self, queries: Float32Matrix, k: int, ef: int | None, flt: Any
+        self, queries: Float32Matrix, k: int, ef: int | None, flt: Any, threads: int = 1
     ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
         if ef is None or ef == self.config.hnsw.ef_search:
-            return self._index.knn_query(queries, k=k, num_threads=1, filter=flt)  # type: ignore[no-any-return]
+            # Positional arguments: pybind11 matches keywords by name on every call.
+            return self._index.knn_query(queries, k, threads, flt)  # type: ignore[no-any-return]
         # Caller holds the exclusive lock: ef is index-wide state in hnswlib.
         self._index.set_ef(max(ef, k))
         try:
-            return self._index.knn_query(queries, k=k, num_threads=1, filter=flt)  # type: ignore[no-any-return]
+            return self._index.knn_query(queries, k, threads, flt)  # type: ignore[no-any-return]
         finally:
             self._index.set_ef(self.config.hnsw.ef_search)
 

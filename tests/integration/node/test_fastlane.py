@@ -353,3 +353,60 @@ def test_searches_stay_correct_while_writes_hold_the_index(node: Any) -> None:
     assert answered > 0
     status, described = node.request("GET", "/v1/collections/c")
     assert status == 200 and described["count"] > 3
+
+
+def test_searches_from_many_connections_are_answered_together(node: Any) -> None:
+    """Requests that arrive in one loop iteration share one index search (split over the
+    cores the node has): each still gets its own answer, in its connection's order, and a
+    client that left meanwhile costs the others nothing."""
+    status, _ = node.request("POST", "/v1/collections", {"name": "d", "dimension": 2})
+    assert status == 201
+    vectors = [{"id": f"d{i}", "vector": [i, 1]} for i in range(5)]
+    assert node.request("PUT", "/v1/collections/d/vectors", {"vectors": vectors})[0] == 200
+    wire_c = "/v1/collections/c/search"
+    wire_d = "/v1/collections/d/search"
+    plan: list[list[tuple[str, dict[str, Any], list[str]]]] = [
+        [(wire_c, query([1, 0.2, 0]), ["x", "y"]), (wire_c, query([0.1, 0, 1]), ["z", "x"])],
+        [(wire_c, query([0, 1, 0], k=1), ["y"])],
+        [(wire_d, {"vector": [3.2, 1], "k": 2}, ["d3", "d4"])],
+        [(wire_d, {"vector": [0, 1], "k": 1}, ["d0"])],
+        *[[(wire_c, query([0, 0.9, 0.1]), ["y", "z"])] for _ in range(5)],
+    ]
+    wires = [Wire(node.port) for _ in plan]
+    leaver = Wire(node.port)
+    for wire in [*wires, leaver]:  # accepted, and in the lane, before the node stops
+        wire.send(request("POST", wire_c, query([0, 1, 0], k=1)))
+        assert wire.response()[0] == 200
+    before = _batch_histogram(node)
+    node.signal(signal.SIGSTOP)
+    try:
+        for wire, requests in zip(wires, plan, strict=True):
+            wire.send(b"".join(request("POST", path, body) for path, body, _ in requests))
+        leaver.send(request("POST", wire_c, query([1, 0, 0])))
+        leaver.close()
+        time.sleep(0.2)  # every request is in the node's socket buffers
+    finally:
+        node.signal(signal.SIGCONT)
+    for wire, requests in zip(wires, plan, strict=True):
+        for _path, _body, expected in requests:
+            status, headers, body = wire.response()
+            assert status == 200 and "server" not in headers
+            assert [hit["id"] for hit in body["results"][0]] == expected
+        wire.close()
+    count, total = (a - b for a, b in zip(_batch_histogram(node), before, strict=True))
+    assert total >= len(plan) + 1  # every search went through a batch (the leaver's maybe too)
+    assert count < total  # and at least one index search answered several requests
+
+
+def _batch_histogram(node: Any) -> tuple[float, float]:
+    """(index searches, requests answered by them) of the lane's batches so far."""
+    _, text = node.request("GET", "/metrics")
+    values = {}
+    for line in text.splitlines():
+        if line.startswith("dvecdb_fastlane_batch_searches_"):
+            name, value = line.split()
+            values[name] = float(value)
+    return (
+        values.get("dvecdb_fastlane_batch_searches_count", 0.0),
+        values.get("dvecdb_fastlane_batch_searches_sum", 0.0),
+    )
