@@ -35,6 +35,8 @@ class Config:
     restart: bool
     text: bool
     floor: bool
+    transport: bool
+    shared: bool
     profile: bool
     out_dir: Path
     stem: str
@@ -43,6 +45,13 @@ class Config:
     def server_threads(self) -> int:
         """Threads the in-process baseline gets: as many as the server has CPUs."""
         return len(self.server_cpus) if self.server_cpus else 2
+
+    @property
+    def shared_cpus(self) -> frozenset[int] | None:
+        """CPUs of the shared-cores rows: the server's and the client's together (None: any)."""
+        if self.server_cpus is None or self.client_cpus is None:
+            return None
+        return self.server_cpus | self.client_cpus
 
     def pinning_text(self) -> str:
         def show(cpus: frozenset[int] | None) -> str:
@@ -53,6 +62,11 @@ class Config:
             f"Python client on CPU {show(self.client_cpus)}; follower on CPU "
             f"{show(self.follower_cpus)}; in-process hnswlib on CPU {show(self.server_cpus)} "
             f"with {self.server_threads} thread(s) where threads apply"
+            + (
+                f"; rows 'sharing' the CPUs: server and wrk both on CPU {show(self.shared_cpus)}"
+                if self.shared
+                else ""
+            )
         )
 
 
@@ -80,6 +94,16 @@ def parse(argv: Sequence[str] | None = None) -> Config:
     p.add_argument("--no-replication", action="store_true", help="skip the follower figures")
     p.add_argument("--no-restart", action="store_true", help="skip the restart figures")
     p.add_argument("--no-floor", action="store_true", help="skip the bare aiohttp reference server")
+    p.add_argument(
+        "--no-transport",
+        action="store_true",
+        help="skip the transport-alone reference server (canned answers, no search)",
+    )
+    p.add_argument(
+        "--no-shared",
+        action="store_true",
+        help="skip the 8-client rows with server and wrk sharing the server and client CPUs",
+    )
     p.add_argument("--profile", action="store_true", help="py-spy the node under 8-client load")
     p.add_argument(
         "--text",
@@ -115,6 +139,8 @@ def parse(argv: Sequence[str] | None = None) -> Config:
         restart=not a.no_restart,
         text=(not quick) if a.text is None else bool(a.text),
         floor=not a.no_floor,
+        transport=not a.no_transport,
+        shared=not a.no_shared,
         profile=bool(a.profile),
         out_dir=a.out_dir,
         stem=a.stem or ("quick" if quick else "latest"),

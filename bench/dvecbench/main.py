@@ -1,9 +1,10 @@
 """`make bench`: every figure of issue 6 in one run, each beside its in-process baseline.
 
 Order: data and exact ground truth; the in-process hnswlib baseline (pinned like the server);
-the bare aiohttp floor; d-vecDB ingest and searches, replication with a follower, restarts;
-Chroma on the same data; then the real-text set. Every process is started through one
-`Processes` owner that kills them all on the way out, whatever happens.
+the bare aiohttp floor; the transport alone (canned answers, no search); d-vecDB ingest and
+searches, replication with a follower, restarts, then the 8-client search with server and wrk
+sharing the CPUs; Chroma on the same data; then the real-text set. Every process is started
+through one `Processes` owner that kills them all on the way out, whatever happens.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,7 @@ from dvecbench import (
     restart,
     searchload,
     textset,
+    transport,
 )
 from dvecbench import wrk as wrkmod
 from dvecbench.datasets import Dataset, make_clustered
@@ -39,7 +41,7 @@ from dvecbench.httpc import Client, HttpError
 from dvecbench.ingest import AckLog, IngestResult, paced, timed
 from dvecbench.procs import Processes, free_port, signals_raise
 from dvecbench.report import Figure, Side, Target
-from dvecbench.searchload import LoadResult, Phases, SearchApi, measure
+from dvecbench.searchload import SHARED, LoadResult, Phases, SearchApi, measure
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "bench-cluster-token"
@@ -69,6 +71,33 @@ class Progress:
 def _latency_side(r: LoadResult) -> Side:
     extra = {"p50_ms": r.latency.p50, "p99_ms": r.latency.p99, "cpu_us": r.cpu_us_per_query}
     return Side(r.qps, r.recall, extra)
+
+
+def shared_search(
+    cfg: config.Config,
+    api: SearchApi,
+    ds: Dataset,
+    phases: Phases,
+    progress: Callable[[str], None],
+    cpu: Callable[[], float],
+) -> LoadResult:
+    """8 clients, single vector, wrk (and the recall client) on the shared CPUs too."""
+    cpus = cfg.shared_cpus
+    with inprocess.pinned(cpus):
+        return measure(
+            api,
+            ds,
+            k=cfg.hnsw.k,
+            connections=8,
+            batch=1,
+            phases=dataclasses.replace(phases, cpus=cpus),
+            progress=progress,
+            cpu=cpu,
+        )
+
+
+def _cpu_list(cpus: frozenset[int] | None) -> str:
+    return ",".join(map(str, sorted(cpus))) if cpus else "any"
 
 
 class Baseline:
@@ -137,9 +166,31 @@ class NodeRun:
         self.profile: list[str] | None = None
         self.want_profile = profile
 
-    def start(self) -> None:
-        self.procs.start("node", self.argv, cpus=self.cfg.server_cpus, env=self.env)
+    def start(self, *, shared: bool = False) -> None:
+        cpus = self.cfg.shared_cpus if shared else self.cfg.server_cpus
+        self.procs.start("node", self.argv, cpus=cpus, env=self.env)
         self.procs.wait_ready("node", self.url + "/readyz", timeout=120)
+
+    def run_shared(self, phases: Phases) -> None:
+        """The 8-client search again, with the node restarted on the shared CPUs.
+
+        Restarted, not moved: the node decides at start-up whether it has the CPUs for
+        search worker threads.
+        """
+        self.say(
+            f"d-vecDB search {SHARED}: node restarted on CPU {_cpu_list(self.cfg.shared_cpus)}, "
+            "wrk there too"
+        )
+        self.procs.stop("node")
+        self.start(shared=True)
+        self.search[SHARED] = shared_search(
+            self.cfg,
+            self.api(),
+            self.ds,
+            phases,
+            lambda m: self.say("  " + m),
+            lambda: self.procs.cpu_seconds("node"),
+        )
 
     def api(self) -> SearchApi:
         return SearchApi(
@@ -415,6 +466,17 @@ class FloorRun:
                     progress=lambda m: self.say(f"  floor {m}"),
                     cpu=lambda: self.procs.cpu_seconds("floor"),
                 )
+        if cfg.shared:
+            # One thread, nothing sized from the CPU count: moving it equals starting it there.
+            self.procs.set_cpus("floor", cfg.shared_cpus)
+            self.search[SHARED] = shared_search(
+                cfg,
+                api,
+                ds,
+                phases,
+                lambda m: self.say(f"  floor {SHARED} {m}"),
+                lambda: self.procs.cpu_seconds("floor"),
+            )
         self.procs.stop("floor")
         base.unlink()
 
@@ -624,6 +686,33 @@ def core_figures(
     return out
 
 
+def shared_figure(
+    cfg: config.Config, result: LoadResult, hn_single: Side, floor: FloorRun | None
+) -> Figure:
+    """The 8-client row with server and wrk on the same CPUs, against the 1-thread baseline."""
+    cpus = cfg.shared_cpus
+    where = "both CPUs" if cpus and len(cpus) == 2 else f"CPUs {_cpu_list(cpus)}"
+    fig = Figure(
+        "search_8_clients_shared",
+        f"Search QPS, 8 clients, server and wrk sharing {where}",
+        "QPS",
+        "higher",
+        _latency_side(result),
+        hn_single,
+        floor=_latency_side(floor.search[SHARED]) if floor and SHARED in floor.search else None,
+        note=(
+            f"server and wrk both allowed on CPU {_cpu_list(cpus)}, the scheduler shares them; "
+            "the server may use 2 cores here (the node runs searches in worker threads when it "
+            "has more than one CPU) while the hnswlib baseline is 1 thread on 1 core; the "
+            "floor is single-threaded"
+        ),
+    )
+    fig.targets.append(
+        Target("≥ 0.9 x in-process 1-thread QPS", result.qps, 0.9 * hn_single.value, "higher")
+    )
+    return fig
+
+
 def figures(
     cfg: config.Config,
     base: Baseline,
@@ -636,6 +725,10 @@ def figures(
     if floor is not None:
         for fig, key in zip(out, ("single_1", "single_8", "batch"), strict=False):
             fig.floor = _latency_side(floor.search[key])
+    if SHARED in node.search:
+        hn_single = out[1].hnswlib
+        assert hn_single is not None
+        out.insert(2, shared_figure(cfg, node.search[SHARED], hn_single, floor))
     hn_build = next(f.hnswlib for f in out if f.key == "ingest")
     assert hn_build is not None
     skipped = None if cfg.replication else "--no-replication"
@@ -744,6 +837,10 @@ def run(cfg: config.Config) -> Path:
             if cfg.floor:
                 floor = FloorRun(cfg, ds, procs, say)
                 floor.run(phases)
+            trans: transport.TransportRun | None = None
+            if cfg.transport:
+                trans = transport.TransportRun(cfg, ds, base.build.index, procs, say)
+                trans.run(phases)
             node = NodeRun(cfg, ds, procs, say, profile=cfg.profile)
             node.start()
             node.run_ingest()
@@ -753,6 +850,8 @@ def run(cfg: config.Config) -> Path:
                 node.run_replication(node.ingest.rate)
             if cfg.restart:
                 node.run_restart()
+            if cfg.shared:
+                node.run_shared(phases)
             procs.stop("node")
             peer: ChromaRun | None = None
             if cfg.chroma:
@@ -795,6 +894,7 @@ def run(cfg: config.Config) -> Path:
         },
         "text_dataset": text_description,
         "profile_search8_gil_self": node.profile,
+        "transport": trans.summary(base.single) if trans else None,
         "phase_seconds": cfg.seconds,
     }
     path = report.write(cfg.out_dir, cfg.stem, result, table)

@@ -137,6 +137,17 @@ class Processes:
         ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
         return ticks / os.sysconf("SC_CLK_TCK")
 
+    def set_cpus(self, name: str, cpus: frozenset[int] | None) -> None:
+        """Move every thread of a running process to `cpus` (None: every CPU we may use).
+
+        Only the same as starting it under `taskset` for a server that does not size anything
+        (thread pools) from its CPU count at start-up.
+        """
+        allowed = cpus or frozenset(range(os.cpu_count() or 1))
+        for task in Path(f"/proc/{self.pid(name)}/task").iterdir():
+            with contextlib.suppress(ProcessLookupError):  # a thread that just ended
+                os.sched_setaffinity(int(task.name), allowed)
+
     def log(self, name: str) -> Path:
         return self.log_dir / f"{name}.log"
 

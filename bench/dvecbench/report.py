@@ -199,10 +199,57 @@ def markdown(result: dict[str, Any], figures: list[Figure]) -> str:
             )
         cells.append(targets)
         lines.append("| " + " | ".join(cells) + " |")
+    lines += transport_lines(result.get("transport"))
     notes = [f"- **{f.label}**: {f.note}" for f in figures if f.note]
     if notes:
         lines += ["", "Notes:", "", *notes]
     return "\n".join(lines) + "\n"
+
+
+def _where(cpus: list[int] | None) -> str:
+    return ",".join(map(str, cpus)) if cpus else "any"
+
+
+def transport_lines(t: dict[str, Any] | None) -> list[str]:
+    """The small transport-alone table under the main one, with the one-core bound it implies."""
+    if not t:
+        return []
+    lines = [
+        "",
+        f"Transport alone (no search): {t['server']}, answering every search with one real "
+        f"10-hit answer ({t['answer_bytes']} bytes) rendered once; the same wrk loads and "
+        "pinning as the servers above. Transport CPU + in-process hnswlib CPU = the least CPU "
+        "per query any Python server can spend on one core, hence the best QPS ratio "
+        "reachable on one pinned core (last row: hnswlib CPU ÷ that sum). wrk's own core "
+        "can cap these QPS, so the CPU per request is the transport's figure.",
+        "",
+        "| load | QPS | p50 / p99 | server CPU per request |",
+        "|---|---|---|---|",
+    ]
+    for row in t["rows"].values():
+        where = f"server CPU {_where(row['server_cpus'])}, wrk CPU {_where(row['wrk_cpus'])}"
+        cpu = "—" if row["cpu_us"] is None else f"{row['cpu_us']:.0f} µs"
+        lines.append(
+            f"| transport, {row['label']} ({where}) | {_num(row['qps'])} | "
+            f"{row['p50_ms']:.3f} / {row['p99_ms']:.3f} ms | {cpu} |"
+        )
+    h = t["inprocess"]
+    lines.append(
+        f"| in-process hnswlib, 1 thread, 1 query per call | {_num(h['qps'])} | "
+        f"{h['p50_ms']:.3f} / {h['p99_ms']:.3f} ms | {h['cpu_us']:.0f} µs |"
+    )
+    b = t.get("bound")
+    if b:
+        p50_bound = h["p50_ms"] + 0.10
+        qps_ok = "✅ 0.9x reachable" if b["best_ratio"] >= 0.9 else "❌ 0.9x out of reach"
+        p50_ok = "✅" if b["least_p50_ms"] <= p50_bound else "❌"
+        lines.append(
+            f"| best on one core: transport (8 clients) + hnswlib, CPU added | "
+            f"{_num(b['best_qps'])} on an idle core = {b['best_ratio']:.2f}x in-process "
+            f"({qps_ok}) | 1 client ≥ {b['least_p50_ms']:.3f} ms ({p50_ok} "
+            f"target ≤ {p50_bound:.3f}) | {b['least_cpu_us']:.0f} µs |"
+        )
+    return lines
 
 
 def write(out_dir: Path, stem: str, result: dict[str, Any], figures: list[Figure]) -> Path:

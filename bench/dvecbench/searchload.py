@@ -17,6 +17,9 @@ from dvecbench.datasets import F32, Dataset, recall_at_k
 from dvecbench.httpc import Client
 from dvecbench.stats import Latency
 
+# The key of the 8-client search with server and wrk sharing the server's and client's CPUs.
+SHARED = "single_8_shared"
+
 
 @dataclasses.dataclass(frozen=True)
 class SearchApi:
@@ -32,7 +35,7 @@ class SearchApi:
 class LoadResult:
     qps: float
     latency: Latency
-    recall: float
+    recall: float | None
     requests: int
     seconds: float
     cpu_us_per_query: float | None
@@ -75,9 +78,13 @@ def measure(
     phases: Phases,
     progress: Callable[[str], None],
     cpu: Callable[[], float] | None = None,
+    score: bool = True,
 ) -> LoadResult:
-    """Recall pass, warm-up, then one timed wrk run; QPS counts queries, not requests."""
-    hit_rate = recall(api, ds, k=k, batch=batch)
+    """Recall pass, warm-up, then one timed wrk run; QPS counts queries, not requests.
+
+    `score=False` skips the recall pass, for a server whose answers are canned (recall None).
+    """
+    hit_rate = recall(api, ds, k=k, batch=batch) if score else None
     with tempfile.TemporaryDirectory(prefix="dvecbench-") as tmp:
         bodies = _bodies(api, ds, k, batch, Path(tmp))
         url = api.base_url + api.path
@@ -102,9 +109,10 @@ def measure(
         per_query = (cpu() - cpu_before) / (result.requests * batch) * 1e6 if cpu else None
     qps = result.rps * batch
     cpu_text = f", server CPU {per_query:.0f} us/query" if per_query is not None else ""
+    recall_text = f"recall@{k} {hit_rate:.4f}" if hit_rate is not None else "canned answers"
     progress(
         f"{connections} conn, batch {batch}: {qps:,.0f} QPS, p50 {result.latency.p50:.3f} ms, "
-        f"p99 {result.latency.p99:.3f} ms, recall@{k} {hit_rate:.4f}{cpu_text}"
+        f"p99 {result.latency.p99:.3f} ms, {recall_text}{cpu_text}"
     )
     return LoadResult(
         qps=qps,
