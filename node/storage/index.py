@@ -105,6 +105,9 @@ class Hit(NamedTuple):
     label: int
 
 
+_new_tuple = tuple.__new__
+
+
 class FrozenCollection(NamedTuple):
     """A collection's persistent state at one moment (see :meth:`Collection.freeze`)."""
 
@@ -392,14 +395,15 @@ class Collection:
     ) -> list[list[Hit]]:
         ids = self._ids_by_label
         used = len(ids)
-        # tolist() gives Python ints and floats at once; one comprehension per row (hot path).
+        # Hot path: tolist() gives Python ints and floats at once, one comprehension per row,
+        # and tuple.__new__ skips the Python-level __new__ of the named tuple.
         return [
             [
-                Hit(ids[label], dist, label)
-                for label, dist in zip(row_labels, row_dist, strict=True)
-                if label < used and ids[label] is not None
+                _new_tuple(Hit, (item_id, dist, label))
+                for label, dist in zip(row_labels, row_dist, strict=False)
+                if label < used and (item_id := ids[label]) is not None
             ]
-            for row_labels, row_dist in zip(labels.tolist(), distances.tolist(), strict=True)
+            for row_labels, row_dist in zip(labels.tolist(), distances.tolist(), strict=False)
         ]
 
     def _brute_force(
