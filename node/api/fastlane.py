@@ -196,7 +196,10 @@ class SearchLane:
         path = head.path.decode("ascii")
         check_access(path, token, self.settings.api_key, self.settings.cluster_token)
         check_reads(self.app)
-        return search.prepare(self.app, name, body)
+        content_type = head.content_type
+        return search.prepare(
+            self.app, name, body, None if content_type is None else content_type.decode("latin-1")
+        )
 
     async def _answer_later(self, prepared: search.PreparedSearch, started: float) -> Answer:
         try:

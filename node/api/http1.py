@@ -33,6 +33,7 @@ class Head(NamedTuple):  # a tuple: built once per request, and frozen dataclass
     path: bytes
     content_length: int
     authorization: bytes | None
+    content_type: bytes | None  # the media type, lower case, without parameters
     close: bool  # the client sent ``Connection: close``
     size: int  # bytes of the head, including the blank line
 
@@ -51,6 +52,7 @@ def parse_head(buf: bytes | bytearray, max_head: int) -> Head | Handoff | None:
         return HANDOFF
     length: int | None = None
     authorization: bytes | None = None
+    content_type: bytes | None = None
     close = False
     for name, raw in _FIELD.findall(block, start):
         key = name.lower()
@@ -63,6 +65,10 @@ def parse_head(buf: bytes | bytearray, max_head: int) -> Head | Handoff | None:
             if authorization is not None:
                 return HANDOFF
             authorization = value
+        elif key == b"content-type":
+            if content_type is not None:
+                return HANDOFF
+            content_type = value.partition(b";")[0].strip().lower()
         elif key == b"connection":
             tokens = {t.strip().lower() for t in value.split(b",")}
             if b"upgrade" in tokens:
@@ -75,4 +81,4 @@ def parse_head(buf: bytes | bytearray, max_head: int) -> Head | Handoff | None:
         if method == b"POST":
             return HANDOFF
         length = 0
-    return Head(method, line[2], length, authorization, close, end + len(_END))
+    return Head(method, line[2], length, authorization, content_type, close, end + len(_END))

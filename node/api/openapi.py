@@ -6,12 +6,19 @@ from functools import cache
 from typing import Any
 
 from dvecdb_node.api.bulk import CONTENT_TYPE as BULK_TYPE
+from dvecdb_node.api.querybody import CONTENT_TYPE as QUERIES_TYPE
 
 _BULK_DESCRIPTION = (
     "Binary bulk upsert. Little-endian: `b'DVB1' | u32 count | u32 dim | u32 meta_len`, then "
     "`count` ids as `u16 byte_len | utf-8`, then `count*dim` float32, then `meta_len` bytes of "
     "a JSON array with one object or null per id (omitted when meta_len is 0). "
     "Query parameter `ack` sets the acknowledgement level."
+)
+_QUERIES_DESCRIPTION = (
+    "Binary search body. Little-endian: `b'DVQ1' | u32 count | u32 dim | u32 options_len`, "
+    "then `count*dim` float32 query vectors, then `options_len` bytes of a JSON object with the "
+    "JSON form's other fields (k, ef, filter, include_metadata, consistency, min_seq; omitted "
+    "when options_len is 0). The answer is the JSON form's."
 )
 
 
@@ -263,7 +270,19 @@ def openapi_document() -> dict[str, Any]:
             "post": {
                 "summary": "k-nearest-neighbour search",
                 "description": "Distances as hnswlib reports them: squared L2, 1-cos, 1-ip.",
-                "requestBody": {"required": True, **_json(_ref("Search"))},
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": _ref("Search")},
+                        QUERIES_TYPE: {
+                            "schema": {
+                                "type": "string",
+                                "format": "binary",
+                                "description": _QUERIES_DESCRIPTION,
+                            }
+                        },
+                    },
+                },
                 "responses": {"200": _ok(_ref("SearchResult")), **_ERRORS},
             },
         },

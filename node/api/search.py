@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from dvecdb_node.api import querybody
 from dvecdb_node.api.keys import ENGINE, HOOKS, ROLE, SETTINGS
 from dvecdb_node.api.validation import SearchRequest, check_name, parse_json, parse_search
 from dvecdb_node.errors import Conflict
@@ -28,10 +29,18 @@ class PreparedSearch:
     query: SearchRequest
 
 
-def prepare(app: web.Application, name: str, raw: bytes) -> PreparedSearch:
-    """Validate a search body against its collection (raises a 4xx :class:`NodeError`)."""
+def prepare(
+    app: web.Application, name: str, raw: bytes, content_type: str | None = None
+) -> PreparedSearch:
+    """Validate a search body against its collection (raises a 4xx :class:`NodeError`).
+
+    JSON unless ``content_type`` names the binary form (``querybody``).
+    """
     collection = app[ENGINE].collection(check_name(name))
-    query = parse_search(parse_json(raw), collection.config, app[SETTINGS])
+    if content_type == querybody.CONTENT_TYPE:
+        query = querybody.decode_queries(raw, collection.config, app[SETTINGS])
+    else:
+        query = parse_search(parse_json(raw), collection.config, app[SETTINGS])
     return PreparedSearch(collection.name, collection, query)
 
 
@@ -100,7 +109,8 @@ async def answer(app: web.Application, prepared: PreparedSearch) -> bytes:
 @routes.post(ROUTE)
 async def search(request: web.Request) -> web.Response:
     app = request.app
-    prepared = prepare(app, request.match_info["name"], await request.read())
+    raw = await request.read()
+    prepared = prepare(app, request.match_info["name"], raw, request.content_type)
     body = answer_now(app, prepared)
     if body is None:
         body = await answer(app, prepared)

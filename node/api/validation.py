@@ -253,7 +253,13 @@ def parse_search(data: Any, collection: CollectionConfig, settings: NodeSettings
             raise PayloadTooLarge(f"at most {settings.max_queries} query vectors per request")
     else:
         raise InvalidInput("'vector' or 'vectors' is required")
-    queries = to_matrix(rows, collection.dimension)
+    return search_options(body, to_matrix(rows, collection.dimension), single, settings)
+
+
+def search_options(
+    body: dict[str, Any], queries: Float32Matrix, single: bool, settings: NodeSettings
+) -> SearchRequest:
+    """The search fields other than the vectors (shared by the JSON and binary forms)."""
     k = _int_field(body, "k", 10, 1, settings.max_k)
     ef_raw = body.get("ef")
     ef = None if ef_raw is None else _int_field(body, "ef", 0, 1, 4096)

@@ -410,3 +410,33 @@ def _batch_histogram(node: Any) -> tuple[float, float]:
         values.get("dvecdb_fastlane_batch_searches_count", 0.0),
         values.get("dvecdb_fastlane_batch_searches_sum", 0.0),
     )
+
+
+def test_binary_query_bodies_answer_like_json(node: Any) -> None:
+    """``application/x-dvec-queries``: the same hits as the JSON form, on both servers."""
+    from dvecdb_node.api.querybody import CONTENT_TYPE, encode_queries
+
+    rows = np.asarray([[1, 0.2, 0], [0.1, 0, 1], [0, 0.9, 0.1]], dtype=np.float32)
+    json_answer = Wire(node.port)
+    json_answer.send(request("POST", SEARCH, {"vectors": rows.tolist(), "k": 2}))
+    want = json_answer.response()[2]["results"]
+    json_answer.close()
+    assert [[hit["id"] for hit in row] for row in want] == [["x", "y"], ["z", "x"], ["y", "z"]]
+
+    def binary(data: bytes) -> bytes:
+        head = f"POST {SEARCH} HTTP/1.1\r\nHost: t\r\nContent-Type: {CONTENT_TYPE}\r\n"
+        return (head + f"Content-Length: {len(data)}\r\n\r\n").encode() + data
+
+    bad = encode_queries(rows[:, :2], {"k": 2})
+    for lane in ("fast", "aiohttp"):
+        wire = Wire(node.port)
+        if lane == "aiohttp":
+            wire.send(request("GET", "/healthz"))
+            wire.response()
+        wire.send(binary(encode_queries(rows, {"k": 2})) + binary(bad))
+        status, headers, body = wire.response()
+        assert status == 200 and ("server" in headers) == (lane == "aiohttp")
+        assert body["results"] == want
+        status, _, body = wire.response()
+        assert status == 400 and body["error"]["code"] == "dimension_mismatch"
+        wire.close()

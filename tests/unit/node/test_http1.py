@@ -33,6 +33,14 @@ def test_incomplete_head_waits_and_oversized_head_hands_off() -> None:
     assert parse_head(b"POST / HTTP/1.1\r\nX: " + b"a" * 100, 64) == HANDOFF
 
 
+def test_content_type_is_its_media_type() -> None:
+    raw = PLAIN.replace(b"application/json", b"Application/X-Dvec-Queries ; v=1")
+    head = parse_head(raw, 16384)
+    assert isinstance(head, Head) and head.content_type == b"application/x-dvec-queries"
+    head = parse_head(PLAIN.replace(b"Content-Type: application/json\r\n", b""), 16384)
+    assert isinstance(head, Head) and head.content_type is None
+
+
 def test_connection_close_is_seen() -> None:
     head = parse_head(PLAIN.replace(b"Host: x", b"Connection: keep-alive, Close"), 16384)
     assert isinstance(head, Head) and head.close
@@ -54,6 +62,7 @@ def test_connection_close_is_seen() -> None:
         PLAIN.replace(b"/c/", b"/%63/"),
         PLAIN.replace(b"Host: x", b"Connection: Upgrade"),
         PLAIN.replace(b"Authorization: Bearer s3cret", b"Authorization: a\r\nAuthorization: b"),
+        PLAIN.replace(b"Host: x", b"Content-Type: text/plain"),  # a second Content-Type
         PLAIN.replace(b"Content-Length: 12\r\n", b""),  # a POST without a length
         PLAIN.replace(b"Host: x", b"Host: x\ny: z"),  # a bare LF inside a line
         PLAIN.replace(b"Host: x", b"Host: x\rY: z"),  # a bare CR
