@@ -2,7 +2,9 @@
 
 Bulk upserts use the node's own binary body (`application/x-dvec-batch`, documented in its
 `GET /openapi.json`), encoded by the node's published `encode_batch` so the bench can never
-drift from the format. Row `i` of the data set is stored under id `str(i)`.
+drift from the format. Batch searches can likewise go as the binary query body
+(`application/x-dvec-queries`, `encode_queries`). Row `i` of the data set is stored under id
+`str(i)`.
 """
 
 from __future__ import annotations
@@ -15,11 +17,14 @@ from typing import Any
 
 import numpy as np
 import orjson
+from dvecdb_node.api import querybody
 from dvecdb_node.api.bulk import CONTENT_TYPE, encode_batch
 
 from dvecbench.datasets import F32, Dataset
 from dvecbench.httpc import Client, HttpError
 from dvecbench.inprocess import HnswParams
+from dvecbench.searchload import SearchApi
+from dvecbench.wrk import JSON
 
 COLLECTION = "bench"
 
@@ -105,15 +110,38 @@ def search_body(queries: F32, k: int) -> bytes:
     return orjson.dumps({"vectors": queries.tolist(), "k": k})
 
 
+def binary_search_body(queries: F32, k: int) -> bytes:
+    """The same search as `search_body` in the binary query form (one list of hits per row)."""
+    body: bytes = querybody.encode_queries(queries, {"k": k})
+    return body
+
+
 def search_ids(
-    client: Client, queries: F32, k: int, *, collection: str = COLLECTION
+    client: Client, queries: F32, k: int, *, collection: str = COLLECTION, binary: bool = False
 ) -> list[list[int]]:
     path = search_path(collection)
-    status, data = client.request("POST", path, search_body(queries, k))
+    if binary:
+        body, content_type = binary_search_body(queries, k), querybody.CONTENT_TYPE
+    else:
+        body, content_type = search_body(queries, k), JSON
+    status, data = client.request("POST", path, body, content_type=content_type)
     if status != 200:
         raise HttpError("POST", path, status, data)
     results: list[list[dict[str, Any]]] = orjson.loads(data)["results"]
     return [[int(hit["id"]) for hit in row] for row in results]
+
+
+def search_api(base_url: str, *, binary: bool = False) -> SearchApi:
+    """How the load phases search a node (or the JSON-only floor and transport servers)."""
+    if not binary:
+        return SearchApi(base_url, search_path(), search_body, search_ids)
+    return SearchApi(
+        base_url,
+        search_path(),
+        binary_search_body,
+        lambda c, q, k: search_ids(c, q, k, binary=True),
+        content_type=querybody.CONTENT_TYPE,
+    )
 
 
 def all_search_ids(client: Client, queries: F32, k: int, *, batch: int) -> list[list[int]]:

@@ -65,6 +65,7 @@ def profile_search(
         bodies = wrk.write_bodies(
             Path(tmp) / "bodies.txt",
             (api.body(ds.queries[i : i + 1], k) for i in range(len(ds.queries))),
+            hex_lines=api.binary,
         )
         duration = max(2, round(seconds))
         argv = [spy, "record", "-p", str(pid), "-d", str(duration), "-r", "200"]
@@ -77,6 +78,8 @@ def profile_search(
                 connections=8,
                 seconds=duration,
                 cpus=cpus,
+                content_type=api.content_type,
+                hex_lines=api.binary,
             )
             recorder.wait(timeout=duration + 60)
         finally:

@@ -2,7 +2,8 @@
 
 The recall pass sends every query once through the Python client and scores the answers
 against exact ground truth; the timed runs replay the same queries (pre-rendered bodies) with
-wrk at 1 and 8 connections, and the batch form at a fixed number of connections.
+wrk at 1 and 8 connections, and the batch form at a fixed number of connections. A server
+API whose bodies are binary (any content type but JSON) has them handed to wrk as hex lines.
 """
 
 from __future__ import annotations
@@ -23,12 +24,20 @@ SHARED = "single_8_shared"
 
 @dataclasses.dataclass(frozen=True)
 class SearchApi:
-    """How to search one server: its path, body encoding and answer decoding."""
+    """How to search one server: its path, body encoding and answer decoding.
+
+    `ids` (the recall pass) must send the same encoding as `body` (the timed runs).
+    """
 
     base_url: str
     path: str
     body: Callable[[F32, int], bytes]
     ids: Callable[[Client, F32, int], list[list[int]]]
+    content_type: str = wrk.JSON
+
+    @property
+    def binary(self) -> bool:
+        return self.content_type != wrk.JSON
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +74,9 @@ def recall(api: SearchApi, ds: Dataset, *, k: int, batch: int) -> float:
 
 def _bodies(api: SearchApi, ds: Dataset, k: int, batch: int, workdir: Path) -> Path:
     chunks = (ds.queries[i : i + batch] for i in range(0, len(ds.queries) - batch + 1, batch))
-    return wrk.write_bodies(workdir / f"bodies-{batch}.txt", (api.body(c, k) for c in chunks))
+    return wrk.write_bodies(
+        workdir / f"bodies-{batch}.txt", (api.body(c, k) for c in chunks), hex_lines=api.binary
+    )
 
 
 def measure(
@@ -95,6 +106,8 @@ def measure(
                 connections=connections,
                 seconds=phases.warmup,
                 cpus=phases.cpus,
+                content_type=api.content_type,
+                hex_lines=api.binary,
             )
         cpu_before = cpu() if cpu else 0.0
         result = wrk.run(
@@ -103,6 +116,8 @@ def measure(
             connections=connections,
             seconds=phases.seconds,
             cpus=phases.cpus,
+            content_type=api.content_type,
+            hex_lines=api.binary,
         )
         # wrk counts requests completed in its window; the server's CPU meter also covers
         # wrk's connect and close, so this slightly over-states CPU per query.
@@ -110,9 +125,11 @@ def measure(
     qps = result.rps * batch
     cpu_text = f", server CPU {per_query:.0f} us/query" if per_query is not None else ""
     recall_text = f"recall@{k} {hit_rate:.4f}" if hit_rate is not None else "canned answers"
+    body = "binary" if api.binary else "JSON"
     progress(
-        f"{connections} conn, batch {batch}: {qps:,.0f} QPS, p50 {result.latency.p50:.3f} ms, "
-        f"p99 {result.latency.p99:.3f} ms, {recall_text}{cpu_text}"
+        f"{connections} conn, batch {batch}, {body} body: {qps:,.0f} QPS, "
+        f"p50 {result.latency.p50:.3f} ms, p99 {result.latency.p99:.3f} ms, "
+        f"{recall_text}{cpu_text}"
     )
     return LoadResult(
         qps=qps,

@@ -2,7 +2,8 @@
 
 wrk is a C event loop: one thread on one pinned core keeps eight connections busy at far more
 requests per second than a Python server can answer, so it is never the bottleneck. Bodies are
-rendered once into a file (one per line) that `lua/bodies.lua` cycles through.
+rendered once into a file (one per line) that `lua/bodies.lua` cycles through: JSON as is, a
+binary body as its hex, which the script decodes once before the clock starts.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dvecbench.stats import Latency
 
 LUA = Path(__file__).resolve().parent.parent / "lua" / "bodies.lua"
 MARK = "WRK_SUMMARY "
+JSON = "application/json"
 
 
 class WrkError(RuntimeError):
@@ -48,14 +50,24 @@ def ensure_wrk() -> str:
     return shutil.which("wrk") or ensure_apt_tool("wrk")
 
 
-def write_bodies(path: Path, bodies: Iterable[bytes]) -> Path:
-    """One JSON body per line; JSON never contains a raw newline."""
+def write_bodies(path: Path, bodies: Iterable[bytes], *, hex_lines: bool = False) -> Path:
+    """One body per line: as is (JSON never contains a raw newline), or its hex for binary."""
     with path.open("wb") as f:
         for body in bodies:
+            if hex_lines:
+                f.write(body.hex().encode("ascii") + b"\n")
+                continue
             if b"\n" in body:
                 raise ValueError("a request body contains a newline")
             f.write(body + b"\n")
     return path
+
+
+def script_args(bodies: Path, content_type: str, *, hex_lines: bool) -> list[str]:
+    """What follows `--` for `bodies.lua`; plain JSON bodies need only the file."""
+    if content_type == JSON and not hex_lines:
+        return [str(bodies)]
+    return [str(bodies), content_type, "hex" if hex_lines else "text"]
 
 
 def parse_summary(output: str) -> WrkResult:
@@ -89,8 +101,13 @@ def run(
     connections: int,
     seconds: float,
     cpus: frozenset[int] | None,
+    content_type: str = JSON,
+    hex_lines: bool = False,
 ) -> WrkResult:
-    """One fixed-duration wrk run; raises if any request failed."""
+    """One fixed-duration wrk run; raises if any request failed.
+
+    `hex_lines`: the bodies file holds hex lines (see `write_bodies`), sent decoded.
+    """
     if not url.startswith("http://127."):
         raise ValueError(f"load only goes to loopback, not {url}")
     argv = [
@@ -105,7 +122,7 @@ def run(
         str(LUA),
         url,
         "--",
-        str(bodies),
+        *script_args(bodies, content_type, hex_lines=hex_lines),
     ]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)
     if proc.returncode != 0:
