@@ -106,6 +106,7 @@ class SearchLane:
         self.aiohttp_factory = aiohttp_factory
         self.settings = app[SETTINGS]
         self.metrics = app[METRICS]
+        self.engine = app[ENGINE]
         self.connections: set[LaneProtocol] = set()
         self.clock = _Clock()
         self._batch: list[_Queued] = []
@@ -142,7 +143,11 @@ class SearchLane:
         started = time.perf_counter()
         try:
             prepared = self._admit(name, head, body)
-            if not search.is_plain(self.app, prepared):
+            rows = len(prepared.query.queries)
+            if not (
+                search.is_plain(self.app, prepared)
+                and self.engine.is_cheap(prepared.collection, rows)
+            ):
                 return self._answer_later(prepared, started)
         except Exception as exc:
             return self._fail(exc, started)
@@ -163,7 +168,7 @@ class SearchLane:
             self._answer_group(name, k, items)
 
     def _answer_group(self, name: str, k: int, items: list[_Queued]) -> None:
-        engine = self.app[ENGINE]
+        engine = self.engine
         try:
             seq = engine.applied_seq
             queries = [item.prepared.query.queries for item in items]

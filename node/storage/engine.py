@@ -349,17 +349,21 @@ class Engine:
         Cheap means no dearer than a thread hop (0.1-0.5 ms of wake-up): a small unfiltered
         search at the default ef while no write holds the index. Otherwise waiting belongs in
         a thread (:meth:`search`). ``independent`` rows are separate requests answered
-        together (the fast lane's batch): each must be cheap, not their sum. Rows are split
-        over ``search_parts`` cores.
+        together (the fast lane's batch), each already found cheap by :meth:`is_cheap`: their
+        sum is not held against them. Rows are split over ``search_parts`` cores.
         """
         collection = self.collection(name)
         if queries.shape[1] != collection.config.dimension:
             raise dimension_mismatch(collection.config.dimension, int(queries.shape[1]))
-        rows = 1 if independent else len(queries)
-        cheap = rows * collection.search_cost < INLINE_SEARCH_SECONDS
+        cheap = independent or self.is_cheap(collection, len(queries))
         if cheap and clauses is None and (ef is None or ef == collection.config.hnsw.ef_search):
             return collection.try_search_now(queries, k, self._splitter)
         return None
+
+    @staticmethod
+    def is_cheap(collection: Collection, rows: int) -> bool:
+        """A search of ``rows`` vectors costs less than a thread hop: it may run on the loop."""
+        return rows * collection.search_cost < INLINE_SEARCH_SECONDS
 
     async def search(
         self,

@@ -314,10 +314,12 @@ class Collection:
         if self.config.metric != "ip":
             for position, row in enumerate(rows):
                 self._promote_exact(queries[position], row, k, allowed)
-        if not clauses and threads == 1 and (splitter is None or splitter.parts == 1):
+        if not clauses and threads == 1:
             # Moving average of seconds per query: lets the engine run cheap searches inline.
-            # Only single-threaded searches count: this thread's CPU time covers them whole.
-            per_query = (time.thread_time() - started) / max(1, len(queries))
+            # This thread's CPU time covers the rows it searched itself (all, or the first
+            # slice of a split batch), not hnswlib's own threads: those searches do not count.
+            own = len(queries) if splitter is None else splitter.own_rows(len(queries))
+            per_query = (time.thread_time() - started) / max(1, own)
             self.search_cost = 0.9 * self.search_cost + 0.1 * per_query
         return rows
 

@@ -83,6 +83,11 @@ class Splitter:
             else None
         )
 
+    def own_rows(self, rows: int) -> int:
+        """How many of ``rows`` the calling thread searches itself."""
+        lo, hi = slice_bounds(rows, self.parts if self._pool is not None else 1)[0]
+        return hi - lo
+
     def knn(self, index: Any, queries: Float32Matrix, k: int) -> KnnResult:
         """``index.knn_query(queries, k)`` at the index's ef, sliced across threads."""
         bounds = slice_bounds(len(queries), self.parts)

@@ -116,6 +116,16 @@ def test_a_failed_slice_raises_after_every_slice_is_over(fail_rows: int) -> None
         splitter.close()
 
 
+def test_own_rows_is_the_callers_slice() -> None:
+    two, one = Splitter(2), Splitter(1)
+    try:
+        assert [two.own_rows(n) for n in (1, 3, 4, 9)] == [1, 3, 2, 4]
+        assert one.own_rows(9) == 9
+    finally:
+        two.close()
+        one.close()
+
+
 def test_one_part_searches_on_the_caller_only() -> None:
     recorder = _Recorder()
     splitter = Splitter(1)
