@@ -27,6 +27,7 @@ METRIC_LAG_SECONDS = "dvecdb_replication_lag_seconds"
 METRIC_FSYNC_SECONDS = "dvecdb_wal_fsync_duration_seconds"
 METRIC_CHECKPOINT_SECONDS = "dvecdb_checkpoint_duration_seconds"
 METRIC_CHECKPOINT_PAUSE = "dvecdb_checkpoint_write_pause_seconds"
+METRIC_FASTLANE_BATCH = "dvecdb_fastlane_batch_searches"
 # Seconds a checkpoint may hold writes back (p99) before the alert fires.
 CHECKPOINT_PAUSE_THRESHOLD = 1.0
 
@@ -251,6 +252,20 @@ def dashboard(matcher: str) -> dict[str, Any]:
             [(f"up{{{m}}}", "{{pod}} {{" + ROLE_LABEL + "}}")],
             "short",
             0,
+            24,
+        ),
+        _panel(
+            8,
+            "Fast lane: search requests per index search",
+            [
+                (
+                    f"sum by (pod) (rate({METRIC_FASTLANE_BATCH}_sum{{{m}}}[5m])) / "
+                    f"sum by (pod) (rate({METRIC_FASTLANE_BATCH}_count{{{m}}}[5m]))",
+                    "{{pod}}",
+                )
+            ],
+            "short",
+            12,
             24,
         ),
     ]
