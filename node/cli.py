@@ -42,7 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--wal-segment-bytes", type=int, help="roll WAL segments at this size")
     add("--max-body-bytes", type=int, help="largest request body")
     add("--max-batch", type=int, help="most vectors in one upsert or delete")
-    add("--search-threads", type=int, help="threads running searches")
+    add(
+        "--search-threads",
+        type=int,
+        help="threads running costly searches; also the most cores one batch is split over",
+    )
     add(
         "--fast-search",
         action=argparse.BooleanOptionalAction,
