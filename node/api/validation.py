@@ -105,8 +105,9 @@ def to_matrix(rows: Any, dimension: int) -> Float32Matrix:
     """JSON number lists to a finite float32 matrix of ``dimension`` columns.
 
     ``struct`` packs each row: it converts to float32 the way numpy's cast does and raises
-    OverflowError where that cast would give inf, at a third of ``np.asarray``'s cost on a
-    list of Python floats. A row's sum is inf or NaN exactly when one of its numbers is.
+    OverflowError where that cast would give inf, for less than ``np.asarray`` plus a finite
+    scan costs on lists of Python floats. A row's sum is inf or NaN exactly when one of its
+    numbers is.
     """
     packer = _row_packer(dimension)
     packed = bytearray()
