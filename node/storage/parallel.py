@@ -85,14 +85,16 @@ class Splitter:
 
     def own_rows(self, rows: int) -> int:
         """How many of ``rows`` the calling thread searches itself."""
-        lo, hi = slice_bounds(rows, self.parts if self._pool is not None else 1)[0]
+        if self._pool is None or rows < 2 * MIN_ROWS_PER_SLICE:
+            return rows
+        lo, hi = slice_bounds(rows, self.parts)[0]
         return hi - lo
 
     def knn(self, index: Any, queries: Float32Matrix, k: int) -> KnnResult:
         """``index.knn_query(queries, k)`` at the index's ef, sliced across threads."""
-        bounds = slice_bounds(len(queries), self.parts)
-        if self._pool is None or len(bounds) == 1:
+        if self._pool is None or len(queries) < 2 * MIN_ROWS_PER_SLICE:
             return index.knn_query(queries, k, 1)  # type: ignore[no-any-return]
+        bounds = slice_bounds(len(queries), self.parts)
         futures: list[Future[KnnResult]] = [
             self._pool.submit(index.knn_query, queries[lo:hi], k, 1) for lo, hi in bounds[1:]
         ]
