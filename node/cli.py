@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--search-threads",
         type=int,
-        help="threads running costly searches; also the most cores one batch is split over",
+        help="most cores searches use: one costly search each, or one batch split over them",
     )
     add(
         "--fast-search",

@@ -16,7 +16,8 @@ from dvecdb_node.api import querybody
 from dvecdb_node.api.keys import ENGINE, HOOKS, ROLE, SETTINGS
 from dvecdb_node.api.validation import SearchRequest, check_name, parse_json, parse_search
 from dvecdb_node.errors import Conflict
-from dvecdb_node.storage.index import Collection, Hit
+from dvecdb_node.storage.found import Found, Rows
+from dvecdb_node.storage.index import Collection
 
 routes = web.RouteTableDef()
 ROUTE = "/v1/collections/{name}/search"
@@ -44,9 +45,11 @@ def prepare(
     return PreparedSearch(collection.name, collection, query)
 
 
-def render(prepared: PreparedSearch, rows: list[list[Hit]], seq: int) -> bytes:
+def render(prepared: PreparedSearch, rows: Rows, seq: int) -> bytes:
     """The response body: one list of hits per query vector, and the seq it reflects."""
     collection, with_metadata = prepared.collection, prepared.query.include_metadata
+    if isinstance(rows, Found) and not with_metadata:
+        return b'{"results":%b,"seq":%d}' % (rows.json(), seq)
     results: list[list[dict[str, Any]]] = []
     for row in rows:
         out: list[dict[str, Any]] = []

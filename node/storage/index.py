@@ -33,6 +33,7 @@ import hnswlib
 import numpy as np
 import orjson
 from dvecdb_node.storage.filters import Clause, MetadataIndex
+from dvecdb_node.storage.found import Found, Hit, Rows, hit_rows
 from dvecdb_node.storage.parallel import Splitter
 from dvecdb_node.storage.records import CollectionConfig, Float32Matrix, Metadata
 
@@ -97,17 +98,6 @@ class RWLock:
                 self._cond.notify_all()
 
 
-class Hit(NamedTuple):
-    """One search result (a tuple: built ten at a time per query, so creation cost counts)."""
-
-    id: str
-    distance: float
-    label: int
-
-
-_new_tuple = tuple.__new__
-
-
 class FrozenCollection(NamedTuple):
     """A collection's persistent state at one moment (see :meth:`Collection.freeze`)."""
 
@@ -144,6 +134,8 @@ class Collection:
         self._index.set_ef(config.hnsw.ef_search)
         self._vectors: Float32Matrix = np.zeros((capacity, config.dimension), dtype=np.float32)
         self._ids_by_label: list[str | None] = []
+        # Each id as JSON, parallel to _ids_by_label: answers are JSON (see `found`).
+        self._json_ids: list[bytes | None] = []
         self._labels: dict[str, int] = {}
         self._metadata: dict[int, Metadata] = {}
         self._meta_index = MetadataIndex()
@@ -209,6 +201,7 @@ class Collection:
             labels.append(label)
         self._ensure_capacity(len(self._ids_by_label) + fresh)
         self._ids_by_label.extend([None] * fresh)
+        self._json_ids.extend([None] * fresh)
         label_array = np.asarray(labels, dtype=np.int64)
         self._index.add_items(vectors, label_array)
         for label, vector in zip(labels, vectors, strict=True):
@@ -224,6 +217,7 @@ class Collection:
                 self._metadata[label] = meta
                 self._meta_index.add(label, meta)
             self._ids_by_label[label] = item_id
+            self._json_ids[label] = orjson.dumps(item_id)
             self._labels[item_id] = label
 
     def _forget_hash(self, label: int) -> None:
@@ -256,6 +250,7 @@ class Collection:
                 if meta is not None:
                     self._meta_index.remove(label, meta)
                 self._ids_by_label[label] = None
+                self._json_ids[label] = None
                 self._free.append(label)
                 deleted += 1
         return deleted
@@ -269,7 +264,7 @@ class Collection:
         ef: int | None = None,
         clauses: list[Clause] | None = None,
         threads: int = 1,
-    ) -> list[list[Hit]]:
+    ) -> Rows:
         """Top-``k`` per query row; distances as hnswlib reports them for the metric.
 
         ``threads`` > 1 lets hnswlib spread a large batch over that many threads.
@@ -280,7 +275,7 @@ class Collection:
 
     def try_search_now(
         self, queries: Float32Matrix, k: int, splitter: Splitter | None = None
-    ) -> list[list[Hit]] | None:
+    ) -> Rows | None:
         """Search at the default ef if no write is under way; None instead of waiting.
 
         For callers that must not block (the event loop): they fall back to :meth:`search`
@@ -301,7 +296,7 @@ class Collection:
         clauses: list[Clause] | None,
         threads: int = 1,
         splitter: Splitter | None = None,
-    ) -> list[list[Hit]]:
+    ) -> Rows:
         # CPU time of this thread, not wall time: on a busy machine wall time grows with the
         # wait for a core, and would push cheap searches off the event loop when it hurts most.
         started = time.thread_time()
@@ -312,8 +307,7 @@ class Collection:
         else:
             rows = self._search_all(queries, k, ef, threads, splitter)
         if self.config.metric != "ip":
-            for position, row in enumerate(rows):
-                self._promote_exact(queries[position], row, k, allowed)
+            rows = self._promote_exacts(queries, rows, k, allowed)
         if not clauses and threads == 1:
             # Moving average of seconds per query: lets the engine run cheap searches inline.
             # This thread's CPU time covers the rows it searched itself (all, or the first
@@ -323,13 +317,25 @@ class Collection:
             self.search_cost = 0.9 * self.search_cost + 0.1 * per_query
         return rows
 
-    def _promote_exact(
-        self, query: Float32Matrix, row: list[Hit], k: int, allowed: set[int] | None
-    ) -> None:
-        """Put a stored vector equal to ``query`` first (see the module docstring)."""
-        label = self._by_hash.get(hash(query.tobytes()))
-        if label is None or (allowed is not None and label not in allowed):
-            return
+    def _promote_exacts(
+        self, queries: Float32Matrix, rows: Rows, k: int, allowed: set[int] | None
+    ) -> Rows:
+        """Put a stored vector equal to a query first in its row (see the module docstring)."""
+        by_hash = self._by_hash
+        equal = [by_hash.get(hash(query.tobytes())) for query in queries]
+        if equal.count(None) == len(equal):
+            return rows
+        if isinstance(rows, Found):
+            firsts = rows.labels[:, 0].tolist() if rows.labels.shape[1] else [None] * len(rows)
+            if all(label in (None, first) for label, first in zip(equal, firsts, strict=True)):
+                return rows
+        out = hit_rows(rows)
+        for query, label, row in zip(queries, equal, out, strict=True):
+            if label is not None and (allowed is None or label in allowed):
+                self._promote_exact(query, label, row, k)
+        return out
+
+    def _promote_exact(self, query: Float32Matrix, label: int, row: list[Hit], k: int) -> None:
         if row and row[0].label == label:
             return
         item_id = self._ids_by_label[label]
@@ -350,7 +356,7 @@ class Collection:
         ef: int | None,
         threads: int = 1,
         splitter: Splitter | None = None,
-    ) -> list[list[Hit]]:
+    ) -> Rows:
         k = min(k, self.count)
         if k <= 0:
             return [[] for _ in range(len(queries))]
@@ -362,11 +368,11 @@ class Collection:
         except RuntimeError:
             # Too few reachable live elements for k at this ef: answer exactly instead.
             return self._brute_force(queries, k, np.fromiter(self._labels.values(), np.int64))
-        return self._hits(labels, distances)
+        return self._found(labels, distances)
 
     def _search_filtered(
         self, queries: Float32Matrix, k: int, ef: int | None, allowed: set[int]
-    ) -> list[list[Hit]]:
+    ) -> Rows:
         k = min(k, len(allowed))
         if k <= 0:
             return [[] for _ in range(len(queries))]
@@ -377,7 +383,7 @@ class Collection:
             labels, distances = self._knn(queries, k, ef, allowed.__contains__)
         except RuntimeError:
             return self._brute_force(queries, k, candidates)
-        return self._hits(labels, distances)
+        return self._found(labels, distances)
 
     def _knn(
         self, queries: Float32Matrix, k: int, ef: int | None, flt: Any, threads: int = 1
@@ -392,20 +398,21 @@ class Collection:
         finally:
             self._index.set_ef(self.config.hnsw.ef_search)
 
-    def _hits(
-        self, labels: np.ndarray[Any, Any], distances: np.ndarray[Any, Any]
-    ) -> list[list[Hit]]:
+    def _found(self, labels: np.ndarray[Any, Any], distances: np.ndarray[Any, Any]) -> Rows:
+        """The search's hits, their ids looked up now (the read lock is held)."""
+        found = Found.resolve(labels, distances, self._json_ids)
+        if found is not None:
+            return found
+        # A label without a live id (not expected from hnswlib): leave it out of its row.
         ids = self._ids_by_label
         used = len(ids)
-        # Hot path: tolist() gives Python ints and floats at once, one comprehension per row,
-        # and tuple.__new__ skips the Python-level __new__ of the named tuple.
         return [
             [
-                _new_tuple(Hit, (item_id, dist, label))
-                for label, dist in zip(row_labels, row_dist, strict=False)
+                Hit(item_id, dist, label)
+                for label, dist in zip(row_labels, row_dist, strict=True)
                 if label < used and (item_id := ids[label]) is not None
             ]
-            for row_labels, row_dist in zip(labels.tolist(), distances.tolist(), strict=False)
+            for row_labels, row_dist in zip(labels.tolist(), distances.tolist(), strict=True)
         ]
 
     def _brute_force(
@@ -498,6 +505,9 @@ class Collection:
         self._vectors = np.zeros((max(capacity, len(used_vectors)), config.dimension), np.float32)
         self._vectors[: len(used_vectors)] = used_vectors
         self._ids_by_label = list(state["ids_by_label"])
+        self._json_ids = [
+            None if item_id is None else orjson.dumps(item_id) for item_id in self._ids_by_label
+        ]
         self._labels = {
             item_id: label
             for label, item_id in enumerate(self._ids_by_label)

@@ -12,6 +12,7 @@ run in parallel. Two ways, for two sizes:
   after the caller's read hold ends.
 
 How many cores is decided once, from what the process may really use (:func:`usable_cpus`).
+The search pool runs at most that many searches at once (:func:`pool_threads`).
 """
 
 from __future__ import annotations
@@ -63,6 +64,16 @@ def detect_cpus() -> int:
     except OSError:
         cpu_max = None
     return usable_cpus(affinity, cpu_max)
+
+
+def pool_threads(cores: int, in_flight: int) -> int:
+    """hnswlib threads for one search on the search pool, given the searches already there.
+
+    Alone, a search spreads over every core. Beside others it takes one: the pool runs at
+    most ``cores`` searches, so each then has a core, and no core time-slices two searches
+    that evict each other's cache lines.
+    """
+    return cores if in_flight == 0 else 1
 
 
 def slice_bounds(rows: int, parts: int) -> list[tuple[int, int]]:

@@ -8,7 +8,7 @@ from typing import Any
 import hnswlib
 import numpy as np
 import pytest
-from dvecdb_node.storage.parallel import Splitter, slice_bounds, usable_cpus
+from dvecdb_node.storage.parallel import Splitter, pool_threads, slice_bounds, usable_cpus
 
 pytestmark = pytest.mark.unit
 
@@ -44,6 +44,13 @@ def test_usable_cpus(affinity: int, cpu_max: str | None, cpus: int) -> None:
 )
 def test_slice_bounds(rows: int, parts: int, bounds: list[tuple[int, int]]) -> None:
     assert slice_bounds(rows, parts) == bounds
+
+
+@pytest.mark.parametrize(
+    ("cores", "in_flight", "threads"), [(4, 0, 4), (4, 1, 1), (4, 3, 1), (1, 0, 1), (1, 2, 1)]
+)
+def test_a_pooled_search_spreads_only_when_alone(cores: int, in_flight: int, threads: int) -> None:
+    assert pool_threads(cores, in_flight) == threads
 
 
 @pytest.fixture(scope="module")
