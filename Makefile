@@ -55,8 +55,11 @@ demo: dev
 	$(BIN)/python -m demo $(DEMO_ARGS)
 
 # Full run by default; `make bench BENCH_ARGS=--quick` for a smoke run (see bench/run.py --help).
+# Every engine (the node as its image runs it, in-process hnswlib, Chroma) inherits the same
+# malloc setting; `make bench BENCH_MALLOC=` measures them all without huge pages.
+BENCH_MALLOC ?= glibc.malloc.hugetlb=1
 bench: dev
-	$(BIN)/python bench/run.py $(BENCH_ARGS)
+	GLIBC_TUNABLES=$(BENCH_MALLOC) $(BIN)/python bench/run.py $(BENCH_ARGS)
 
 # Local real Kubernetes (localkube/): pinned etcd, kube-apiserver, kube-controller-manager,
 # kubectl and helm built into ~/.cache/dvecdb/localkube (KUBEBUILDER_ASSETS honoured), then a

@@ -47,12 +47,25 @@ def busiest_processes(limit: int = 5) -> list[str]:
     return [" ".join(line.split()) for line in proc.stdout.splitlines()[:limit]]
 
 
+def _thp_mode() -> str:
+    """The host's transparent huge page mode (the bracketed word), or 'unknown'."""
+    try:
+        text = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    except OSError:
+        return "unknown"
+    start, end = text.find("["), text.find("]")
+    return text[start + 1 : end] if 0 <= start < end else "unknown"
+
+
 def describe() -> dict[str, Any]:
     return {
         "nproc": os.cpu_count(),
         "cpu_model": cpu_model(),
         "memory_gib": memory_gib(),
         "kernel": platform.release(),
+        # Inherited by every engine the run starts, and used by the in-process baseline.
+        "malloc": os.environ.get("GLIBC_TUNABLES") or "glibc defaults",
+        "thp": _thp_mode(),
         "load_start": load(),
         "busiest_at_start": busiest_processes(),
     }

@@ -150,6 +150,8 @@ def markdown(result: dict[str, Any], figures: list[Figure]) -> str:
         f"kernel {m['kernel']}; load average at start {m['load_start']}, at end {m['load_end']}"
         f", 1-minute load at each phase {m.get('load_during', 'n/a')} (2 CPUs: above 2 means "
         "other work shared the cores)",
+        f"- Memory: malloc {m.get('malloc', 'n/a')} for every engine (node, in-process hnswlib, "
+        f"Chroma); transparent huge pages {m.get('thp', 'n/a')}",
         f"- Pinning: {result['pinning']['text']}",
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in result["versions"].items()),
         "",
