@@ -9,23 +9,43 @@ from __future__ import annotations
 
 from typing import Any
 
+from dvecdb_operator.quantity import InvalidQuantityError, parse_quantity
 
-def contains(actual: Any, desired: Any) -> bool:
+# Maps whose values are resource quantities, which the API server stores in canonical form
+# (`2` as "2", "1.5" as "1500m", "1024Mi" as "1Gi"): compared by value, not by text.
+QUANTITY_MAPS = frozenset({"limits", "requests"})
+
+
+def contains(actual: Any, desired: Any, *, quantities: bool = False) -> bool:
     """True when every field in `desired` is present with the same value in `actual`."""
     if isinstance(desired, dict):
         if not isinstance(actual, dict):
             return False
         # A None in `desired` means "absent" (a merge patch deletes the key).
-        return all(contains(actual[k], v) if k in actual else v is None for k, v in desired.items())
+        return all(
+            contains(actual[k], v, quantities=quantities or k in QUANTITY_MAPS)
+            if k in actual
+            else v is None
+            for k, v in desired.items()
+        )
     if isinstance(desired, list):
         if not isinstance(actual, list) or len(actual) != len(desired):
             return False
         return all(contains(a, d) for a, d in zip(actual, desired, strict=True))
     if isinstance(desired, bool) or isinstance(actual, bool):
         return actual is desired
+    if quantities and actual != desired:
+        return _same_quantity(actual, desired)
     if isinstance(desired, int | float) and isinstance(actual, int | float):
         return float(actual) == float(desired)
     return bool(actual == desired)
+
+
+def _same_quantity(actual: Any, desired: Any) -> bool:
+    try:
+        return parse_quantity(actual) == parse_quantity(desired)
+    except InvalidQuantityError:
+        return False
 
 
 def drifted(actual: dict[str, Any] | None, desired: dict[str, Any]) -> bool:

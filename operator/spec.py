@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from dvecdb_operator.quantity import InvalidQuantityError, parse_quantity
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
 STORAGE_SIZE_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"
@@ -69,6 +70,31 @@ class ClusterSpec(_Model):
     pod_disruption_budget: bool = True
     monitoring: MonitoringSpec = MonitoringSpec()
     auth: AuthSpec = AuthSpec()
+
+    @field_validator("resources")
+    @classmethod
+    def _quantities(cls, resources: dict[str, Any]) -> dict[str, Any]:
+        """Every limit and request must be a quantity Kubernetes accepts, and not negative.
+
+        The CRD admits any string there, and the API server would only refuse it when the
+        StatefulSet is applied, on every reconcile; refused here, the spec fails like any other
+        invalid field (a permanent handler error and `phase: Failed` with the message), and the
+        builders may read the values, e.g. the CPU limit that sets the node's search threads.
+        """
+        for kind in ("limits", "requests"):
+            amounts = resources.get(kind)
+            if amounts is None:
+                continue
+            if not isinstance(amounts, dict):
+                raise ValueError(f"{kind} must be a mapping of resource names to quantities")
+            for name, amount in amounts.items():
+                try:
+                    negative = parse_quantity(amount) < 0
+                except InvalidQuantityError as exc:
+                    raise ValueError(f"{kind}.{name}: {exc}") from exc
+                if negative:
+                    raise ValueError(f"{kind}.{name}: {amount!r} is negative")
+        return resources
 
 
 class InvalidSpecError(ValueError):

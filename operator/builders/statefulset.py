@@ -11,18 +11,23 @@ from typing import Any
 
 from dvecdb_operator import constants as c
 from dvecdb_operator.builders.common import ClusterRef, metadata, selector_labels
+from dvecdb_operator.builders.cpus import search_threads
 from dvecdb_operator.spec import ClusterSpec
 
 RUN_AS_USER = 10001
 
 
 def node_env(spec: ClusterSpec, token_secret: str) -> list[dict[str, Any]]:
-    """The node's settings: every flag has a `DVECDB_` environment variable."""
+    """The node's settings: every flag has a `DVECDB_` environment variable.
+
+    `DVECDB_SEARCH_THREADS` comes last and only with a CPU limit, so that the pod template of a
+    cluster without one stays as it was and no member restarts for it.
+    """
 
     def field(path: str) -> dict[str, Any]:
         return {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}
 
-    return [
+    env: list[dict[str, Any]] = [
         {"name": "POD_NAME", "valueFrom": field("metadata.name")},
         {"name": "POD_NAMESPACE", "valueFrom": field("metadata.namespace")},
         {"name": "POD_IP", "valueFrom": field("status.podIP")},
@@ -38,6 +43,10 @@ def node_env(spec: ClusterSpec, token_secret: str) -> list[dict[str, Any]]:
             "valueFrom": {"secretKeyRef": {"name": token_secret, "key": c.TOKEN_KEY}},
         },
     ]
+    threads = search_threads(spec.resources)
+    if threads is not None:
+        env.append({"name": "DVECDB_SEARCH_THREADS", "value": str(threads)})
+    return env
 
 
 def _probe(path: str, *, period: int, timeout: int, failures: int) -> dict[str, Any]:

@@ -80,3 +80,26 @@ def test_removed_label_or_owner_is_drift() -> None:
 )
 def test_contains(actual: object, desired: object, expected: bool) -> None:
     assert contains(actual, desired) is expected
+
+
+@pytest.mark.parametrize(
+    ("live_amounts", "expected"),
+    [
+        ({"cpu": "1500m", "memory": "1Gi"}, False),  # the API server's canonical forms
+        ({"cpu": "1.5", "memory": "1024Mi"}, False),  # as asked
+        ({"cpu": "2", "memory": "1Gi"}, True),  # a real change
+        ({"cpu": "1500m", "memory": "1G"}, True),  # 1G is not 1Gi
+        ({"cpu": "lots", "memory": "1Gi"}, True),  # unreadable: re-apply ours
+    ],
+)
+def test_resource_quantities_compare_by_value(live_amounts: dict[str, str], expected: bool) -> None:
+    """Stored quantities are canonicalised (2 -> "2", "1.5" -> "1500m"); that is not drift,
+    or every reconcile would patch the StatefulSet again."""
+    desired = {"limits": {"cpu": 1.5, "memory": "1024Mi"}}
+    live = {"limits": live_amounts, "claims": []}
+    assert (not contains(live, desired)) is expected
+
+
+def test_quantity_text_elsewhere_still_compares_as_text() -> None:
+    assert not contains({"image": "db:1.50"}, {"image": "db:1.5"})
+    assert not contains({"labels": {"v": "1500m"}}, {"labels": {"v": "1.5"}})
