@@ -110,6 +110,8 @@ def test_examples_validate_against_crd_and_model(path: Path) -> None:
         {"antiAffinity": "maybe"},
         {"failover": {"detectionSeconds": 0}},
         {"monitoring": {"interval": "soon"}},
+        {"resources": {"limits": {"cpu": "2 cores"}}},
+        {"resources": {"requests": {"memory": "lots"}}},
     ],
 )
 def test_invalid_specs_are_refused_by_crd_and_model(bad: dict[str, Any]) -> None:
