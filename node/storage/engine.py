@@ -207,8 +207,8 @@ class Engine:
         self._io_pool = ThreadPoolExecutor(2, thread_name_prefix="dvec-io")
         # Cores one search may spread over: a batch's rows are searched on this many threads.
         self.search_parts = max(1, min(self.options.search_threads, detect_cpus()))
-        # At most one pooled search per core: two 100-query batches time-slicing one core cost
-        # 5-10% more CPU per query than the same two run one after the other.
+        # At most one pooled search per core: two 100-query batches time-slicing one core evict
+        # each other's cache lines (about 5% more CPU per query measured, on a noisy VM).
         self._search_pool = ThreadPoolExecutor(self.search_parts, thread_name_prefix="dvec-search")
         self._pooled = 0  # searches submitted to the pool and not yet answered (loop thread)
         self._splitter = Splitter(self.search_parts)
