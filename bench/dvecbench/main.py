@@ -101,34 +101,65 @@ def _cpu_list(cpus: frozenset[int] | None) -> str:
 
 
 class Baseline:
-    """In-process hnswlib numbers, measured on the server's CPUs."""
+    """In-process hnswlib numbers, measured on the server's CPUs.
+
+    The search figures are measured by :meth:`measure_search` right before d-vecDB's, and
+    measured again by :meth:`check_drift` right after: this VM's speed drifts by 10-20% over
+    minutes, so a ratio compares figures taken close together, and the report shows how far
+    the in-process figure moved while d-vecDB's were taken.
+    """
 
     def __init__(self, cfg: config.Config, ds: Dataset, say: Progress) -> None:
+        self.cfg, self.ds, self.say = cfg, ds, say
         threads = cfg.server_threads
         with inprocess.pinned(cfg.server_cpus):
             say(f"hnswlib add_items of {ds.size:,} vectors with {threads} thread(s)")
             self.build = inprocess.build(ds, cfg.hnsw, threads=threads)
             say(f"  {self.build.rate:,.0f} vectors/s")
-            self.single = inprocess.single(self.build.index, ds, cfg.hnsw, seconds=cfg.seconds)
-            lat = self.single.latency
-            assert lat is not None
-            say(
-                f"  1 thread, 1 query per call: {self.single.qps:,.0f} QPS, p50 {lat.p50:.3f} ms, "
-                f"p99 {lat.p99:.3f} ms, recall {self.single.recall:.4f}"
-            )
-            self.batched = inprocess.batched(
-                self.build.index,
-                ds,
-                cfg.hnsw,
-                threads=threads,
-                batch=cfg.batch,
-                seconds=cfg.seconds,
-            )
-            say(f"  batched ({cfg.batch}/call, {threads} thread(s)): {self.batched.qps:,.0f} QPS")
             self.load_seconds = restart.hnswlib_load_seconds(
                 self.build.index, space=ds.metric, dim=ds.dimension, ef=cfg.hnsw.ef_search
             )
             say(f"  load_index: {self.load_seconds:.3f} s")
+        self.single, self.batched = self._search_figures()
+        self.after: tuple[float, float] | None = None  # (single, batched) QPS after d-vecDB's
+
+    def _search_figures(self) -> tuple[inprocess.SearchResult, inprocess.SearchResult]:
+        cfg, ds, say = self.cfg, self.ds, self.say
+        index, threads = self.build.index, cfg.server_threads
+        with inprocess.pinned(cfg.server_cpus):
+            single = inprocess.single(index, ds, cfg.hnsw, seconds=cfg.seconds)
+            lat = single.latency
+            assert lat is not None
+            say(
+                f"  hnswlib 1 thread, 1 query per call: {single.qps:,.0f} QPS, p50 {lat.p50:.3f}"
+                f" ms, p99 {lat.p99:.3f} ms, recall {single.recall:.4f}"
+            )
+            batched = inprocess.batched(
+                index, ds, cfg.hnsw, threads=threads, batch=cfg.batch, seconds=cfg.seconds
+            )
+            say(f"  hnswlib {cfg.batch}/call, {threads} thread(s): {batched.qps:,.0f} QPS")
+        return single, batched
+
+    def measure_search(self) -> None:
+        """The search figures the ratios use, taken just before d-vecDB's searches."""
+        self.say("in-process hnswlib search, just before d-vecDB's")
+        self.single, self.batched = self._search_figures()
+
+    def check_drift(self) -> None:
+        """The same figures again just after d-vecDB's searches, for the report's drift note."""
+        self.say("in-process hnswlib search again, just after d-vecDB's")
+        single, batched = self._search_figures()
+        self.after = (single.qps, batched.qps)
+
+    def drift_note(self) -> str:
+        if self.after is None:
+            return ""
+        single, batched = self.after
+        return (
+            f"; measured again right after d-vecDB's searches: {single:,.0f} QPS "
+            f"({single / self.single.qps - 1:+.0%}), batched {batched:,.0f} QPS "
+            f"({batched / self.batched.qps - 1:+.0%})"
+        )
 
 
 class NodeRun:
@@ -592,7 +623,7 @@ def core_figures(
         _latency_side(s1),
         hn_single,
         _latency_side(c["single_1"]) if "single_1" in c else None,
-        note="hnswlib: one knn_query per query on 1 thread",
+        note="hnswlib: one knn_query per query on 1 thread" + base.drift_note(),
     )
     f1.targets.append(
         Target(
@@ -890,7 +921,9 @@ def run(cfg: config.Config) -> Path:
             node = NodeRun(cfg, ds, procs, say, profile=cfg.profile)
             node.start()
             node.run_ingest()
+            base.measure_search()
             node.run_search(phases)
+            base.check_drift()
             if cfg.replication:
                 assert node.ingest is not None
                 node.run_replication(node.ingest.rate)
@@ -960,7 +993,9 @@ def text_figures(
     tnode = NodeRun(cfg, tds, procs, say, tag="-text")
     tnode.start()
     tnode.run_ingest()
+    tbase.measure_search()
     tnode.run_search(phases)
+    tbase.check_drift()
     procs.stop("node")
     table = core_figures(cfg, tbase, tnode, None, key_prefix="text_", label_prefix="[text set] ")
     return table, tds.description

@@ -70,6 +70,13 @@ def table(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return data
 
 
+def test_in_process_drift_around_the_node_searches_is_reported(table: dict[str, Any]) -> None:
+    """The in-process figures are taken right before d-vecDB's searches and again right after;
+    the report says how far they moved."""
+    note = _figures(table)["search_1_client"]["note"]
+    assert "measured again right after d-vecDB's searches" in note and "%" in note
+
+
 def _figures(table: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {f["key"]: f for f in table["figures"]}
 
@@ -124,6 +131,7 @@ def test_ratios_and_targets_are_consistent(table: dict[str, Any]) -> None:
 def test_machine_and_versions_are_recorded(table: dict[str, Any]) -> None:
     assert table["machine"]["nproc"] >= 1
     assert table["machine"]["cpu_model"]
+    assert table["machine"]["malloc"] and table["machine"]["thp"]
     for name in ("python", "hnswlib", "dvecdb", "wrk"):
         assert table["versions"][name]
 
