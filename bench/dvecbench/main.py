@@ -1,10 +1,11 @@
 """`make bench`: every figure of issue 6 in one run, each beside its in-process baseline.
 
-Order: data and exact ground truth; the in-process hnswlib baseline (pinned like the server);
-the bare aiohttp floor; the transport alone (canned answers, no search); d-vecDB ingest and
-searches, replication with a follower, restarts, then the 8-client search with server and wrk
-sharing the CPUs; Chroma on the same data; then the real-text set. Every process is started
-through one `Processes` owner that kills them all on the way out, whatever happens.
+Order: data and exact ground truth; the in-process hnswlib baseline (pinned like the server;
+its search figures are taken right before d-vecDB's searches); the bare aiohttp floor; the
+transport alone (canned answers, no search); d-vecDB ingest and searches, replication with a
+follower, restarts, then the 8-client search with server and wrk sharing the CPUs; Chroma on
+the same data; then the real-text set. Every process is started through one `Processes` owner
+that kills them all on the way out, whatever happens.
 """
 
 from __future__ import annotations
@@ -120,7 +121,10 @@ class Baseline:
                 self.build.index, space=ds.metric, dim=ds.dimension, ef=cfg.hnsw.ef_search
             )
             say(f"  load_index: {self.load_seconds:.3f} s")
-        self.single, self.batched = self._search_figures()
+        # Set by measure_search, right before d-vecDB's searches: a figure taken here, minutes
+        # earlier, would only be replaced.
+        self.single: inprocess.SearchResult
+        self.batched: inprocess.SearchResult
         self.after: tuple[float, float] | None = None  # (single, batched) QPS after d-vecDB's
 
     def _search_figures(self) -> tuple[inprocess.SearchResult, inprocess.SearchResult]:
