@@ -1,11 +1,12 @@
 """The Python client of a d-vecDB node (async, with a small blocking wrapper).
 
-``NodeClient`` speaks the node's HTTP API: admin (``promote``/``follow``/``fence`` with the
-cluster token), status, and the data API. It follows ``not_leader`` answers to the leader they
-name (writes and ``strong``/``quorum`` reads only go to a leader), retries idempotent calls
-(reads, upserts and deletes by id) on connection failures and 503s, and remembers the
-highest write ``seq`` it was given so that ``search(..., consistency="min_seq")`` reads its
-own writes on any member.
+``NodeClient`` speaks the node's HTTP API: admin (``promote``/``follow``/``fence``/``confirm``
+with the cluster token), status, and the data API. It follows ``not_leader`` answers to the
+leader they name (writes and ``strong``/``quorum`` reads only go to a leader), retries
+idempotent calls (reads, upserts and deletes by id) on connection failures and 503s, and
+remembers the highest write token (``seq`` and ``epoch``) it was given so that
+``search(..., consistency="min_seq")`` reads its own writes on any member (or gets 409
+``stale`` where that write was lost).
 
 Errors raise :class:`NodeError` (``status``, ``code``, ``message``, ``body``);
 :class:`NotLeader` carries ``leader``. ``SyncNodeClient`` runs the same calls on a private
@@ -95,6 +96,7 @@ class NodeClient:
         self.retry_delay = retry_delay
         self.follow_leader = follow_leader
         self.last_write_seq = 0
+        self.last_write_epoch: int | None = None
         self._session = session
         self._own_session = session is None
 
@@ -179,9 +181,10 @@ class NodeClient:
             await asyncio.sleep(self.retry_delay * (2 ** (attempt - 1)))
 
     def _wrote(self, result: Json) -> Json:
-        seq = result.get("seq")
+        seq, epoch = result.get("seq"), result.get("epoch")
         if isinstance(seq, int) and seq > self.last_write_seq:
             self.last_write_seq = seq
+            self.last_write_epoch = epoch if isinstance(epoch, int) else None
         return result
 
     # ------------------------------------------------------------ operations
@@ -224,6 +227,12 @@ class NodeClient:
     async def fence(self, epoch: int) -> Json:
         body = {"epoch": epoch}
         return await self.request("POST", "/v1/admin/fence", json=body, admin=True)  # type: ignore[no-any-return]
+
+    async def confirm(self, epoch: int) -> Json:
+        """Renew the leader's operator lease at ``epoch`` (409 ``stale_epoch`` or
+        ``not_leader`` when the member does not lead at exactly that epoch)."""
+        body = {"epoch": epoch}
+        return await self.request("POST", "/v1/admin/confirm", json=body, admin=True)  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------ collections
     async def create_collection(
@@ -342,8 +351,10 @@ class NodeClient:
         include_metadata: bool = False,
         consistency: str | None = None,
         min_seq: int | None = None,
+        min_epoch: int | None = None,
     ) -> Json:
-        """k-NN search; ``consistency="min_seq"`` without ``min_seq`` uses the last write's."""
+        """k-NN search; ``consistency="min_seq"`` without ``min_seq`` uses the last write's
+        token (seq and epoch)."""
         body: Json = {"k": k, "include_metadata": include_metadata}
         if vector is not None:
             body["vector"] = np.asarray(vector, dtype=np.float32).tolist()
@@ -354,12 +365,16 @@ class NodeClient:
         if filter:
             body["filter"] = dict(filter)
         if consistency == "min_seq":
-            min_seq = self.last_write_seq if min_seq is None else min_seq
+            if min_seq is None:
+                min_seq = self.last_write_seq
+                min_epoch = self.last_write_epoch if min_epoch is None else min_epoch
             consistency = None
         if consistency:
             body["consistency"] = consistency
         if min_seq is not None:
             body["min_seq"] = min_seq
+        if min_epoch is not None:
+            body["min_epoch"] = min_epoch
         # strong and quorum reads are served by the leader only: route them like writes.
         at_leader = body.get("consistency") in ("strong", "quorum")
         return await self.request(  # type: ignore[no-any-return]
