@@ -1,7 +1,9 @@
 """The leader's record of its followers: durable and applied positions, liveness, ack waits.
 
 Positions come from the follower's acks (``received_seq`` is durable on the follower) and
-from the point a stream starts at (the follower proved it holds that prefix). Writers wait
+from the point a stream starts at (the follower proved it holds that prefix). A snapshot
+request only pins the log for retention (``pinned_seq``): the follower holds nothing of it
+yet, so it counts for no acknowledgement until it streams. Writers wait
 here until enough followers cover their seq; a leader that loses its epoch fails every
 waiter at once.
 """
@@ -23,6 +25,8 @@ class FollowerInfo:
     received_seq: int = 0
     applied_seq: int = 0
     streams: int = 0
+    # The seq of a snapshot being installed: the log after it is kept, nothing is acked.
+    pinned_seq: int | None = None
     last_contact: float = field(default_factory=time.monotonic)
 
 
@@ -69,6 +73,7 @@ class FollowerTracker:
         if url:
             entry.url = url
         # The follower may have rewound (truncation or snapshot): its position is now exact.
+        entry.pinned_seq = None
         entry.received_seq = position
         entry.applied_seq = min(entry.applied_seq, position)
         self._notify()
@@ -80,10 +85,11 @@ class FollowerTracker:
             entry.last_contact = self._clock()
 
     def pin(self, node_id: str, position: int) -> None:
-        """Keep the log after ``position`` for a follower installing a snapshot at it."""
-        entry = self._entry(node_id)
-        entry.received_seq = position
-        entry.applied_seq = min(entry.applied_seq, position)
+        """Keep the log after ``position`` for a follower installing a snapshot at it.
+
+        Not an acknowledgement: ``received_seq`` stays what the follower proved it holds.
+        """
+        self._entry(node_id).pinned_seq = position
 
     def acked(self, node_id: str, received_seq: int, applied_seq: int) -> None:
         entry = self._entry(node_id)
@@ -95,7 +101,7 @@ class FollowerTracker:
         """Lowest seq a live or recently seen follower still needs (the engine keeps it)."""
         now = self._clock()
         needed = [
-            f.received_seq
+            f.received_seq if f.pinned_seq is None else f.pinned_seq
             for f in self._followers.values()
             if f.streams > 0 or now - f.last_contact <= self.retention_seconds
         ]

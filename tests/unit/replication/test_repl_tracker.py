@@ -80,3 +80,25 @@ def test_backoff_grows_to_its_cap_and_resets() -> None:
     assert max(delays[5:]) > 0.4
     backoff.reset()
     assert backoff.next() <= 0.1
+
+
+async def test_a_snapshot_pin_keeps_the_log_but_is_no_acknowledgement() -> None:
+    # A follower asking for a snapshot holds nothing yet: it must not count for ack=one/quorum.
+    tracker = FollowerTracker(retention_seconds=10)
+    tracker.pin("new", 40)
+    assert tracker.count_acked(1) == 0
+    assert await tracker.wait_acked(1, 1, within=0.01) is False
+    assert tracker.retention_floor() == 40
+    entry = tracker.get("new")
+    assert entry is not None and entry.received_seq == 0
+    # Once it streams from after the snapshot, its position is exact and counts.
+    tracker.stream_opened("new", None, 40)
+    assert tracker.count_acked(40) == 1 and tracker.retention_floor() == 40
+
+
+def test_a_pin_does_not_lower_a_streaming_followers_durable_position() -> None:
+    tracker = FollowerTracker(retention_seconds=10)
+    tracker.acked("a", 30, 30)
+    tracker.pin("a", 25)
+    assert tracker.count_acked(30) == 1
+    assert tracker.retention_floor() == 25
