@@ -165,10 +165,15 @@ _SCHEMAS: dict[str, Any] = {
         "properties": {
             "node_id": {"type": "string"},
             "role": {"type": "string", "enum": ["leader", "follower", "standby"]},
-            "epoch": {"type": "integer"},
-            "last_seq": {"type": "integer"},
+            "epoch": {"type": "integer", "description": "Highest epoch this member has seen"},
+            "last_epoch": {"type": "integer", "description": "Epoch of the last log record"},
+            "last_seq": {"type": "integer", "description": "Seq of the last log record"},
+            "received_seq": {
+                "type": "integer",
+                "description": "Log end held durably (the failover compares positions)",
+            },
             "applied_seq": {"type": "integer"},
-            "durable_seq": {"type": "integer"},
+            "durable_seq": {"type": "integer", "description": "Same as received_seq"},
             "leader": {"type": "string", "nullable": True},
             "followers": {"type": "array", "items": {"type": "object"}},
         },

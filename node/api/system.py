@@ -41,13 +41,20 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 def status_body(app: web.Application) -> dict[str, Any]:
+    """The member's role and log positions (also the answer of every admin command).
+
+    The operator picks among fenced members by (``last_epoch``, ``last_seq``), then
+    ``applied_seq``; ``received_seq`` is the log end this member holds durably.
+    """
     engine, role = app[ENGINE], app[ROLE]
     body: dict[str, Any] = {
         "node_id": role.node_id,
         "role": role.role,
         "epoch": role.epoch,
         "ready": engine.ready,
+        "last_epoch": engine.last_epoch,
         "last_seq": engine.last_seq,
+        "received_seq": engine.durable_seq,
         "applied_seq": engine.applied_seq,
         "durable_seq": engine.durable_seq,
         "checkpoint_seq": engine.checkpoint_seq,

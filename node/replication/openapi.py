@@ -33,7 +33,11 @@ def _admin(summary: str, required: list[str], props: dict[str, Any]) -> dict[str
                 **_json({"type": "object", "required": required, "properties": props}),
             },
             "responses": {
-                "200": {"description": "The node's status after the change", **_json({})},
+                "200": {
+                    "description": "The node's status after the change, with its log positions "
+                    "(role, epoch, last_epoch, last_seq, received_seq, applied_seq)",
+                    **_json({"$ref": "#/components/schemas/Status"}),
+                },
                 **_errors("409", "503"),
             },
         }
