@@ -14,6 +14,8 @@ class NodeError(Exception):
 
     status = 400
     code = "bad_request"
+    # Seconds a client should wait before retrying (sent as ``Retry-After``), if any.
+    retry_after: int | None = None
 
     def __init__(self, message: str, *, code: str | None = None, **extra: Any) -> None:
         super().__init__(message)
@@ -56,6 +58,13 @@ class Forbidden(NodeError):
 class NotReady(NodeError):
     status = 503
     code = "not_ready"
+
+
+class Recovering(NotReady):
+    """The store is still loading: any answer about data now would be wrong, not empty."""
+
+    code = "recovering"
+    retry_after = 1
 
 
 class NotLeader(Conflict):

@@ -57,6 +57,8 @@ def node_error_parts(exc: NodeError) -> tuple[bytes, dict[str, str]]:
     headers: dict[str, str] = {}
     if isinstance(exc, NotLeader) and exc.leader:
         headers["X-DVec-Leader"] = exc.leader
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(exc.retry_after)
     body = error_body(exc.code, exc.message, **exc.extra)
     return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), headers
 

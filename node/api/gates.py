@@ -1,30 +1,72 @@
-"""The read gate: data reads answer 503 while any registered check refuses them.
+"""The data gates: what the data API (``/v1/collections...``) answers before any handler.
 
-Replication registers a check (a follower still reconciling its log with its leader must
-not serve rows its leader may truncate); the aiohttp middleware and the fast lane both ask.
+1. Serving: until recovery is done every data call answers 503 ``recovering`` (with
+   ``Retry-After``): an empty list, a 404 or a 409 then would be a wrong fact a client or a
+   router acts on. A store that failed (a corrupt log, an fsync error) answers 503
+   ``storage_error`` naming it.
+2. Reads: registered checks may refuse data reads (replication adds one: a member whose log
+   may hold records no leader acknowledged serves nothing).
+
+The aiohttp middleware and the fast lane both ask, through :func:`check_reads` for searches.
+Every check is a few attribute reads: it runs once per search.
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 from dvecdb_node.api.errors import Handler
-from dvecdb_node.api.keys import READ_GATES
+from dvecdb_node.api.keys import ENGINE, READ_GATES, RECOVERED, RECOVERY_ERROR
+from dvecdb_node.errors import NotReady, Recovering
 
 _DATA_PREFIX = "/v1/collections"
+
+
+def is_data(path: str) -> bool:
+    return path.startswith(_DATA_PREFIX)
 
 
 def is_data_read(method: str, path: str) -> bool:
     return path.startswith(_DATA_PREFIX) and (method == "GET" or path.endswith("/search"))
 
 
+def storage_error(app: web.Application) -> str | None:
+    """Why the store cannot serve (after recovery), or None."""
+    failure = app[RECOVERY_ERROR]
+    if failure:
+        return failure[0]
+    error: str | None = getattr(app[ENGINE], "storage_error", None)
+    return error
+
+
+def check_serving(app: web.Application) -> None:
+    """Raise 503 unless the store is recovered and healthy."""
+    engine = app[ENGINE]
+    if engine.ready:
+        error: str | None = getattr(engine, "storage_error", None)
+        if error:
+            raise NotReady(f"the store failed: {error}", code="storage_error")
+        return
+    if not app[RECOVERED].is_set():
+        raise Recovering("the node is still recovering its store")
+    error = storage_error(app)
+    if error:
+        raise NotReady(f"the store failed: {error}", code="storage_error")
+    raise NotReady("the node is shutting down", code="shutting_down")
+
+
 def check_reads(app: web.Application) -> None:
-    """Raise the first registered refusal, if any."""
+    """Raise the first refusal of a data read, if any."""
+    check_serving(app)
     for gate in app[READ_GATES]:
         gate()
 
 
 @web.middleware
 async def read_gate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if is_data_read(request.method, request.path):
-        check_reads(request.app)
+    path = request.path
+    if path.startswith(_DATA_PREFIX):
+        if request.method == "GET" or path.endswith("/search"):
+            check_reads(request.app)
+        else:
+            check_serving(request.app)
     return await handler(request)

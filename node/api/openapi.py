@@ -39,6 +39,12 @@ _ERRORS = {
     "404": {"description": "Unknown collection or id", **_json(_ref("Error"))},
     "409": {"description": "Conflict, not_leader or stale", **_json(_ref("Error"))},
     "413": {"description": "Body or batch too large", **_json(_ref("Error"))},
+    "503": {
+        "description": "recovering (with Retry-After: the store is still loading), "
+        "storage_error (a corrupt log or a failed fsync, named), or a refused read or write "
+        "(see the error code)",
+        **_json(_ref("Error")),
+    },
 }
 _NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
 _ACK = {
@@ -174,6 +180,11 @@ _SCHEMAS: dict[str, Any] = {
             },
             "applied_seq": {"type": "integer"},
             "durable_seq": {"type": "integer", "description": "Same as received_seq"},
+            "storage_error": {
+                "type": "string",
+                "nullable": True,
+                "description": "Why the store cannot serve (corrupt log, failed fsync)",
+            },
             "leader": {"type": "string", "nullable": True},
             "followers": {"type": "array", "items": {"type": "object"}},
         },

@@ -6,6 +6,7 @@ from typing import Any
 
 from aiohttp import web
 from dvecdb_node.api.errors import error_response, json_response
+from dvecdb_node.api.gates import storage_error
 from dvecdb_node.api.keys import (
     ENGINE,
     HOOKS,
@@ -32,6 +33,9 @@ async def healthz(request: web.Request) -> web.Response:
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
+    error = storage_error(request.app)
+    if error:
+        return error_response(503, "storage_error", f"the store failed: {error}")
     if not engine.ready:
         return error_response(503, "not_ready", "recovering")
     reason = request.app[HOOKS].not_ready_reason()
@@ -62,6 +66,7 @@ def status_body(app: web.Application) -> dict[str, Any]:
         "leader": None if role.is_leader else role.leader_url,
         "url": app[SETTINGS].self_url,
         "fsync": app[SETTINGS].fsync.value,
+        "storage_error": storage_error(app),
     }
     if role.is_leader:
         body["leader"] = app[SETTINGS].self_url

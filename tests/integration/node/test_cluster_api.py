@@ -4,6 +4,7 @@ gate, and honest answers while recovering."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -12,9 +13,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from dvecdb_node.api.app import create_app
-from dvecdb_node.api.keys import RECOVERED
+from dvecdb_node.api.keys import ENGINE, RECOVERED
 from dvecdb_node.replication.install import install
 from dvecdb_node.settings import NodeSettings
+from dvecdb_node.storage.engine import Engine
 
 pytestmark = pytest.mark.integration
 
@@ -67,3 +69,70 @@ async def test_status_and_admin_answers_carry_log_positions(
         3,
         1,
     )
+
+
+class _SlowRecovery(Engine):
+    """An engine whose recovery waits until the test lets it finish."""
+
+    release: asyncio.Event
+
+    async def recover(self) -> None:
+        await self.release.wait()
+        await super().recover()
+
+
+async def test_a_recovering_node_answers_503_recovering_not_wrong_facts(
+    aiohttp_client: ClientFactory, tmp_path: Path
+) -> None:
+    settings = NodeSettings(data_dir=tmp_path, standalone=True)
+    first = create_app(settings)
+    client = await aiohttp_client(first)
+    await first[RECOVERED].wait()
+    created = await client.post("/v1/collections", json={"name": "c", "dimension": 2})
+    assert created.status == 201
+    await client.close()
+
+    engine = _SlowRecovery(tmp_path, settings.engine_options())
+    engine.release = asyncio.Event()
+    again = await aiohttp_client(create_app(settings, engine=engine))
+    calls = [
+        again.get("/v1/collections"),
+        again.get("/v1/collections/c"),
+        again.get("/v1/collections/c/vectors/a"),
+        again.post("/v1/collections/c/search", json={"vector": [0, 0]}),
+        again.post("/v1/collections", json={"name": "d", "dimension": 2}),
+        again.put("/v1/collections/c/vectors", json={"vectors": [{"id": "a", "vector": [1, 1]}]}),
+        again.delete("/v1/collections/c"),
+    ]
+    for call in calls:
+        resp = await call
+        assert resp.status == 503, await resp.text()
+        assert (await resp.json())["error"]["code"] == "recovering"
+        assert resp.headers["Retry-After"] == "1"
+    assert (await again.get("/readyz")).status == 503
+    engine.release.set()
+    await again.app[RECOVERED].wait()
+    listed = await (await again.get("/v1/collections")).json()
+    assert [c["name"] for c in listed["collections"]] == ["c"]
+
+
+async def test_a_storage_error_is_named_by_readyz_status_and_data_calls(
+    make_member: Callable[..., Any],
+) -> None:
+    member: Client = await make_member(standalone=True)
+    assert (await member.get("/readyz")).status == 200
+    # What the engine reports after an fsync failure or a corrupt log.
+    member.app[ENGINE].storage_error = "fsync of wal/00000001.seg failed: EIO"  # type: ignore[misc]
+    ready = await member.get("/readyz")
+    assert ready.status == 503
+    assert "EIO" in (await ready.json())["error"]["message"]
+    status = await (await member.get("/v1/status")).json()
+    assert "EIO" in status["storage_error"]
+    for call in (
+        member.get("/v1/collections"),
+        member.post("/v1/collections", json={"name": "d", "dimension": 2}),
+    ):
+        resp = await call
+        body = await resp.json()
+        assert resp.status == 503 and body["error"]["code"] == "storage_error"
+        assert "EIO" in body["error"]["message"]
