@@ -1,0 +1,176 @@
+"""The one place that knows how the operator's monitoring pass is built and driven.
+
+Kubernetes is the operator's in-memory ``FakeKube`` (pods point at the nodes' namespace
+addresses); the pass is the operator's real one, ticking every ``interval`` in a task, as the
+kopf daemon runs it. A restart cancels that task and builds a fresh instance: whatever the pass
+kept in memory is gone, only the cluster object (its status) survives, as with a new operator
+pod. When the failover pass is rebuilt, only ``_new_pass`` changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from dvecdb_operator import constants as c
+from dvecdb_operator import kube as kube_api
+from dvecdb_operator.members import Members, client_factory
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "operator"))
+from operator_fakes import FakeKube
+
+log = logging.getLogger("faults.operator")
+
+NAMESPACE = "ns"
+NAME = "db"
+
+
+def _new_pass(kube: FakeKube, members: Members) -> Callable[[], Awaitable[Any]]:
+    """Today's pass: ``ClusterMonitor.tick`` (the operator helper is replacing it)."""
+    from dvecdb_operator.monitor import ClusterMonitor, MonitorSettings
+
+    monitor = ClusterMonitor(
+        kube,  # type: ignore[arg-type]
+        members,
+        namespace=NAMESPACE,
+        name=NAME,
+        settings=MonitorSettings(
+            interval=0.1,
+            catchup_timeout=2.0,
+            catchup_poll=0.05,
+            fenced_catchup_timeout=1.0,
+            promote_retry_first=0.3,
+            promote_retry_cap=1.0,
+        ),
+    )
+    return monitor.tick
+
+
+class OperatorDriver:
+    """FakeKube + the real pass in a task; ``restart`` loses its memory, not the status."""
+
+    def __init__(
+        self,
+        *,
+        pods: list[tuple[str, str, int]],
+        token: str,
+        detection_seconds: int = 1,
+        lease_seconds: float = 0.5,
+        interval: float = 0.1,
+        member_timeout: float = 0.5,
+    ) -> None:
+        self.kube = FakeKube(
+            {
+                "apiVersion": c.API_VERSION,
+                "kind": c.KIND,
+                "metadata": {"name": NAME, "namespace": NAMESPACE},
+                "spec": {
+                    "replicas": len(pods),
+                    "failover": {
+                        "detectionSeconds": detection_seconds,
+                        "leaseSeconds": lease_seconds,
+                    },
+                },
+            }
+        )
+        self.kube.objects[("StatefulSet", NAME)] = {"status": {"updateRevision": "r1"}}
+        for name, ip, port in pods:
+            self.kube.add_pod(name, ip)
+            self.kube.pods[name]["spec"] = {
+                "containers": [{"name": "node", "ports": [{"name": "http", "containerPort": port}]}]
+            }
+            self.kube.pods[name]["status"]["containerStatuses"] = [
+                {"name": "node", "restartCount": 0, "ready": True, "state": {"running": {}}}
+            ]
+        self.token = token
+        self.interval = interval
+        self.member_timeout = member_timeout
+        self.events: list[tuple[str, str]] = []
+        self.errors = 0
+        self.restarts = 0
+        self._task: asyncio.Task[None] | None = None
+        self._members: Members | None = None
+        self._patch = contextlib.ExitStack()
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        original = kube_api.post_event
+        if not self._patch._exit_callbacks:  # type: ignore[attr-defined]
+            kube_api.post_event = self._record_event  # type: ignore[assignment]
+            self._patch.callback(setattr, kube_api, "post_event", original)
+        self._members = Members(client_factory(token=self.token, timeout=self.member_timeout))
+        tick = _new_pass(self.kube, self._members)
+        self._task = asyncio.create_task(self._loop(tick))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+        if self._members is not None:
+            with contextlib.suppress(Exception):
+                await self._members.close()
+            self._members = None
+
+    async def restart(self) -> None:
+        """A new operator process: cancel the pass mid-step, build a fresh one."""
+        await self.stop()
+        self.restarts += 1
+        self.start()
+
+    async def close(self) -> None:
+        await self.stop()
+        self._patch.close()
+
+    async def _loop(self, tick: Callable[[], Awaitable[Any]]) -> None:
+        while True:
+            try:
+                await tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the daemon logs and goes on, so does this loop
+                self.errors += 1
+                log.debug("pass failed: %r", exc)
+            await asyncio.sleep(self.interval)
+
+    def _record_event(self, body: Any, *, reason: str, message: str, warning: bool = False) -> None:
+        self.events.append((reason, message))
+
+    # --- what Kubernetes would see ------------------------------------------------------------
+
+    def pod_died(self, name: str) -> None:
+        """The kubelet's view of a killed container: not ready, terminated."""
+        status = self.kube.pods[name]["status"]
+        status["conditions"] = [{"type": "Ready", "status": "False"}]
+        status["containerStatuses"][0].update(ready=False, state={"terminated": {"exitCode": 137}})
+
+    def pod_started(self, name: str) -> None:
+        """The container restarted (restartCount + 1); Ready follows the node's probe."""
+        status = self.kube.pods[name]["status"]
+        container = status["containerStatuses"][0]
+        container.update(
+            restartCount=int(container["restartCount"]) + 1,
+            ready=True,
+            state={"running": {"startedAt": time.time()}},
+        )
+        status["conditions"] = [{"type": "Ready", "status": "True"}]
+
+    # --- what clients see (the read-write Service selects the leader label) --------------------
+
+    def leader_label(self) -> str | None:
+        for name, role in self.kube.role_labels().items():
+            if role == "leader":
+                return name
+        return None
+
+    @property
+    def status(self) -> dict[str, Any]:
+        return self.kube.status
