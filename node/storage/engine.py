@@ -4,7 +4,9 @@ Engine interface (what the API and replication build on)
 --------------------------------------------------------
 Lifecycle
     ``engine = Engine(data_dir, options)``; ``await engine.recover()`` (loads the newest good
-    checkpoint, replays the WAL after it, drops a torn/corrupt tail); ``engine.ready``;
+    checkpoint, replays the WAL after it, cuts a torn tail of the last segment only; any other
+    damage raises :class:`RecoveryError`); ``engine.ready``; ``engine.storage_error`` (str or
+    None: why the store refuses to serve, e.g. the damaged file and byte offset);
     ``await engine.close()`` (waits for in-flight writes, fsyncs, closes).
 Leader writes
     ``await engine.submit(change, epoch=e) -> WriteResult(seq, count)``: validates against the
@@ -82,6 +84,7 @@ from dvecdb_node.storage.records import (
     Float32Matrix,
     Metadata,
     Noop,
+    PayloadError,
     UpsertBatch,
     decode_payload,
     encode_payload,
@@ -91,6 +94,7 @@ from dvecdb_node.storage.wal import (
     DEFAULT_SEGMENT_BYTES,
     Record,
     SeqGapError,
+    WalCorruptError,
     WriteAheadLog,
     encode_record,
 )
@@ -213,6 +217,7 @@ class Engine:
         self._pooled = 0  # searches submitted to the pool and not yet answered (loop thread)
         self._splitter = Splitter(self.search_parts)
         self._closed = False
+        self._storage_error: str | None = None
 
     # ------------------------------------------------------------ directories
     @property
@@ -226,7 +231,16 @@ class Engine:
     # -------------------------------------------------------------- positions
     @property
     def ready(self) -> bool:
-        return self._wal is not None and not self._closed
+        return self._wal is not None and not self._closed and self._storage_error is None
+
+    @property
+    def storage_error(self) -> str | None:
+        """Why the store refuses to serve (damaged log, failed fsync), naming file and offset.
+
+        None while healthy. Once set it stays set: only a restart, which re-reads the log from
+        disk, clears it.
+        """
+        return self._storage_error
 
     @property
     def wal(self) -> WriteAheadLog:
@@ -269,11 +283,20 @@ class Engine:
 
     # --------------------------------------------------------------- recovery
     async def recover(self) -> None:
-        """Load the newest good checkpoint and replay the log after it (in a thread)."""
+        """Load the newest good checkpoint and replay the log after it (in a thread).
+
+        Damage that recovery must not repair by deleting (see :mod:`.wal`) raises
+        :class:`RecoveryError`, sets :attr:`storage_error` and leaves the engine not ready.
+        """
         loop = asyncio.get_running_loop()
-        wal, collections, ckpt_seq, epoch = await loop.run_in_executor(
-            self._apply_pool, self._recover_blocking
-        )
+        try:
+            wal, collections, ckpt_seq, epoch = await loop.run_in_executor(
+                self._apply_pool, self._recover_blocking
+            )
+        except (WalCorruptError, PayloadError, RecoveryError) as exc:
+            self._storage_error = f"recovery refused: {exc}"
+            log.error("%s", self._storage_error)
+            raise RecoveryError(self._storage_error) from exc
         self._collections = collections
         self._checkpoint_seq = ckpt_seq
         self._last_epoch = epoch
@@ -302,12 +325,7 @@ class Engine:
             self.wal_dir, segment_bytes=self.options.segment_bytes, start_seq=ckpt_seq + 1
         )
         if report.reason:
-            log.warning(
-                "WAL tail dropped (%d bytes, %d segments): %s",
-                report.dropped_bytes,
-                report.dropped_segments,
-                report.reason,
-            )
+            log.warning("WAL torn tail cut (%d bytes): %s", report.dropped_bytes, report.reason)
         if wal.last_seq < ckpt_seq:
             wal.reset(ckpt_seq + 1)
         elif wal.first_seq > ckpt_seq + 1:
@@ -316,7 +334,11 @@ class Engine:
             )
         replayed = 0
         for record in wal.iter_records(ckpt_seq + 1):
-            self._apply(decode_payload(record.op, record.payload), collections)
+            try:
+                change = decode_payload(record.op, record.payload)
+            except PayloadError as exc:
+                raise RecoveryError(f"record {record.seq} does not decode: {exc}") from exc
+            self._apply(change, collections)
             epoch = record.epoch
             replayed += 1
         wal.sync()

@@ -10,10 +10,12 @@ Frame layout (little-endian), identical on disk and on the replication stream::
 ``n + 1``. Segments are files ``<first_seq:020d>.wal``; a segment is rolled once it passes
 ``segment_bytes``, so old segments can be deleted whole once a checkpoint covers them.
 
-Recovery (:meth:`WriteAheadLog.open`) keeps the longest valid prefix: the first frame that is
-torn (short), fails its CRC, or breaks seq continuity ends the log; the file is truncated there
-and every later segment is deleted. An acknowledged record was fsynced before its
-acknowledgement, so it lies before any torn tail and survives.
+Recovery (:meth:`WriteAheadLog.open`) cuts only what a crash can leave: a torn or corrupt
+tail of the LAST segment with no valid frame after it (a write that never finished, so never
+acknowledged: every acknowledged record was fsynced first). Anything else (a bad frame in an
+earlier segment, a valid frame after the bad one, a seq out of order, a gap between segments)
+is damage to acknowledged data: opening refuses with :class:`WalCorruptError`, naming the file
+and byte offset, and deletes nothing (etcd's ``wal.Repair`` rule).
 
 Thread model: appends, rolls and truncation happen on one thread (the engine's event loop);
 :meth:`WriteAheadLog.sync` may run in a worker thread at the same time (group commit).
@@ -30,6 +32,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 _PREFIX = struct.Struct("<II")  # length, crc32
 _BODY_HEAD = struct.Struct("<QQB")  # seq, epoch, op
 HEADER_SIZE = _PREFIX.size + _BODY_HEAD.size  # 25
@@ -40,6 +44,16 @@ _SUFFIX = ".wal"
 
 class FrameError(ValueError):
     """A frame fails its CRC or has an impossible length."""
+
+
+class WalCorruptError(Exception):
+    """The log is damaged where a crash cannot have torn it: recovery must not cut it."""
+
+    def __init__(self, path: Path, offset: int, reason: str) -> None:
+        super().__init__(f"WAL corrupt: {path} at byte offset {offset}: {reason}")
+        self.path = path
+        self.offset = offset
+        self.reason = reason
 
 
 class SeqNotRetainedError(LookupError):
@@ -163,10 +177,9 @@ def _segment_name(first_seq: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class OpenReport:
-    """What recovery found: how much torn or corrupt tail it dropped."""
+    """What recovery found: how many bytes of torn tail it cut from the last segment, and why."""
 
     dropped_bytes: int
-    dropped_segments: int
     reason: str | None
 
 
@@ -191,46 +204,50 @@ class WriteAheadLog:
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
         start_seq: int = 1,
     ) -> tuple[WriteAheadLog, OpenReport]:
-        """Open (or create) the log, dropping a torn or corrupt tail.
+        """Open (or create) the log, cutting a torn tail of the last segment only.
 
-        ``start_seq`` is the first seq of a brand-new, empty log.
+        ``start_seq`` is the first seq of a brand-new, empty log. Raises
+        :class:`WalCorruptError` (and changes nothing) on damage a crash cannot explain.
         """
         directory.mkdir(parents=True, exist_ok=True)
-        paths = sorted(p for p in directory.iterdir() if p.name.endswith(_SUFFIX))
-        segments: list[_Segment] = []
-        dropped_bytes = 0
-        dropped_segments = 0
-        reason: str | None = None
-        expected: int | None = None
-        for path in paths:
+        named: list[tuple[int, Path]] = []
+        for path in sorted(p for p in directory.iterdir() if p.name.endswith(_SUFFIX)):
             try:
-                first_seq = int(path.name.removesuffix(_SUFFIX))
+                named.append((int(path.name.removesuffix(_SUFFIX)), path))
             except ValueError:
                 continue
-            if expected is not None and first_seq != expected:
-                reason = reason or f"segment {path.name} does not follow seq {expected - 1}"
-            if reason is not None:
-                dropped_bytes += path.stat().st_size
-                dropped_segments += 1
-                path.unlink()
-                continue
-            segment, cut, why = _scan_segment(path, first_seq)
+        segments: list[_Segment] = []
+        dropped_bytes = 0
+        reason: str | None = None
+        for index, (first_seq, path) in enumerate(named):
+            if segments and first_seq != segments[-1].last_seq + 1:
+                raise WalCorruptError(
+                    path, 0, f"segment starts at seq {first_seq}, not {segments[-1].last_seq + 1}"
+                )
+            segment, data, cut, why, whole = _scan_segment(path, first_seq)
             if cut is not None:
-                reason = why
-                size = path.stat().st_size
-                dropped_bytes += size - cut
+                if index != len(named) - 1:
+                    raise WalCorruptError(path, cut, f"{why} (later segments follow)")
+                if whole:  # a whole, CRC-valid frame out of order is no torn write
+                    raise WalCorruptError(path, cut, why)
+                found = _next_valid_frame(data, cut, segment.last_seq + 1)
+                if found is not None:
+                    raise WalCorruptError(
+                        path,
+                        cut,
+                        f"{why}, yet a valid record (seq {found[1]}) follows at {found[0]}",
+                    )
+                reason = f"{path.name}@{cut}: {why}"
+                dropped_bytes = len(data) - cut
                 with open(path, "r+b") as fh:
                     fh.truncate(cut)
                     fh.flush()
                     os.fsync(fh.fileno())
             segments.append(segment)
-            expected = segment.last_seq + 1
         if not segments:
             segments.append(_create_segment(directory, start_seq))
-        elif dropped_segments or reason:
-            _fsync_dir(directory)
         wal = cls(directory, segments, segment_bytes)
-        return wal, OpenReport(dropped_bytes, dropped_segments, reason)
+        return wal, OpenReport(dropped_bytes, reason)
 
     # -------------------------------------------------------------- positions
     @property
@@ -318,8 +335,14 @@ class WriteAheadLog:
             raise SeqNotRetainedError(f"seq {seq} is older than the retained log")
         with self._fd_lock:
             os.close(self._fd)
+            unlinked = False
             while len(self._segments) > 1 and self._segments[-1].first_seq > seq + 1:
                 self._segments.pop().path.unlink()
+                unlinked = True
+            if unlinked:
+                # Before the cut below: a crash must not leave a cut segment and a later one
+                # (a gap that recovery refuses); without the cut the log is merely longer.
+                _fsync_dir(self._dir)
             segment = self._segments[-1]
             keep = seq - segment.first_seq + 1
             cut = segment.offsets[keep] if keep < len(segment.offsets) else segment.size
@@ -329,7 +352,6 @@ class WriteAheadLog:
                 fh.truncate(cut)
                 fh.flush()
                 os.fsync(fh.fileno())
-            _fsync_dir(self._dir)
             self._fd = os.open(segment.path, os.O_WRONLY | os.O_APPEND)
             self._durable_seq = min(self._durable_seq, seq)
 
@@ -354,6 +376,9 @@ class WriteAheadLog:
             os.close(self._fd)
             for segment in self._segments:
                 segment.path.unlink(missing_ok=True)
+            # Old segments must be gone for good before the new one appears: an old one
+            # surviving a crash next to it would be a gap, which recovery refuses.
+            _fsync_dir(self._dir)
             fresh = _create_segment(self._dir, next_seq)
             self._segments = [fresh]
             self._fd = os.open(fresh.path, os.O_WRONLY | os.O_APPEND)
@@ -456,8 +481,12 @@ def _create_segment(directory: Path, first_seq: int) -> _Segment:
     return _Segment(path=path, first_seq=first_seq)
 
 
-def _scan_segment(path: Path, first_seq: int) -> tuple[_Segment, int | None, str | None]:
-    """Index a segment's valid prefix: (segment, cut offset or None, reason)."""
+def _scan_segment(path: Path, first_seq: int) -> tuple[_Segment, bytes, int | None, str, bool]:
+    """Index a segment's valid prefix.
+
+    Returns (segment, file bytes, offset of the first bad frame or None, why, whether that
+    frame is whole and CRC-valid but out of seq order).
+    """
     data = path.read_bytes()
     segment = _Segment(path=path, first_seq=first_seq)
     pos = 0
@@ -467,13 +496,42 @@ def _scan_segment(path: Path, first_seq: int) -> tuple[_Segment, int | None, str
             record, nxt = _parse_at(data, pos)
         except FrameError as exc:
             segment.size = pos
-            return segment, pos, f"{path.name}@{pos}: {exc}"
-        if record is None or record.seq != expected:
+            return segment, data, pos, str(exc), False
+        if record is None:
             segment.size = pos
-            why = "torn frame" if record is None else f"seq {record.seq}, expected {expected}"
-            return segment, pos, f"{path.name}@{pos}: {why}"
+            return segment, data, pos, "torn frame", False
+        if record.seq != expected:
+            segment.size = pos
+            return segment, data, pos, f"frame of seq {record.seq}, expected {expected}", True
         segment.offsets.append(pos)
         expected += 1
         pos = nxt
     segment.size = pos
-    return segment, None, None
+    return segment, data, None, "", False
+
+
+def _next_valid_frame(data: bytes, start: int, min_seq: int) -> tuple[int, int] | None:
+    """(offset, seq) of a whole, CRC-valid frame at or after ``start`` with seq >= ``min_seq``.
+
+    A torn write leaves a short or garbled tail and nothing valid after it. Candidates are
+    found with numpy (a seq field in range at some offset) and then CRC-checked, so a 64 MiB
+    segment is searched in well under a second.
+    """
+    last_seq = min_seq + (len(data) - start) // HEADER_SIZE
+    candidates: list[int] = []
+    for align in range(8):
+        first = start + _PREFIX.size + align  # the seq field of a frame at start + align
+        count = (len(data) - first) // 8
+        if count <= 0:
+            continue
+        seqs = np.frombuffer(data, dtype="<u8", count=count, offset=first)
+        hits = np.nonzero((seqs >= min_seq) & (seqs <= last_seq))[0]
+        candidates.extend(int(first + 8 * i - _PREFIX.size) for i in hits)
+    for pos in sorted(candidates):
+        try:
+            record, _ = _parse_at(data, pos)
+        except FrameError:
+            continue
+        if record is not None:
+            return pos, record.seq
+    return None

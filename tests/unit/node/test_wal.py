@@ -11,6 +11,7 @@ from dvecdb_node.storage.wal import (
     FrameError,
     SeqGapError,
     SeqNotRetainedError,
+    WalCorruptError,
     WriteAheadLog,
     decode_frames,
     encode_frame,
@@ -90,7 +91,9 @@ def test_torn_tail_is_dropped(tmp_path: Path) -> None:
     assert wal.last_seq == 12 and report.reason is None
 
 
-def test_corrupt_record_drops_it_and_everything_after(tmp_path: Path) -> None:
+def test_corrupt_record_in_an_earlier_segment_refuses_and_deletes_nothing(
+    tmp_path: Path,
+) -> None:
     wal, _ = WriteAheadLog.open(tmp_path, segment_bytes=200)
     _fill(wal, 1, 30)
     wal.close()
@@ -100,11 +103,74 @@ def test_corrupt_record_drops_it_and_everything_after(tmp_path: Path) -> None:
     data = bytearray(victim.read_bytes())
     data[HEADER_SIZE + 2] ^= 0x55  # payload byte of the segment's first record
     victim.write_bytes(bytes(data))
-    first_bad = int(victim.name.removesuffix(".wal"))
+    before = {p: p.read_bytes() for p in segments}
+    with pytest.raises(WalCorruptError) as caught:
+        WriteAheadLog.open(tmp_path, segment_bytes=200)
+    assert caught.value.path == victim and caught.value.offset == 0
+    assert victim.name in str(caught.value) and "offset 0" in str(caught.value)
+    assert {p: p.read_bytes() for p in sorted(tmp_path.glob("*.wal"))} == before
+
+
+def test_corrupt_record_with_valid_records_after_it_in_the_last_segment_refuses(
+    tmp_path: Path,
+) -> None:
+    wal, _ = WriteAheadLog.open(tmp_path)
+    _fill(wal, 1, 10)
+    wal.close()
+    [segment] = sorted(tmp_path.glob("*.wal"))
+    frame = len(encode_frame(1, 1, 3, b"x" * 10))
+    data = bytearray(segment.read_bytes())
+    data[4 * frame + HEADER_SIZE] ^= 0x01  # record 5 of 10
+    segment.write_bytes(bytes(data))
+    with pytest.raises(WalCorruptError) as caught:
+        WriteAheadLog.open(tmp_path)
+    assert caught.value.offset == 4 * frame and "seq 6" in str(caught.value)
+    assert segment.read_bytes() == bytes(data)
+
+
+def test_flipped_length_field_mid_segment_is_not_taken_for_a_torn_tail(tmp_path: Path) -> None:
+    wal, _ = WriteAheadLog.open(tmp_path)
+    _fill(wal, 1, 10)
+    wal.close()
+    [segment] = sorted(tmp_path.glob("*.wal"))
+    frame = len(encode_frame(1, 1, 3, b"x" * 10))
+    data = bytearray(segment.read_bytes())
+    data[3 * frame + 1] ^= 0x10  # record 4 now claims to run past the end of the file
+    segment.write_bytes(bytes(data))
+    with pytest.raises(WalCorruptError):
+        WriteAheadLog.open(tmp_path)
+
+
+@pytest.mark.parametrize("damage", ["zeros", "flip_last"])
+def test_corrupt_tail_of_the_last_segment_is_cut(tmp_path: Path, damage: str) -> None:
+    wal, _ = WriteAheadLog.open(tmp_path, segment_bytes=200)
+    _fill(wal, 1, 20)
+    wal.close()
+    last = sorted(tmp_path.glob("*.wal"))[-1]
+    data = bytearray(last.read_bytes())
+    size = len(data)
+    if damage == "zeros":  # a crash after the size grew but before the data reached the disk
+        data += b"\x00" * 700
+    else:  # the final record garbled, nothing after it
+        data[-1] ^= 0xFF
+    last.write_bytes(bytes(data))
     wal, report = WriteAheadLog.open(tmp_path, segment_bytes=200)
-    assert wal.last_seq == first_bad - 1
-    assert report.dropped_segments == len(segments) - 2
-    assert sorted(tmp_path.glob("*.wal")) == segments[:2]
+    assert report.reason is not None
+    frame = len(encode_frame(1, 1, 3, b"x" * 10))
+    assert wal.last_seq == (20 if damage == "zeros" else 19)
+    assert last.stat().st_size == (size if damage == "zeros" else size - frame)
+
+
+def test_gap_between_segments_refuses(tmp_path: Path) -> None:
+    wal, _ = WriteAheadLog.open(tmp_path, segment_bytes=200)
+    _fill(wal, 1, 30)
+    wal.close()
+    segments = sorted(tmp_path.glob("*.wal"))
+    segments[1].unlink()
+    with pytest.raises(WalCorruptError) as caught:
+        WriteAheadLog.open(tmp_path, segment_bytes=200)
+    assert caught.value.path == segments[2]
+    assert sorted(tmp_path.glob("*.wal")) == [segments[0], *segments[2:]]
 
 
 def test_segments_roll_and_drop_before(tmp_path: Path) -> None:
