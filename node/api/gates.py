@@ -30,21 +30,16 @@ def is_data_read(method: str, path: str) -> bool:
 
 
 def storage_error(app: web.Application) -> str | None:
-    """Why the store cannot serve (after recovery), or None."""
-    failure = app[RECOVERY_ERROR]
-    if failure:
-        return failure[0]
-    error: str | None = getattr(app[ENGINE], "storage_error", None)
+    """Why the store cannot serve (a damaged log, a failed fsync, a failed recovery), or None."""
+    error = app[ENGINE].storage_error
+    if error is None and app[RECOVERY_ERROR]:
+        error = app[RECOVERY_ERROR][0]
     return error
 
 
 def check_serving(app: web.Application) -> None:
-    """Raise 503 unless the store is recovered and healthy."""
-    engine = app[ENGINE]
-    if engine.ready:
-        error: str | None = getattr(engine, "storage_error", None)
-        if error:
-            raise NotReady(f"the store failed: {error}", code="storage_error")
+    """Raise 503 unless the store is recovered and healthy (``engine.ready`` says both)."""
+    if app[ENGINE].ready:
         return
     if not app[RECOVERED].is_set():
         raise Recovering("the node is still recovering its store")

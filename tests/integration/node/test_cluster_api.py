@@ -122,7 +122,7 @@ async def test_a_storage_error_is_named_by_readyz_status_and_data_calls(
     member: Client = await make_member(standalone=True)
     assert (await member.get("/readyz")).status == 200
     # What the engine reports after an fsync failure or a corrupt log.
-    member.app[ENGINE].storage_error = "fsync of wal/00000001.seg failed: EIO"  # type: ignore[misc]
+    member.app[ENGINE]._storage_error = "fsync of wal/00000001.seg failed: EIO"
     ready = await member.get("/readyz")
     assert ready.status == 503
     assert "EIO" in (await ready.json())["error"]["message"]
