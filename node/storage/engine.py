@@ -509,8 +509,10 @@ class Engine:
     async def _sync(self) -> None:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
-        seq = await loop.run_in_executor(self._io_pool, self.wal.sync)
+        await loop.run_in_executor(self._io_pool, self.wal.sync)
         self.observer.fsync_done(time.perf_counter() - started)
+        # Read back on the loop thread: a truncation while the fsync ran lowered it.
+        seq = self.wal.durable_seq
         if seq > self._durable.value:
             self._durable.set(seq)
 

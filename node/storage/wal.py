@@ -290,25 +290,31 @@ class WriteAheadLog:
             self.roll()
         segment = self._segments[-1]
         data = b"".join(r.frame for r in records)
-        offset = segment.size
-        for record in records:
-            segment.offsets.append(offset)
-            offset += len(record.frame)
         view = memoryview(data)
         while view:
             written = os.write(self._fd, view)
             view = view[written:]
+        # Only now do the records count (last_seq): a sync() running in a worker thread must
+        # never mark durable a record whose bytes were not yet written when its fsync began.
+        offset = segment.size
+        for record in records:
+            segment.offsets.append(offset)
+            offset += len(record.frame)
         segment.size = offset
         self.bytes_written += len(data)
 
     def sync(self) -> int:
-        """fsync the active segment; returns the seq now durable. Safe from a worker thread."""
+        """fsync the active segment; returns the seq now durable. Safe from a worker thread.
+
+        Covers the records whose bytes :meth:`append` had finished writing when the fsync
+        began (append counts a record only after its write), and nothing after them.
+        """
         with self._fd_lock:
             seq = self.last_seq
             os.fsync(self._fd)
-        if seq > self._durable_seq:
-            self._durable_seq = seq
-        return seq
+            if seq > self._durable_seq:  # under the lock: a truncation may lower it meanwhile
+                self._durable_seq = seq
+            return self._durable_seq
 
     def mark_durable(self, seq: int) -> None:
         """Record durability established elsewhere (``fsync=none`` counts written as durable)."""

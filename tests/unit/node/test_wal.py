@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from dvecdb_node.storage import wal as wal_module
 from dvecdb_node.storage.wal import (
     HEADER_SIZE,
     FrameDecoder,
@@ -237,3 +241,33 @@ def test_sync_advances_durable_seq(tmp_path: Path) -> None:
     assert wal.durable_seq == 0
     assert wal.sync() == 3
     assert wal.durable_seq == 3
+
+
+class _RacingOs:
+    """``os`` for the WAL module whose ``write`` first runs ``before_write`` (an injected race)."""
+
+    def __init__(self, before_write: Callable[[], None]) -> None:
+        self._before_write = before_write
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
+
+    def write(self, fd: int, data: Any) -> int:
+        self._before_write()
+        return os.write(fd, data)
+
+
+def test_sync_during_a_write_covers_only_bytes_written_before_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wal, _ = WriteAheadLog.open(tmp_path)
+    _fill(wal, 1, 3)
+    wal.sync()
+    synced: list[int] = []
+    # A group-commit fsync (a worker thread) runs while the append's write is still pending.
+    monkeypatch.setattr(wal_module, "os", _RacingOs(lambda: synced.append(wal.sync())))
+    wal.append([encode_record(4, 1, 3, b"not yet on disk")])
+    monkeypatch.undo()
+    assert synced == [3]
+    assert wal.durable_seq == 3 and wal.last_seq == 4
+    assert wal.sync() == 4
