@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections import Counter
 from dataclasses import dataclass, field
 
 BRIDGE = "dvfz0"
@@ -90,12 +91,19 @@ def cleanup() -> None:
         _run("ip", "link", "del", BRIDGE, check=False)
 
 
+Rule = tuple[int, str, str]  # (node index, chain, peer address)
+
+
 @dataclass
 class Network:
-    """The bridge and ``size`` node namespaces; ``cut``/``heal`` manage DROP rules."""
+    """The bridge and ``size`` node namespaces; ``cut``/``restore`` manage DROP rules.
+
+    Rules are counted, so two overlapping faults that cut the same link each hold it and the
+    link comes back only when both have ended.
+    """
 
     size: int
-    rules: set[tuple[int, str, str]] = field(default_factory=set)
+    rules: Counter[Rule] = field(default_factory=Counter)
 
     def create(self) -> Network:
         cleanup()
@@ -108,18 +116,9 @@ class Network:
                 netns, veth = netns_name(index), veth_name(index)
                 _run("ip", "netns", "add", netns)
                 _run(
-                    "ip",
-                    "link",
-                    "add",
-                    veth,
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    "eth0",
-                    "netns",
-                    netns,
-                )
+                    "ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0",
+                    "netns", netns,
+                )  # fmt: skip
                 _run("ip", "link", "set", veth, "master", BRIDGE, "up")
                 _run("ip", "-n", netns, "addr", "add", f"{node_ip(index)}/24", "dev", "eth0")
                 _run("ip", "-n", netns, "link", "set", "lo", "up")
@@ -133,44 +132,35 @@ class Network:
         self.rules.clear()
         cleanup()
 
-    def _rule(self, action: str, index: int, chain: str, peer: str) -> None:
+    @staticmethod
+    def _iptables(action: str, rule: Rule) -> None:
+        index, chain, peer = rule
         flag = "-d" if chain == "OUTPUT" else "-s"
-        _run(
-            "ip",
-            "netns",
-            "exec",
-            netns_name(index),
-            "iptables",
-            "-w",
-            action,
-            chain,
-            flag,
-            peer,
-            "-j",
-            "DROP",
-        )
+        _run(*exec_prefix(index), "iptables", "-w", action, chain, flag, peer, "-j", "DROP")
 
-    def cut(self, index: int, peer: str, *, send: bool = True, receive: bool = True) -> None:
+    def cut(self, index: int, peer: str, *, send: bool = True, receive: bool = True) -> list[Rule]:
         """Drop what node ``index`` sends to ``peer`` and/or receives from it."""
+        added = []
         for chain, wanted in (("OUTPUT", send), ("INPUT", receive)):
-            key = (index, chain, peer)
-            if wanted and key not in self.rules:
-                self._rule("-A", index, chain, peer)
-                self.rules.add(key)
+            if wanted:
+                rule = (index, chain, peer)
+                if self.rules[rule] == 0:
+                    self._iptables("-A", rule)
+                self.rules[rule] += 1
+                added.append(rule)
+        return added
+
+    def restore(self, rules: list[Rule]) -> None:
+        """Undo ``cut``s: a rule goes once no fault holds it any more."""
+        for rule in rules:
+            self.rules[rule] -= 1
+            if self.rules[rule] <= 0:
+                del self.rules[rule]
+                self._iptables("-D", rule)
 
     def heal(self) -> None:
         """Remove every DROP rule (flush both chains of every namespace)."""
         for index in range(self.size):
             for chain in ("INPUT", "OUTPUT"):
-                _run(
-                    "ip",
-                    "netns",
-                    "exec",
-                    netns_name(index),
-                    "iptables",
-                    "-w",
-                    "-F",
-                    chain,
-                    check=False,
-                )
+                _run(*exec_prefix(index), "iptables", "-w", "-F", chain, check=False)
         self.rules.clear()
