@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev tools lint typecheck test test-unit test-integration test-e2e demo bench cluster-up cluster-down localkube-build clean
+.PHONY: dev tools lint typecheck test test-unit test-integration test-e2e faults demo bench cluster-up cluster-down localkube-build clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -35,6 +35,19 @@ test-integration: dev
 
 test-e2e: dev
 	$(BIN)/pytest -m e2e
+
+# Nemesis trials (tests/faults): three real nodes in network namespaces, the operator's real
+# failover pass, faults from a seeded schedule, a checker of every promise. Needs root and
+# iptables (installed here when missing). `make faults FAULT_TRIALS=20`; replay one trial
+# with `DVECDB_FAULT_SEED=<seed> make faults FAULT_TRIALS=1`.
+FAULT_TRIALS ?= 300
+faults: dev
+	@command -v iptables >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iptables >/dev/null; \
+	  else echo "iptables missing: apt-get install iptables (the fault trials will skip)"; fi; }
+	DVECDB_FAULT_TRIALS=$(FAULT_TRIALS) $(BIN)/pytest tests/faults -q
 
 # promtool checks and unit-tests the alerting rules (Debian's `prometheus` package ships it).
 tools:
