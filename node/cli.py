@@ -61,6 +61,18 @@ def build_parser() -> argparse.ArgumentParser:
     add("--ack-timeout-seconds", type=float, help="wait for ack=one/quorum this long [5]")
     add("--cluster-size", type=int, help="members ack=quorum takes a majority of [seen]")
     add("--replication-retention-seconds", type=float, help="keep log for absent followers")
+    add(
+        "--lease-seconds",
+        type=float,
+        help="a leader that heard from neither a majority nor the operator this long stops "
+        "acknowledging writes and serving strong reads [DVECDB_LEASE_SECONDS, 5]",
+    )
+    add(
+        "--max-read-staleness-seconds",
+        type=float,
+        help="a follower serves eventual reads this long after it last heard from a leader "
+        "[DVECDB_MAX_READ_STALENESS_SECONDS, 60]",
+    )
     return parser
 
 

@@ -65,6 +65,13 @@ class NodeSettings(BaseSettings):
     cluster_size: int = Field(0, ge=0, le=1000)
     replication_retention_seconds: float = Field(300.0, ge=0)
     max_ready_lag_seq: int = Field(100_000, ge=0)
+    # The leader lease (DESIGN.md): a leader that heard from neither a majority of members
+    # nor the operator within this many seconds acknowledges no write and serves no
+    # strong/quorum read until it hears again. Followers ack at least every quarter of it.
+    lease_seconds: float = Field(5.0, gt=0)
+    # A follower that lost its leader still serves eventual reads this long after it last
+    # heard from one (the read-only Service is not emptied by a failover).
+    max_read_staleness_seconds: float = Field(60.0, ge=0)
 
     @property
     def self_url(self) -> str:

@@ -37,12 +37,17 @@ def _ok(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
 _ERRORS = {
     "400": {"description": "Invalid input", **_json(_ref("Error"))},
     "404": {"description": "Unknown collection or id", **_json(_ref("Error"))},
-    "409": {"description": "Conflict, not_leader or stale", **_json(_ref("Error"))},
+    "409": {
+        "description": "Conflict, not_leader (also a strong/quorum read on a non-leader) or stale",
+        **_json(_ref("Error")),
+    },
     "413": {"description": "Body or batch too large", **_json(_ref("Error"))},
     "503": {
         "description": "recovering (with Retry-After: the store is still loading), "
-        "storage_error (a corrupt log or a failed fsync, named), or a refused read or write "
-        "(see the error code)",
+        "storage_error (a corrupt log or a failed fsync, named), lease_expired (a leader "
+        "that heard from neither a majority nor the operator within its lease: no write of "
+        "any ack level, no strong/quorum read), ack_timeout / leadership_lost (the write may "
+        "or may not persist), or a refused read (see the error code)",
         **_json(_ref("Error")),
     },
 }
@@ -187,6 +192,20 @@ _SCHEMAS: dict[str, Any] = {
             },
             "leader": {"type": "string", "nullable": True},
             "followers": {"type": "array", "items": {"type": "object"}},
+            "lease": {
+                "type": "object",
+                "description": "On a leader: its lease (DESIGN.md). Pass token to "
+                "POST /v1/admin/confirm as lease_token.",
+                "properties": {
+                    "valid": {"type": "boolean"},
+                    "expires_in_seconds": {
+                        "type": "number",
+                        "nullable": True,
+                        "description": "null: never lapses (standalone)",
+                    },
+                    "token": {"type": "integer"},
+                },
+            },
         },
     },
 }

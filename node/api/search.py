@@ -69,7 +69,7 @@ def is_plain(app: web.Application, prepared: PreparedSearch) -> bool:
     if query.min_seq is not None or query.consistency not in ("eventual", "strong"):
         return False
     if query.consistency == "strong":
-        app[ROLE].require_leader()
+        app[ROLE].require_lease()
     return query.clauses is None and (
         query.ef is None or query.ef == prepared.collection.config.hnsw.ef_search
     )
@@ -91,7 +91,7 @@ async def answer(app: web.Application, prepared: PreparedSearch) -> bytes:
     """The answer, waiting where the consistency level or the index asks for it."""
     query, engine = prepared.query, app[ENGINE]
     if query.consistency in ("strong", "quorum"):
-        app[ROLE].require_leader()
+        app[ROLE].require_lease()
     if query.consistency == "quorum":
         await app[HOOKS].confirm_leadership()
     if query.min_seq is not None:

@@ -71,6 +71,9 @@ def status_body(app: web.Application) -> dict[str, Any]:
     if role.is_leader:
         body["leader"] = app[SETTINGS].self_url
         body["followers"] = app[HOOKS].followers()
+        lease = app[HOOKS].lease_status()
+        if lease is not None:
+            body["lease"] = lease
     return body
 
 

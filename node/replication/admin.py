@@ -1,4 +1,7 @@
-"""``/v1/admin/promote|follow|fence`` (cluster token) and ``GET /v1/replication/status``."""
+"""``/v1/admin/promote|follow|fence|confirm`` (cluster token), ``GET /v1/replication/status``.
+
+Every admin answer is the status body (``status_body``): role, epoch and log positions.
+"""
 
 from __future__ import annotations
 
@@ -51,6 +54,17 @@ async def follow(request: web.Request) -> web.Response:
 async def fence(request: web.Request) -> web.Response:
     body = await _body(request)
     await request.app[MANAGER].fence(_epoch(body))
+    return json_response(status_body(request.app))
+
+
+@routes.post("/v1/admin/confirm")
+async def confirm(request: web.Request) -> web.Response:
+    """The operator confirms this leader's epoch: its lease runs on (see ``lease``)."""
+    body = await _body(request)
+    token = body.get("lease_token")
+    if token is not None and (isinstance(token, bool) or not isinstance(token, int) or token < 0):
+        raise InvalidInput("lease_token must be a non-negative integer", code="invalid_token")
+    request.app[MANAGER].confirm(_epoch(body), token)
     return json_response(status_body(request.app))
 
 

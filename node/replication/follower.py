@@ -4,8 +4,9 @@ One task streams ``GET /v1/replication/stream`` from after the last local record
 record's epoch, so the leader can check that the logs agree), appends each batch of frames
 with :meth:`Engine.append_replicated`, hands it to an apply stage that indexes batches in
 order, then fsyncs it (one fsync per batch) and wakes the ack task, which posts
-``received_seq`` (durable) and ``applied_seq`` (coalesced, and at least every second as a
-heartbeat): indexing overlaps the fsync, and acknowledgements do not wait for it.
+``received_seq`` (durable) and ``applied_seq`` (coalesced, and at least every
+``ack_interval`` as a heartbeat, echoing the leader's last lease token: these acks keep the
+leader's lease): indexing overlaps the fsync, and acknowledgements do not wait for it.
 The leader may answer that the logs diverged (truncate, then ask again) or that a snapshot is
 needed (download, install atomically, stream on). Connection failures back off and retry.
 
@@ -131,6 +132,8 @@ class Follower:
         self.truncations = 0
         self.connects = 0
         self.last_heard = 0.0
+        # The last lease token the leader sent on the current stream (0: none yet).
+        self.lease_token = 0
         self._progress = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -226,6 +229,7 @@ class Follower:
             if resp.status != 200:
                 raise await _error_of(resp)
             self.connects += 1
+            self.lease_token = 0
             self.reconciled = True
             self.streaming = True
             self.state = "streaming"
@@ -251,7 +255,8 @@ class Follower:
             batch: list[Record] = []
             for record in decoder.feed(chunk):
                 if record.seq == HEARTBEAT_SEQ:
-                    self.leader_last_seq, _ = parse_heartbeat(record.payload)
+                    self.leader_last_seq, _, token = parse_heartbeat(record.payload)
+                    self.lease_token = token or self.lease_token
                 elif record.epoch > self.epoch:
                     raise ValueError(f"record {record.seq} has epoch {record.epoch}")
                 else:
@@ -377,6 +382,8 @@ class Follower:
                 # Applied may run ahead of durable here; the leader counts only durable.
                 "applied_seq": min(self.engine.applied_seq, self.engine.durable_seq),
             }
+            if self.lease_token:
+                body["lease_token"] = self.lease_token
             try:
                 async with session.post(url, json=body, timeout=timeout) as resp:
                     if resp.status != 200:

@@ -2,8 +2,10 @@
 
 The stream is chunked HTTP carrying WAL frames exactly as they lie in the segment files,
 read in batches (up to ``MAX_BATCH_RECORDS`` / ``MAX_BATCH_BYTES`` per write), only up to the
-leader's durable seq: a follower never holds a record its leader could lose in a crash. While
-idle the leader sends a heartbeat frame (seq 0) every second with its position.
+leader's durable seq: a follower never holds a record its leader could lose in a crash. Idle
+or busy, the leader sends a heartbeat frame (seq 0) with its position and a lease token at
+least every second (a quarter of the lease when that is shorter); follower acks echo the
+token and so renew the leader lease (``lease``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from typing import Any
 
@@ -19,7 +22,7 @@ from dvecdb_node.api.errors import json_response
 from dvecdb_node.api.keys import ENGINE, ROLE
 from dvecdb_node.api.validation import parse_json, require_object
 from dvecdb_node.errors import Conflict, InvalidInput, NotReady
-from dvecdb_node.replication import logview
+from dvecdb_node.replication import lease, logview
 from dvecdb_node.replication.keys import MANAGER
 from dvecdb_node.storage.wal import SeqNotRetainedError
 
@@ -100,12 +103,18 @@ async def stream(request: web.Request) -> web.StreamResponse:
     response.enable_chunked_encoding()
     manager.tracker.stream_opened(node_id, request.query.get("url"), from_seq - 1)
     loop = asyncio.get_running_loop()
+    beat_every = min(HEARTBEAT_SECONDS, manager.settings.lease_seconds / 4)
     try:
         await response.prepare(request)
-        await response.write(logview.heartbeat_frame(epoch, engine.last_seq, engine.durable_seq))
         following = from_seq
-        last_beat = time.monotonic()
+        last_beat = -math.inf
         while role.is_leader and role.epoch == epoch and engine.ready:
+            if time.monotonic() - last_beat >= beat_every:
+                beat = logview.heartbeat_frame(
+                    epoch, engine.last_seq, engine.durable_seq, lease.token_now()
+                )
+                await response.write(beat)
+                last_beat = time.monotonic()
             durable = engine.durable_seq
             if following <= durable:
                 upto = min(durable, following + MAX_BATCH_RECORDS - 1)
@@ -115,13 +124,9 @@ async def stream(request: web.Request) -> web.StreamResponse:
                 await response.write(data)
                 following += logview.count_frames(data)
                 continue
-            if time.monotonic() - last_beat >= HEARTBEAT_SECONDS or not await engine.wait_durable(
-                following, HEARTBEAT_SECONDS
-            ):
-                await response.write(
-                    logview.heartbeat_frame(epoch, engine.last_seq, engine.durable_seq)
-                )
-                last_beat = time.monotonic()
+            await engine.wait_durable(
+                following, max(0.01, beat_every - (time.monotonic() - last_beat))
+            )
     except (ConnectionResetError, SeqNotRetainedError, FileNotFoundError) as exc:
         log.info("stream to %s ended: %s", node_id, exc)
     finally:
@@ -165,24 +170,26 @@ async def snapshot(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def _ack_fields(body: dict[str, Any]) -> tuple[str, int, int, int]:
+def _ack_fields(body: dict[str, Any]) -> tuple[str, int, int, int, int | None]:
     try:
         node_id = str(body["node_id"])
         epoch, received, applied = (int(body[k]) for k in ("epoch", "received_seq", "applied_seq"))
+        raw_token = body.get("lease_token")
+        token = None if raw_token is None else int(raw_token)
     except (KeyError, TypeError, ValueError):
         raise InvalidInput(
             "ack needs node_id, epoch, received_seq and applied_seq (integers)"
         ) from None
-    if min(epoch, received, applied) < 0 or not node_id:
+    if min(epoch, received, applied, token or 0) < 0 or not node_id:
         raise InvalidInput("ack positions must not be negative")
-    return node_id, epoch, received, applied
+    return node_id, epoch, received, applied, token
 
 
 @routes.post("/v1/replication/ack")
 async def ack(request: web.Request) -> web.Response:
     app = request.app
     manager, engine, role = app[MANAGER], app[ENGINE], app[ROLE]
-    node_id, epoch, received, applied = _ack_fields(
+    node_id, epoch, received, applied, token = _ack_fields(
         require_object(parse_json(await request.read()))
     )
     manager.check_peer(epoch, f"ack from {node_id}")
@@ -191,4 +198,5 @@ async def ack(request: web.Request) -> web.Response:
         raise Conflict(f"ack epoch {epoch} is not {role.epoch}", code="stale_epoch",
                        epoch=role.epoch)  # fmt: skip
     manager.tracker.acked(node_id, min(received, engine.last_seq), applied)
+    manager.heard_from(node_id, token)
     return json_response({"epoch": role.epoch, "last_seq": engine.last_seq})

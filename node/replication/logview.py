@@ -27,19 +27,27 @@ __all__ = ["Agreement", "decide", "heartbeat_frame", "parse_heartbeat"]
 
 _HEAD = struct.Struct("<IIQQB")
 _HEARTBEAT = struct.Struct("<QQ")
+_TOKEN = struct.Struct("<Q")
 _LENGTH = struct.Struct("<I")
 HEARTBEAT_SEQ = 0
 
 
-def heartbeat_frame(epoch: int, last_seq: int, durable_seq: int) -> bytes:
-    """A frame with seq 0 (never a record): the leader's position, sent while idle."""
-    return encode_frame(HEARTBEAT_SEQ, epoch, Op.NOOP, _HEARTBEAT.pack(last_seq, durable_seq))
+def heartbeat_frame(epoch: int, last_seq: int, durable_seq: int, token: int = 0) -> bytes:
+    """A frame with seq 0 (never a record): the leader's position and a lease token (see
+    ``lease``), sent at least every heartbeat interval."""
+    payload = _HEARTBEAT.pack(last_seq, durable_seq) + _TOKEN.pack(token)
+    return encode_frame(HEARTBEAT_SEQ, epoch, Op.NOOP, payload)
 
 
-def parse_heartbeat(payload: bytes | memoryview) -> tuple[int, int]:
-    """(leader last_seq, leader durable_seq) from a heartbeat payload."""
-    last_seq, durable_seq = _HEARTBEAT.unpack(bytes(payload[: _HEARTBEAT.size]))
-    return int(last_seq), int(durable_seq)
+def parse_heartbeat(payload: bytes | memoryview) -> tuple[int, int, int]:
+    """(leader last_seq, leader durable_seq, lease token or 0) from a heartbeat payload.
+
+    The token was added after the first two fields: a heartbeat without it reads as 0.
+    """
+    raw = bytes(payload)
+    last_seq, durable_seq = _HEARTBEAT.unpack_from(raw)
+    token = _TOKEN.unpack_from(raw, _HEARTBEAT.size)[0] if len(raw) >= 24 else 0
+    return int(last_seq), int(durable_seq), int(token)
 
 
 def _read_epoch(path: Path, offset: int) -> int:

@@ -4,19 +4,24 @@ It is the node's :class:`~dvecdb_node.role.ClusterHooks`. Transitions (promote, 
 fence, learning of a higher epoch) are serialised, persist the new epoch before acting on it,
 and always stop writes first: a leader that sees a higher epoch turns ``standby`` at once and
 fails the writes still waiting for acknowledgements.
+
+It also keeps the leader lease (``lease``): ``role.lease_until`` is the later of the
+operator's last confirmation (promote counts as one) and the majority of followers' acks,
+each running from the lease token it echoes, plus ``lease_seconds``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from dvecdb_node.errors import Conflict, InvalidInput, NotReady
-from dvecdb_node.replication import acks
+from dvecdb_node.errors import Conflict, InvalidInput, NotLeader, NotReady
+from dvecdb_node.replication import acks, lease
 from dvecdb_node.replication.epochs import (
     Command,
     EpochState,
@@ -71,6 +76,9 @@ class ReplicationManager:
         self.clock = acks.WriteClock(capacity=100_000)
         self.follower: Follower | None = None
         self.members_hint = 0
+        # Lease ends (monotonic): from the operator's confirmations and the followers' acks.
+        self._operator_lease = -math.inf
+        self._follower_lease = -math.inf
         self._lock = asyncio.Lock()
         self._session: aiohttp.ClientSession | None = None
 
@@ -132,6 +140,7 @@ class ReplicationManager:
             self._check("promote", epoch)
             if self.role.is_leader and self.role.epoch == epoch:
                 self.members_hint = members or self.members_hint
+                self._confirmed(None)  # a promote is the operator confirming the epoch
                 return  # a retry: already leading at this epoch
             await self._require_recovered()
             await self._stop_follower()
@@ -140,6 +149,8 @@ class ReplicationManager:
                 self.tracker.reset()
                 self.clock.clear()
             self.members_hint = members or 0
+            self._follower_lease = -math.inf
+            self._confirmed(None)
             self.role.epoch = epoch
             self.role.leader_url = self.settings.self_url
             self.role.role = "leader"
@@ -186,6 +197,55 @@ class ReplicationManager:
             self.role.leader_url = None
             log.info("fenced at epoch %d", epoch)
 
+    # ----------------------------------------------------------------- lease
+    def _set_lease(self) -> None:
+        if self.settings.standalone:
+            self.role.lease_until = math.inf
+        else:
+            self.role.lease_until = max(self._operator_lease, self._follower_lease)
+
+    def _confirmed(self, token: int | None) -> None:
+        """The operator confirmed this leader's epoch, as of ``token`` (now when None)."""
+        mark = lease.token_time(token, time.monotonic())
+        self._operator_lease = max(self._operator_lease, mark + self.settings.lease_seconds)
+        self._set_lease()
+
+    def confirm(self, epoch: int, token: int | None = None) -> None:
+        """``POST /v1/admin/confirm``: renew the operator lease of the leader at ``epoch``."""
+        if epoch < self.role.epoch:
+            raise stale_epoch(
+                f"epoch {epoch} is lower than the highest seen ({self.role.epoch})",
+                self.role.epoch,
+            )
+        if epoch > self.role.epoch:
+            self.observe_epoch(epoch, "the operator's confirmation")
+            raise NotLeader(None, f"this member does not lead at epoch {epoch}")
+        if not self.role.is_leader:
+            raise NotLeader(self.role.leader_url, f"this member does not lead at epoch {epoch}")
+        self._confirmed(token)
+
+    def heard_from(self, node_id: str, token: int | None) -> None:
+        """A follower acked at this epoch, echoing ``token``: renew the majority lease."""
+        if token is None:
+            return  # a follower that echoes no token proves nothing about when it followed
+        self.tracker.heard(node_id, lease.token_time(token, time.monotonic()))
+        needed = acks.followers_needed("quorum", self.members())
+        self._follower_lease = lease.majority_lease(
+            self.tracker.lease_marks(), needed, self.settings.lease_seconds
+        )
+        self._set_lease()
+
+    def lease_status(self) -> dict[str, Any] | None:
+        if not self.role.is_leader:
+            return None
+        now = time.monotonic()
+        left = lease.remaining(self.role.lease_until, now)
+        return {
+            "valid": left is None or left > 0,
+            "expires_in_seconds": None if left is None else round(left, 3),
+            "token": lease.token_now(),
+        }
+
     def observe_epoch(self, epoch: int, source: str) -> None:
         """A peer carries ``epoch``: a higher one ends this node's leadership at once."""
         if epoch <= self.role.epoch:
@@ -215,7 +275,8 @@ class ReplicationManager:
             self_url=self.settings.self_url,
             headers=self._auth(),
             on_epoch=lambda e: self.observe_epoch(e, f"leader {leader}"),
-            options=FollowerOptions(),
+            # Acks renew the leader's lease: several per lease even when nothing is written.
+            options=FollowerOptions(ack_interval=min(1.0, self.settings.lease_seconds / 4)),
         )
         self.follower.start()
 
@@ -277,7 +338,7 @@ class ReplicationManager:
 
     async def confirm_leadership(self) -> None:
         """Ask followers directly whether they still follow this leader at its epoch."""
-        epoch = self.role.require_leader()
+        epoch = self.role.require_lease()
         needed = acks.followers_needed("quorum", self.members())
         if needed == 0:
             return

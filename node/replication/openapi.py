@@ -67,10 +67,22 @@ PATHS: dict[str, Any] = {
     "/v1/admin/fence": _admin(
         "Stop taking writes and following; standby at this epoch.", ["epoch"], {"epoch": _EPOCH}
     ),
+    "/v1/admin/confirm": _admin(
+        "The operator confirms that this member leads at this epoch: its leader lease runs "
+        "lease_seconds from lease_token (the lease.token of the /v1/status the operator "
+        "decided on; from now when absent). 409 stale_epoch below this member's epoch; "
+        "409 not_leader when it does not lead at exactly this epoch (a higher epoch is "
+        "learnt first: a leader steps down). A leader whose lease lapsed (no majority of "
+        "members and no operator heard within lease_seconds) answers writes of every ack "
+        "level and strong/quorum reads with 503 lease_expired.",
+        ["epoch"],
+        {"epoch": _EPOCH, "lease_token": {"type": "integer", "minimum": 0}},
+    ),
     "/v1/replication/stream": {
         "get": {
             "summary": "Chunked stream of WAL frames (the on-disk framing) from from_seq; a "
-            "frame with seq 0 is a heartbeat carrying the leader's last and durable seq. "
+            "frame with seq 0 is a heartbeat carrying the leader's last and durable seq and a "
+            "lease token (u64 each), sent at least every second or a quarter of the lease. "
             "409 log_diverged {truncate_to} or snapshot_required when the follower's log "
             "(ending at from_seq-1 with prev_epoch) does not continue the leader's.",
             "security": _SECURED,
@@ -107,7 +119,8 @@ PATHS: dict[str, Any] = {
     },
     "/v1/replication/ack": {
         "post": {
-            "summary": "A follower's durable (received) and applied positions.",
+            "summary": "A follower's durable (received) and applied positions; lease_token "
+            "echoes the last heartbeat's token: acks of a majority renew the leader lease.",
             "security": _SECURED,
             "requestBody": {
                 "required": True,
@@ -120,6 +133,7 @@ PATHS: dict[str, Any] = {
                             "epoch": _EPOCH,
                             "received_seq": {"type": "integer"},
                             "applied_seq": {"type": "integer"},
+                            "lease_token": {"type": "integer"},
                         },
                     }
                 ),

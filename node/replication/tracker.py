@@ -11,6 +11,7 @@ waiter at once.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ class FollowerInfo:
     received_seq: int = 0
     applied_seq: int = 0
     streams: int = 0
+    # When (monotonic, as of the lease token it echoed) it last acked at this epoch.
+    lease_mark: float = -math.inf
     # The seq of a snapshot being installed: the log after it is kept, nothing is acked.
     pinned_seq: int | None = None
     last_contact: float = field(default_factory=time.monotonic)
@@ -96,6 +99,14 @@ class FollowerTracker:
         entry.received_seq = max(entry.received_seq, received_seq)
         entry.applied_seq = max(entry.applied_seq, min(applied_seq, entry.received_seq))
         self._notify()
+
+    def heard(self, node_id: str, mark: float) -> None:
+        """The follower acked, echoing a lease token issued at ``mark``."""
+        entry = self._entry(node_id)
+        entry.lease_mark = max(entry.lease_mark, mark)
+
+    def lease_marks(self) -> list[float]:
+        return [f.lease_mark for f in self._followers.values()]
 
     def retention_floor(self) -> int | None:
         """Lowest seq a live or recently seen follower still needs (the engine keeps it)."""

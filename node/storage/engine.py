@@ -49,6 +49,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import errno
 import heapq
 import itertools
 import logging
@@ -65,6 +66,7 @@ from typing import Protocol
 
 from dvecdb_node.errors import (
     InvalidInput,
+    NodeError,
     NotReady,
     collection_exists,
     collection_not_found,
@@ -95,6 +97,8 @@ from dvecdb_node.storage.wal import (
     Record,
     SeqGapError,
     WalCorruptError,
+    WalFailedError,
+    WalWriteError,
     WriteAheadLog,
     encode_record,
 )
@@ -150,6 +154,23 @@ class NullObserver:
 
 class RecoveryError(RuntimeError):
     """The data folder cannot be recovered without losing data (e.g. a gap in the log)."""
+
+
+class StorageFailed(NotReady):
+    """The store stopped: nothing more is acknowledged until a restart re-reads the log."""
+
+    code = "storage_error"
+
+
+class DiskFull(NodeError):
+    """A write found no space; the log was cut back, so a retry succeeds once space returns."""
+
+    status = 507
+    code = "disk_full"
+    retry_after = 5
+
+
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 class SeqWatch:
@@ -293,7 +314,7 @@ class Engine:
             wal, collections, ckpt_seq, epoch = await loop.run_in_executor(
                 self._apply_pool, self._recover_blocking
             )
-        except (WalCorruptError, PayloadError, RecoveryError) as exc:
+        except (WalCorruptError, WalFailedError, PayloadError, RecoveryError, OSError) as exc:
             self._storage_error = f"recovery refused: {exc}"
             log.error("%s", self._storage_error)
             raise RecoveryError(self._storage_error) from exc
@@ -415,12 +436,10 @@ class Engine:
     # ----------------------------------------------------------------- writes
     async def submit(self, change: Change, *, epoch: int) -> WriteResult:
         """Leader write path (see the module docstring)."""
-        if self._closed:
-            raise NotReady("the node is shutting down")
+        self._check_writable()
         wal = self.wal
         async with self._write_lock:
-            if self._closed:
-                raise NotReady("the node is shutting down")
+            self._check_writable()
             count = self._validate(change)
             seq = wal.next_seq
             record = encode_record(seq, epoch, op_of(change), encode_payload(change))
@@ -437,8 +456,7 @@ class Engine:
         """Follower path: append leader records as they are, apply in order, make durable."""
         wal = self.wal
         async with self._write_lock:
-            if self._closed:
-                raise NotReady("the node is shutting down")
+            self._check_writable()
             fresh = [r for r in records if r.seq > wal.last_seq]
             if not fresh:
                 return wal.last_seq
@@ -467,8 +485,7 @@ class Engine:
         """
         wal = self.wal
         async with self._write_lock:
-            if self._closed:
-                raise NotReady("the node is shutting down")
+            self._check_writable()
             fresh = [r for r in records if r.seq > wal.last_seq]
             if not fresh:
                 return []
@@ -490,10 +507,30 @@ class Engine:
                 self._last_epoch = record.epoch
                 self._applied.set(record.seq)
 
+    def _check_writable(self) -> None:
+        if self._storage_error is not None:
+            raise StorageFailed(f"the store failed: {self._storage_error}")
+        if self._closed:
+            raise NotReady("the node is shutting down")
+
+    def _fail(self, reason: str) -> StorageFailed:
+        """Fail-stop: nothing more is acknowledged or served; a restart re-reads the log."""
+        if self._storage_error is None:
+            self._storage_error = reason
+            log.critical("storage failed, refusing all writes until a restart: %s", reason)
+        return StorageFailed(f"the store failed: {self._storage_error}")
+
     def _append(self, records: list[Record]) -> None:
         wal = self.wal
         before = wal.bytes_written
-        wal.append(records)
+        try:
+            wal.append(records)
+        except WalWriteError as exc:
+            if exc.errno in _NO_SPACE:
+                raise DiskFull(f"no space left for the log: {exc}") from exc
+            raise self._fail(str(exc)) from exc
+        except WalFailedError as exc:
+            raise self._fail(str(exc)) from exc
         written = wal.bytes_written - before
         self._checkpoint_wal_bytes += written
         self.observer.wal_appended(written)
@@ -509,7 +546,10 @@ class Engine:
     async def _sync(self) -> None:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
-        await loop.run_in_executor(self._io_pool, self.wal.sync)
+        try:
+            await loop.run_in_executor(self._io_pool, self.wal.sync)
+        except (WalFailedError, OSError) as exc:
+            raise self._fail(str(exc)) from exc
         self.observer.fsync_done(time.perf_counter() - started)
         # Read back on the loop thread: a truncation while the fsync ran lowered it.
         seq = self.wal.durable_seq
@@ -517,7 +557,15 @@ class Engine:
             self._durable.set(seq)
 
     async def make_durable(self, seq: int) -> None:
-        """Return once ``seq`` is durable; concurrent callers share one fsync (group commit)."""
+        """Return once ``seq`` is durable; concurrent callers share one fsync (group commit).
+
+        Raises :class:`StorageFailed` once the store has failed, unless ``seq`` was durable
+        before that.
+        """
+        if seq <= self._durable.value:
+            return
+        if self._storage_error is not None:
+            raise StorageFailed(f"the store failed: {self._storage_error}")
         if self.options.fsync is FsyncMode.NONE:
             self.wal.mark_durable(seq)
             if seq > self._durable.value:
@@ -607,7 +655,12 @@ class Engine:
                 await loop.run_in_executor(
                     self._io_pool, lambda: self._write_checkpoint(seq, epoch, collections)
                 )
-            self.wal.roll()
+            try:
+                self.wal.roll()
+            except WalFailedError as exc:
+                raise self._fail(str(exc)) from exc
+            except WalWriteError:
+                pass  # no room for a new segment: the log goes on in the current one
             wal_bytes = self._checkpoint_wal_bytes
         paused = time.perf_counter() - started
         if frozen is not None:
@@ -663,7 +716,7 @@ class Engine:
                 records_since_last=self.applied_seq - self._checkpoint_seq,
                 wal_bytes_since_last=self._checkpoint_wal_bytes,
             )
-            if due:
+            if due and self._storage_error is None:
                 try:
                     await self.checkpoint()
                 except Exception:
@@ -758,12 +811,17 @@ class Engine:
         if self._closed:
             return
         self._closed = True
-        async with self._write_lock:
-            if self._wal is not None:
-                # Through the group-commit path, so writers waiting on an fsync share this one.
-                await self.make_durable(self._wal.last_seq)
-                self._wal.close()
-        self._apply_pool.shutdown(wait=True)
-        self._io_pool.shutdown(wait=True)
-        self._search_pool.shutdown(wait=False, cancel_futures=True)
-        self._splitter.close()
+        try:
+            async with self._write_lock:
+                if self._wal is not None:
+                    try:
+                        if self._storage_error is None:
+                            # Through the group-commit path: writers waiting on an fsync share it.
+                            await self.make_durable(self._wal.last_seq)
+                    finally:
+                        self._wal.close()
+        finally:
+            self._apply_pool.shutdown(wait=True)
+            self._io_pool.shutdown(wait=True)
+            self._search_pool.shutdown(wait=False, cancel_futures=True)
+            self._splitter.close()

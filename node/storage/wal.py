@@ -23,6 +23,7 @@ Thread model: appends, rolls and truncation happen on one thread (the engine's e
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import threading
@@ -31,6 +32,7 @@ from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
@@ -54,6 +56,22 @@ class WalCorruptError(Exception):
         self.path = path
         self.offset = offset
         self.reason = reason
+
+
+class WalWriteError(Exception):
+    """A write failed (e.g. ENOSPC) and the segment was cut back to its last good offset.
+
+    The log is exactly as it was before the failed append, so later appends may succeed.
+    """
+
+    def __init__(self, errno: int | None, message: str) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+
+class WalFailedError(Exception):
+    """The log can no longer be trusted (an fsync failed, or a failed write could not be cut
+    back); every later append and sync raises this. Only reopening (a restart) clears it."""
 
 
 class SeqNotRetainedError(LookupError):
@@ -194,6 +212,7 @@ class WriteAheadLog:
         self._fd_lock = threading.Lock()
         self._durable_seq = segments[-1].last_seq
         self.bytes_written = 0
+        self.failed: str | None = None  # set once; see WalFailedError
 
     # ----------------------------------------------------------------- opening
     @classmethod
@@ -281,6 +300,8 @@ class WriteAheadLog:
         """Append framed records whose seqs continue the log (epochs kept as given)."""
         if not records:
             return
+        if self.failed is not None:
+            raise WalFailedError(self.failed)
         expected = self.last_seq + 1
         for record in records:
             if record.seq != expected:
@@ -291,9 +312,12 @@ class WriteAheadLog:
         segment = self._segments[-1]
         data = b"".join(r.frame for r in records)
         view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError as exc:
+            self._cut_failed_write(segment, exc)
         # Only now do the records count (last_seq): a sync() running in a worker thread must
         # never mark durable a record whose bytes were not yet written when its fsync began.
         offset = segment.size
@@ -303,6 +327,28 @@ class WriteAheadLog:
         segment.size = offset
         self.bytes_written += len(data)
 
+    def _cut_failed_write(self, segment: _Segment, exc: OSError) -> NoReturn:
+        """Undo a partly written append so no torn record sits before later ones."""
+        where = f"{segment.path} at byte offset {segment.size}"
+        try:
+            os.ftruncate(self._fd, segment.size)
+        except OSError as cut_exc:
+            self.failed = f"write to {where} failed ({exc}) and could not be cut back ({cut_exc})"
+            raise WalFailedError(self.failed) from exc
+        raise WalWriteError(exc.errno, f"write to {where} failed: {exc}") from exc
+
+    def _fsync_or_fail(self) -> None:
+        """fsync the active segment; a failure poisons the log (PostgreSQL's fsyncgate lesson:
+        after a failed fsync the kernel may have dropped the dirty pages, and a retry that
+        succeeds proves nothing)."""
+        if self.failed is not None:
+            raise WalFailedError(self.failed)
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:
+            self.failed = f"fsync of {self._segments[-1].path} failed: {exc}"
+            raise WalFailedError(self.failed) from exc
+
     def sync(self) -> int:
         """fsync the active segment; returns the seq now durable. Safe from a worker thread.
 
@@ -311,7 +357,7 @@ class WriteAheadLog:
         """
         with self._fd_lock:
             seq = self.last_seq
-            os.fsync(self._fd)
+            self._fsync_or_fail()
             if seq > self._durable_seq:  # under the lock: a truncation may lower it meanwhile
                 self._durable_seq = seq
             return self._durable_seq
@@ -325,9 +371,18 @@ class WriteAheadLog:
         """Start a new segment at ``next_seq`` (the old one is fsynced first)."""
         if not self._segments[-1].offsets:
             return
-        segment = _create_segment(self._dir, self.next_seq)
+        if self.failed is not None:
+            raise WalFailedError(self.failed)
+        try:
+            segment = _create_segment(self._dir, self.next_seq)
+        except OSError as exc:
+            # Nothing changed: the log goes on in the current segment. A half-made file must
+            # not stay, since records of the current segment will pass its first seq.
+            with contextlib.suppress(OSError):
+                (self._dir / _segment_name(self.next_seq)).unlink(missing_ok=True)
+            raise WalWriteError(exc.errno, f"cannot start segment {self.next_seq}: {exc}") from exc
         with self._fd_lock:
-            os.fsync(self._fd)
+            self._fsync_or_fail()
             self._durable_seq = max(self._durable_seq, self.last_seq)
             os.close(self._fd)
             self._fd = os.open(segment.path, os.O_WRONLY | os.O_APPEND)
@@ -393,9 +448,12 @@ class WriteAheadLog:
     def close(self) -> None:
         with self._fd_lock:
             if self._fd >= 0:
-                os.fsync(self._fd)
-                os.close(self._fd)
-                self._fd = -1
+                try:
+                    if self.failed is None:
+                        self._fsync_or_fail()
+                finally:
+                    os.close(self._fd)
+                    self._fd = -1
 
     # ---------------------------------------------------------------- reading
     def _locate(self, seq: int) -> tuple[int, int]:

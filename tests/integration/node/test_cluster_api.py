@@ -136,3 +136,64 @@ async def test_a_storage_error_is_named_by_readyz_status_and_data_calls(
         body = await resp.json()
         assert resp.status == 503 and body["error"]["code"] == "storage_error"
         assert "EIO" in body["error"]["message"]
+
+
+async def test_confirm_renews_only_the_leader_at_exactly_that_epoch(
+    make_member: Callable[..., Any],
+) -> None:
+    member: Client = await make_member()
+    code, body = await admin(member, "confirm", epoch=1)
+    assert code == 409 and body["error"]["code"] == "not_leader"
+    assert (await admin(member, "promote", epoch=2))[0] == 200
+    code, body = await admin(member, "confirm", epoch=2)
+    assert code == 200 and POSITIONS <= set(body)
+    assert body["lease"]["valid"] is True and body["lease"]["expires_in_seconds"] > 0
+    code, body = await admin(member, "confirm", epoch=1)
+    assert code == 409 and body["error"]["code"] == "stale_epoch"
+    # A higher epoch: the operator moved on; this leader steps down at once.
+    code, body = await admin(member, "confirm", epoch=3)
+    assert code == 409 and body["error"]["code"] == "not_leader"
+    status = await (await member.get("/v1/status")).json()
+    assert (status["role"], status["epoch"]) == ("standby", 3)
+    assert "lease" not in status
+
+
+async def _error_code(resp: Any) -> tuple[int, str]:
+    return resp.status, (await resp.json())["error"]["code"]
+
+
+async def test_a_leader_whose_lease_lapsed_acknowledges_nothing_until_confirmed(
+    make_member: Callable[..., Any],
+) -> None:
+    member: Client = await make_member(lease_seconds=0.3)
+    assert (await admin(member, "promote", epoch=1))[0] == 200
+    made = await member.post("/v1/collections?ack=leader", json={"name": "c", "dimension": 2})
+    assert made.status == 201
+    before = await (await member.get("/v1/status")).json()
+    await asyncio.sleep(0.4)  # nobody (no follower, no operator) confirmed within the lease
+    status = await (await member.get("/v1/status")).json()
+    assert status["lease"]["valid"] is False and status["lease"]["expires_in_seconds"] == 0
+    upsert = {"vectors": [{"id": "a", "vector": [1, 1]}], "ack": "leader"}
+    assert await _error_code(await member.put("/v1/collections/c/vectors", json=upsert)) == (
+        503,
+        "lease_expired",
+    )
+    assert (await member.get("/v1/status")).status == 200
+    assert (await (await member.get("/v1/status")).json())["last_seq"] == status["last_seq"]
+    query = {"vector": [0, 0], "k": 1}
+    for consistency in ("strong", "quorum"):
+        resp = await member.post(
+            "/v1/collections/c/search", json={**query, "consistency": consistency}
+        )
+        assert await _error_code(resp) == (503, "lease_expired")
+    assert (await member.post("/v1/collections/c/search", json=query)).status == 200
+    # A confirmation based on a status older than the lease proves nothing new.
+    token = before["lease"]["token"]
+    assert (await admin(member, "confirm", epoch=1, lease_token=token))[0] == 200
+    assert (await member.put("/v1/collections/c/vectors", json=upsert)).status == 503
+    # A fresh one renews the lease.
+    token = status["lease"]["token"] + 10_000  # a token from the future counts as now
+    assert (await admin(member, "confirm", epoch=1, lease_token=token))[0] == 200
+    assert (await member.put("/v1/collections/c/vectors", json=upsert)).status == 200
+    strong = await member.post("/v1/collections/c/search", json={**query, "consistency": "strong"})
+    assert strong.status == 200

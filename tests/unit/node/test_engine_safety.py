@@ -3,11 +3,25 @@ acknowledgements; the epoch is checked under the write lock; followers agree per
 
 from __future__ import annotations
 
+import asyncio
+import errno
+import os
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
-from dvecdb_node.storage.engine import Engine, EngineOptions, FsyncMode, RecoveryError
+from dvecdb_node.storage import wal as wal_module
+from dvecdb_node.storage.engine import (
+    DiskFull,
+    Engine,
+    EngineOptions,
+    FsyncMode,
+    RecoveryError,
+    StorageFailed,
+)
 from dvecdb_node.storage.records import CollectionConfig, CreateCollection, UpsertBatch
 from dvecdb_node.storage.wal import HEADER_SIZE
 
@@ -51,4 +65,134 @@ async def test_a_flipped_byte_in_an_early_segment_refuses_recovery(tmp_path: Pat
     assert engine.storage_error is not None
     assert victim.name in engine.storage_error and "byte offset 0" in engine.storage_error
     assert [p.stat().st_size for p in sorted((tmp_path / "wal").glob("*.wal"))] == sizes
+    await engine.close()
+
+
+class _FaultyOs:
+    """Stands in for ``os`` in the WAL module: injects fsync and write failures."""
+
+    def __init__(self) -> None:
+        self.fsync_errors = 0  # how many next fsyncs fail with EIO
+        self.write_budget: int | None = None  # bytes writable before ENOSPC (None: no limit)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
+
+    def fsync(self, fd: int) -> None:
+        if self.fsync_errors:
+            self.fsync_errors -= 1
+            raise OSError(errno.EIO, "Input/output error")
+        os.fsync(fd)
+
+    def write(self, fd: int, data: Any) -> int:
+        if self.write_budget is None:
+            return os.write(fd, data)
+        if self.write_budget <= 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written = os.write(fd, memoryview(data)[: self.write_budget])
+        self.write_budget -= written
+        return written
+
+
+@pytest.fixture
+def faulty_os(monkeypatch: pytest.MonkeyPatch) -> _FaultyOs:
+    fake = _FaultyOs()
+    monkeypatch.setattr(wal_module, "os", fake)
+    return fake
+
+
+async def test_after_a_failed_fsync_nothing_more_is_acknowledged(
+    tmp_path: Path, faulty_os: _FaultyOs
+) -> None:
+    engine = await _open(tmp_path)
+    await _fill(engine, 3)
+    acked = engine.durable_seq
+    faulty_os.fsync_errors = 1
+    waiting = await asyncio.gather(
+        *(engine.submit(_batch([f"w{i}"], i), epoch=1) for i in range(5)),
+        return_exceptions=True,
+    )
+    assert all(isinstance(r, StorageFailed) for r in waiting), waiting
+    # The next fsync would succeed, which proves nothing: the engine has stopped for good.
+    with pytest.raises(StorageFailed) as caught:
+        await engine.submit(_batch(["later"]), epoch=1)
+    assert caught.value.status == 503
+    assert not engine.ready
+    assert engine.storage_error is not None and "fsync" in engine.storage_error
+    assert engine.durable_seq == acked
+    await engine.close()
+    engine = await _open(tmp_path)  # a restart re-reads the log
+    assert engine.ready and engine.storage_error is None
+    assert engine.last_seq >= acked and engine.collection("c").count >= 15
+    await engine.close()
+
+
+async def test_enospc_mid_record_fails_the_write_and_leaves_no_torn_record(
+    tmp_path: Path, faulty_os: _FaultyOs
+) -> None:
+    engine = await _open(tmp_path)
+    await _fill(engine, 3)
+    before = engine.last_seq
+    faulty_os.write_budget = 30  # the next record is cut off after 30 bytes
+    with pytest.raises(DiskFull) as caught:
+        await engine.submit(_batch(["big-0", "big-1"]), epoch=1)
+    assert (caught.value.status, caught.value.code) == (507, "disk_full")
+    assert engine.ready and engine.storage_error is None
+    assert engine.last_seq == before and engine.collection("c").count == 15
+    faulty_os.write_budget = None  # space returns
+    await engine.submit(_batch(["after"]), epoch=1)
+    await engine.close()
+    engine = await _open(tmp_path)
+    assert engine.last_seq == before + 1
+    assert engine.get("c", "after") is not None and engine.get("c", "big-0") is None
+    await engine.close()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs (needs root; skipped otherwise), unmounted at teardown."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+async def test_full_disk_refuses_writes_until_space_returns_and_loses_nothing(
+    small_disk: Path,
+) -> None:
+    ballast = small_disk / "ballast"
+    ballast.write_bytes(b"\0" * (256 << 10))
+    engine = await _open(small_disk / "node")
+    await engine.submit(CreateCollection(CollectionConfig("big", 256, "l2")), epoch=1)
+    rng = np.random.default_rng(1)
+    acked: list[str] = []
+    with pytest.raises(DiskFull):
+        for i in range(100):  # 100 x 40 KiB is far more than 1 MiB
+            ids = [f"{i}-{j}" for j in range(40)]
+            vectors = rng.random((40, 256), dtype=np.float32)
+            await engine.submit(UpsertBatch("big", ids, vectors, [None] * 40), epoch=1)
+            acked.extend(ids)
+    assert acked and engine.ready and engine.storage_error is None
+    assert engine.wal.size_bytes() == sum(
+        p.stat().st_size for p in (small_disk / "node" / "wal").glob("*.wal")
+    )
+    ballast.unlink()  # space returns
+    vectors = rng.random((2, 256), dtype=np.float32)
+    await engine.submit(UpsertBatch("big", ["late-0", "late-1"], vectors, [None] * 2), epoch=1)
+    acked.extend(["late-0", "late-1"])
+    last = engine.last_seq
+    await engine.close()
+    engine = await _open(small_disk / "node")
+    assert engine.last_seq == last
+    assert engine.collection("big").count == len(acked)
+    assert all(engine.get("big", item) is not None for item in acked)
     await engine.close()

@@ -68,7 +68,11 @@ async def test_raw_batches_and_heartbeats(tmp_path: Path) -> None:
         assert logview.count_frames(small) == 1
         beat = decode_frames(logview.heartbeat_frame(3, 10, 9))[0]
         assert (beat.seq, beat.epoch) == (logview.HEARTBEAT_SEQ, 3)
-        assert logview.parse_heartbeat(beat.payload) == (10, 9)
+        assert logview.parse_heartbeat(beat.payload) == (10, 9, 0)
+        with_token = decode_frames(logview.heartbeat_frame(3, 10, 9, token=123_456))[0]
+        assert logview.parse_heartbeat(with_token.payload) == (10, 9, 123_456)
+        # A heartbeat from a leader that sends no token yet reads as token 0.
+        assert logview.parse_heartbeat(beat.payload[:16]) == (10, 9, 0)
     finally:
         await engine.close()
 
