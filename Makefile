@@ -47,7 +47,7 @@ faults: dev
 	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iptables >/dev/null; \
 	  else echo "iptables missing: apt-get install iptables (the fault trials will skip)"; fi; }
-	DVECDB_FAULT_TRIALS=$(FAULT_TRIALS) $(BIN)/pytest tests/faults -q
+	DVECDB_FAULT_TRIALS=$(FAULT_TRIALS) $(BIN)/pytest tests/faults -q -s
 
 # promtool checks and unit-tests the alerting rules (Debian's `prometheus` package ships it).
 tools:

@@ -66,12 +66,16 @@ def plan(
     while t < duration - 1.0:
         step = _draw(rng, t, duration, detection)
         steps.append(step)
+        end = step.end
         if mode == "quorum" and rng.random() < 0.5:
-            # A second fault on another member, overlapping the first.
-            other = _draw(rng, t + rng.uniform(0.0, step.duration), duration, detection)
-            target = "follower" if step.target == "leader" else other.target
-            steps.append(Step(other.at, other.kind, target, other.duration, None, other.variant))
-        t = step.end + rng.uniform(0.3, 0.8)
+            # A second fault overlapping the first; a follower if the first hits the leader.
+            at = min(t + rng.uniform(0.0, step.duration * 0.8), duration - 1.0)
+            other = _draw(rng, at, duration, detection)
+            if step.target == "leader":
+                other = Step(other.at, other.kind, "follower", other.duration, None, other.variant)
+            steps.append(other)
+            end = max(end, other.end)
+        t = end + rng.uniform(0.3, 0.8)
     return steps
 
 
