@@ -194,13 +194,27 @@ class SeqWatch:
         if self.value >= seq:
             return True
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiters, (seq, next(self._counter), fut))
+        entry = (seq, next(self._counter), fut)
+        heapq.heappush(self._waiters, entry)
         try:
             async with asyncio.timeout(within):
                 await fut
         except TimeoutError:
             return self.value >= seq
+        finally:
+            if not fut.done() or fut.cancelled():
+                # Timed out or cancelled: drop the entry (unless set() popped it already), or
+                # it stays until the value reaches its seq, which after a rewind may be never.
+                fut.cancel()
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(entry)
+                    heapq.heapify(self._waiters)
         return True
+
+    @property
+    def waiting(self) -> int:
+        """Entries held for waiters (each one a coroutine still waiting)."""
+        return len(self._waiters)
 
 
 class Engine:

@@ -4,6 +4,7 @@ acknowledgements; the epoch is checked under the write lock; followers agree per
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import subprocess
@@ -20,6 +21,7 @@ from dvecdb_node.storage.engine import (
     EngineOptions,
     FsyncMode,
     RecoveryError,
+    SeqWatch,
     StorageFailed,
 )
 from dvecdb_node.storage.records import CollectionConfig, CreateCollection, UpsertBatch
@@ -196,3 +198,19 @@ async def test_full_disk_refuses_writes_until_space_returns_and_loses_nothing(
     assert engine.collection("big").count == len(acked)
     assert all(engine.get("big", item) is not None for item in acked)
     await engine.close()
+
+
+async def test_seq_watch_forgets_waits_that_time_out_or_are_cancelled() -> None:
+    watch = SeqWatch()
+    for seq in range(1, 101):
+        assert not await watch.wait(seq, 0)
+    cancelled = asyncio.create_task(watch.wait(500))
+    kept = asyncio.create_task(watch.wait(7))
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await cancelled
+    assert watch.waiting == 1
+    watch.set(7)
+    assert await kept
+    assert watch.waiting == 0
