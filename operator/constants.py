@@ -25,6 +25,9 @@ ROLE_STANDBY: Final = "standby"
 
 # Annotation on a DVecCluster naming the member to switch the leadership to.
 ANNOTATION_SWITCHOVER: Final = f"{GROUP}/switchover-to"
+# Annotation naming the member to promote whatever it holds (a human decision for a group
+# that lost its majority for good): acknowledged writes may be lost.
+ANNOTATION_FORCE_PROMOTE: Final = f"{GROUP}/force-promote"
 
 # The node's port and the key of the cluster token inside its Secret.
 NODE_PORT: Final = 8080

@@ -2,14 +2,14 @@
 
 The StatefulSet uses `updateStrategy: OnDelete`, so the operator restarts members itself:
 one at a time, only while every member is ready, followers first (highest ordinal first),
-and the leader last, after a switchover to an up-to-date follower.
+and the leader last, after a switchover to an up-to-date follower (`LeaderLast`; the
+decision module picks the most advanced of them).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dvecdb_operator.failover import choose_candidate
 from dvecdb_operator.observation import ClusterObservation, MemberObservation
 
 
@@ -20,12 +20,13 @@ class RestartPod:
 
 
 @dataclass(frozen=True)
-class SwitchoverTo:
-    target: str
-    reason: str
+class LeaderLast:
+    """Only the leader is outdated: move leadership to one of `updated` first."""
+
+    updated: tuple[str, ...]
 
 
-UpgradeStep = RestartPod | SwitchoverTo
+UpgradeStep = RestartPod | LeaderLast
 
 
 def outdated(cluster: ClusterObservation) -> list[MemberObservation]:
@@ -40,7 +41,7 @@ def outdated(cluster: ClusterObservation) -> list[MemberObservation]:
 
 
 def next_upgrade_step(cluster: ClusterObservation) -> UpgradeStep | None:
-    """The next restart or switchover of a rolling upgrade, or None (done, or must wait)."""
+    """The next restart of a rolling upgrade, the leader's turn, or None (done, or wait)."""
     stale = outdated(cluster)
     if not stale:
         return None
@@ -53,8 +54,5 @@ def next_upgrade_step(cluster: ClusterObservation) -> UpgradeStep | None:
     if followers:
         victim = max(followers, key=lambda m: m.ordinal)
         return RestartPod(victim.name, f"restart follower {victim.name} on the new revision")
-    updated = [m for m in in_range if m not in stale]
-    target = choose_candidate(updated, exclude=cluster.leader)
-    if target is None:
-        return None
-    return SwitchoverTo(target.name, f"switch over to {target.name} before the leader restarts")
+    updated = tuple(m.name for m in in_range if m not in stale and m.name != cluster.leader)
+    return LeaderLast(updated) if updated else None
