@@ -9,8 +9,9 @@ Lifecycle
     None: why the store refuses to serve, e.g. the damaged file and byte offset);
     ``await engine.close()`` (waits for in-flight writes, fsyncs, closes).
 Leader writes
-    ``await engine.submit(change, epoch=e) -> WriteResult(seq, count)``: validates against the
-    current state, assigns the next seq, appends one record, applies it, and returns once the
+    ``await engine.submit(change, epoch=e, check=f) -> WriteResult(seq, count)``: validates
+    against the current state, calls ``f(e)`` (if given: it raises to refuse, e.g. a leader
+    fenced while the write waited for the lock), assigns the next seq, appends one record, applies it, and returns once the
     record is durable under ``options.fsync`` (``always``: fsync per write; ``batch``: group
     commit, one fsync covers every write waiting on it; ``none``: written to the OS).
     Raises :class:`dvecdb_node.errors.NodeError` subclasses for invalid changes.
@@ -448,13 +449,23 @@ class Engine:
             self._pooled -= 1
 
     # ----------------------------------------------------------------- writes
-    async def submit(self, change: Change, *, epoch: int) -> WriteResult:
-        """Leader write path (see the module docstring)."""
+    async def submit(
+        self, change: Change, *, epoch: int, check: Callable[[int], None] | None = None
+    ) -> WriteResult:
+        """Leader write path (see the module docstring).
+
+        ``check(epoch)`` runs under the write lock right before the record gets its seq; if it
+        raises, nothing is appended and the exception propagates. A write that queued for the
+        lock while its leader was fenced or deposed is refused here, not appended at the old
+        epoch (the API passes ``role.require_epoch``).
+        """
         self._check_writable()
         wal = self.wal
         async with self._write_lock:
             self._check_writable()
             count = self._validate(change)
+            if check is not None:
+                check(epoch)
             seq = wal.next_seq
             record = encode_record(seq, epoch, op_of(change), encode_payload(change))
             self._append([record])

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from dvecdb_node.errors import NotLeader
 from dvecdb_node.storage import wal as wal_module
 from dvecdb_node.storage.engine import (
     DiskFull,
@@ -214,3 +215,31 @@ async def test_seq_watch_forgets_waits_that_time_out_or_are_cancelled() -> None:
     watch.set(7)
     assert await kept
     assert watch.waiting == 0
+
+
+async def test_a_write_queued_behind_the_lock_is_refused_once_its_epoch_is_fenced(
+    tmp_path: Path,
+) -> None:
+    engine = await _open(tmp_path)
+    await _fill(engine, 1)
+    before = engine.last_seq
+    fenced_at: list[int] = []
+    checked: list[int] = []
+
+    def require_epoch(epoch: int) -> None:
+        checked.append(epoch)
+        if fenced_at and epoch < fenced_at[0]:
+            raise NotLeader(None, f"fenced at epoch {fenced_at[0]}")
+
+    async with engine._write_lock:  # a write in progress (or a frozen leader) holds the lock
+        queued = asyncio.create_task(engine.submit(_batch(["q"]), epoch=1, check=require_epoch))
+        await asyncio.sleep(0.01)
+        assert not queued.done() and checked == []  # the request passed the API's check
+        fenced_at.append(2)  # meanwhile the node is fenced at epoch 2
+    with pytest.raises(NotLeader):
+        await queued
+    assert checked == [1]
+    assert engine.last_seq == before and engine.get("c", "q") is None
+    result = await engine.submit(_batch(["ok"]), epoch=2, check=require_epoch)
+    assert result.seq == before + 1 and checked == [1, 2]
+    await engine.close()
