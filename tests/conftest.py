@@ -110,13 +110,16 @@ class NodeProcess:
         }
 
     def wait_ready(self, timeout: float = 30.0) -> None:
+        """Wait until the node has recovered: ``/readyz`` for a standalone node; a cluster
+        member's ``/v1/status`` (it is not ready before it agrees with a leader)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"node exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                status, _ = self.request("GET", "/readyz", timeout=1.0)
-                if status == 200:
+                path = "/readyz" if self.standalone else "/v1/status"
+                status, body = self.request("GET", path, timeout=1.0)
+                if status == 200 and (self.standalone or body.get("ready")):
                     return
             except OSError:
                 pass

@@ -39,7 +39,7 @@ from aiohttp import web
 from dvecdb_node.api import search
 from dvecdb_node.api.auth import check_access, parse_bearer
 from dvecdb_node.api.errors import error_body, node_error_parts
-from dvecdb_node.api.gates import check_reads
+from dvecdb_node.api.gates import check_serving
 from dvecdb_node.api.http1 import Head, parse_head
 from dvecdb_node.api.keys import ENGINE, METRICS, SETTINGS
 from dvecdb_node.errors import NodeError
@@ -200,11 +200,11 @@ class SearchLane:
             token = parse_bearer(head.authorization.decode("latin-1"))
         path = head.path.decode("ascii")
         check_access(path, token, self.settings.api_key, self.settings.cluster_token)
-        check_reads(self.app)
-        content_type = head.content_type
-        return search.prepare(
-            self.app, name, body, None if content_type is None else content_type.decode("latin-1")
-        )
+        check_serving(self.app)
+        raw_type = head.content_type
+        content_type = None if raw_type is None else raw_type.decode("latin-1")
+        search.gate(self.app, body, content_type)
+        return search.prepare(self.app, name, body, content_type)
 
     async def _answer_later(self, prepared: search.PreparedSearch, started: float) -> Answer:
         try:

@@ -7,8 +7,8 @@
 2. Reads: registered checks may refuse data reads (replication adds one: a member whose log
    may hold records no leader acknowledged serves nothing).
 
-The aiohttp middleware and the fast lane both ask, through :func:`check_reads` for searches.
-Every check is a few attribute reads: it runs once per search.
+The aiohttp middleware and the fast lane both ask (searches through ``search.gate``). Every
+check is a few attribute reads: it runs once per search.
 """
 
 from __future__ import annotations
@@ -23,10 +23,6 @@ _DATA_PREFIX = "/v1/collections"
 
 def is_data(path: str) -> bool:
     return path.startswith(_DATA_PREFIX)
-
-
-def is_data_read(method: str, path: str) -> bool:
-    return path.startswith(_DATA_PREFIX) and (method == "GET" or path.endswith("/search"))
 
 
 def storage_error(app: web.Application) -> str | None:
@@ -49,18 +45,24 @@ def check_serving(app: web.Application) -> None:
     raise NotReady("the node is shutting down", code="shutting_down")
 
 
-def check_reads(app: web.Application) -> None:
-    """Raise the first refusal of a data read, if any."""
-    check_serving(app)
+def check_gates(app: web.Application) -> None:
+    """Raise the first refusal of the registered read gates, if any."""
     for gate in app[READ_GATES]:
         gate()
 
 
+def check_reads(app: web.Application) -> None:
+    """Raise the first refusal of a data read, if any."""
+    check_serving(app)
+    check_gates(app)
+
+
 @web.middleware
 async def read_gate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    path = request.path
-    if path.startswith(_DATA_PREFIX):
-        if request.method == "GET" or path.endswith("/search"):
+    """GET reads are gated here; a search's read gate waits for its body (``search.gate``):
+    a strong read refused by a non-leader answers ``not_leader``, whatever else holds."""
+    if request.path.startswith(_DATA_PREFIX):
+        if request.method == "GET":
             check_reads(request.app)
         else:
             check_serving(request.app)

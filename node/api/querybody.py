@@ -73,3 +73,21 @@ def decode_queries(
         if "vector" in options or "vectors" in options:
             raise InvalidInput("the vectors of a binary query body go before its options")
     return validation.search_options(options, queries, single=False, settings=settings)
+
+
+def wants_leader(raw: bytes, content_type: str | None) -> bool:
+    """Whether a search body (JSON or binary) asks for a ``strong`` or ``quorum`` read.
+
+    Lenient: a malformed body is not a leader read (validation reports it later).
+    """
+    try:
+        if content_type == CONTENT_TYPE:
+            _, count, dim, options_len = _HEAD.unpack_from(raw)
+            if not options_len:
+                return False
+            body = orjson.loads(raw[_HEAD.size + count * dim * 4 :])
+        else:
+            body = orjson.loads(raw)
+    except (struct.error, orjson.JSONDecodeError):
+        return False
+    return isinstance(body, dict) and body.get("consistency") in ("strong", "quorum")

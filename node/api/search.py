@@ -13,9 +13,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 from dvecdb_node.api import querybody
+from dvecdb_node.api.gates import check_gates
 from dvecdb_node.api.keys import ENGINE, HOOKS, ROLE, SETTINGS
 from dvecdb_node.api.validation import SearchRequest, check_name, parse_json, parse_search
-from dvecdb_node.errors import Conflict
+from dvecdb_node.errors import Conflict, NodeError
 from dvecdb_node.storage.found import Found, Rows
 from dvecdb_node.storage.index import Collection
 
@@ -28,6 +29,20 @@ class PreparedSearch:
     name: str
     collection: Collection
     query: SearchRequest
+
+
+def gate(app: web.Application, raw: bytes, content_type: str | None = None) -> None:
+    """The read gate of a search (both servers call it before :func:`prepare`).
+
+    A member that refuses data reads answers a ``strong`` or ``quorum`` read as every
+    non-leader does (409 ``not_leader``): only on that refusal path is the body peeked at.
+    """
+    try:
+        check_gates(app)
+    except NodeError:
+        if querybody.wants_leader(raw, content_type):
+            app[ROLE].require_lease()
+        raise
 
 
 def prepare(
@@ -113,6 +128,7 @@ async def answer(app: web.Application, prepared: PreparedSearch) -> bytes:
 async def search(request: web.Request) -> web.Response:
     app = request.app
     raw = await request.read()
+    gate(app, raw, request.content_type)
     prepared = prepare(app, request.match_info["name"], raw, request.content_type)
     body = answer_now(app, prepared)
     if body is None:

@@ -124,7 +124,10 @@ class Follower:
         self.on_epoch = on_epoch
         self.options = options
         self.state = "starting"
+        # reconciled: the leader accepted this log as a prefix of its own (a stream started).
+        # diverged: the leader said it is not, and it is not yet cut back or replaced.
         self.reconciled = False
+        self.diverged = False
         self.streaming = False
         self.leader_last_seq = 0
         self.last_error: str | None = None
@@ -160,6 +163,9 @@ class Follower:
             "state": self.state,
             "streaming": self.streaming,
             "reconciled": self.reconciled,
+            "last_heard_seconds": (
+                round(time.monotonic() - self.last_heard, 3) if self.last_heard else None
+            ),
             "leader_last_seq": self.leader_last_seq,
             "received_seq": self.engine.durable_seq,
             "applied_seq": self.engine.applied_seq,
@@ -230,6 +236,8 @@ class Follower:
                 raise await _error_of(resp)
             self.connects += 1
             self.lease_token = 0
+            self.last_heard = time.monotonic()
+            self.diverged = False
             self.reconciled = True
             self.streaming = True
             self.state = "streaming"
@@ -318,6 +326,7 @@ class Follower:
             point = int(exc.body.get("truncate_to", 0))
             self.state = "truncating"
             self.reconciled = False
+            self.diverged = True
             log.warning("log diverges from %s after seq %d: truncating", self.leader_url, point)
             if await _uncancellable(lambda: self.engine.truncate_after(point)):
                 self.truncations += 1
@@ -338,6 +347,7 @@ class Follower:
     async def _install_snapshot(self, session: aiohttp.ClientSession) -> None:
         self.state = "snapshot"
         self.reconciled = False
+        self.diverged = True  # until installed, the log is not known to continue the leader's
         self.streaming = False
         path = self.engine.data_dir / "incoming-snapshot.tar"
         url = f"{self.leader_url}/v1/replication/snapshot"
@@ -357,6 +367,7 @@ class Follower:
                 finally:
                     fh.close()
             installed = await _uncancellable(lambda: self.engine.install_snapshot(path))
+            self.diverged = False  # the store is now the leader's snapshot
             self.snapshots_installed += 1
             log.info("installed snapshot at seq %d from %s (announced %d)",
                      installed, self.leader_url, seq)  # fmt: skip

@@ -47,6 +47,30 @@ class ReadBlock:
     message: str
 
 
+NOT_AGREED = ReadBlock(
+    "not_agreed",
+    "this member's log may hold records no leader acknowledged (a deposed leader, or a member "
+    "not yet reconciled with the current leader): it serves no data until it has reconciled",
+)
+RECONCILING = ReadBlock(
+    "reconciling", "this follower is cutting back or replacing a log that differs from its leader's"
+)
+
+
+def read_staleness_block(heard: float | None, now: float, max_staleness: float) -> ReadBlock | None:
+    """The refusal for a member whose log last agreed with a leader at ``heard`` (None: never
+    since it could have diverged), or None while that is within ``max_staleness``."""
+    if heard is None:
+        return NOT_AGREED
+    if now - heard > max_staleness:
+        return ReadBlock(
+            "too_stale",
+            f"this member last heard from a leader {now - heard:.0f}s ago "
+            f"(max_read_staleness_seconds is {max_staleness:g})",
+        )
+    return None
+
+
 def stale_epoch(message: str, epoch: int) -> Conflict:
     return Conflict(message, code="stale_epoch", epoch=epoch)
 
@@ -79,6 +103,9 @@ class ReplicationManager:
         # Lease ends (monotonic): from the operator's confirmations and the followers' acks.
         self._operator_lease = -math.inf
         self._follower_lease = -math.inf
+        # When this member last heard from a leader its log agreed with (see read_block);
+        # None while its log may hold records no leader acknowledged.
+        self._agreed_heard: float | None = None
         self._lock = asyncio.Lock()
         self._session: aiohttp.ClientSession | None = None
 
@@ -130,6 +157,8 @@ class ReplicationManager:
             log.warning("leader at epoch %d steps down: %s", self.role.epoch, reason)
             self.role.role = "standby"
             self.role.leader_url = None
+            # Its log may end in records nobody acknowledged: no reads until it reconciles.
+            self._agreed_heard = None
         self.tracker.fail_waiters(
             NotReady(f"leadership lost: {reason}; the write may or may not persist",
                      code="leadership_lost")
@@ -284,19 +313,39 @@ class ReplicationManager:
         follower, self.follower = self.follower, None
         if follower is not None:
             await follower.stop()
+            if follower.diverged:
+                self._agreed_heard = None
+            elif follower.reconciled:
+                self._agreed_heard = max(self._agreed_heard or 0.0, follower.last_heard)
 
     @property
     def read_block(self) -> ReadBlock | None:
         """Why data reads must be refused now, or None when this member may serve them.
 
-        A follower serves no data until its log is reconciled with its leader (it may hold a
-        tail the leader will truncate). A member in ``standby`` serves reads: DESIGN.md makes
-        standby "reads only", so a deposed leader's unacknowledged tail stays readable until
-        it is told to follow (see the README's known limits).
+        DESIGN.md "Reads while there is no leader": a member whose log agreed with a leader's
+        (a follower whose stream the leader accepted) serves eventual reads, even once its
+        stream broke or it was fenced, for ``max_read_staleness_seconds`` after it last heard
+        from that leader, so a failover does not empty the read-only Service. A member whose
+        log may hold records no leader acknowledged (a deposed leader; a member booted in
+        standby, or told to follow, that has not reconciled yet; a follower whose leader
+        found its log diverging) serves nothing until it has reconciled with the current
+        leader. A leader and a ``--standalone`` node always serve. Attribute reads and at
+        most one clock read: it runs once per search.
         """
-        if self.role.role == "follower" and (self.follower is None or not self.follower.reconciled):
-            return ReadBlock("reconciling", "this follower is reconciling its log with the leader")
-        return None
+        if self.role.role == "leader" or self.settings.standalone:
+            return None
+        heard = self._agreed_heard
+        follower = self.follower
+        if follower is not None:
+            if follower.diverged:
+                return RECONCILING
+            if follower.reconciled:
+                if follower.streaming:
+                    return None
+                heard = follower.last_heard
+        return read_staleness_block(
+            heard, time.monotonic(), self.settings.max_read_staleness_seconds
+        )
 
     @property
     def reads_blocked(self) -> bool:
@@ -392,13 +441,14 @@ class ReplicationManager:
         return out
 
     def not_ready_reason(self) -> str | None:
-        """Why ``/readyz`` fails beyond recovery: a follower must stream with lag under its
-        bound (DESIGN.md's readiness)."""
-        if self.role.role != "follower":
-            return None
+        """Why ``/readyz`` fails beyond recovery: the member refuses data reads (see
+        :attr:`read_block`), or it streams with a lag above its bound."""
+        block = self.read_block
+        if block is not None:
+            return block.message
         follower = self.follower
         if follower is None or not follower.streaming:
-            return "not streaming from the leader"
+            return None
         lag = acks.lag_seq(follower.leader_last_seq, self.engine.applied_seq)
         if lag > self.settings.max_ready_lag_seq:
             return f"replication lag {lag} exceeds {self.settings.max_ready_lag_seq}"

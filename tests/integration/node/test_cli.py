@@ -52,15 +52,16 @@ def test_env_configured_node_serves_and_stops_gracefully(node_factory: Any) -> N
     assert "engine closed at seq 1" in node.log()
 
 
-def test_node_without_standalone_is_a_read_only_standby(node_factory: Any) -> None:
-    # DESIGN.md: a node starts in standby (reads only); ready once recovered.
+def test_node_without_standalone_starts_in_standby_serving_nothing(node_factory: Any) -> None:
+    # DESIGN.md: a node starts in standby; its log may hold records no leader acknowledged,
+    # so it serves no reads and is not ready until it has reconciled with a leader.
     node = node_factory(standalone=False)
     status, body = node.request("POST", "/v1/collections", {"name": "c", "dimension": 2})
     assert status == 409 and body["error"]["code"] == "not_leader" and body["leader"] is None
     assert node.request("GET", "/v1/status")[1]["role"] == "standby"
-    assert node.request("GET", "/readyz")[0] == 200
+    assert node.request("GET", "/readyz")[0] == 503
     status, body = node.request("GET", "/v1/collections")
-    assert status == 200 and body == {"collections": []}
+    assert status == 503 and body["error"]["code"] == "not_agreed"
 
 
 def test_ten_thousand_vectors_survive_sigkill(node_factory: Any) -> None:

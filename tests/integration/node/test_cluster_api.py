@@ -9,9 +9,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from dvecdb_node.api import querybody
 from dvecdb_node.api.app import create_app
 from dvecdb_node.api.keys import ENGINE, RECOVERED
 from dvecdb_node.replication.install import install
@@ -197,3 +199,43 @@ async def test_a_leader_whose_lease_lapsed_acknowledges_nothing_until_confirmed(
     assert (await member.put("/v1/collections/c/vectors", json=upsert)).status == 200
     strong = await member.post("/v1/collections/c/search", json={**query, "consistency": "strong"})
     assert strong.status == 200
+
+
+async def test_a_deposed_leader_serves_no_reads_and_sends_strong_reads_away(
+    make_member: Callable[..., Any],
+) -> None:
+    member: Client = await make_member()
+    # Booted in standby: its log may hold records no leader acknowledged.
+    assert await _error_code(await member.get("/v1/collections")) == (503, "not_agreed")
+    assert (await member.get("/readyz")).status == 503
+    assert (await admin(member, "promote", epoch=1))[0] == 200
+    made = await member.post("/v1/collections?ack=leader", json={"name": "c", "dimension": 2})
+    assert made.status == 201
+    upsert = {"vectors": [{"id": "a", "vector": [1, 1]}], "ack": "leader"}
+    assert (await member.put("/v1/collections/c/vectors", json=upsert)).status == 200
+    assert (await member.get("/readyz")).status == 200
+    assert (await admin(member, "fence", epoch=2))[0] == 200
+
+    query = {"vector": [0, 0], "k": 1}
+    for call in (
+        member.get("/v1/collections"),
+        member.get("/v1/collections/c"),
+        member.get("/v1/collections/c/vectors/a"),
+        member.post("/v1/collections/c/search", json=query),
+        member.post("/v1/collections/c/search", json={**query, "min_seq": 1}),
+    ):
+        assert await _error_code(await call) == (503, "not_agreed")
+    for consistency in ("strong", "quorum"):
+        resp = await member.post(
+            "/v1/collections/c/search", json={**query, "consistency": consistency}
+        )
+        assert await _error_code(resp) == (409, "not_leader")
+    binary = querybody.encode_queries(np.zeros((1, 2), np.float32), {"consistency": "strong"})
+    resp = await member.post(
+        "/v1/collections/c/search",
+        data=binary,
+        headers={"Content-Type": querybody.CONTENT_TYPE},
+    )
+    assert await _error_code(resp) == (409, "not_leader")
+    ready = await member.get("/readyz")
+    assert ready.status == 503 and "acknowledged" in (await ready.json())["error"]["message"]
