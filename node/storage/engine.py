@@ -11,9 +11,10 @@ Lifecycle
 Leader writes
     ``await engine.submit(change, epoch=e, check=f) -> WriteResult(seq, count)``: validates
     against the current state, calls ``f(e)`` (if given: it raises to refuse, e.g. a leader
-    fenced while the write waited for the lock), assigns the next seq, appends one record, applies it, and returns once the
-    record is durable under ``options.fsync`` (``always``: fsync per write; ``batch``: group
-    commit, one fsync covers every write waiting on it; ``none``: written to the OS).
+    fenced while the write waited for the lock), assigns the next seq, appends one record,
+    applies it, and returns once the record is durable under ``options.fsync`` (``always``:
+    fsync per write; ``batch``: group commit, one fsync covers every write waiting on it;
+    ``none``: written to the OS).
     Raises :class:`dvecdb_node.errors.NodeError` subclasses for invalid changes.
 Replicated writes (follower)
     ``await engine.apply_replicated(records)``: records from a leader (already framed, seq and
