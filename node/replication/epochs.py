@@ -23,6 +23,7 @@ class EpochState:
     """What survives a restart: the highest epoch seen and what this node was told at it."""
 
     epoch: int = 0
+    # leader, follower, standby (heard of the epoch), fenced (told to stop at it).
     role: str = "standby"
     leader: str | None = None
 
@@ -71,13 +72,16 @@ def admin_refusal(command: Command, epoch: int, state: EpochState) -> str | None
 
     Lower epochs are always refused. ``promote`` needs a new epoch, except as a retry by the
     node that already led at exactly this epoch (an operator retrying a timed-out call, or
-    re-promoting a leader that restarted). ``follow`` and ``fence`` accept the current epoch.
+    re-promoting a leader that restarted), or for the node the operator fenced at this
+    epoch (DESIGN.md: fence every member at the new epoch, then promote the chosen one at
+    it); a node that follows a leader at this epoch, or only heard of it, is refused.
+    ``follow`` and ``fence`` accept the current epoch.
     """
     if epoch < 1:
         return "epoch must be a positive integer"
     if epoch < state.epoch:
         return f"epoch {epoch} is lower than the highest seen ({state.epoch})"
-    if command == "promote" and epoch == state.epoch and state.role != "leader":
+    if command == "promote" and epoch == state.epoch and state.role not in ("leader", "fenced"):
         return f"epoch {epoch} was already used; promote needs an epoch above {state.epoch}"
     return None
 

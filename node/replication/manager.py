@@ -220,7 +220,7 @@ class ReplicationManager:
             self._check("fence", epoch)
             self._step_down(f"fenced at epoch {epoch}")
             await self._stop_follower()
-            self._persist(EpochState(epoch, "standby", None))
+            self._persist(EpochState(epoch, "fenced", None))
             self.role.epoch = epoch
             self.role.role = "standby"
             self.role.leader_url = None

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from dvecdb_node.errors import NodeError
 from dvecdb_node.replication.epochs import EpochState, EpochStore, admin_refusal, peer_refusal
+from repl_helpers import make_manager
 
 pytestmark = pytest.mark.unit
 
@@ -33,10 +35,28 @@ def test_lower_epochs_are_refused(command: str) -> None:
     assert admin_refusal(command, 6, state) is None  # type: ignore[arg-type]
 
 
-def test_promote_needs_a_new_epoch_unless_it_already_led_it() -> None:
+def test_promote_needs_a_new_epoch_unless_it_already_led_it_or_was_fenced_at_it() -> None:
     assert admin_refusal("promote", 5, EpochState(5, "follower", "http://x"))
     assert admin_refusal("promote", 5, EpochState(5, "standby", None))
     assert admin_refusal("promote", 5, EpochState(5, "leader", "http://me")) is None
+    # Fence, then choose: the candidate is promoted at the epoch it was fenced at.
+    assert admin_refusal("promote", 5, EpochState(5, "fenced", None)) is None
+
+
+async def test_a_member_fenced_at_an_epoch_can_be_promoted_at_it(tmp_path: Path) -> None:
+    manager = await make_manager(tmp_path)
+    try:
+        await manager.fence(2)
+        await manager.promote(2)
+        assert (manager.role.role, manager.role.epoch) == ("leader", 2)
+        await manager.fence(3)
+        await manager.follow("http://127.0.0.1:9", 3)
+        with pytest.raises(NodeError) as refused:
+            await manager.promote(3)  # it follows a leader at 3: that epoch is taken
+        assert refused.value.code == "stale_epoch"
+    finally:
+        await manager.close()
+        await manager.engine.close()
 
 
 def test_follow_and_fence_accept_the_current_epoch() -> None:

@@ -91,7 +91,7 @@ async def test_promote_persists_opens_the_epoch_and_refuses_reuse(tmp_path: Path
             await manager.wait_ack(1, "one")
         assert timeout.value.code == "ack_timeout"
         assert "may or may not persist" in timeout.value.message
-        await manager.fence(3)
+        manager.observe_epoch(3, "a peer")  # another member leads at 3
         assert manager.role.role == "standby"
         with pytest.raises(Conflict) as refused:
             await manager.promote(3)
