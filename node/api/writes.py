@@ -41,7 +41,7 @@ async def write(request: web.Request, change: Change, ack: object = None) -> Wri
     role = app[ROLE]
     epoch = role.require_leader()
     role.require_epoch(epoch)
-    result = await app[ENGINE].submit(change, epoch=epoch)
+    result = await app[ENGINE].submit(change, epoch=epoch, check=role.require_epoch)
     await app[HOOKS].wait_ack(result.seq, level)
     try:
         role.require_epoch(epoch)

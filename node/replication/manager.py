@@ -184,7 +184,7 @@ class ReplicationManager:
             self.role.leader_url = self.settings.self_url
             self.role.role = "leader"
             # Open the epoch in the log: followers learn it, and agreement checks find it.
-            result = await self.engine.submit(Noop(), epoch=epoch)
+            result = await self.engine.submit(Noop(), epoch=epoch, check=self.role.require_epoch)
             self.clock.record(result.seq, time.monotonic())
             log.info("promoted to leader at epoch %d (last_seq %d)", epoch, result.seq)
 

@@ -239,3 +239,26 @@ async def test_a_deposed_leader_serves_no_reads_and_sends_strong_reads_away(
     assert await _error_code(resp) == (409, "not_leader")
     ready = await member.get("/readyz")
     assert ready.status == 503 and "acknowledged" in (await ready.json())["error"]["message"]
+
+
+async def test_writes_queued_behind_the_write_lock_are_refused_after_a_fence(
+    make_member: Callable[..., Any],
+) -> None:
+    member: Client = await make_member()
+    assert (await admin(member, "promote", epoch=1))[0] == 200
+    made = await member.post("/v1/collections?ack=leader", json={"name": "c", "dimension": 2})
+    assert made.status == 201
+    engine = member.app[ENGINE]
+    last = engine.last_seq
+    upsert = {"vectors": [{"id": "a", "vector": [1, 1]}], "ack": "leader"}
+    # A frozen leader: writers queue for the write lock; meanwhile it is fenced at epoch 2.
+    async with engine._write_lock:
+        queued = [
+            asyncio.create_task(member.put("/v1/collections/c/vectors", json=upsert))
+            for _ in range(5)
+        ]
+        await asyncio.sleep(0.2)
+        assert (await admin(member, "fence", epoch=2))[0] == 200
+    for task in queued:
+        assert await _error_code(await task) == (409, "not_leader")
+    assert engine.last_seq == last  # nothing was appended at the old epoch
