@@ -39,6 +39,8 @@ def classify(status: int, code: str | None) -> Outcome:
         return FAIL
     if status == 409 and code == "not_leader":
         return FAIL
+    if status == 507 and code == "disk_full":
+        return FAIL  # the failed append is cut back before anything is answered
     return INFO  # 503 ack_timeout, 409 leadership_lost, 500: it may be in the log
 
 
