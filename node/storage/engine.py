@@ -242,6 +242,7 @@ class Engine:
         self._durable = SeqWatch()
         self._last_epoch = 0
         self._checkpoint_seq = 0
+        self._checkpoint_epoch = 0  # epoch of the record at _checkpoint_seq
         self._checkpoint_time = time.monotonic()
         self._checkpoint_wal_bytes = 0
         self._apply_pool = ThreadPoolExecutor(1, thread_name_prefix="dvec-apply")
@@ -309,6 +310,19 @@ class Engine:
     def checkpoint_seq(self) -> int:
         return self._checkpoint_seq
 
+    def epoch_at(self, seq: int) -> int | None:
+        """Epoch of the record at ``seq`` from memory (no disk read); None if not retained.
+
+        0 for seq 0 (before the first record); the checkpoint's epoch for its seq even once
+        the log before it is gone. For write tokens (``min_epoch``) and log agreement.
+        """
+        if seq <= 0:
+            return 0
+        found = self._wal.epoch_at(seq) if self._wal is not None else None
+        if found is None and seq == self._checkpoint_seq:
+            return self._checkpoint_epoch
+        return found
+
     async def wait_appended(self, seq: int, within: float | None = None) -> bool:
         return await self._appended.wait(seq, within)
 
@@ -327,7 +341,7 @@ class Engine:
         """
         loop = asyncio.get_running_loop()
         try:
-            wal, collections, ckpt_seq, epoch = await loop.run_in_executor(
+            wal, collections, (ckpt_seq, ckpt_epoch), epoch = await loop.run_in_executor(
                 self._apply_pool, self._recover_blocking
             )
         except (WalCorruptError, WalFailedError, PayloadError, RecoveryError, OSError) as exc:
@@ -335,7 +349,7 @@ class Engine:
             log.error("%s", self._storage_error)
             raise RecoveryError(self._storage_error) from exc
         self._collections = collections
-        self._checkpoint_seq = ckpt_seq
+        self._checkpoint_seq, self._checkpoint_epoch = ckpt_seq, ckpt_epoch
         self._last_epoch = epoch
         self._wal = wal
         self._set_positions(wal.last_seq)
@@ -345,7 +359,10 @@ class Engine:
         self._applied.set(seq)
         self._durable.set(seq)
 
-    def _recover_blocking(self) -> tuple[WriteAheadLog, dict[str, Collection], int, int]:
+    def _recover_blocking(
+        self,
+    ) -> tuple[WriteAheadLog, dict[str, Collection], tuple[int, int], int]:
+        """(log, collections, (checkpoint seq, its epoch), epoch of the last record)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         collections: dict[str, Collection] = {}
         ckpt_seq, epoch = 0, 0
@@ -358,6 +375,7 @@ class Engine:
             ckpt_seq, epoch = info.seq, info.epoch
             log.info("loaded checkpoint at seq %d (%d collections)", seq, len(collections))
             break
+        ckpt_epoch = epoch
         wal, report = WriteAheadLog.open(
             self.wal_dir, segment_bytes=self.options.segment_bytes, start_seq=ckpt_seq + 1
         )
@@ -380,7 +398,7 @@ class Engine:
             replayed += 1
         wal.sync()
         log.info("recovered to seq %d (replayed %d records)", wal.last_seq, replayed)
-        return wal, collections, ckpt_seq, epoch
+        return wal, collections, (ckpt_seq, ckpt_epoch), epoch
 
     # ------------------------------------------------------------------ reads
     def collection(self, name: str) -> Collection:
@@ -694,7 +712,7 @@ class Engine:
             await loop.run_in_executor(
                 self._io_pool, lambda: self._write_checkpoint(seq, epoch, copies)
             )
-        self._checkpoint_seq = seq
+        self._checkpoint_seq, self._checkpoint_epoch = seq, epoch
         self._checkpoint_time = time.monotonic()
         self._checkpoint_wal_bytes -= wal_bytes  # what was appended since counts for the next
         await loop.run_in_executor(self._io_pool, self._prune)
@@ -785,7 +803,7 @@ class Engine:
             self.wal.reset(info.seq + 1)
             self._collections = collections
             self._last_epoch = info.epoch
-            self._checkpoint_seq = info.seq
+            self._checkpoint_seq, self._checkpoint_epoch = info.seq, info.epoch
             self._checkpoint_time = time.monotonic()
             self._checkpoint_wal_bytes = 0
             self._set_positions(info.seq)
@@ -827,7 +845,7 @@ class Engine:
 
             self._last_epoch = await loop.run_in_executor(self._apply_pool, replay)
             self._collections = collections
-            self._checkpoint_seq = ckpt_seq
+            self._checkpoint_seq, self._checkpoint_epoch = ckpt_seq, epoch
             self._set_positions(seq)
         return True
 

@@ -23,6 +23,7 @@ Thread model: appends, rolls and truncation happen on one thread (the engine's e
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import os
 import struct
@@ -189,6 +190,43 @@ class _Segment:
         return self.offsets[index + 1] if index + 1 < len(self.offsets) else self.size
 
 
+class EpochRuns:
+    """The epoch of every retained record, kept as runs: epochs change rarely, so this costs
+    a few entries for the whole log and answers :meth:`at` with one bisect, no disk read."""
+
+    __slots__ = ("_epochs", "_starts")
+
+    def __init__(self) -> None:
+        self._starts: list[int] = []  # first seq of each run, ascending
+        self._epochs: list[int] = []
+
+    def note(self, seq: int, epoch: int) -> None:
+        """Record ``seq`` (the next seq after every one noted so far) at ``epoch``."""
+        if not self._epochs or self._epochs[-1] != epoch:
+            self._starts.append(seq)
+            self._epochs.append(epoch)
+
+    def at(self, seq: int) -> int | None:
+        """Epoch of ``seq``; the caller checks that ``seq`` is retained."""
+        index = bisect.bisect_right(self._starts, seq) - 1
+        return self._epochs[index] if index >= 0 else None
+
+    def cut_after(self, seq: int) -> None:
+        """Forget every seq after ``seq``."""
+        index = bisect.bisect_right(self._starts, seq)
+        del self._starts[index:], self._epochs[index:]
+
+    def drop_before(self, seq: int) -> None:
+        """Forget runs that end before ``seq`` (kept: the run holding ``seq``)."""
+        index = bisect.bisect_right(self._starts, seq) - 1
+        if index > 0:
+            del self._starts[:index], self._epochs[:index]
+
+    def clear(self) -> None:
+        self._starts.clear()
+        self._epochs.clear()
+
+
 def _segment_name(first_seq: int) -> str:
     return f"{first_seq:020d}{_SUFFIX}"
 
@@ -204,9 +242,16 @@ class OpenReport:
 class WriteAheadLog:
     """Append-only segmented log; see the module docstring for format and recovery."""
 
-    def __init__(self, directory: Path, segments: list[_Segment], segment_bytes: int) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        segments: list[_Segment],
+        segment_bytes: int,
+        epochs: EpochRuns | None = None,
+    ) -> None:
         self._dir = directory
         self._segments = segments
+        self._epochs = epochs or EpochRuns()
         self._segment_bytes = segment_bytes
         self._fd = os.open(segments[-1].path, os.O_WRONLY | os.O_APPEND)
         self._fd_lock = threading.Lock()
@@ -236,6 +281,7 @@ class WriteAheadLog:
             except ValueError:
                 continue
         segments: list[_Segment] = []
+        epochs = EpochRuns()
         dropped_bytes = 0
         reason: str | None = None
         for index, (first_seq, path) in enumerate(named):
@@ -243,7 +289,7 @@ class WriteAheadLog:
                 raise WalCorruptError(
                     path, 0, f"segment starts at seq {first_seq}, not {segments[-1].last_seq + 1}"
                 )
-            segment, data, cut, why, whole = _scan_segment(path, first_seq)
+            segment, data, cut, why, whole = _scan_segment(path, first_seq, epochs)
             if cut is not None:
                 if index != len(named) - 1:
                     raise WalCorruptError(path, cut, f"{why} (later segments follow)")
@@ -265,7 +311,7 @@ class WriteAheadLog:
             segments.append(segment)
         if not segments:
             segments.append(_create_segment(directory, start_seq))
-        wal = cls(directory, segments, segment_bytes)
+        wal = cls(directory, segments, segment_bytes, epochs)
         return wal, OpenReport(dropped_bytes, reason)
 
     # -------------------------------------------------------------- positions
@@ -291,6 +337,12 @@ class WriteAheadLog:
     def durable_seq(self) -> int:
         """Newest seq known fsynced."""
         return self._durable_seq
+
+    def epoch_at(self, seq: int) -> int | None:
+        """Epoch of record ``seq`` (from memory), or None if the log does not hold it."""
+        if seq < self.first_seq or seq > self.last_seq:
+            return None
+        return self._epochs.at(seq)
 
     def size_bytes(self) -> int:
         return sum(s.size for s in self._segments)
@@ -321,9 +373,11 @@ class WriteAheadLog:
         # Only now do the records count (last_seq): a sync() running in a worker thread must
         # never mark durable a record whose bytes were not yet written when its fsync began.
         offset = segment.size
+        epochs = self._epochs
         for record in records:
             segment.offsets.append(offset)
             offset += len(record.frame)
+            epochs.note(record.seq, record.epoch)
         segment.size = offset
         self.bytes_written += len(data)
 
@@ -408,6 +462,7 @@ class WriteAheadLog:
             keep = seq - segment.first_seq + 1
             cut = segment.offsets[keep] if keep < len(segment.offsets) else segment.size
             del segment.offsets[keep:]
+            self._epochs.cut_after(seq)
             segment.size = cut
             with open(segment.path, "r+b") as fh:
                 fh.truncate(cut)
@@ -426,6 +481,7 @@ class WriteAheadLog:
             dropped += 1
         if dropped:
             _fsync_dir(self._dir)
+            self._epochs.drop_before(self.first_seq)
         return dropped
 
     def reset(self, next_seq: int) -> None:
@@ -442,6 +498,7 @@ class WriteAheadLog:
             _fsync_dir(self._dir)
             fresh = _create_segment(self._dir, next_seq)
             self._segments = [fresh]
+            self._epochs.clear()
             self._fd = os.open(fresh.path, os.O_WRONLY | os.O_APPEND)
             self._durable_seq = next_seq - 1
 
@@ -545,8 +602,10 @@ def _create_segment(directory: Path, first_seq: int) -> _Segment:
     return _Segment(path=path, first_seq=first_seq)
 
 
-def _scan_segment(path: Path, first_seq: int) -> tuple[_Segment, bytes, int | None, str, bool]:
-    """Index a segment's valid prefix.
+def _scan_segment(
+    path: Path, first_seq: int, epochs: EpochRuns
+) -> tuple[_Segment, bytes, int | None, str, bool]:
+    """Index a segment's valid prefix (offsets; epochs go into ``epochs``).
 
     Returns (segment, file bytes, offset of the first bad frame or None, why, whether that
     frame is whole and CRC-valid but out of seq order).
@@ -568,6 +627,7 @@ def _scan_segment(path: Path, first_seq: int) -> tuple[_Segment, bytes, int | No
             segment.size = pos
             return segment, data, pos, f"frame of seq {record.seq}, expected {expected}", True
         segment.offsets.append(pos)
+        epochs.note(record.seq, record.epoch)
         expected += 1
         pos = nxt
     segment.size = pos

@@ -243,3 +243,26 @@ async def test_a_write_queued_behind_the_lock_is_refused_once_its_epoch_is_fence
     result = await engine.submit(_batch(["ok"]), epoch=2, check=require_epoch)
     assert result.seq == before + 1 and checked == [1, 2]
     await engine.close()
+
+
+async def test_epoch_at_answers_from_memory_and_from_the_checkpoint(tmp_path: Path) -> None:
+    engine = await _open(tmp_path)
+    await _fill(engine, 2, epoch=1)
+    await engine.submit(_batch(["e2"]), epoch=2)
+    assert [engine.epoch_at(s) for s in (0, 1, 3, 4, 5)] == [0, 1, 1, 2, None]
+    assert await engine.checkpoint() == 4
+    for i in range(60):  # enough segments that the log before the checkpoint is dropped
+        await engine.submit(_batch([f"x{i}"]), epoch=3)
+    await engine.checkpoint()
+    await engine.checkpoint()
+    await engine.close()
+    engine = await _open(tmp_path)
+    assert engine.epoch_at(1) is None  # no longer retained
+    assert engine.epoch_at(engine.last_seq) == 3
+    empty = await _open(tmp_path / "empty")
+    async with engine.snapshot() as (archive, seq):
+        assert await empty.install_snapshot(archive) == seq
+    assert empty.first_seq == seq + 1  # the log holds nothing: the checkpoint answers
+    assert empty.epoch_at(seq) == 3 and empty.epoch_at(seq - 1) is None
+    await empty.close()
+    await engine.close()

@@ -271,3 +271,25 @@ def test_sync_during_a_write_covers_only_bytes_written_before_it(
     assert synced == [3]
     assert wal.durable_seq == 3 and wal.last_seq == 4
     assert wal.sync() == 4
+
+
+def test_epoch_at_follows_appends_truncation_reopen_and_reset(tmp_path: Path) -> None:
+    wal, _ = WriteAheadLog.open(tmp_path, segment_bytes=120)
+    _fill(wal, 1, 5, epoch=1)
+    _fill(wal, 6, 8, epoch=3)
+    _fill(wal, 9, 12, epoch=4)
+    assert [wal.epoch_at(s) for s in (0, 1, 5, 6, 8, 9, 12, 13)] == [
+        None, 1, 1, 3, 3, 4, 4, None
+    ]  # fmt: skip
+    wal.truncate_after(7)
+    _fill(wal, 8, 9, epoch=5)
+    assert [wal.epoch_at(s) for s in (5, 7, 8, 9, 10)] == [1, 3, 5, 5, None]
+    wal.close()
+    wal, _ = WriteAheadLog.open(tmp_path, segment_bytes=120)
+    assert [wal.epoch_at(s) for s in range(1, 11)] == [1] * 5 + [3, 3, 5, 5, None]
+    assert wal.drop_before(7) > 0
+    assert wal.epoch_at(wal.first_seq - 1) is None and wal.epoch_at(9) == 5
+    wal.reset(101)
+    assert wal.epoch_at(9) is None
+    _fill(wal, 101, 101, epoch=6)
+    assert wal.epoch_at(101) == 6
