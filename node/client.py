@@ -228,10 +228,22 @@ class NodeClient:
         body = {"epoch": epoch}
         return await self.request("POST", "/v1/admin/fence", json=body, admin=True)  # type: ignore[no-any-return]
 
-    async def confirm(self, epoch: int) -> Json:
+    async def confirm(self, epoch: int, *, lease_token: int | None = None) -> Json:
         """Renew the leader's operator lease at ``epoch`` (409 ``stale_epoch`` or
-        ``not_leader`` when the member does not lead at exactly that epoch)."""
-        body = {"epoch": epoch}
+        ``not_leader`` when the member does not lead at exactly that epoch).
+
+        The lease runs from ``lease_token`` (``lease.token`` of a ``/v1/status`` answer);
+        without one, a fresh status is read first: a confirmation that reaches a leader late
+        (it was frozen, the link was slow) then renews only from when the leader answered,
+        never from when the request arrived.
+        """
+        if lease_token is None:
+            lease = (await self.status()).get("lease")
+            token = lease.get("token") if isinstance(lease, dict) else None
+            lease_token = token if isinstance(token, int) else None
+        body: Json = {"epoch": epoch}
+        if lease_token is not None:
+            body["lease_token"] = lease_token
         return await self.request("POST", "/v1/admin/confirm", json=body, admin=True)  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------ collections

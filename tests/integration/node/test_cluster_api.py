@@ -16,6 +16,8 @@ from aiohttp.test_utils import TestClient
 from dvecdb_node.api import querybody
 from dvecdb_node.api.app import create_app
 from dvecdb_node.api.keys import ENGINE, RECOVERED
+from dvecdb_node.client import NodeClient
+from dvecdb_node.client import NodeError as ClientNodeError
 from dvecdb_node.replication.install import install
 from dvecdb_node.settings import NodeSettings
 from dvecdb_node.storage.engine import Engine
@@ -262,3 +264,21 @@ async def test_writes_queued_behind_the_write_lock_are_refused_after_a_fence(
     for task in queued:
         assert await _error_code(await task) == (409, "not_leader")
     assert engine.last_seq == last  # nothing was appended at the old epoch
+
+
+async def test_the_client_confirms_from_a_fresh_status_token(
+    make_member: Callable[..., Any],
+) -> None:
+    member: Client = await make_member(lease_seconds=0.3)
+    async with NodeClient(str(member.make_url("")), token=TOKEN) as client:
+        await client.promote(1)
+        old_token = (await client.status())["lease"]["token"]
+        await asyncio.sleep(0.4)
+        late = await client.confirm(1, lease_token=old_token)  # a confirmation that arrived late
+        assert late["lease"]["valid"] is False
+        fresh = await client.confirm(1)
+        assert fresh["lease"]["valid"] is True
+        with pytest.raises(ClientNodeError) as moved_on:
+            await client.confirm(2)  # the operator moved to epoch 2: this leader steps down
+        assert moved_on.value.code == "not_leader"
+        assert (await client.status())["role"] == "standby"
