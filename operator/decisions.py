@@ -155,6 +155,7 @@ Step = (
     Hold
     | Adopt
     | Begin
+    | Reepoch
     | Fence
     | Blocked
     | Choose
@@ -513,7 +514,7 @@ def _fencing(cluster: ClusterObservation, record: FailoverRecord) -> Step:
     candidate = choose_candidate(cluster, record)
     if candidate is None:
         return Blocked(record, quorum.missing, "no fenced member can take over")
-    others = [m.name for m in rank(cluster.member(n) for n in fenced_all) if m is not None]
+    others = [m.name for m in rank(m for m in cluster.members if m.name in fenced_all)]
     return Choose(
         record.at("promoting", candidate=candidate.name, to_seq=candidate.last_seq),
         f"{candidate.name} ({_position(candidate)}) of fenced {', '.join(others)}; {quorum.rule}",

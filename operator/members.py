@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, cast
 
 import aiohttp
@@ -24,6 +24,7 @@ class NodeClientProtocol(Protocol):
     async def promote(self, epoch: int, *, members: int | None = None) -> dict[str, Any]: ...
     async def follow(self, leader: str, epoch: int) -> dict[str, Any]: ...
     async def fence(self, epoch: int) -> dict[str, Any]: ...
+    async def confirm(self, epoch: int, *, lease_token: int | None = None) -> dict[str, Any]: ...
     async def close(self) -> None: ...
 
 
@@ -115,6 +116,9 @@ class PodView:
     revision: str | None
     role_label: str | None
     port: int = c.NODE_PORT
+    uid: str | None = None
+    restarts: int | None = None  # the node container's restart count, when reported
+    running: bool | None = None  # pod phase Running and the container running, when reported
 
 
 def _int(data: Mapping[str, Any], key: str) -> int:
@@ -122,8 +126,42 @@ def _int(data: Mapping[str, Any], key: str) -> int:
     return int(value) if value is not None else 0
 
 
+def _pod_fields(pod: PodView) -> dict[str, Any]:
+    return {
+        "name": pod.name,
+        "ordinal": pod.ordinal,
+        "pod_ip": pod.ip,
+        "port": pod.port,
+        "pod_ready": pod.ready,
+        "terminating": pod.terminating,
+        "revision": pod.revision,
+        "role_label": pod.role_label,
+        "pod_uid": pod.uid,
+        "restarts": pod.restarts,
+        "pod_running": pod.running,
+    }
+
+
+def pod_of(member: MemberObservation) -> PodView:
+    """The pod facts of an observed member (to parse a later answer of the same member)."""
+    return PodView(
+        name=member.name,
+        ordinal=member.ordinal,
+        ip=member.pod_ip,
+        ready=member.pod_ready,
+        terminating=member.terminating,
+        revision=member.revision,
+        role_label=member.role_label,
+        port=member.port,
+        uid=member.pod_uid,
+        restarts=member.restarts,
+        running=member.pod_running,
+    )
+
+
 def parse_status(pod: PodView, data: Mapping[str, Any]) -> MemberObservation:
-    """Turn a `GET /v1/status` body into a member observation (ValueError when malformed)."""
+    """Turn a `GET /v1/status` body (also every admin answer) into a member observation
+    (ValueError when malformed)."""
     followers = tuple(
         FollowerPosition(
             node_id=str(f.get("node_id", "")),
@@ -137,38 +175,27 @@ def parse_status(pod: PodView, data: Mapping[str, Any]) -> MemberObservation:
     )
     role = data.get("role")
     leader = data.get("leader")
+    last_seq = _int(data, "last_seq")
+    lease = data.get("lease")
+    token = lease.get("token") if isinstance(lease, Mapping) else None
     return MemberObservation(
-        name=pod.name,
-        ordinal=pod.ordinal,
-        pod_ip=pod.ip,
-        port=pod.port,
-        pod_ready=pod.ready,
-        terminating=pod.terminating,
-        revision=pod.revision,
-        role_label=pod.role_label,
+        **_pod_fields(pod),
         reachable=True,
         role=str(role) if role is not None else None,
         epoch=_int(data, "epoch"),
-        last_seq=_int(data, "last_seq"),
+        last_epoch=_int(data, "last_epoch"),
+        last_seq=last_seq,
+        received_seq=_int(data, "received_seq") if "received_seq" in data else last_seq,
         applied_seq=_int(data, "applied_seq"),
         durable_seq=_int(data, "durable_seq"),
         leader_url=str(leader) if leader else None,
         followers=followers,
+        lease_token=token if isinstance(token, int) and not isinstance(token, bool) else None,
     )
 
 
 def unreachable(pod: PodView, error: str) -> MemberObservation:
-    return MemberObservation(
-        name=pod.name,
-        ordinal=pod.ordinal,
-        pod_ip=pod.ip,
-        port=pod.port,
-        pod_ready=pod.ready,
-        terminating=pod.terminating,
-        revision=pod.revision,
-        role_label=pod.role_label,
-        error=error,
-    )
+    return MemberObservation(**_pod_fields(pod), error=error)
 
 
 class Members:
@@ -210,12 +237,6 @@ class Members:
             return AdminError(describe_error(exc), code if isinstance(code, str) else None)
         return None
 
-    async def _call(
-        self, url: str, call: Callable[[NodeClientProtocol], Awaitable[Any]]
-    ) -> str | None:
-        error = await self._admin(url, call)
-        return None if error is None else error.text
-
     async def promote(
         self, url: str, epoch: int, *, members: int | None = None
     ) -> AdminError | None:
@@ -223,11 +244,36 @@ class Members:
         which tells a refused epoch from a call whose outcome is unknown."""
         return await self._admin(url, lambda cl: cl.promote(epoch, members=members))
 
-    async def follow(self, url: str, leader_url: str, epoch: int) -> str | None:
-        return await self._call(url, lambda cl: cl.follow(leader_url, epoch))
+    async def follow(self, url: str, leader_url: str, epoch: int) -> AdminError | None:
+        return await self._admin(url, lambda cl: cl.follow(leader_url, epoch))
 
-    async def fence(self, url: str, epoch: int) -> str | None:
-        return await self._call(url, lambda cl: cl.fence(epoch))
+    async def fence(self, member: MemberObservation, epoch: int) -> MemberObservation | AdminError:
+        """Fence `member` at `epoch`: the member as its answer reports it (role, epoch and
+        log position: what a candidate is chosen by), or the error."""
+        if member.url is None:
+            return AdminError("pod has no IP")
+        answer: dict[str, Any] = {}
+
+        async def call(client: NodeClientProtocol) -> None:
+            answer.update(await client.fence(epoch) or {})
+
+        error = await self._admin(member.url, call)
+        if error is not None:
+            return error
+        if "last_seq" not in answer:  # no position in the answer: the observed one stands
+            return replace(member, role=c.ROLE_STANDBY, epoch=epoch, leader_url=None)
+        try:
+            fenced = parse_status(pod_of(member), answer)
+        except (ValueError, TypeError) as exc:
+            return AdminError(f"unreadable fence answer: {exc}")
+        return replace(fenced, role=c.ROLE_STANDBY, epoch=epoch, leader_url=None)
+
+    async def confirm(
+        self, url: str, epoch: int, *, lease_token: int | None = None
+    ) -> AdminError | None:
+        """Renew the leader's lease at `epoch`, from the moment it gave `lease_token` (in the
+        status this pass read): a confirmation delayed on its way renews nothing extra."""
+        return await self._admin(url, lambda cl: cl.confirm(epoch, lease_token=lease_token))
 
     async def forget(self, keep: set[str]) -> None:
         """Close clients of members that are gone (pod IPs change on restart)."""

@@ -1,43 +1,62 @@
-"""The per-cluster monitoring loop: observe, decide, act, then write status and role labels.
+"""One monitoring pass over one cluster: read once, decide and act step by step, write back.
 
-One `ClusterMonitor` runs inside a kopf daemon per DVecCluster. Each pass re-reads the
-cluster object (for a fresh resourceVersion), lists its pods, asks every member for
-`/v1/status` by pod IP, and hands the observation to the pure `decisions.decide`; the
-procedures that carry a decision out live in `actions`. Between passes it keeps only the
-failure-detection timer, the last position seen on the leader and the last failed promote
-(retried with backoff, at the same epoch while that is safe: see `promotion`).
+`ClusterMonitor.tick` reads the cluster once (the object, its pods, the StatefulSet's
+revision, every member's `/v1/status`), then alternates the pure `decisions.decide` with the
+`executor` until a step says to wait, and ends with the one role-label algorithm and the
+status patch. Everything a leadership change needs to resume lives in the status (see
+`observation.FailoverRecord`); between passes the monitor keeps only timers: since when the
+watched member has been failed (the detection window), since when a planned switchover has
+been waiting for its target, and until when planned operations are held after one aborted.
+A restarted operator starts them afresh, which only ever delays a failover, never hastens it.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass
 from typing import Any
 
 from dvecdb_operator import constants as c
 from dvecdb_operator import kube as kube_api
-from dvecdb_operator.actions import MonitorSettings, Outcome, RoleActions, now_iso
 from dvecdb_operator.builders.common import ClusterRef, ordinal_of, selector_labels
-from dvecdb_operator.decisions import (
-    Adopt,
-    Bootstrap,
-    Decision,
-    Failover,
-    Policy,
-    Steady,
-    Wait,
-    decide,
-)
+from dvecdb_operator.decisions import FINAL, Policy, decide, watched
 from dvecdb_operator.drift import contains
-from dvecdb_operator.failover import leader_healthy
+from dvecdb_operator.executor import Executor, PassState, now_iso
 from dvecdb_operator.members import Members, PodView
-from dvecdb_operator.observation import ClusterObservation
-from dvecdb_operator.promotion import PendingPromotion, record_failure
+from dvecdb_operator.observation import ClusterObservation, FailoverRecord, LeaderPod
 from dvecdb_operator.spec import ClusterSpec, InvalidSpecError, parse_spec
-from dvecdb_operator.status import PHASE_FAILED, compute_status, desired_role_labels
+from dvecdb_operator.status import compute_status, desired_role_labels
 
-__all__ = ["ClusterMonitor", "MonitorSettings", "Outcome", "pod_view"]
+__all__ = ["ClusterMonitor", "MonitorSettings", "PassResult", "observe_cluster", "pod_view"]
+
+PHASE_FAILED = "Failed"
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    """Knobs of the pass that are not in the cluster's spec."""
+
+    interval: float = 2.0
+    # A planned switchover whose target has not caught up within this is deferred...
+    catchup_timeout: float = 30.0
+    # ...and so is any planned operation for this long after a switchover was deferred or
+    # promoted someone else than its target (that member held more when fenced).
+    operation_backoff: float = 30.0
+    # A planned switchover starts once its target is this many records from the leader.
+    switchover_slack: int = 0
+    # Steps one pass may take (a whole failover takes about six).
+    max_steps: int = 16
+
+
+@dataclass(frozen=True)
+class PassResult:
+    """What a pass did: `acted` when it changed something (the runtime then reconciles)."""
+
+    acted: bool = False
+    leader_changed: bool = False
+    failed: bool = False
+    message: str = ""
 
 
 def node_port(pod: Mapping[str, Any]) -> int:
@@ -49,7 +68,13 @@ def node_port(pod: Mapping[str, Any]) -> int:
     return c.NODE_PORT
 
 
+def _container(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    return next((s for s in statuses if s.get("name") == "node"), statuses[0] if statuses else None)
+
+
 def pod_view(pod: Mapping[str, Any]) -> PodView:
+    """The pod facts a pass needs; restarts and running stay None when the API omits them."""
     meta = pod.get("metadata", {})
     status = pod.get("status", {})
     labels = meta.get("labels") or {}
@@ -57,6 +82,13 @@ def pod_view(pod: Mapping[str, Any]) -> PodView:
         cond.get("type") == "Ready" and cond.get("status") == "True"
         for cond in status.get("conditions") or []
     )
+    container = _container(pod)
+    restarts = container.get("restartCount") if container else None
+    running: bool | None = None
+    if status.get("phase") and status["phase"] != "Running":
+        running = False
+    elif container is not None and container.get("state"):
+        running = "running" in container["state"]
     return PodView(
         name=meta["name"],
         port=node_port(pod),
@@ -66,11 +98,51 @@ def pod_view(pod: Mapping[str, Any]) -> PodView:
         terminating=meta.get("deletionTimestamp") is not None,
         revision=labels.get(c.LABEL_REVISION),
         role_label=labels.get(c.LABEL_ROLE),
+        uid=meta.get("uid"),
+        restarts=int(restarts) if isinstance(restarts, int) else None,
+        running=running,
+    )
+
+
+async def observe_cluster(
+    kube: kube_api.Kube, members: Members, body: Mapping[str, Any], spec: ClusterSpec
+) -> ClusterObservation:
+    """The one read of a pass: pods, the StatefulSet's revision, every member's status."""
+    meta = body["metadata"]
+    ref = ClusterRef(name=meta["name"], namespace=meta["namespace"])
+    pods = [
+        pod_view(p)
+        for p in await kube.list_pods(ref.namespace, selector_labels(ref))
+        if ordinal_of(p["metadata"]["name"]) >= 0
+    ]
+    observed = await members.observe(pods)
+    await members.forget({m.url for m in observed if m.url})
+    sts = await kube.get("apps/v1", "StatefulSet", ref.namespace, ref.name)
+    status = body.get("status") or {}
+    annotations = meta.get("annotations") or {}
+    recorded = {
+        str(m["name"]): int(m.get("last_seq") or 0)
+        for m in status.get("members") or []
+        if isinstance(m, Mapping) and m.get("name")
+    }
+    return ClusterObservation(
+        name=ref.name,
+        namespace=ref.namespace,
+        replicas=spec.replicas,
+        epoch=int(status.get("epoch") or 0),
+        leader=status.get("leader") or None,
+        members=tuple(sorted(observed, key=lambda m: m.ordinal)),
+        update_revision=((sts or {}).get("status") or {}).get("updateRevision"),
+        failover=FailoverRecord.from_status(status.get("failover")),
+        leader_pod=LeaderPod.from_status(status.get("leaderPod")),
+        switchover_to=annotations.get(c.ANNOTATION_SWITCHOVER) or None,
+        force_promote=annotations.get(c.ANNOTATION_FORCE_PROMOTE) or None,
+        recorded_seqs=recorded,
     )
 
 
 class ClusterMonitor:
-    """Monitor and drive one cluster; holds only timers and the pending promote between passes."""
+    """Runs passes over one cluster. Between passes it keeps only timers (see module doc)."""
 
     def __init__(
         self,
@@ -87,152 +159,102 @@ class ClusterMonitor:
         self.ref = ClusterRef(name=name, namespace=namespace)
         self.settings = settings or MonitorSettings()
         self.clock = clock
-        self.actions = RoleActions(kube, members, self.ref, self.settings, clock)
-        self.unhealthy_since: float | None = None
-        self.last_leader_seq = 0
-        self.operations_held_until = 0.0
-        self.pending: PendingPromotion | None = None
+        self.executor = Executor(kube, members, self.ref)
+        self._failed: tuple[str, int] | None = None
+        self._failed_since = 0.0
+        self._waiting: str | None = None  # the planned operation waiting for its target
+        self._waiting_since = 0.0
+        self.held_until = 0.0
 
-    # --- observation ------------------------------------------------------------------------
-
-    async def observe(self, body: Mapping[str, Any], spec: ClusterSpec) -> ClusterObservation:
-        pods = [
-            pod_view(p)
-            for p in await self.kube.list_pods(self.ref.namespace, selector_labels(self.ref))
-            if ordinal_of(p["metadata"]["name"]) >= 0
-        ]
-        observed = await self.members.observe(pods)
-        await self.members.forget({m.url for m in observed if m.url})
-        sts = await self.kube.get("apps/v1", "StatefulSet", self.ref.namespace, self.ref.name)
-        status = body.get("status") or {}
-        cluster = ClusterObservation(
-            name=self.ref.name,
-            namespace=self.ref.namespace,
-            replicas=spec.replicas,
-            epoch=int(status.get("epoch") or 0),
-            leader=status.get("leader") or None,
-            members=tuple(sorted(observed, key=lambda m: m.ordinal)),
-            update_revision=((sts or {}).get("status") or {}).get("updateRevision"),
-        )
-        return cluster
-
-    def track_leader(self, cluster: ClusterObservation) -> float | None:
-        """Update the detection timer; returns for how long the leader has been failed."""
+    def failed_for(self, cluster: ClusterObservation) -> float | None:
+        """Seconds the watched member (leader, or pending candidate) has been failed."""
         now = self.clock()
-        leader = cluster.member(cluster.leader)
-        if cluster.leader is None or leader_healthy(leader, cluster.epoch):
-            self.unhealthy_since = None
-            if cluster.leader is not None:
-                self.pending = None  # a leader serves: no promote is pending any more
-            if leader is not None:
-                self.last_leader_seq = max(self.last_leader_seq, leader.last_seq)
+        seen = watched(cluster)
+        if seen is None:
+            self._failed = None
             return None
-        if self.unhealthy_since is None:
-            self.unhealthy_since = now
-        return now - self.unhealthy_since
+        key = (seen[0], seen[1])
+        if key != self._failed:
+            self._failed, self._failed_since = key, now
+        return now - self._failed_since
 
-    # --- one pass ---------------------------------------------------------------------------
+    def _track_waiting(self, state: PassState) -> None:
+        """A planned operation that waited for its target longer than allowed is deferred."""
+        now = self.clock()
+        if state.waiting is None:
+            self._waiting = None
+        elif state.waiting != self._waiting:
+            self._waiting, self._waiting_since = state.waiting, now
+        elif now - self._waiting_since >= self.settings.catchup_timeout:
+            self.executor.event(state, "SwitchoverDeferred", state.message, warning=True)
+            self.held_until = now + self.settings.operation_backoff
+            self._waiting = None
 
-    async def tick(self) -> Outcome:
-        body = await self.kube.get_cluster(self.ref.namespace, self.ref.name)
-        if body.get("metadata", {}).get("deletionTimestamp"):
-            return Outcome()
-        try:
-            spec = parse_spec(body.get("spec"))
-        except InvalidSpecError as exc:
-            outcome = Outcome(failed=True, message=str(exc))
-            await self.kube.patch_cluster_status(
-                self.ref.namespace, self.ref.name, {"phase": PHASE_FAILED, "message": str(exc)}
-            )
-            return outcome
-        cluster = await self.observe(body, spec)
-        unhealthy_for = self.track_leader(cluster)
-        annotations = body.get("metadata", {}).get("annotations") or {}
-        decision = decide(
-            cluster,
-            policy=Policy(spec.failover.enabled, spec.failover.detection_seconds),
-            unhealthy_for=unhealthy_for,
-            switchover_target=annotations.get(c.ANNOTATION_SWITCHOVER),
-            last_leader_seq=self.last_leader_seq,
-            pending=self.pending,
-            now=self.clock(),
-        )
-        if isinstance(decision, Steady) and self.clock() < self.operations_held_until:
-            decision = replace(decision, operation=None)
-        outcome = await self.act(body, cluster, decision)
-        if outcome.switchover_failed:
-            self.operations_held_until = self.clock() + self.settings.operation_backoff
-        if outcome.leader_changed:
-            self.unhealthy_since = None
-            self.pending = None
-        if outcome.promote_failed is not None:
-            self.retry_later(body, outcome)
-        if outcome.leader_seq is not None:
-            self.last_leader_seq = outcome.leader_seq
-        if outcome.acted:
+    async def tick(
+        self, body: Mapping[str, Any] | None = None, spec: ClusterSpec | None = None
+    ) -> PassResult:
+        """One pass. `body` (and its parsed `spec`): the object if the caller just read it."""
+        if body is None:
             body = await self.kube.get_cluster(self.ref.namespace, self.ref.name)
-            cluster = await self.observe(body, spec)
-        await self.write_labels(cluster)
-        await self.write_status(body, cluster, outcome)
-        return outcome
-
-    def retry_later(self, body: Mapping[str, Any], outcome: Outcome) -> None:
-        """Remember the failed promote and say when and at which epoch it is retried."""
-        failure = outcome.promote_failed
-        assert failure is not None
-        self.pending = record_failure(
-            self.pending,
-            candidate=failure.candidate,
-            epoch=failure.epoch,
-            error=failure.error,
-            refused=failure.refused,
-            now=self.clock(),
-            first=self.settings.promote_retry_first,
-            cap=self.settings.promote_retry_cap,
+        if body.get("metadata", {}).get("deletionTimestamp"):
+            return PassResult()
+        if spec is None:
+            try:
+                spec = parse_spec(body.get("spec"))
+            except InvalidSpecError as exc:
+                await self.kube.patch_cluster_status(
+                    self.ref.namespace, self.ref.name, {"phase": PHASE_FAILED, "message": str(exc)}
+                )
+                return PassResult(failed=True, message=str(exc))
+        cluster = await observe_cluster(self.kube, self.members, body, spec)
+        state = PassState(
+            body=body,
+            cluster=cluster,
+            resource_version=str(body["metadata"].get("resourceVersion") or ""),
+            status=dict(body.get("status") or {}),
         )
-        epoch = "a new epoch" if failure.refused else f"epoch {failure.epoch}"
-        message = (
-            f"promoting {failure.candidate} at epoch {failure.epoch} failed"
-            f" (attempt {self.pending.attempts}); retrying at {epoch} in {self.pending.delay:g}s"
+        policy = Policy(
+            failover_enabled=spec.failover.enabled,
+            detection_seconds=spec.failover.detection_seconds,
+            switchover_slack=self.settings.switchover_slack,
         )
-        self.actions.event(body, "PromoteRetrying", message, warning=True)
-        outcome.message = message
-
-    async def act(
-        self, body: Mapping[str, Any], cluster: ClusterObservation, decision: Decision
-    ) -> Outcome:
-        if isinstance(decision, Bootstrap):
-            return await self.actions.bootstrap(body, cluster, decision)
-        if isinstance(decision, Adopt):
-            return await self.actions.adopt(body, decision)
-        if isinstance(decision, Failover):
-            return await self.actions.failover(body, cluster, decision.plan)
-        if isinstance(decision, Wait):
-            return Outcome(
-                failed=decision.failed,
-                failing_over=decision.failing_over,
-                message=decision.reason,
+        for _ in range(self.settings.max_steps):
+            step = decide(
+                state.cluster,
+                policy=policy,
+                failed_for=self.failed_for(state.cluster),
+                held=state.switchover_aborted or self.clock() < self.held_until,
+                now=now_iso(),
             )
-        return await self.actions.steady(body, cluster, decision)
-
-    # --- writing back -----------------------------------------------------------------------
+            if not await self.executor.run(step, state) or isinstance(step, FINAL):
+                break
+        self._track_waiting(state)
+        if state.switchover_aborted:
+            self.held_until = self.clock() + self.settings.operation_backoff
+        await self.write_labels(state.cluster)
+        await self.write_status(body, state)
+        return PassResult(
+            acted=state.acted,
+            leader_changed=state.leader_changed,
+            failed=state.failed,
+            message=state.message,
+        )
 
     async def write_labels(self, cluster: ClusterObservation) -> None:
         for pod, role in desired_role_labels(cluster).items():
-            await self.actions.label(pod, role)
+            try:
+                await self.kube.patch_pod_labels(self.ref.namespace, pod, {c.LABEL_ROLE: role})
+            except kube_api.NotFoundError:
+                pass
 
-    async def write_status(
-        self, body: Mapping[str, Any], cluster: ClusterObservation, outcome: Outcome
-    ) -> None:
-        current = body.get("status") or {}
+    async def write_status(self, body: Mapping[str, Any], state: PassState) -> None:
+        current = state.status
         patch = compute_status(
-            cluster,
+            state.cluster,
             generation=body.get("metadata", {}).get("generation"),
             previous_conditions=current.get("conditions") or [],
             now=now_iso(),
-            failing_over=outcome.failing_over,
-            failed=outcome.failed,
-            message=outcome.message,
+            report=state.report(),
         )
         same_members = len(current.get("members") or []) == len(patch["members"])
         if same_members and contains(current, patch):

@@ -55,6 +55,7 @@ class MemberObservation:
     durable_seq: int = 0
     leader_url: str | None = None
     followers: tuple[FollowerPosition, ...] = ()
+    lease_token: int | None = None  # `lease.token` of the answer: a confirmation renews from it
     error: str | None = None
 
     @property

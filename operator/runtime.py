@@ -126,47 +126,58 @@ async def child_changed(
     await reconcile_children(memo.kube, body, parsed)
 
 
-async def _cluster_token(kube: kube_api.Kube, body: Mapping[str, Any]) -> str | None:
-    meta = body["metadata"]
-    ref = ClusterRef(name=meta["name"], namespace=meta["namespace"])
-    try:
-        spec = parse_spec(body.get("spec"))
-    except InvalidSpecError:
-        return None
+async def _cluster_token(kube: kube_api.Kube, ref: ClusterRef, spec: ClusterSpec) -> str | None:
     secret = await kube.get("v1", "Secret", ref.namespace, token_secret_name(ref, spec))
     return read_token(secret) if secret else None
+
+
+def pass_interval(config: RuntimeConfig, spec: ClusterSpec | None) -> float:
+    """Seconds between passes: the configured interval, but at most a third of the lease.
+
+    Each pass that finds the leader serving renews its lease; a few passes per lease leave
+    room for one slow or failed renewal before the leader stops acknowledging writes.
+    """
+    if spec is None:
+        return config.monitor_interval
+    return max(0.05, min(config.monitor_interval, spec.failover.lease / 3))
 
 
 async def monitor(memo: Any, namespace: str, name: str, stopped: Any) -> None:
     """The cluster's daemon: a monitoring pass every interval, children every so often.
 
-    Children are converged on the first pass (which creates the token Secret the members
-    need), every `reconcile_every` seconds as a safety net, and right after a role change
-    (a finished switchover may let a held-back scale-down proceed).
+    Each iteration reads the cluster object once and parses its spec once; the pass gets
+    both. Children are converged on the first pass (which creates the token Secret the
+    members need), every `reconcile_every` seconds as a safety net, and right after a pass
+    that changed something (a finished switchover may let a held-back scale-down proceed).
+    The token Secret is read again on those occasions only.
     """
     config = config_of(memo)
     kube: kube_api.Kube = memo.kube
     settings = MonitorSettings(
         interval=config.monitor_interval, catchup_timeout=config.catchup_timeout
     )
+    ref = ClusterRef(name=name, namespace=namespace)
     members: Members | None = None
     watcher: ClusterMonitor | None = None
     token: str | None = None
     last_reconcile = 0.0
     reconcile_due = True
+    spec: ClusterSpec | None = None
     try:
         while not stopped:
             try:
                 body = await kube.get_cluster(namespace, name)
                 try:
-                    spec: ClusterSpec | None = parse_spec(body.get("spec"))
+                    spec = parse_spec(body.get("spec"))
                 except InvalidSpecError:
                     spec = None  # the monitoring pass reports it in the status
                 now = time.monotonic()
-                if spec and (reconcile_due or now - last_reconcile >= config.reconcile_every):
+                due = reconcile_due or now - last_reconcile >= config.reconcile_every
+                fresh = token
+                if spec is not None and due:
                     last_reconcile, reconcile_due = now, False
                     await reconcile_children(kube, body, spec)
-                fresh = await _cluster_token(kube, body) if spec else None
+                    fresh = await _cluster_token(kube, ref, spec)
                 if watcher is None or members is None or fresh != token:
                     if members is not None:
                         await members.close()
@@ -181,13 +192,14 @@ async def monitor(memo: Any, namespace: str, name: str, stopped: Any) -> None:
                     )
                 if spec is not None and token is None:
                     log.info("cluster %s/%s: waiting for its token Secret", namespace, name)
+                    reconcile_due = True
                 else:
-                    reconcile_due = (await watcher.tick()).acted
+                    reconcile_due = (await watcher.tick(body, spec)).acted
             except kube_api.NotFoundError:
                 return
             except (kube_api.ApiError, OSError, TimeoutError) as exc:
                 log.warning("monitor pass for %s/%s failed: %s", namespace, name, exc)
-            await stopped.wait(config.monitor_interval)
+            await stopped.wait(pass_interval(config, spec))
     finally:
         if members is not None:
             await members.close()

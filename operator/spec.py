@@ -10,7 +10,14 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from dvecdb_operator.quantity import InvalidQuantityError, parse_quantity
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 STORAGE_SIZE_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"
@@ -43,8 +50,31 @@ class NodeSpec(_Model):
 
 
 class FailoverSpec(_Model):
+    """Failover timing. The leader's lease must end well before a failover can begin, so
+    that a leader cut off from the operator and from its followers has stopped
+    acknowledging writes by then: `leaseSeconds` defaults to half of `detectionSeconds`
+    and may not exceed it."""
+
     enabled: bool = True
     detection_seconds: int = Field(default=10, ge=1, le=3600)
+    lease_seconds: float | None = Field(default=None, ge=0.1, le=3600)
+    max_read_staleness_seconds: float = Field(default=60, ge=0, le=86400)
+
+    @model_validator(mode="after")
+    def _lease_within_detection(self) -> FailoverSpec:
+        if self.lease_seconds is not None and self.lease_seconds > self.detection_seconds:
+            raise ValueError(
+                f"leaseSeconds ({self.lease_seconds:g}) must not exceed detectionSeconds"
+                f" ({self.detection_seconds})"
+            )
+        return self
+
+    @property
+    def lease(self) -> float:
+        """The leader's lease in seconds (`leaseSeconds`, else `detectionSeconds / 2`)."""
+        if self.lease_seconds is not None:
+            return self.lease_seconds
+        return self.detection_seconds / 2
 
 
 class MonitoringSpec(_Model):

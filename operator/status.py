@@ -1,7 +1,9 @@
-"""Pure status computation: observations in, the `status` patch of the DVecCluster out.
+"""Pure write-back of a pass: the status patch and the `dvecdb.io/role` label of each pod.
 
-Conditions keep their `lastTransitionTime` while their status does not change, so a watcher
-of the object sees a transition only when one happened.
+The patch never carries `leader`, `epoch` or `failover`: those are written only by the
+executor's compare-and-swap steps, so a pass that lost a race cannot write an older epoch
+back. Conditions keep their `lastTransitionTime` while their status does not change, so a
+watcher of the object sees a transition only when one happened.
 """
 
 from __future__ import annotations
@@ -11,15 +13,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from dvecdb_operator import constants as c
-from dvecdb_operator.decisions import needs_follow
-from dvecdb_operator.failover import leader_healthy
+from dvecdb_operator.decisions import (
+    PHASE_CREATING,
+    PHASE_DEGRADED,
+    PHASE_FAILED,
+    kind_phase,
+    leader_failure,
+    needs_follow,
+)
 from dvecdb_operator.observation import ClusterObservation, MemberObservation
 
-PHASE_CREATING = "Creating"
 PHASE_HEALTHY = "Healthy"
-PHASE_DEGRADED = "Degraded"
-PHASE_FAILING_OVER = "FailingOver"
-PHASE_FAILED = "Failed"
 
 
 @dataclass(frozen=True)
@@ -30,14 +34,39 @@ class Condition:
     message: str
 
 
-def member_entry(member: MemberObservation, leader: MemberObservation | None) -> dict[str, Any]:
-    """One `status.members` item; `lag_seq` is the leader's last_seq minus what this applied."""
+@dataclass(frozen=True)
+class PassReport:
+    """What the pass's last step says about the cluster beyond the observation itself."""
+
+    message: str = ""
+    failed: bool = False
+    blocked: str | None = None  # why a failover may not choose (the members missing)
+
+
+def serving_leader(cluster: ClusterObservation) -> MemberObservation | None:
+    """The recorded leader when it serves at the recorded epoch, else None."""
+    if cluster.leader is None or leader_failure(cluster) is not None:
+        return None
+    return cluster.member(cluster.leader)
+
+
+def member_entry(
+    member: MemberObservation,
+    leader: MemberObservation | None,
+    recorded: Mapping[str, int] | None = None,
+) -> dict[str, Any]:
+    """One `status.members` item; `lag_seq` is the leader's last_seq minus what this applied.
+
+    An unreachable member keeps the `last_seq` last recorded for it: a failed leader's last
+    known position is what `lastFailover.fromSeq` reports.
+    """
     role = member.role if member.reachable and member.role else "unreachable"
+    last_seq = member.last_seq if member.reachable else (recorded or {}).get(member.name, 0)
     entry: dict[str, Any] = {
         "name": member.name,
         "role": role,
         "ready": member.pod_ready,
-        "last_seq": member.last_seq,
+        "last_seq": last_seq,
         "applied_seq": member.applied_seq,
     }
     if member.reachable and leader is not None and leader.reachable:
@@ -45,12 +74,11 @@ def member_entry(member: MemberObservation, leader: MemberObservation | None) ->
     return entry
 
 
-def conditions_for(cluster: ClusterObservation) -> list[Condition]:
-    leader = cluster.member(cluster.leader)
+def conditions_for(cluster: ClusterObservation, report: PassReport) -> list[Condition]:
+    leader = serving_leader(cluster)
     expected = [m for m in cluster.members if m.ordinal < cluster.replicas]
     ready = [m for m in expected if m.pod_ready]
     all_ready = len(ready) == cluster.replicas
-    has_leader = leader_healthy(leader, cluster.epoch)
     conditions = [
         Condition(
             "Ready",
@@ -60,14 +88,14 @@ def conditions_for(cluster: ClusterObservation) -> list[Condition]:
         ),
         Condition(
             "LeaderElected",
-            has_leader,
-            "LeaderServing" if has_leader else "NoLeader",
+            leader is not None,
+            "LeaderServing" if leader is not None else "NoLeader",
             f"{cluster.leader} leads at epoch {cluster.epoch}"
-            if has_leader
+            if leader is not None
             else "no member serves as leader",
         ),
     ]
-    if has_leader and leader is not None:
+    if leader is not None:
         stray = [
             m.name
             for m in expected
@@ -85,23 +113,32 @@ def conditions_for(cluster: ClusterObservation) -> list[Condition]:
         )
     else:
         conditions.append(Condition("Replicating", False, "NoLeader", "no leader to stream from"))
+    record = cluster.failover
+    if report.blocked is not None:
+        progressing = Condition("Progressing", False, "FailoverBlocked", report.blocked)
+    elif record is not None:
+        progressing = Condition(
+            "Progressing",
+            True,
+            kind_phase(record.kind),
+            f"{record.kind} at epoch {record.epoch}: {record.phase}",
+        )
+    else:
+        progressing = Condition("Progressing", False, "Stable", "no leadership change in flight")
+    conditions.append(progressing)
     return conditions
 
 
 def phase_for(
-    cluster: ClusterObservation,
-    conditions: Sequence[Condition],
-    *,
-    failing_over: bool,
-    failed: bool,
+    cluster: ClusterObservation, conditions: Sequence[Condition], report: PassReport
 ) -> str:
-    if failing_over:
-        return PHASE_FAILING_OVER
-    if failed:
+    if cluster.failover is not None:
+        return kind_phase(cluster.failover.kind)
+    if report.failed:
         return PHASE_FAILED
     if cluster.leader is None:
         return PHASE_CREATING
-    if all(cond.status for cond in conditions):
+    if all(cond.status for cond in conditions if cond.type != "Progressing"):
         return PHASE_HEALTHY
     return PHASE_DEGRADED
 
@@ -133,26 +170,36 @@ def compute_status(
     generation: int | None,
     previous_conditions: Sequence[Mapping[str, Any]] = (),
     now: str,
-    failing_over: bool = False,
-    failed: bool = False,
-    message: str | None = None,
+    report: PassReport | None = None,
 ) -> dict[str, Any]:
-    """The status patch for this pass (merge-patched onto the status subresource)."""
-    leader = cluster.member(cluster.leader)
-    conditions = conditions_for(cluster)
+    """The status patch for this pass (merge-patched onto the status subresource).
+
+    While the leader serves, its pod's uid and restart count are kept as `leaderPod`: the
+    baseline against which a restart is a certain death signal.
+    """
+    report = report or PassReport()
+    leader = serving_leader(cluster)
+    conditions = conditions_for(cluster, report)
     selector = {c.LABEL_NAME: c.APP_NAME, c.LABEL_CLUSTER: cluster.name}
     expected = [m for m in cluster.members if m.ordinal < cluster.replicas]
     patch: dict[str, Any] = {
-        "phase": phase_for(cluster, conditions, failing_over=failing_over, failed=failed),
-        "leader": cluster.leader,
-        "epoch": cluster.epoch,
+        "phase": phase_for(cluster, conditions, report),
         "readyMembers": f"{sum(1 for m in expected if m.pod_ready)}/{cluster.replicas}",
         "replicas": len(cluster.members),
         "selector": ",".join(f"{k}={v}" for k, v in sorted(selector.items())),
-        "members": [member_entry(m, leader) for m in sorted(cluster.members, key=_ordinal)],
+        "members": [
+            member_entry(m, leader, cluster.recorded_seqs)
+            for m in sorted(cluster.members, key=_ordinal)
+        ],
         "conditions": render_conditions(conditions, previous_conditions, now),
-        "message": message or "",
+        "message": report.message or "",
     }
+    if leader is not None and cluster.failover is None:
+        patch["leaderPod"] = {
+            "name": leader.name,
+            "uid": leader.pod_uid,
+            "restarts": leader.restarts,
+        }
     if generation is not None:
         patch["observedGeneration"] = generation
     return patch
@@ -162,20 +209,18 @@ def _ordinal(member: MemberObservation) -> int:
     return member.ordinal
 
 
-def desired_role_labels(
-    cluster: ClusterObservation,
-) -> dict[str, str | None]:
-    """The `dvecdb.io/role` label each pod should carry; None removes it.
+def desired_role_labels(cluster: ClusterObservation) -> dict[str, str | None]:
+    """The `dvecdb.io/role` label each pod should carry (None removes it): the one place
+    labels are decided, applied at the end of every pass.
 
-    Only the healthy recorded leader is labelled `leader`, so the read-write Service never
+    Only the serving recorded leader is labelled `leader`, so the read-write Service never
     routes to a member that cannot take writes. Unreachable members keep their label unless
     it is `leader` (their readiness already takes them out of the Services).
     """
-    leader = cluster.member(cluster.leader)
-    healthy = leader if leader_healthy(leader, cluster.epoch) else None
+    leader = serving_leader(cluster)
     labels: dict[str, str | None] = {}
     for m in cluster.members:
-        if healthy is not None and m.name == healthy.name:
+        if leader is not None and m.name == leader.name:
             want: str | None = c.ROLE_LEADER
         elif m.reachable and m.role in (c.ROLE_FOLLOWER, c.ROLE_STANDBY):
             want = m.role

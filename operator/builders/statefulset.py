@@ -42,6 +42,14 @@ def node_env(spec: ClusterSpec, token_secret: str) -> list[dict[str, Any]]:
             "name": "DVECDB_CLUSTER_TOKEN",
             "valueFrom": {"secretKeyRef": {"name": token_secret, "key": c.TOKEN_KEY}},
         },
+        # The leader's lease (it stops acknowledging without a majority or the operator's
+        # confirmation for this long) and how long followers serve eventual reads without
+        # hearing from a leader.
+        {"name": "DVECDB_LEASE_SECONDS", "value": f"{spec.failover.lease:g}"},
+        {
+            "name": "DVECDB_MAX_READ_STALENESS_SECONDS",
+            "value": f"{spec.failover.max_read_staleness_seconds:g}",
+        },
     ]
     threads = search_threads(spec.resources)
     if threads is not None:

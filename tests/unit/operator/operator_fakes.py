@@ -169,6 +169,7 @@ class FakeNode:
         self.epoch = epoch
         self.last_seq = seq
         self.applied_seq = seq
+        self.last_epoch = epoch
         self.leader: str | None = None
         self.reachable = True
         self.calls: list[tuple[str, Any]] = []
@@ -177,36 +178,61 @@ class FakeNode:
         # and only while the upstream leads (a fenced leader stops streaming).
         self.upstream: FakeNode | None = None
         self.rate = 5
+        self.promote_at_fenced_epoch = False
+        self.lease_token = 0  # `lease.token`: bumped on every status answer
+        self.lease_tokens: list[int | None] = []  # the tokens confirmations carried
 
     def _check(self) -> None:
         if not self.reachable:
             raise aiohttp.ClientConnectionError(f"{self.name}: connection refused")
 
-    async def status(self) -> dict[str, Any]:
-        self._check()
-        up = self.upstream
-        if up is not None and up.reachable and up.role == "leader":
-            self.last_seq = self.applied_seq = min(up.last_seq, self.last_seq + self.rate)
+    def _body(self) -> dict[str, Any]:
         return {
+            "lease": {"token": self.lease_token},
             "node_id": self.name,
             "role": self.role,
             "epoch": self.epoch,
+            "last_epoch": self.last_epoch,
             "last_seq": self.last_seq,
+            "received_seq": self.last_seq,
             "applied_seq": self.applied_seq,
             "durable_seq": self.last_seq,
             "leader": self.leader,
             "followers": [],
         }
 
+    async def status(self) -> dict[str, Any]:
+        self._check()
+        up = self.upstream
+        if up is not None and up.reachable and up.role == "leader":
+            self.last_seq = self.applied_seq = min(up.last_seq, self.last_seq + self.rate)
+            self.last_epoch = up.last_epoch
+        self.lease_token += 1
+        return self._body()
+
     async def promote(self, epoch: int, *, members: int | None = None) -> dict[str, Any]:
         self._check()
         self.calls.append(("promote", epoch))
-        # As the node: a new epoch, or a retry by the member that leads at exactly this one.
-        if epoch < self.epoch or (epoch == self.epoch and self.role != "leader"):
+        # As the node: a new epoch, or a retry by the member that leads at exactly this one
+        # (with `promote_at_fenced_epoch`, also the epoch it was fenced at).
+        relaxed = self.promote_at_fenced_epoch and self.role == "standby"
+        if epoch < self.epoch or (epoch == self.epoch and self.role != "leader" and not relaxed):
             raise EpochRefused(f"epoch {epoch} refused at {self.epoch}")
+        if not (self.role == "leader" and self.epoch == epoch):
+            self.last_seq += 1  # the node opens its epoch with a no-op record
+            self.applied_seq = self.last_seq
+            self.last_epoch = epoch
         self.role, self.epoch, self.leader = "leader", epoch, None
         self.members_hint = members
-        return {"role": self.role, "epoch": epoch}
+        return self._body()
+
+    async def confirm(self, epoch: int, *, lease_token: int | None = None) -> dict[str, Any]:
+        self._check()
+        self.calls.append(("confirm", epoch))
+        self.lease_tokens.append(lease_token)
+        if epoch != self.epoch or self.role != "leader":
+            raise EpochRefused(f"not leading at epoch {epoch}")
+        return self._body()
 
     async def follow(self, leader: str, epoch: int) -> dict[str, Any]:
         self._check()
@@ -214,15 +240,16 @@ class FakeNode:
         if epoch < self.epoch:
             raise EpochRefused(f"epoch {epoch} < {self.epoch}")
         self.role, self.epoch, self.leader = "follower", epoch, leader
-        return {"role": self.role, "epoch": epoch}
+        return self._body()
 
     async def fence(self, epoch: int) -> dict[str, Any]:
+        """Standby at `epoch`; the answer carries the log position (what choosing needs)."""
         self._check()
         self.calls.append(("fence", epoch))
         if epoch < self.epoch:
             raise EpochRefused(f"epoch {epoch} < {self.epoch}")
-        self.role, self.epoch = "standby", epoch
-        return {"role": self.role, "epoch": epoch}
+        self.role, self.epoch, self.leader = "standby", epoch, None
+        return self._body()
 
     async def close(self) -> None:
         return None

@@ -12,6 +12,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from dvecdb_operator import constants as c
+from dvecdb_operator.observation import FailoverRecord, LeaderPod
 from dvecdb_operator.spec import ClusterSpec, InvalidSpecError, parse_spec
 
 pytestmark = pytest.mark.unit
@@ -109,6 +110,8 @@ def test_examples_validate_against_crd_and_model(path: Path) -> None:
         {"node": {"defaultAck": "all"}},
         {"antiAffinity": "maybe"},
         {"failover": {"detectionSeconds": 0}},
+        {"failover": {"leaseSeconds": 0}},
+        {"failover": {"maxReadStalenessSeconds": -1}},
         {"monitoring": {"interval": "soon"}},
         {"resources": {"limits": {"cpu": "2 cores"}}},
         {"resources": {"requests": {"memory": "lots"}}},
@@ -150,7 +153,27 @@ def test_status_schema_accepts_what_the_operator_writes() -> None:
             "fromSeq": 9,
             "toSeq": 9,
             "reason": "x",
+            "kind": "failover",
+            "fenced": ["demo-1", "demo-2"],
+            "forced": False,
         },
+        "failover": {
+            k: v
+            for k, v in FailoverRecord(
+                epoch=4,
+                kind="failover",
+                phase="promoting",
+                from_="demo-1",
+                reason="leader unreachable",
+                candidate="demo-2",
+                fenced=("demo-0", "demo-2"),
+                started="2026-01-01T00:00:00Z",
+            )
+            .to_status()
+            .items()
+            if v is not None  # None deletes the key in the merge patch
+        },
+        "leaderPod": LeaderPod("demo-0", "uid-1", 2).to_status(),
     }
     check({"status": status})
     with pytest.raises(jsonschema.ValidationError):
@@ -161,6 +184,17 @@ def test_chart_ships_the_same_crds() -> None:
     chart_crds = ROOT / "charts" / "dvecdb-operator" / "crds"
     for name in ("dvecdb.io_dvecclusters.yaml", "kopf-peerings.yaml"):
         assert (chart_crds / name).read_text() == (ROOT / "crds" / name).read_text()
+
+
+def test_a_lease_longer_than_the_detection_window_is_refused() -> None:
+    """A leader must have stopped acknowledging before a failover can begin."""
+    with pytest.raises(InvalidSpecError, match="leaseSeconds"):
+        parse_spec({"failover": {"detectionSeconds": 4, "leaseSeconds": 5}})
+    rules = schema()["properties"]["spec"]["properties"]["failover"]["x-kubernetes-validations"]
+    assert any("leaseSeconds <= self.detectionSeconds" in r["rule"] for r in rules)
+    spec = parse_spec({"failover": {"detectionSeconds": 4}})
+    assert spec.failover.lease == 2.0  # half the detection window by default
+    assert parse_spec({"failover": {"leaseSeconds": 1.5}}).failover.lease == 1.5
 
 
 def test_spec_model_error_names_every_bad_field() -> None:

@@ -5,7 +5,15 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from dvecdb_operator.members import Members, PodView, client_factory, describe_error, parse_status
+from dvecdb_operator.members import (
+    AdminError,
+    Members,
+    PodView,
+    client_factory,
+    describe_error,
+    parse_status,
+)
+from dvecdb_operator.observation import MemberObservation
 from operator_fakes import FakeNode
 
 pytestmark = pytest.mark.unit
@@ -100,8 +108,22 @@ async def test_admin_calls_return_error_text_instead_of_raising() -> None:
     assert await members.follow("http://x", "http://y", 5) is None
     assert node.leader == "http://y"
     node.reachable = False
-    error = await members.fence("http://x", 6)
-    assert error is not None and "ClientConnectionError" in error
+    error = await members.fence(MemberObservation(name="db-1", ordinal=1, pod_ip="10.0.0.2"), 6)
+    assert isinstance(error, AdminError) and "ClientConnectionError" in error.text
+
+
+async def test_fence_answers_the_member_with_its_log_position() -> None:
+    node = FakeNode("db-1", role="follower", epoch=3, seq=42)
+    node.last_epoch = 2
+    members = Members(lambda url: node)
+    seen = MemberObservation(name="db-1", ordinal=1, pod_ip="10.0.0.2", reachable=True,
+                             role="follower", epoch=3, last_seq=40, pod_uid="u")  # fmt: skip
+    fenced = await members.fence(seen, 4)
+    assert isinstance(fenced, MemberObservation)
+    assert (fenced.role, fenced.epoch, fenced.last_epoch, fenced.last_seq) == ("standby", 4, 2, 42)
+    assert fenced.pod_uid == "u" and fenced.fenced_at(4)
+    refused = await members.fence(seen, 3)  # below the epoch it now holds
+    assert isinstance(refused, AdminError) and refused.epoch_refused
 
 
 async def test_forget_closes_clients_of_gone_members() -> None:

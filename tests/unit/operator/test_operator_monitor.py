@@ -1,10 +1,10 @@
-"""The monitoring loop end to end against an in-memory API server and fake nodes:
-bootstrap, rejoin, failover (and its race guard), switchover, rolling restart, bad spec."""
+"""The pass end to end against an in-memory API server and fake nodes: bootstrap, the lease
+renewal, fence-then-choose failovers (majority, minority, certain death, lost races),
+resuming after an operator restart, switchovers, forced promotion, rolling restart."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -22,7 +22,14 @@ def url(i: int) -> str:
 
 
 class Harness:
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, replicas: int = 3, **spec: Any) -> None:
+    def __init__(
+        self,
+        monkeypatch: pytest.MonkeyPatch,
+        replicas: int = 3,
+        *,
+        relaxed: bool = True,
+        **spec: Any,
+    ) -> None:
         self.kube = FakeKube(
             {
                 "apiVersion": c.API_VERSION,
@@ -35,7 +42,13 @@ class Harness:
         self.nodes: dict[str, FakeNode] = {}
         for i in range(replicas):
             self.kube.add_pod(f"db-{i}", f"10.0.0.{i + 1}")
-            self.nodes[url(i)] = FakeNode(f"db-{i}")
+            self.kube.pods[f"db-{i}"]["metadata"]["uid"] = f"uid-{i}"
+            self.kube.pods[f"db-{i}"]["status"]["containerStatuses"] = [
+                {"name": "node", "restartCount": 0, "state": {"running": {}}}
+            ]
+            node = FakeNode(f"db-{i}")
+            node.promote_at_fenced_epoch = relaxed
+            self.nodes[url(i)] = node
         self.events: list[tuple[str, str]] = []
         monkeypatch.setattr(
             kube_api,
@@ -43,17 +56,17 @@ class Harness:
             lambda body, *, reason, message, warning=False: self.events.append((reason, message)),
         )
         self.offset = 0.0
-        self.monitor = ClusterMonitor(
+        self.settings = MonitorSettings(catchup_timeout=5.0, operation_backoff=30.0)
+        self.monitor = self.new_monitor()
+
+    def new_monitor(self) -> ClusterMonitor:
+        """A fresh operator: nothing kept in memory, only what the status holds."""
+        return ClusterMonitor(
             self.kube,  # type: ignore[arg-type]
             Members(lambda u: self.nodes[u]),
             namespace="ns",
             name="db",
-            settings=MonitorSettings(
-                catchup_timeout=0.5,
-                catchup_poll=0.01,
-                switchover_slack=0,
-                fenced_catchup_timeout=0.1,
-            ),
+            settings=self.settings,
             clock=lambda: time.monotonic() + self.offset,
         )
 
@@ -63,10 +76,42 @@ class Harness:
     def reasons(self) -> list[str]:
         return [r for r, _ in self.events]
 
+    def calls(self, kind: str) -> list[tuple[str, Any]]:
+        """Every node's calls of one kind, in order, as (node, argument)."""
+        return [(n.name, arg) for n in self.nodes.values() for call, arg in n.calls if call == kind]
+
+    def at(self, i: int, seq: int) -> None:
+        """db-<i> holds the log up to `seq`, written at epoch 1 (as streamed from db-0)."""
+        node = self.node(i)
+        node.last_seq = node.applied_seq = seq
+        node.last_epoch = 1
+
+    def restart_container(self, i: int) -> None:
+        container = self.kube.pods[f"db-{i}"]["status"]["containerStatuses"][0]
+        container["restartCount"] += 1
+
     async def bootstrapped(self) -> None:
         await self.monitor.tick()
         assert self.kube.status["leader"] == "db-0"
+        for node in self.nodes.values():
+            node.calls.clear()
         self.events.clear()
+
+
+def log_of(h: Harness) -> list[str]:
+    """Admin calls across all nodes in the order they happened (fakes record per node)."""
+    order: list[str] = []
+    for node in h.nodes.values():
+        for name in ("fence", "promote", "follow"):
+            original = getattr(node, name)
+
+            async def traced(*args: Any, _o: Any = original, _n: str = name, _m: str = node.name,
+                             **kw: Any) -> Any:  # fmt: skip
+                order.append(f"{_n} {_m}")
+                return await _o(*args, **kw)
+
+            setattr(node, name, traced)
+    return order
 
 
 async def test_bootstrap_promotes_ordinal_zero_at_epoch_one_and_others_follow(
@@ -74,13 +119,15 @@ async def test_bootstrap_promotes_ordinal_zero_at_epoch_one_and_others_follow(
 ) -> None:
     h = Harness(monkeypatch)
     await h.monitor.tick()
-    assert h.node(0).calls == [("promote", 1)]
-    assert h.node(0).members_hint == 3  # the cluster size, for quorum acks
+    assert ("promote", 1) in h.node(0).calls
+    assert h.node(0).members_hint == 3  # the group size, for quorum acks
     for i in (1, 2):
         assert h.node(i).calls == [("follow", (url(0), 1))]
     status = h.kube.status
     assert (status["leader"], status["epoch"], status["phase"]) == ("db-0", 1, "Healthy")
     assert status["observedGeneration"] == 1
+    assert "failover" not in status and "lastFailover" not in status
+    assert status["leaderPod"] == {"name": "db-0", "uid": "uid-0", "restarts": 0}
     assert {x["name"]: x["role"] for x in status["members"]} == {
         "db-0": "leader",
         "db-1": "follower",
@@ -90,37 +137,44 @@ async def test_bootstrap_promotes_ordinal_zero_at_epoch_one_and_others_follow(
     assert "Bootstrapped" in h.reasons()
 
 
-async def test_steady_pass_writes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_steady_pass_renews_the_lease_and_writes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     h = Harness(monkeypatch)
     await h.bootstrapped()
+    await h.monitor.tick()  # the positions the bootstrap changed
+    h.node(0).calls.clear()
     patches = len(h.kube.status_patches)
-    outcome = await h.monitor.tick()
-    assert not outcome.acted
+    result = await h.monitor.tick()
+    assert not result.acted
+    assert h.node(0).calls == [("confirm", 1)]
+    # The lease renews from the status this pass read, not from when the call arrives.
+    assert h.node(0).lease_tokens[-1] == h.node(0).lease_token
     assert len(h.kube.status_patches) == patches
     assert h.events == []
 
 
-async def test_member_restarted_in_standby_is_told_its_role_again(
+async def test_a_member_restarted_in_standby_is_told_its_role_again(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     h = Harness(monkeypatch)
     await h.bootstrapped()
     h.node(2).role, h.node(2).leader = "standby", None  # restarted: boots in standby
-    h.node(2).calls.clear()
     await h.monitor.tick()
     assert h.node(2).calls == [("follow", (url(0), 1))]
     assert "MemberRejoining" in h.reasons()
     assert h.kube.status["phase"] == "Healthy"
 
 
-async def test_failover_after_detection_promotes_most_advanced_follower(
+async def test_failover_fences_every_member_before_promoting_the_most_advanced(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     h = Harness(monkeypatch)
     await h.bootstrapped()
-    h.node(0).last_seq = 14
-    await h.monitor.tick()  # remembers the leader's position
-    h.node(1).last_seq, h.node(2).last_seq = 10, 12
+    h.at(0, 14)
+    await h.monitor.tick()  # the status records the leader's position
+    h.at(1, 10)
+    h.at(2, 12)
     h.node(0).reachable = False
 
     await h.monitor.tick()
@@ -129,23 +183,24 @@ async def test_failover_after_detection_promotes_most_advanced_follower(
     assert "failover after 10s" in h.kube.status["message"]
     assert h.kube.role_labels()["db-0"] is None  # out of the read-write Service at once
 
+    order = log_of(h)
     h.offset += 11
     await h.monitor.tick()
-    assert h.node(2).calls[-1] == ("promote", 2)
-    assert h.node(1).calls[-1] == ("follow", (url(2), 2))
+    assert order[:2] == ["fence db-1", "fence db-2"] or order[:2] == ["fence db-2", "fence db-1"]
+    assert order[2:] == ["promote db-2", "follow db-1"]
+    assert h.calls("fence") == [("db-1", 2), ("db-2", 2)]
     status = h.kube.status
     assert (status["leader"], status["epoch"]) == ("db-2", 2)
-    failover = status["lastFailover"]
-    assert (failover["from"], failover["to"], failover["fromSeq"], failover["toSeq"]) == (
-        "db-0",
-        "db-2",
-        14,
-        12,
-    )
-    assert "unreachable" in failover["reason"]
+    assert "failover" not in status
+    last = status["lastFailover"]
+    assert (last["from"], last["to"], last["fromSeq"], last["toSeq"]) == ("db-0", "db-2", 14, 12)
+    assert (last["fenced"], last["forced"], last["kind"]) == (["db-1", "db-2"], False, "failover")
+    assert "unreachable" in last["reason"]
     assert h.kube.role_labels()["db-2"] == "leader"
-    assert h.reasons()[:4] == ["FailoverStarted", "EpochBumped", "Promoted", "FollowersRepointed"]
-    assert "FailoverCompleted" in h.reasons()
+    reasons = h.reasons()
+    for step in ("FailoverStarted", "EpochBumped", "MembersFenced", "CandidateChosen",
+                 "Promoted", "FollowersRepointed", "FailoverCompleted"):  # fmt: skip
+        assert step in reasons
     assert status["phase"] == "Degraded"  # db-0 is still down
 
     h.node(0).reachable = True  # the old leader comes back in standby at epoch 1
@@ -155,42 +210,107 @@ async def test_failover_after_detection_promotes_most_advanced_follower(
     assert h.kube.status["phase"] == "Healthy"
 
 
-async def test_a_reachable_demoted_leader_is_fenced_at_the_new_epoch(
+async def test_a_node_that_takes_no_promote_at_its_fenced_epoch_is_promoted_at_the_next(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    h = Harness(monkeypatch, relaxed=False)
+    await h.bootstrapped()
+    h.node(0).reachable = False
+    await h.monitor.tick()
+    h.offset += 11
+    await h.monitor.tick()
+    assert h.calls("fence") == [("db-1", 2), ("db-2", 2)]
+    assert h.calls("promote") == [("db-1", 2), ("db-1", 3)]
+    assert (h.kube.status["leader"], h.kube.status["epoch"]) == ("db-1", 3)
+    assert h.node(2).calls[-1] == ("follow", (url(1), 3))
+    assert h.reasons().count("FailoverStarted") == 1
+
+
+async def test_a_minority_is_never_promoted_and_the_missing_members_are_named(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     h = Harness(monkeypatch)
     await h.bootstrapped()
-    h.node(0).role = "standby"  # answers, but no longer leads
+    h.at(1, 50)
+    h.node(0).reachable = h.node(2).reachable = False
     await h.monitor.tick()
     h.offset += 11
     await h.monitor.tick()
-    assert ("fence", 2) in h.node(0).calls
-    assert "LeaderFenced" in h.reasons()
-    assert h.kube.status["leader"] == "db-1"
+    await h.monitor.tick()
+    assert h.calls("promote") == []
+    status = h.kube.status
+    assert (status["phase"], status["epoch"], status["leader"]) == ("FailingOver", 2, "db-0")
+    assert status["failover"]["phase"] == "fencing"
+    assert status["failover"]["fenced"] == ["db-1"]
+    assert "db-2" in status["message"]
+    progressing = next(x for x in status["conditions"] if x["type"] == "Progressing")
+    assert progressing["reason"] == "FailoverBlocked" and "db-2" in progressing["message"]
+    assert "FailoverBlocked" in h.reasons()
+    assert h.kube.role_labels()["db-0"] is None
+
+    h.node(2).reachable = True  # the majority is back: fenced, then the best one wins
+    await h.monitor.tick()
+    assert ("db-2", 2) in h.calls("fence")
+    assert (h.kube.status["leader"], h.kube.status["epoch"]) == ("db-1", 2)
+    assert h.kube.status["lastFailover"]["fenced"] == ["db-1", "db-2"]
 
 
-async def test_losing_the_epoch_race_does_not_promote(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_two_member_group_fails_over_to_its_fenced_follower(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    h = Harness(monkeypatch, replicas=2)
+    await h.bootstrapped()
+    h.node(0).reachable = False
+    await h.monitor.tick()
+    h.offset += 11
+    await h.monitor.tick()
+    assert (h.kube.status["leader"], h.kube.status["epoch"]) == ("db-1", 2)
+
+
+async def test_a_restarted_leader_container_fails_over_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    h = Harness(monkeypatch)
+    await h.bootstrapped()
+    h.at(1, 9)
+    h.at(2, 9)
+    h.node(0).role = "standby"  # the process came back, in standby, with its whole log
+    h.at(0, 8)
+    h.restart_container(0)
+    await h.monitor.tick()  # no detection window for a certain death
+    status = h.kube.status
+    assert (status["leader"], status["epoch"]) == ("db-1", 2)
+    assert "container restarted" in status["lastFailover"]["reason"]
+    assert h.calls("fence")[0] == ("db-0", 2)  # the old leader first, it answers
+    assert h.node(0).calls[-1] == ("follow", (url(1), 2))
+    assert status["leaderPod"]["name"] == "db-1"
+
+
+async def test_a_restarted_single_member_is_promoted_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    h = Harness(monkeypatch, replicas=1)
+    await h.bootstrapped()
+    h.node(0).role = "standby"
+    h.restart_container(0)
+    await h.monitor.tick()
+    assert (h.kube.status["leader"], h.kube.status["epoch"]) == ("db-0", 2)
+    assert h.kube.status["phase"] == "Healthy"
+    assert "lastFailover" not in h.kube.status  # nobody else took over
+
+
+async def test_losing_the_epoch_race_neither_fences_nor_promotes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     h = Harness(monkeypatch)
     await h.bootstrapped()
     h.node(0).reachable = False
     await h.monitor.tick()
     h.offset += 11
-    h.kube.conflict_next_status_patch = True  # another operator replica bumped first
+    h.kube.conflict_next_status_patch = True  # another operator replica wrote first
     await h.monitor.tick()
-    assert all(call[0] != "promote" for i in (1, 2) for call in h.node(i).calls)
-    assert "FailoverSkipped" in h.reasons()
-
-
-async def test_no_candidate_marks_the_cluster_failed(monkeypatch: pytest.MonkeyPatch) -> None:
-    h = Harness(monkeypatch)
-    await h.bootstrapped()
-    for i in range(3):
-        h.node(i).reachable = False
-    await h.monitor.tick()
-    h.offset += 11
-    await h.monitor.tick()
-    assert h.kube.status["phase"] == "Failed"
-    assert "no reachable member" in h.kube.status["message"]
+    assert h.calls("fence") == [] and h.calls("promote") == []
+    assert "changed under this pass" in h.kube.status["message"]
 
 
 async def test_failover_disabled_leaves_the_leader_alone(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -202,65 +322,138 @@ async def test_failover_disabled_leaves_the_leader_alone(monkeypatch: pytest.Mon
     await h.monitor.tick()
     assert h.kube.status["leader"] == "db-0"
     assert h.kube.status["phase"] == "Failed"
+    assert h.calls("fence") == []
 
 
-async def test_requested_switchover_fences_waits_promotes_and_clears_request(
+@pytest.mark.parametrize("phase", ["fencing", "promoting", "repointing"])
+async def test_a_new_operator_resumes_a_failover_at_its_epoch(
+    monkeypatch: pytest.MonkeyPatch, phase: str
+) -> None:
+    h = Harness(monkeypatch)
+    await h.bootstrapped()
+    h.at(1, 10)
+    h.at(2, 12)
+    h.node(0).reachable = False
+    stop_after = {"fencing": "fence", "promoting": "promote", "repointing": "follow"}[phase]
+
+    class Crash(Exception):
+        pass
+
+    async def crash(*args: Any, **kw: Any) -> Any:
+        raise Crash  # the operator process dies in the middle of this step
+
+    await h.monitor.tick()
+    h.offset += 11
+    target = h.node(2) if stop_after == "promote" else h.node(1)
+    original = getattr(target, stop_after)
+    setattr(target, stop_after, crash)
+    with pytest.raises(Crash):
+        await h.monitor.tick()
+    assert h.kube.status["failover"]["phase"] == phase
+    assert h.kube.status["epoch"] == 2
+    setattr(target, stop_after, original)
+
+    h.monitor = h.new_monitor()  # no memory: the detection timer starts again, unused
+    await h.monitor.tick()
+    status = h.kube.status
+    assert (status["leader"], status["epoch"], status["phase"]) == ("db-2", 2, "Degraded")
+    assert "failover" not in status
+    assert h.reasons().count("EpochBumped") == 1
+    assert h.node(2).role == "leader" and h.node(1).calls[-1] == ("follow", (url(2), 2))
+
+
+async def test_an_unreachable_candidate_is_replaced_after_the_detection_window(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     h = Harness(monkeypatch)
     await h.bootstrapped()
-    h.node(0).last_seq = 30
-    h.node(2).upstream = h.node(0)  # streams the rest while the operator waits
-    h.kube.cluster["metadata"]["annotations"] = {c.ANNOTATION_SWITCHOVER: "db-2"}
+    h.at(1, 10)
+    h.at(2, 12)
+    h.node(0).reachable = False
     await h.monitor.tick()
-    assert ("fence", 1) in h.node(0).calls
-    assert h.node(2).calls[-1] == ("promote", 2)
-    assert h.node(0).calls[-1] == ("follow", (url(2), 2))
-    assert h.node(1).calls[-1] == ("follow", (url(2), 2))
+    h.offset += 11
+
+    async def cut(*args: Any, **kw: Any) -> Any:
+        h.node(2).reachable = False  # cut off right after it was fenced
+        raise TimeoutError
+
+    h.node(2).promote = cut  # type: ignore[method-assign]
+    await h.monitor.tick()
+    assert h.kube.status["failover"]["candidate"] == "db-2"
+    assert "retrying at epoch 2" in h.kube.status["message"]
+    await h.monitor.tick()
+    assert h.kube.status["failover"]["candidate"] == "db-2"  # waited for within the window
+    h.offset += 11
+    await h.monitor.tick()  # a fresh epoch; db-1 alone is a minority: blocked
+    assert (h.kube.status["epoch"], h.kube.status["phase"]) == (3, "FailingOver")
+    h.node(0).reachable = True
+    h.node(0).role = "standby"
+    await h.monitor.tick()
+    status = h.kube.status
+    assert (status["leader"], status["epoch"]) == ("db-1", 3)
+    assert "FailoverRestarted" in h.reasons()
+
+
+async def test_requested_switchover_fences_the_leader_first_then_promotes_the_target(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    h = Harness(monkeypatch)
+    await h.bootstrapped()
+    for i in range(3):
+        h.at(i, 30)
+    h.kube.cluster["metadata"]["annotations"] = {c.ANNOTATION_SWITCHOVER: "db-2"}
+    order = log_of(h)
+    await h.monitor.tick()
+    assert order[0] == "fence db-0"
+    assert sorted(order[1:3]) == ["fence db-1", "fence db-2"]
+    assert order[3] == "promote db-2"
+    assert sorted(order[4:]) == ["follow db-0", "follow db-1"]
     status = h.kube.status
     assert (status["leader"], status["epoch"]) == ("db-2", 2)
-    assert status["lastFailover"]["reason"] == "switchover requested to db-2"
-    assert (status["lastFailover"]["fromSeq"], status["lastFailover"]["toSeq"]) == (30, 30)
+    last = status["lastFailover"]
+    assert last["reason"] == "switchover requested to db-2"
+    assert (last["fromSeq"], last["toSeq"], last["kind"]) == (30, 30, "switchover")
     assert c.ANNOTATION_SWITCHOVER not in h.kube.cluster["metadata"]["annotations"]
     assert h.kube.role_labels() == {"db-0": "follower", "db-1": "follower", "db-2": "leader"}
-    assert "SwitchoverCompleted" in h.reasons()
+    assert {"SwitchoverStarted", "SwitchoverCompleted"} <= set(h.reasons())
 
 
-async def test_switchover_waits_for_a_lagging_target_before_fencing(
+async def test_a_switchover_waits_for_a_lagging_target_then_is_deferred(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     h = Harness(monkeypatch)
     await h.bootstrapped()
-    h.node(0).last_seq = 30  # db-1 stays at 0: not streaming
+    h.at(0, 30)  # db-1 stays at 0: not streaming
     h.kube.cluster["metadata"]["annotations"] = {c.ANNOTATION_SWITCHOVER: "db-1"}
+    await h.monitor.tick()
+    assert h.calls("fence") == []  # writes never stopped
+    assert "waiting for db-1 to catch up" in h.kube.status["message"]
+    h.offset += 6
     await h.monitor.tick()
     assert "SwitchoverDeferred" in h.reasons()
-    assert all(call[0] != "fence" for call in h.node(0).calls)  # writes never stopped
-    assert (h.kube.status["leader"], h.kube.status["epoch"]) == ("db-0", 1)
     assert h.kube.cluster["metadata"]["annotations"][c.ANNOTATION_SWITCHOVER] == "db-1"
-    h.events.clear()
-    await h.monitor.tick()  # held back for a while instead of retrying every pass
-    assert "SwitchoverDeferred" not in h.reasons()
-    h.offset += 31
     h.node(1).upstream = h.node(0)
     h.node(1).rate = 100
+    await h.monitor.tick()  # held back for a while even though it caught up
+    assert "held back" in h.kube.status["message"]
+    h.offset += 31
     await h.monitor.tick()
-    assert h.kube.status["leader"] == "db-1"
+    assert (h.kube.status["leader"], h.kube.status["epoch"]) == ("db-1", 2)
 
 
-async def test_switchover_whose_target_misses_the_tail_keeps_the_old_leader(
+async def test_a_switchover_whose_target_misses_the_tail_leaves_the_most_advanced_leading(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     h = Harness(monkeypatch)
-    h.monitor.actions.settings = replace(h.monitor.settings, switchover_slack=64)
+    h.settings = MonitorSettings(switchover_slack=64)
+    h.monitor = h.new_monitor()
     await h.bootstrapped()
-    h.node(0).last_seq = 30  # within the slack, but db-1 never receives the tail
+    h.at(0, 30)  # within the slack, but db-1 never receives the tail
     h.kube.cluster["metadata"]["annotations"] = {c.ANNOTATION_SWITCHOVER: "db-1"}
     await h.monitor.tick()
-    assert ("fence", 1) in h.node(0).calls
+    assert ("fence", 2) in h.node(0).calls
+    assert h.calls("promote") == [("db-0", 2)]
     assert "SwitchoverAborted" in h.reasons()
-    assert h.node(0).calls[-1] == ("promote", 2)
-    assert all(call[0] != "promote" for call in h.node(1).calls)
     assert (h.kube.status["leader"], h.kube.status["epoch"]) == ("db-0", 2)
     assert "lastFailover" not in h.kube.status
 
@@ -277,6 +470,27 @@ async def test_switchover_to_unknown_member_is_refused_and_cleared(
     assert h.kube.status["leader"] == "db-0"
 
 
+async def test_forced_promotion_promotes_the_named_member_from_a_minority(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    h = Harness(monkeypatch)
+    await h.bootstrapped()
+    h.node(0).reachable = h.node(1).reachable = False
+    await h.monitor.tick()
+    h.offset += 11
+    await h.monitor.tick()
+    assert h.kube.status["phase"] == "FailingOver"  # blocked: db-2 alone is a minority
+    h.kube.cluster["metadata"]["annotations"] = {c.ANNOTATION_FORCE_PROMOTE: "db-2"}
+    await h.monitor.tick()
+    status = h.kube.status
+    assert (status["leader"], status["epoch"]) == ("db-2", 3)
+    last = status["lastFailover"]
+    assert (last["forced"], last["fenced"], last["to"]) == (True, ["db-2"], "db-2")
+    assert c.ANNOTATION_FORCE_PROMOTE not in h.kube.cluster["metadata"]["annotations"]
+    forced = [m for r, m in h.events if r == "ForcedPromotion"]
+    assert forced and all("acknowledged writes may be lost" in m for m in forced)
+
+
 async def test_rolling_upgrade_restarts_a_follower_first(monkeypatch: pytest.MonkeyPatch) -> None:
     h = Harness(monkeypatch)
     await h.bootstrapped()
@@ -289,178 +503,7 @@ async def test_rolling_upgrade_restarts_a_follower_first(monkeypatch: pytest.Mon
 async def test_invalid_spec_is_reported_in_status(monkeypatch: pytest.MonkeyPatch) -> None:
     h = Harness(monkeypatch)
     h.kube.cluster["spec"]["replicas"] = 0
-    outcome = await h.monitor.tick()
-    assert outcome.failed
+    result = await h.monitor.tick()
+    assert result.failed
     assert h.kube.status["phase"] == "Failed"
     assert "spec.replicas" in h.kube.status["message"]
-
-
-class FlakyNode(FakeNode):
-    """A node whose next promotes misbehave, one fault per call:
-
-    - `drop`: the call times out and the node never saw it;
-    - `lose`: the node takes the epoch, but the answer times out on the way back;
-    - `learned`: the node learned the epoch from a peer first, so it refuses it (stale_epoch).
-    """
-
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.faults: list[str] = []
-
-    async def promote(self, epoch: int, *, members: int | None = None) -> dict[str, Any]:
-        fault = self.faults.pop(0) if self.faults else None
-        if fault == "drop":
-            self.calls.append(("promote", epoch))
-            raise TimeoutError
-        if fault == "learned":
-            self.epoch = epoch
-        answer = await super().promote(epoch, members=members)
-        if fault == "lose":
-            raise TimeoutError
-        return answer
-
-
-def flaky_harness(monkeypatch: pytest.MonkeyPatch) -> tuple[Harness, FlakyNode]:
-    h = Harness(monkeypatch)
-    flaky = FlakyNode("db-2")
-    h.nodes[url(2)] = flaky
-    return h, flaky
-
-
-async def fail_leader(h: Harness) -> None:
-    """db-0 dies with db-2 the most advanced follower; the next tick starts the failover."""
-    await h.bootstrapped()
-    h.node(1).last_seq, h.node(2).last_seq = 10, 12
-    h.node(0).reachable = False
-    await h.monitor.tick()
-    h.offset += 11
-
-
-def promotes(node: FakeNode) -> list[Any]:
-    return [epoch for call, epoch in node.calls if call == "promote"]
-
-
-async def test_a_promote_that_never_arrived_is_retried_after_backoff_at_the_same_epoch(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    h, flaky = flaky_harness(monkeypatch)
-    flaky.faults = ["drop", "drop"]
-    await fail_leader(h)
-
-    await h.monitor.tick()  # attempt 1 times out
-    status = h.kube.status
-    assert (status["leader"], status["epoch"], status["phase"]) == ("db-0", 2, "FailingOver")
-    assert "retrying at epoch 2 in 2s" in status["message"]
-    assert {"PromoteFailed", "PromoteRetrying"} <= set(h.reasons())
-
-    await h.monitor.tick()  # within the backoff: no call at all
-    assert promotes(flaky) == [2]
-    assert h.kube.status["phase"] == "FailingOver"
-    assert "attempt 2 at epoch 2 after a 2s backoff" in h.kube.status["message"]
-
-    h.offset += 2.1
-    await h.monitor.tick()  # attempt 2 times out too: the backoff doubles
-    assert promotes(flaky) == [2, 2]
-    assert "retrying at epoch 2 in 4s" in h.kube.status["message"]
-    h.offset += 2.1
-    await h.monitor.tick()
-    assert promotes(flaky) == [2, 2]
-    h.offset += 2.0
-    await h.monitor.tick()  # attempt 3 succeeds
-    assert promotes(flaky) == [2, 2, 2]
-    status = h.kube.status
-    assert (status["leader"], status["epoch"]) == ("db-2", 2)
-    assert status["lastFailover"]["to"] == "db-2"
-    assert h.reasons().count("EpochBumped") == 1
-    assert h.node(1).calls[-1] == ("follow", (url(2), 2))
-    assert h.monitor.pending is None
-
-
-async def test_a_promote_whose_answer_was_lost_is_finished_at_its_epoch(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    h, flaky = flaky_harness(monkeypatch)
-    flaky.faults = ["lose"]
-    await fail_leader(h)
-    await h.monitor.tick()  # db-2 leads at 2, but the operator never heard back
-    assert (flaky.role, flaky.epoch) == ("leader", 2)
-    assert h.kube.status["leader"] == "db-0"
-
-    await h.monitor.tick()  # it sees db-2 leading at the recorded epoch: no backoff needed
-    status = h.kube.status
-    assert (status["leader"], status["epoch"]) == ("db-2", 2)
-    assert promotes(flaky) == [2, 2]  # the second is the node's no-op retry
-    assert h.node(1).calls[-1] == ("follow", (url(2), 2))
-    assert h.kube.role_labels()["db-2"] == "leader"
-
-
-async def test_a_refused_epoch_is_replaced_by_a_new_one(monkeypatch: pytest.MonkeyPatch) -> None:
-    h, flaky = flaky_harness(monkeypatch)
-    flaky.faults = ["learned"]
-    await fail_leader(h)
-    await h.monitor.tick()
-    assert "retrying at a new epoch" in h.kube.status["message"]
-    h.offset += 2.1
-    await h.monitor.tick()
-    assert promotes(flaky) == [2, 3]
-    assert (h.kube.status["leader"], h.kube.status["epoch"]) == ("db-2", 3)
-
-
-async def test_a_member_more_advanced_than_the_tried_one_wins_at_a_new_epoch(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    h, flaky = flaky_harness(monkeypatch)
-    flaky.faults = ["drop"]
-    await fail_leader(h)
-    await h.monitor.tick()
-    h.node(1).last_seq = 20  # it had more of the log than db-2 after all
-    h.offset += 2.1
-    await h.monitor.tick()
-    assert promotes(flaky) == [2]
-    assert promotes(h.node(1)) == [3]
-    assert (h.kube.status["leader"], h.kube.status["epoch"]) == ("db-1", 3)
-
-
-async def test_bootstrap_promote_failure_is_retried_at_epoch_one(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    h = Harness(monkeypatch)
-    first = FlakyNode("db-0")
-    first.faults = ["drop"]
-    h.nodes[url(0)] = first
-    await h.monitor.tick()
-    assert (h.kube.status.get("leader"), h.kube.status["epoch"]) == (None, 1)
-    await h.monitor.tick()
-    assert promotes(first) == [1]  # waiting out the backoff
-    h.offset += 2.1
-    await h.monitor.tick()
-    assert promotes(first) == [1, 1]
-    assert (h.kube.status["leader"], h.kube.status["epoch"]) == ("db-0", 1)
-
-
-async def test_a_reachable_old_leader_stops_at_its_epoch_before_the_promote(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # Fencing it at the new epoch first would teach that epoch to followers still streaming
-    # from it, and they would refuse to be promoted at it.
-    h = Harness(monkeypatch)
-    await h.bootstrapped()
-    h.node(0).role = "standby"  # restarted: answers, no longer leads
-    await h.monitor.tick()
-    h.offset += 11
-    order: list[str] = []
-    for i in range(3):
-        node = h.node(i)
-        for name in ("fence", "promote"):
-            original = getattr(node, name)
-
-            async def traced(
-                *args: Any, _o: Any = original, _n: str = f"{name} db-{i}", **kw: Any
-            ) -> Any:
-                order.append(f"{_n} {args[0]}")
-                return await _o(*args, **kw)
-
-            setattr(node, name, traced)
-    await h.monitor.tick()
-    assert order == ["fence db-0 1", "promote db-1 2", "fence db-0 2"]
-    assert h.node(0).calls[-1] == ("follow", (url(1), 2))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
-from dvecdb_operator.observation import ClusterObservation, MemberObservation
-from dvecdb_operator.status import compute_status, desired_role_labels
+from dvecdb_operator.observation import ClusterObservation, FailoverRecord, MemberObservation
+from dvecdb_operator.status import PassReport, compute_status, desired_role_labels
 
 pytestmark = pytest.mark.unit
 
@@ -33,6 +35,8 @@ def m(
         applied_seq=last if applied is None else applied,
         leader_url=URL0 if role == "follower" else None,
         role_label=label,
+        pod_uid=f"uid-{ordinal}",
+        restarts=1,
     )
 
 
@@ -51,11 +55,19 @@ def test_healthy_cluster_status() -> None:
         obs(m(0, "leader", last=20), m(1, applied=15), m(2, applied=20)), generation=4, now="T1"
     )
     assert status["phase"] == "Healthy"
-    assert (status["leader"], status["epoch"], status["observedGeneration"]) == ("db-0", 2, 4)
+    assert status["observedGeneration"] == 4
+    # leader and epoch are written only by the failover's compare-and-swap steps
+    assert "leader" not in status and "epoch" not in status
     assert status["readyMembers"] == "3/3"
     assert status["replicas"] == 3
     assert status["selector"] == "app.kubernetes.io/name=dvecdb,dvecdb.io/cluster=db"
-    assert conditions(status) == {"Ready": "True", "LeaderElected": "True", "Replicating": "True"}
+    assert conditions(status) == {
+        "Ready": "True",
+        "LeaderElected": "True",
+        "Replicating": "True",
+        "Progressing": "False",
+    }
+    assert status["leaderPod"] == {"name": "db-0", "uid": "uid-0", "restarts": 1}
     assert [x["lag_seq"] for x in status["members"]] == [0, 5, 0]
     assert status["members"][0] == {
         "name": "db-0",
@@ -72,7 +84,12 @@ def test_member_down_degrades_and_is_listed_unreachable_without_lag() -> None:
         obs(m(0, "leader"), m(1), m(2, up=False, ready=False)), generation=1, now="T"
     )
     assert status["phase"] == "Degraded"
-    assert conditions(status) == {"Ready": "False", "LeaderElected": "True", "Replicating": "False"}
+    assert conditions(status) == {
+        "Ready": "False",
+        "LeaderElected": "True",
+        "Replicating": "False",
+        "Progressing": "False",
+    }
     down = status["members"][2]
     assert down["role"] == "unreachable" and "lag_seq" not in down
 
@@ -80,10 +97,35 @@ def test_member_down_degrades_and_is_listed_unreachable_without_lag() -> None:
 def test_unled_cluster_is_creating_and_flags_override() -> None:
     members = (m(0, "standby"), m(1, "standby"), m(2, "standby"))
     assert compute_status(obs(*members, leader=None), generation=1, now="T")["phase"] == "Creating"
-    assert compute_status(obs(*members), generation=1, now="T", failed=True)["phase"] == "Failed"
-    failing = compute_status(obs(*members), generation=1, now="T", failing_over=True)
-    assert failing["phase"] == "FailingOver"
-    assert conditions(failing)["LeaderElected"] == "False"
+    report = PassReport(failed=True, message="bad")
+    assert compute_status(obs(*members), generation=1, now="T", report=report)["phase"] == "Failed"
+
+
+@pytest.mark.parametrize(
+    ("kind", "phase"),
+    [("failover", "FailingOver"), ("forced", "FailingOver"), ("switchover", "Switching")],
+)
+def test_a_change_in_flight_sets_the_phase_and_progressing(kind: str, phase: str) -> None:
+    members = (m(0, "standby"), m(1, "standby"), m(2, "standby"))
+    record = FailoverRecord(epoch=3, kind=kind, phase="fencing", from_="db-0", reason="x")  # type: ignore[arg-type]
+    cluster = replace(obs(*members), failover=record)
+    status = compute_status(cluster, generation=1, now="T")
+    assert status["phase"] == phase
+    assert conditions(status)["LeaderElected"] == "False"
+    assert conditions(status)["Progressing"] == "True"
+    assert "leaderPod" not in status
+
+
+def test_a_blocked_failover_names_the_missing_members_in_progressing() -> None:
+    members = (m(0, up=False), m(1, "standby"), m(2, up=False))
+    record = FailoverRecord(epoch=3, kind="failover", phase="fencing", from_="db-0", reason="x")
+    report = PassReport(message="missing db-2", blocked="not promoting from a minority: db-2")
+    status = compute_status(replace(obs(*members), failover=record), generation=1, now="T",
+                            report=report)  # fmt: skip
+    assert status["phase"] == "FailingOver"
+    progressing = next(c for c in status["conditions"] if c["type"] == "Progressing")
+    assert (progressing["status"], progressing["reason"]) == ("False", "FailoverBlocked")
+    assert "db-2" in progressing["message"] and status["message"] == "missing db-2"
 
 
 def test_condition_transition_time_kept_while_status_unchanged() -> None:
@@ -96,7 +138,7 @@ def test_condition_transition_time_kept_while_status_unchanged() -> None:
         degraded, generation=1, now="T3", previous_conditions=again["conditions"]
     )
     times = {c["type"]: c["lastTransitionTime"] for c in later["conditions"]}
-    assert times == {"Ready": "T3", "LeaderElected": "T1", "Replicating": "T3"}
+    assert times == {"Ready": "T3", "LeaderElected": "T1", "Replicating": "T3", "Progressing": "T1"}
 
 
 def test_role_labels_follow_the_healthy_leader_only() -> None:
