@@ -158,6 +158,10 @@ class RecoveryError(RuntimeError):
     """The data folder cannot be recovered without losing data (e.g. a gap in the log)."""
 
 
+class LogDivergedError(ValueError):
+    """A replicated record disagrees with this log, which cannot be cut back to take it."""
+
+
 class StorageFailed(NotReady):
     """The store stopped: nothing more is acknowledged until a restart re-reads the log."""
 
@@ -497,24 +501,35 @@ class Engine:
         return WriteResult(seq=seq, count=count)
 
     async def apply_replicated(self, records: list[Record]) -> int:
-        """Follower path: append leader records as they are, apply in order, make durable."""
+        """Follower path: append leader records as they are, apply in order, make durable.
+
+        A record whose seq is held at another epoch first cuts the log back (see
+        :meth:`append_replicated`).
+        """
         wal = self.wal
-        async with self._write_lock:
-            self._check_writable()
-            fresh = [r for r in records if r.seq > wal.last_seq]
-            if not fresh:
-                return wal.last_seq
-            if fresh[0].seq != wal.last_seq + 1:
-                raise SeqGapError(f"record seq {fresh[0].seq} does not follow {wal.last_seq}")
-            changes = [decode_payload(r.op, r.payload) for r in fresh]
-            self._append(fresh)
-            if self.options.fsync is FsyncMode.ALWAYS:
-                await self._sync()
-            for record, change in zip(fresh, changes, strict=True):
-                await self._apply_async(change)
-                self._last_epoch = record.epoch
-                self._applied.set(record.seq)
-            last = fresh[-1].seq
+        while True:
+            async with self._write_lock:
+                self._check_writable()
+                disagree = self._first_disagreement(records)
+                if disagree is None:
+                    fresh = [r for r in records if r.seq > wal.last_seq]
+                    if not fresh:
+                        return wal.last_seq
+                    if fresh[0].seq != wal.last_seq + 1:
+                        raise SeqGapError(
+                            f"record seq {fresh[0].seq} does not follow {wal.last_seq}"
+                        )
+                    changes = [decode_payload(r.op, r.payload) for r in fresh]
+                    self._append(fresh)
+                    if self.options.fsync is FsyncMode.ALWAYS:
+                        await self._sync()
+                    for record, change in zip(fresh, changes, strict=True):
+                        await self._apply_async(change)
+                        self._last_epoch = record.epoch
+                        self._applied.set(record.seq)
+                    last = fresh[-1].seq
+                    break
+            await self._cut_back_for(disagree)
         await self.make_durable(last)
         return last
 
@@ -526,26 +541,73 @@ class Engine:
         applies while :meth:`make_durable` runs the fsync. The leader holds these records
         durably already, so a follower may show them before its own fsync (a crash loses both
         the index and the tail).
+
+        A record whose seq this log already holds is a duplicate if the epochs agree; if they
+        differ, the two logs diverged there: the log is cut back to the seq before it (the
+        :meth:`truncate_after` path) and the leader's record appended. If the state cannot be
+        rebuilt at that point, :class:`LogDivergedError` is raised (the follower reconnects and
+        the leader answers ``log_diverged`` or ``snapshot_required``).
         """
         wal = self.wal
-        async with self._write_lock:
-            self._check_writable()
-            fresh = [r for r in records if r.seq > wal.last_seq]
-            if not fresh:
-                return []
-            if fresh[0].seq != wal.last_seq + 1:
-                raise SeqGapError(f"record seq {fresh[0].seq} does not follow {wal.last_seq}")
-            changes = [decode_payload(r.op, r.payload) for r in fresh]
-            self._append(fresh)
-        return list(zip(fresh, changes, strict=True))
+        while True:
+            async with self._write_lock:
+                self._check_writable()
+                disagree = self._first_disagreement(records)
+                if disagree is None:
+                    fresh = [r for r in records if r.seq > wal.last_seq]
+                    if not fresh:
+                        return []
+                    if fresh[0].seq != wal.last_seq + 1:
+                        raise SeqGapError(
+                            f"record seq {fresh[0].seq} does not follow {wal.last_seq}"
+                        )
+                    changes = [decode_payload(r.op, r.payload) for r in fresh]
+                    self._append(fresh)
+                    return list(zip(fresh, changes, strict=True))
+            await self._cut_back_for(disagree)
+
+    def _first_disagreement(self, records: list[Record]) -> Record | None:
+        """The first record whose seq this log holds at another epoch (None: they agree).
+
+        On the streaming path every record is past ``last_seq``: one comparison in all.
+        """
+        last = self.wal.last_seq
+        for record in records:
+            if record.seq > last:
+                return None
+            held = self.epoch_at(record.seq)
+            if held is not None and held != record.epoch:
+                return record
+        return None
+
+    async def _cut_back_for(self, record: Record) -> None:
+        """Drop this log's records from ``record.seq`` on: the leader's record replaces them."""
+        log.warning(
+            "record %d: held at epoch %s, the leader has epoch %d: cutting the log back to %d",
+            record.seq,
+            self.epoch_at(record.seq),
+            record.epoch,
+            record.seq - 1,
+        )
+        if not await self.truncate_after(record.seq - 1):
+            raise LogDivergedError(
+                f"log holds record {record.seq} at another epoch than the leader's "
+                f"({record.epoch}) and cannot be cut back to {record.seq - 1}"
+            )
 
     async def apply_appended(self, batch: list[tuple[Record, Change]]) -> None:
-        """Follower path, second half: apply records already appended, in seq order."""
+        """Follower path, second half: apply records already appended, in seq order.
+
+        Records the log no longer holds at their epoch (cut back since they were appended)
+        are skipped: what replaced them comes in a later batch.
+        """
         async with self._write_lock:
             for record, change in batch:
                 if record.seq <= self.applied_seq:
                     continue
-                if record.seq != self.applied_seq + 1 or record.seq > self.last_seq:
+                if self.epoch_at(record.seq) != record.epoch:  # None once cut off the end
+                    continue
+                if record.seq != self.applied_seq + 1:
                     raise SeqGapError(f"record {record.seq} is not the next one to apply")
                 await self._apply_async(change)
                 self._last_epoch = record.epoch

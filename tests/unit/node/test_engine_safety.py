@@ -26,7 +26,7 @@ from dvecdb_node.storage.engine import (
     StorageFailed,
 )
 from dvecdb_node.storage.records import CollectionConfig, CreateCollection, UpsertBatch
-from dvecdb_node.storage.wal import HEADER_SIZE
+from dvecdb_node.storage.wal import HEADER_SIZE, FrameDecoder
 
 pytestmark = pytest.mark.unit
 DIM = 4
@@ -266,3 +266,58 @@ async def test_epoch_at_answers_from_memory_and_from_the_checkpoint(tmp_path: Pa
     assert empty.epoch_at(seq) == 3 and empty.epoch_at(seq - 1) is None
     await empty.close()
     await engine.close()
+
+
+async def _two_histories(tmp_path: Path) -> tuple[Engine, Engine, Engine]:
+    """An old leader with 1..5 at epoch 1; a new leader sharing 1..3, then 4..6 at epoch 2;
+    and a follower that took the old leader's 1..5."""
+    old = await _open(tmp_path / "old")
+    new = await _open(tmp_path / "new")
+    await _fill(old, 2, epoch=1)
+    for i in range(2):
+        await old.submit(_batch([f"old-{i}"], 10 + i), epoch=1)
+    new_follows = FrameDecoder().feed(old.wal.read_frames(1, upto_seq=3))
+    await new.apply_replicated(new_follows)
+    for i in range(3):
+        await new.submit(_batch([f"new-{i}"], 20 + i), epoch=2)
+    follower = await _open(tmp_path / "follower")
+    await follower.apply_replicated(FrameDecoder().feed(old.wal.read_frames(1)))
+    assert (old.last_seq, new.last_seq, follower.last_seq) == (5, 6, 5)
+    return old, new, follower
+
+
+@pytest.mark.parametrize("path", ["two_steps", "one_step"])
+async def test_a_held_seq_at_another_epoch_is_cut_back_and_replaced(
+    tmp_path: Path, path: str
+) -> None:
+    old, new, follower = await _two_histories(tmp_path)
+    records = FrameDecoder().feed(new.wal.read_frames(1))
+    if path == "two_steps":
+        appended = await follower.append_replicated(records)
+        assert [r.seq for r, _ in appended] == [4, 5, 6]
+        await follower.apply_appended(appended)
+        await follower.make_durable(6)
+    else:
+        assert await follower.apply_replicated(records) == 6
+    assert follower.wal.read_frames(1) == new.wal.read_frames(1)  # identical logs
+    assert [follower.epoch_at(s) for s in range(1, 7)] == [1, 1, 1, 2, 2, 2]
+    assert follower.get("c", "old-0") is None and follower.get("c", "old-1") is None
+    assert all(follower.get("c", f"new-{i}") is not None for i in range(3))
+    # Same (seq, epoch) again is a duplicate: skipped, nothing cut.
+    assert await follower.append_replicated(records) == []
+    assert follower.last_seq == 6
+    for engine in (old, new, follower):
+        await engine.close()
+
+
+async def test_records_cut_back_while_queued_for_apply_are_skipped(tmp_path: Path) -> None:
+    old, new, follower = await _two_histories(tmp_path)
+    await follower.truncate_after(3)
+    stale = await follower.append_replicated(FrameDecoder().feed(old.wal.read_frames(4)))
+    fresh = await follower.append_replicated(FrameDecoder().feed(new.wal.read_frames(4)))
+    await follower.apply_appended(stale)  # queued before the cut-back: no longer in the log
+    await follower.apply_appended(fresh)
+    assert follower.applied_seq == 6
+    assert follower.get("c", "old-0") is None and follower.get("c", "new-2") is not None
+    for engine in (old, new, follower):
+        await engine.close()
