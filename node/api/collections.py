@@ -23,7 +23,7 @@ def describe(collection: Collection) -> dict[str, Any]:
 async def create_collection(request: web.Request) -> web.Response:
     config = parse_collection(parse_json(await request.read()), request.app[SETTINGS])
     result = await write(request, CreateCollection(config), request.query.get("ack"))
-    return json_response({**config.to_dict(), "count": 0, "seq": result.seq}, status=201)
+    return json_response({**config.to_dict(), "count": 0, **result.token()}, status=201)
 
 
 @routes.get("/v1/collections")
@@ -43,4 +43,4 @@ async def drop_collection(request: web.Request) -> web.Response:
     name = check_name(request.match_info["name"])
     request.app[ENGINE].collection(name)
     result = await write(request, DropCollection(name), request.query.get("ack"))
-    return json_response({"name": name, "dropped": True, "seq": result.seq})
+    return json_response({"name": name, "dropped": True, **result.token()})

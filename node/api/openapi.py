@@ -17,8 +17,8 @@ _BULK_DESCRIPTION = (
 _QUERIES_DESCRIPTION = (
     "Binary search body. Little-endian: `b'DVQ1' | u32 count | u32 dim | u32 options_len`, "
     "then `count*dim` float32 query vectors, then `options_len` bytes of a JSON object with the "
-    "JSON form's other fields (k, ef, filter, include_metadata, consistency, min_seq; omitted "
-    "when options_len is 0). The answer is the JSON form's."
+    "JSON form's other fields (k, ef, filter, include_metadata, consistency, min_seq, min_epoch; "
+    "omitted when options_len is 0). The answer is the JSON form's."
 )
 
 
@@ -129,7 +129,13 @@ _SCHEMAS: dict[str, Any] = {
     },
     "WriteResult": {
         "type": "object",
-        "properties": {"seq": {"type": "integer"}, "count": {"type": "integer"}},
+        "description": "The write token is (epoch, seq): pass both to a search as min_seq and "
+        "min_epoch to read this write on any member.",
+        "properties": {
+            "seq": {"type": "integer"},
+            "epoch": {"type": "integer", "description": "The leader's epoch the write was made at"},
+            "count": {"type": "integer"},
+        },
     },
     "Search": {
         "type": "object",
@@ -148,7 +154,16 @@ _SCHEMAS: dict[str, Any] = {
                 "enum": ["eventual", "strong", "min_seq", "quorum"],
                 "default": "eventual",
             },
-            "min_seq": {"type": "integer"},
+            "min_seq": {
+                "type": "integer",
+                "description": "Wait (up to a bound) until this member applied this seq, else "
+                "409 stale",
+            },
+            "min_epoch": {
+                "type": "integer",
+                "description": "With min_seq: the write token's epoch. 409 stale when this "
+                "member's record at min_seq has another epoch (that write was lost here)",
+            },
         },
     },
     "SearchResult": {

@@ -5,7 +5,8 @@ Layout (little-endian)::
     b"DVQ1" | u32 count | u32 dim | u32 options_len
     | count*dim float32
     | options_len bytes: a JSON object of the JSON form's other fields (``k``, ``ef``,
-      ``filter``, ``include_metadata``, ``consistency``, ``min_seq``); none when 0
+      ``filter``, ``include_metadata``, ``consistency``, ``min_seq``, ``min_epoch``); none
+      when 0
 
 The answer is the JSON form's, one list of hits per query vector. Why: reading a hundred
 128-d query vectors from JSON costs the node about a millisecond of Python (number parsing,

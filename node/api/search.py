@@ -17,6 +17,7 @@ from dvecdb_node.api.gates import check_gates
 from dvecdb_node.api.keys import ENGINE, HOOKS, ROLE, SETTINGS
 from dvecdb_node.api.validation import SearchRequest, check_name, parse_json, parse_search
 from dvecdb_node.errors import Conflict, NodeError
+from dvecdb_node.storage.engine import Engine
 from dvecdb_node.storage.found import Found, Rows
 from dvecdb_node.storage.index import Collection
 
@@ -102,6 +103,21 @@ def answer_now(app: web.Application, prepared: PreparedSearch) -> bytes | None:
     return None if rows is None else render(prepared, rows, seq)
 
 
+def check_token(engine: Engine, seq: int, epoch: int) -> None:
+    """409 ``stale`` when this member's record at ``seq`` was made at another epoch: the
+    write of token (``seq``, ``epoch``) was lost here, another record took its seq. (Where
+    the record is no longer retained the epoch cannot be told; the read is served.)"""
+    held = engine.epoch_at(seq)
+    if held is not None and held != epoch:
+        raise Conflict(
+            f"this member's record at seq {seq} is from epoch {held}, not {epoch}: "
+            "that write is not here",
+            code="stale",
+            applied_seq=engine.applied_seq,
+            epoch_at_seq=held,
+        )
+
+
 async def answer(app: web.Application, prepared: PreparedSearch) -> bytes:
     """The answer, waiting where the consistency level or the index asks for it."""
     query, engine = prepared.query, app[ENGINE]
@@ -117,6 +133,8 @@ async def answer(app: web.Application, prepared: PreparedSearch) -> bytes:
                 code="stale",
                 applied_seq=engine.applied_seq,
             )
+        if query.min_epoch is not None:
+            check_token(engine, query.min_seq, query.min_epoch)
     seq = engine.applied_seq
     rows = await engine.search(
         prepared.name, query.queries, query.k, ef=query.ef, clauses=query.clauses

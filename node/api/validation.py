@@ -233,6 +233,8 @@ class SearchRequest:
     include_metadata: bool
     consistency: str
     min_seq: int | None
+    # With min_seq, a write token: the epoch the write at min_seq was made at.
+    min_epoch: int | None = None
 
 
 def parse_search(data: Any, collection: CollectionConfig, settings: NodeSettings) -> SearchRequest:
@@ -280,4 +282,9 @@ def search_options(
         raise InvalidInput(f"consistency must be one of {list(CONSISTENCY)}")
     if consistency == "min_seq" and min_seq is None:
         raise InvalidInput("consistency 'min_seq' needs 'min_seq'")
-    return SearchRequest(queries, single, k, ef, clauses, include, consistency, min_seq)
+    min_epoch = None
+    if body.get("min_epoch") is not None:
+        if min_seq is None:
+            raise InvalidInput("'min_epoch' goes with 'min_seq' (the write token's two parts)")
+        min_epoch = _int_field(body, "min_epoch", 0, 1, 2**63 - 1)
+    return SearchRequest(queries, single, k, ef, clauses, include, consistency, min_seq, min_epoch)

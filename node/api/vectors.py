@@ -32,7 +32,7 @@ async def upsert_vectors(request: web.Request) -> web.Response:
     else:
         batch, ack = parse_upsert_json(parse_json(body), config, settings)
     result = await write(request, batch, ack)
-    return json_response({"seq": result.seq, "count": result.count})
+    return json_response({**result.token(), "count": result.count})
 
 
 @routes.get("/v1/collections/{name}/vectors/{id:.+}")
@@ -52,4 +52,4 @@ async def delete_vectors(request: web.Request) -> web.Response:
     request.app[ENGINE].collection(name)
     ids, ack = parse_delete(parse_json(await request.read()), request.app[SETTINGS])
     result = await write(request, DeleteBatch(name, ids), ack)
-    return json_response({"seq": result.seq, "count": result.count})
+    return json_response({**result.token(), "count": result.count})

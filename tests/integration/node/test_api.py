@@ -66,7 +66,7 @@ async def test_crud_search_roundtrip(client: Client) -> None:
             ]
         },
     )
-    assert (await resp.json()) == {"seq": 2, "count": 3}
+    assert (await resp.json()) == {"seq": 2, "epoch": 1, "count": 3}
     got = await (await client.get("/v1/collections/c/vectors/b")).json()
     assert got == {"id": "b", "vector": [1, 1, 1], "metadata": {"g": "y"}}
     resp = await client.post(

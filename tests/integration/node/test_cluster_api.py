@@ -266,6 +266,38 @@ async def test_writes_queued_behind_the_write_lock_are_refused_after_a_fence(
     assert engine.last_seq == last  # nothing was appended at the old epoch
 
 
+async def test_write_tokens_carry_the_epoch_and_a_lost_write_reads_as_stale(
+    make_member: Callable[..., Any],
+) -> None:
+    member: Client = await make_member()
+    assert (await admin(member, "promote", epoch=1))[0] == 200
+    made = await member.post("/v1/collections?ack=leader", json={"name": "c", "dimension": 2})
+    assert (await made.json())["epoch"] == 1
+    upsert = {"vectors": [{"id": "a", "vector": [1, 1]}], "ack": "leader"}
+    wrote = await (await member.put("/v1/collections/c/vectors", json=upsert)).json()
+    assert wrote["epoch"] == 1 and wrote["count"] == 1
+    deleted = await member.post(
+        "/v1/collections/c/vectors/delete", json={"ids": ["zz"], "ack": "leader"}
+    )
+    assert (await deleted.json())["epoch"] == 1
+    query = {"vector": [0, 0], "k": 1}
+    token = {"min_seq": wrote["seq"], "min_epoch": wrote["epoch"]}
+    found = await member.post("/v1/collections/c/search", json={**query, **token})
+    assert found.status == 200 and (await found.json())["results"][0][0]["id"] == "a"
+    # The token of a write made at epoch 2 at that seq, which this log does not hold: the
+    # write was lost here (another leader's record sits at that seq).
+    lost = {"min_seq": wrote["seq"], "min_epoch": 2}
+    resp = await member.post("/v1/collections/c/search", json={**query, **lost})
+    assert await _error_code(resp) == (409, "stale")
+    binary = querybody.encode_queries(np.zeros((1, 2), np.float32), lost)
+    resp = await member.post(
+        "/v1/collections/c/search", data=binary, headers={"Content-Type": querybody.CONTENT_TYPE}
+    )
+    assert await _error_code(resp) == (409, "stale")
+    dropped = await member.delete("/v1/collections/c?ack=leader")
+    assert (await dropped.json())["epoch"] == 1
+
+
 async def test_the_client_confirms_from_a_fresh_status_token(
     make_member: Callable[..., Any],
 ) -> None:

@@ -161,6 +161,16 @@ def test_search_parsing() -> None:
     assert _code(parse_search, bad_filter, CONFIG, SETTINGS) == "invalid_filter"
 
 
+def test_a_write_token_is_min_seq_with_min_epoch() -> None:
+    req = parse_search({"vector": [1, 2, 3], "min_seq": 4, "min_epoch": 2}, CONFIG, SETTINGS)
+    assert (req.consistency, req.min_seq, req.min_epoch) == ("min_seq", 4, 2)
+    assert parse_search({"vector": [1, 2, 3]}, CONFIG, SETTINGS).min_epoch is None
+    alone = {"vector": [1, 2, 3], "min_epoch": 2}
+    assert _code(parse_search, alone, CONFIG, SETTINGS) == "invalid_input"
+    zero = {"vector": [1, 2, 3], "min_seq": 4, "min_epoch": 0}
+    assert _code(parse_search, zero, CONFIG, SETTINGS) == "invalid_input"
+
+
 def test_bulk_roundtrip_and_errors() -> None:
     vectors = np.arange(9, dtype=np.float32).reshape(3, 3)
     body = bulk.encode_batch(["a", "b", "a"], vectors, [{"x": 1}, None, {"x": 3}])
