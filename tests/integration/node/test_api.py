@@ -82,7 +82,7 @@ async def test_crud_search_roundtrip(client: Client) -> None:
     )
     assert [[h["id"] for h in row] for row in (await resp.json())["results"]] == [["a"], ["b"]]
     resp = await client.post("/v1/collections/c/vectors/delete", json={"ids": ["a", "zz"]})
-    assert (await resp.json()) == {"seq": 3, "count": 1}
+    assert (await resp.json()) == {"seq": 3, "epoch": 1, "count": 1}
     await _error(await client.get("/v1/collections/c/vectors/a"), 404, "vector_not_found")
     listed = await (await client.get("/v1/collections")).json()
     assert listed["collections"][0]["count"] == 2
