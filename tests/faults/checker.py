@@ -13,6 +13,7 @@ The promises (DESIGN.md, "What an acknowledgement promises") give the fault budg
 - No phantoms: every record on a replica (and every record a read returned) was attempted, was
   not refused, and was attempted before the read that saw it ended.
 - Replicas identical once healed: same records, same position, every member readable.
+- One epoch, one leader: no two acknowledged writes carry the same (epoch, seq) token.
 - A ``strong`` read contains every write acknowledged before it began that the cluster kept;
   a ``min_seq`` read contains the write whose token it carried.
 """
@@ -44,12 +45,18 @@ class Result:
     divergence: list[str] = field(default_factory=list)
     stale_strong: list[int] = field(default_factory=list)  # history indices of the reads
     stale_min_seq: list[int] = field(default_factory=list)
+    token_conflicts: list[tuple[int, int]] = field(default_factory=list)  # (epoch, seq) twice
     indeterminate_kept: int = 0  # writes that completed ``info`` and are there in the end
 
     @property
     def valid(self) -> bool:
         return not (
-            self.lost or self.phantoms or self.divergence or self.stale_strong or self.stale_min_seq
+            self.lost
+            or self.phantoms
+            or self.divergence
+            or self.stale_strong
+            or self.stale_min_seq
+            or self.token_conflicts
         )
 
     def problems(self) -> list[str]:
@@ -63,6 +70,8 @@ class Result:
             out.append(f"{len(self.stale_strong)} stale strong reads: ops {self.stale_strong[:5]}")
         if self.stale_min_seq:
             out.append(f"{len(self.stale_min_seq)} min_seq reads without their write")
+        if self.token_conflicts:
+            out.append(f"write tokens answered twice: {self.token_conflicts[:5]}")
         return out
 
 
@@ -112,7 +121,18 @@ def check(ops: list[Op], final: Mapping[str, Replica]) -> Result:
     _check_phantoms(result, ops, writes, final)
     _check_identical(result, final, reference)
     _check_reads(result, ops, writes, kept)
+    _check_tokens(result, writes.values())
     return result
+
+
+def _check_tokens(result: Result, writes: Iterable[Op]) -> None:
+    """Two acknowledged writes never get the same (epoch, seq): one epoch has one leader."""
+    seen: Counter[tuple[int, int]] = Counter(
+        (op.epoch, op.seq)
+        for op in writes
+        if op.type == OK and op.epoch is not None and op.seq is not None
+    )
+    result.token_conflicts += sorted(token for token, n in seen.items() if n > 1)
 
 
 def _check_losses(

@@ -13,7 +13,7 @@ def table(trials: Sequence[TrialResult], seconds: float) -> str:
     acked: Counter[str] = Counter()
     lost: Counter[str] = Counter()
     allowed: Counter[str] = Counter()
-    ops = phantoms = strong = min_seq = diverged = kept = 0
+    ops = phantoms = strong = min_seq = diverged = kept = tokens = 0
     for trial in trials:
         r = trial.result
         faults.update(r.faults)
@@ -26,12 +26,14 @@ def table(trials: Sequence[TrialResult], seconds: float) -> str:
         min_seq += len(r.stale_min_seq)
         diverged += bool(r.divergence) or not trial.converged
         kept += r.indeterminate_kept
+        tokens += len(r.token_conflicts)
     failing = [t for t in trials if not t.valid or not t.converged]
     modes = Counter(t.mode for t in trials)
     rows = [
         ("trials", f"{len(trials)} ({modes['one']} ack=one budget, {modes['quorum']} quorum)"),
         ("time", f"{seconds:.0f} s ({seconds / max(len(trials), 1):.1f} s a trial)"),
         ("faults", ", ".join(f"{k} {v}" for k, v in sorted(faults.items())) or "none"),
+        ("failovers (epoch bumps)", str(sum(t.failovers for t in trials))),
         ("operations", str(ops)),
         ("acknowledged writes", _levels(acked)),
         ("lost (violations)", _levels(lost)),
@@ -41,6 +43,7 @@ def table(trials: Sequence[TrialResult], seconds: float) -> str:
         ("replicas differ", f"{diverged} trials"),
         ("stale strong reads", str(strong)),
         ("stale min_seq reads", str(min_seq)),
+        ("tokens answered twice", str(tokens)),
         ("failing seeds", " ".join(str(t.seed) for t in failing) or "none"),
     ]
     width = max(len(name) for name, _ in rows)
@@ -59,7 +62,8 @@ def line(index: int, trial: TrialResult) -> str:
     faults = ",".join(f"{k}x{v}" for k, v in sorted(r.faults.items())) or "-"
     text = (
         f"trial {index} seed={trial.seed} mode={trial.mode} {verdict} {trial.seconds:.1f}s "
-        f"fresh={trial.fresh} ops={r.ops} acked={sum(r.acked.values())} lost={len(r.lost)} "
+        f"fresh={trial.fresh} failovers={trial.failovers} ops={r.ops} "
+        f"acked={sum(r.acked.values())} lost={len(r.lost)} "
         f"phantoms={len(r.phantoms)} stale={len(r.stale_strong)}/{len(r.stale_min_seq)} "
         f"faults={faults}"
     )

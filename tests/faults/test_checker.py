@@ -137,3 +137,11 @@ def test_a_fault_still_open_at_the_end_lasts_to_the_end() -> None:
     faults = [fault("kill", 0, None, "db-0"), fault("partition", 5, 6, "db-1")]
     assert max_concurrent_faulty(faults, end=10) == 2
     assert max_concurrent_faulty([*faults[:1], fault("pause", 11, 12, "db-1")], end=10) == 1
+
+
+def test_two_acknowledged_writes_with_one_token_mean_two_leaders_in_one_epoch() -> None:
+    a, b, c = w("a", "leader", 0, 1), w("b", "leader", 0, 1), w("c", "one", 1, 2)
+    a.epoch, a.seq, b.epoch, b.seq, c.epoch, c.seq = 3, 10, 3, 10, 3, 11
+    result = check([a, b, c], replicas({"a", "b", "c"}))
+    assert result.token_conflicts == [(3, 10)]
+    assert not result.valid

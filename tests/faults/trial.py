@@ -38,6 +38,7 @@ class TrialResult:
     seconds: float
     result: Result
     converged: bool
+    failovers: int = 0  # epoch changes during the trial (by the operator's status)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -97,6 +98,7 @@ class Runner:
             await _until(lambda: _healthy(http, driver, self._members()), "the collection", 30)
 
         history = History()
+        epoch_before = int(driver.status.get("epoch") or 0)
         t0 = time.monotonic()
         steps = plan(seed, duration=WORKLOAD_SECONDS, mode=mode, detection=DETECTION_SECONDS)
         nemesis = Nemesis(self.cluster, driver, history, t0)
@@ -125,7 +127,9 @@ class Runner:
             for node in self.cluster.nodes:
                 (ROOT / f"trial-{seed}-{node.name}.log").write_text(node.log_tail(20000))
         self.reusable = result.valid and converged
-        return TrialResult(seed, mode, fresh, time.monotonic() - started, result, converged, notes)
+        failovers = int(driver.status.get("epoch") or 0) - epoch_before
+        seconds = time.monotonic() - started
+        return TrialResult(seed, mode, fresh, seconds, result, converged, failovers, notes)
 
     def _heal_all(self) -> None:
         assert self.driver is not None

@@ -1,8 +1,9 @@
 """The clients: concurrent writers and readers that record every operation in the history.
 
 Writers upsert one record per request with a unique id and ``ack=leader|one|quorum``, sent to
-the member labelled leader (what the read-write Service selects). Readers use ``eventual`` on
-any member, ``strong`` on the labelled leader, and ``min_seq`` (+ ``min_epoch``) with the token
+the member labelled leader (what the read-write Service selects; a quarter go to any member, as
+from a client with a stale view). Readers use ``eventual`` on any member, ``strong`` on the
+labelled leader (the same quarter elsewhere), and ``min_seq`` (+ ``min_epoch``) with the token
 of a write that was acknowledged, on any member. Each record carries metadata ``{"t": tag,
 "i": id}``: a filter on ``t`` lists the whole collection (under the node's brute-force limit, so
 exactly), a filter on ``i`` finds one record. Clients bind ``CLIENT_IP`` so that a cut between
@@ -27,6 +28,7 @@ TAG = "fz"
 WRITE_TIMEOUT = 2.5
 READ_TIMEOUT = 1.5
 WRITE_PAUSE = 0.02
+STALE_CLIENTS = 0.25  # share of leader-bound requests sent to any member instead
 MAX_RECORDS = 900  # under the node's max_k, so one read lists everything
 DEFINITE_REFUSALS = frozenset({"not_leader", "invalid", "bad_request", "collection_not_found"})
 
@@ -103,8 +105,12 @@ class Workload:
         return time.monotonic() - self.t0
 
     def _leader_or_any(self) -> str:
+        """The labelled leader, but now and then any member: a client whose view is stale
+        (Jepsen's clients talk to every node) is how a deposed leader gets asked at all."""
         name = self.leader()
-        return name if name in self.urls else self.rng.choice(sorted(self.urls))
+        if name in self.urls and self.rng.random() >= STALE_CLIENTS:
+            return name
+        return self.rng.choice(sorted(self.urls))
 
     async def run(self, duration: float, *, writers: int = 3, readers: int = 2) -> None:
         async with session() as http:
