@@ -1,10 +1,12 @@
-"""The operator's monitor driving real `dvecdb-node` processes on loopback.
+"""The operator's failover pass driving real `dvecdb-node` processes on loopback.
 
 Kubernetes is the in-memory fake of the operator's unit tests (pods point at the nodes'
-loopback ports); the nodes, their admin API, replication and fencing are real. This pins the
-operator against the node's actual behaviour: bootstrap, the CloudNativePG-style "the more
-advanced follower wins" failover with no acknowledged write lost, rejoin and switchover, and
-a failover whose promote fails (frozen candidate, cut connection) ending at exactly epoch + 1.
+loopback ports); the nodes, their admin API, replication, fencing and leases are real. This
+pins the pass against the node's actual behaviour: bootstrap, "the most advanced member wins"
+with no acknowledged write lost, rejoin and switchover; a promote that fails (frozen candidate,
+cut connection) retried at the same epoch; an operator that cannot reach the leader while the
+followers can (every follower fenced before any promote, no acknowledged write lost); a
+minority that is never promoted; an operator restarted mid-failover finishing it at its epoch.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from dvecdb_node import client as node_client
-from dvecdb_node.client import NodeClient
+from dvecdb_node.client import NodeClient, NodeError
 from dvecdb_operator import constants as c
 from dvecdb_operator import kube as kube_api
 from dvecdb_operator.members import Members, client_factory
@@ -35,6 +37,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 TOKEN = "operator-live-token"
 DIM = 4
+
+
+class Crash(Exception):
+    """The operator process dies in the middle of a step."""
 
 
 class LiveCluster:
@@ -52,7 +58,7 @@ class LiveCluster:
             node_factory(
                 standalone=False,
                 node_id=f"db-{i}",
-                args=["--fsync", "batch"],
+                args=["--fsync", "batch", "--ack-timeout-seconds", "2"],
                 env={"DVECDB_CLUSTER_TOKEN": TOKEN},
             )
             for i in range(3)
@@ -70,24 +76,58 @@ class LiveCluster:
             "post_event",
             lambda body, *, reason, message, warning=False: self.events.append((reason, message)),
         )
-        self.members = Members(client_factory(token=TOKEN, timeout=1.0))
-        self.monitor = ClusterMonitor(
-            self.kube,  # type: ignore[arg-type]
-            self.members,
-            namespace="ns",
-            name="db",
-            settings=MonitorSettings(catchup_timeout=10.0, catchup_poll=0.05),
-        )
+        self.members, self.monitor = self.new_operator()
         self.clients = [NodeClient(n.url, token=TOKEN, timeout=10.0, retries=0) for n in self.nodes]
         self.proxies: list[FaultProxy] = []
 
+    def new_operator(self) -> tuple[Members, ClusterMonitor]:
+        """A fresh operator process: its own node clients, nothing kept in memory."""
+        members = Members(client_factory(token=TOKEN, timeout=1.0))
+        monitor = ClusterMonitor(
+            self.kube,  # type: ignore[arg-type]
+            members,
+            namespace="ns",
+            name="db",
+            settings=MonitorSettings(catchup_timeout=10.0),
+        )
+        return members, monitor
+
+    async def restart_operator(self) -> None:
+        await self.members.close()
+        self.members, self.monitor = self.new_operator()
+
     def proxy(self, index: int) -> FaultProxy:
-        """Route the operator (and members told to follow it) to db-<index> through a proxy."""
+        """Route the operator (and members it tells to follow db-<index> from now on) to
+        db-<index> through a proxy; members already following it keep their direct link."""
         proxy = FaultProxy(self.nodes[index].port).start()
         self.proxies.append(proxy)
         port = self.kube.pods[f"db-{index}"]["spec"]["containers"][0]["ports"][0]
         port["containerPort"] = proxy.port
         return proxy
+
+    def admin_log(self) -> list[tuple[str, str, int]]:
+        """Record the operator's fence and promote calls, in order: (call, member, epoch)."""
+        calls: list[tuple[str, str, int]] = []
+        members = self.members
+        fence, promote = members.fence, members.promote
+
+        async def traced_fence(member: Any, epoch: int) -> Any:
+            calls.append(("fence", member.name, epoch))
+            return await fence(member, epoch)
+
+        async def traced_promote(url: str, epoch: int, *, members: int | None = None) -> Any:
+            calls.append(("promote", self.name_of(url), epoch))
+            return await promote(url, epoch, members=members)
+
+        self.members.fence = traced_fence  # type: ignore[method-assign]
+        self.members.promote = traced_promote  # type: ignore[method-assign]
+        return calls
+
+    def name_of(self, url: str) -> str:
+        for name, pod in self.kube.pods.items():
+            if url.endswith(f":{pod['spec']['containers'][0]['ports'][0]['containerPort']}"):
+                return name
+        return url
 
     async def close(self) -> None:
         await self.members.close()
@@ -104,6 +144,16 @@ class LiveCluster:
                 raise AssertionError(f"timed out waiting for {what}; status {self.kube.status}")
             await self.monitor.tick()
             await asyncio.sleep(0.1)
+
+    async def passes(self, seconds: float) -> None:
+        """Run monitoring passes for a while."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            await self.monitor.tick()
+            await asyncio.sleep(0.1)
+
+    def reasons(self) -> list[str]:
+        return [r for r, _ in self.events]
 
     def leads(self, name: str, epoch: int, *, healthy: bool = True) -> Callable[[], bool]:
         def check() -> bool:
@@ -194,8 +244,8 @@ async def test_bootstrap_failover_to_the_most_advanced_follower_then_switchover(
     assert "SwitchoverCompleted" in [r for r, _ in live.events]
 
 
-async def _only_db1_can_take_over(live: LiveCluster) -> int:
-    """Bootstrap, write, lose db-2 then the leader: db-1 is the one candidate left.
+async def _db1_is_the_candidate(live: LiveCluster) -> int:
+    """Bootstrap, write, let db-2 fall behind, then lose the leader: db-1 holds the most log.
 
     Returns how many vectors were acknowledged (the count the new leader must hold).
     """
@@ -205,6 +255,7 @@ async def _only_db1_can_take_over(live: LiveCluster) -> int:
     await leader.upsert("c", vectors(0, 20), ack="quorum")
     live.nodes[2].kill()
     await leader.upsert("c", vectors(20, 10), ack="one")  # durable on db-1 as well
+    live.nodes[2].start()  # back, behind, in standby: it counts in the fenced majority
     live.nodes[0].kill()
     return 30
 
@@ -239,10 +290,11 @@ async def _assert_one_failover_at_epoch_2(live: LiveCluster, acked: int) -> None
     status = live.kube.status
     assert (status["leader"], status["epoch"]) == ("db-1", 2)
     assert status["lastFailover"]["to"] == "db-1"
+    assert status["lastFailover"]["fenced"] == ["db-1", "db-2"]
     node = await live.clients[1].status()
     assert (node["role"], node["epoch"]) == ("leader", 2)
     assert (await live.clients[1].get_collection("c"))["count"] == acked
-    reasons = [r for r, _ in live.events]
+    reasons = live.reasons()
     assert reasons.count("EpochBumped") == 1
     assert "PromoteFailed" in reasons
     assert not any("stale_epoch" in m for r, m in live.events if r == "PromoteFailed")
@@ -264,7 +316,7 @@ async def _assert_one_failover_at_epoch_2(live: LiveCluster, acked: int) -> None
 async def test_a_promote_answer_lost_while_the_candidate_froze_ends_at_epoch_plus_one(
     live: LiveCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    acked = await _only_db1_can_take_over(live)
+    acked = await _db1_is_the_candidate(live)
     candidate = live.nodes[1]
     calls = _fault_first_promote(
         live,
@@ -281,15 +333,175 @@ async def test_a_promote_cut_by_a_partition_is_retried_at_the_same_epoch(
     live: LiveCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     proxy = live.proxy(1)
-    acked = await _only_db1_can_take_over(live)
+    acked = await _db1_is_the_candidate(live)
     calls = _fault_first_promote(live, monkeypatch, proxy.partition, proxy.heal)
-    await live.until(
-        lambda: "PromoteRetrying" in [r for r, _ in live.events], "the failed promote", within=30
-    )
+    await live.until(lambda: "PromoteFailed" in live.reasons(), "the failed promote", within=30)
     assert live.kube.status["phase"] == "FailingOver"
+    assert live.kube.status["failover"]["phase"] == "promoting"
     assert "retrying at epoch 2" in live.kube.status["message"]
     node = await live.clients[1].status()
-    assert node["role"] != "leader" and node["epoch"] < 2  # the promote never reached it
+    assert (node["role"], node["epoch"]) == ("standby", 2)  # fenced; the promote never came
     await live.until(live.leads("db-1", 2, healthy=False), "the retried promote", within=60)
     assert [epoch for _, epoch in calls] == [2, 2]
     await _assert_one_failover_at_epoch_2(live, acked)
+
+
+class Writer:
+    """Writes one vector at a time to one member only (no redirects), recording each
+    acknowledged write with the time its request was sent."""
+
+    def __init__(self, url: str, ack: str) -> None:
+        self.client = NodeClient(url, token=TOKEN, timeout=10.0, retries=0, follow_leader=False)
+        self.ack = ack
+        self.acked: list[tuple[str, float]] = []
+        self.failed = 0
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        number = 1000
+        while not self._stop.is_set():
+            item, sent = f"v{number}", time.monotonic()
+            try:
+                await self.client.upsert("c", vectors(number, 1), ack=self.ack, retry=False)
+                self.acked.append((item, sent))
+            except NodeError:
+                self.failed += 1
+                await asyncio.sleep(0.05)
+            number += 1
+
+    def __enter__(self) -> Writer:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+        await self.client.close()
+
+
+async def missing_on(client: NodeClient, ids: list[str]) -> list[str]:
+    return [i for i in ids if await client.get("c", i) is None]
+
+
+async def test_an_operator_cut_off_from_the_leader_fences_every_follower_before_promoting(
+    live: LiveCluster,
+) -> None:
+    await live.until(live.leads("db-0", 1), "bootstrap")
+    await live.clients[0].create_collection("c", DIM, ack="quorum")
+    await live.clients[0].upsert("c", vectors(0, 10), ack="quorum")
+    cut = live.proxy(0)
+    cut.partition()  # only the operator's path to db-0: the followers stream on from it
+    calls = live.admin_log()
+    done: dict[str, float] = {}
+    fence = live.members.fence
+
+    async def timed_fence(member: Any, epoch: int) -> Any:
+        answer = await fence(member, epoch)
+        done[member.name] = time.monotonic()
+        return answer
+
+    live.members.fence = timed_fence  # type: ignore[method-assign]
+    writer = Writer(live.nodes[0].url, "one")
+    with writer:
+        await live.until(
+            lambda: live.kube.status.get("leader") in ("db-1", "db-2"),
+            "a failover away from db-0",
+            within=60,
+        )
+        await asyncio.sleep(1.0)  # writes keep going to the old leader a while longer
+    await writer.stop()
+
+    # Every follower was fenced before anything was promoted; db-0 was never reached.
+    fences = [i for i, (call, name, _) in enumerate(calls) if call == "fence"]
+    promotes = [i for i, (call, _, _) in enumerate(calls) if call == "promote"]
+    assert {calls[i][1] for i in fences} == {"db-1", "db-2"}
+    assert promotes and max(fences) < min(promotes)
+    status = live.kube.status
+    assert status["epoch"] == 2 and status["lastFailover"]["fenced"] == ["db-1", "db-2"]
+    # The old leader acknowledged writes until its followers were fenced, none sent after.
+    fenced = max(done[n] for n in ("db-1", "db-2"))
+    assert writer.acked, f"no write acknowledged before the failover ({writer.failed} failed)"
+    assert [i for i, sent in writer.acked if sent > fenced] == []
+    assert writer.failed > 0
+    # And the new leader holds every write the old one acknowledged.
+    new_leader = live.clients[int(status["leader"][-1])]
+    assert await missing_on(new_leader, [i for i, _ in writer.acked]) == []
+
+    cut.heal()  # the old leader is fenced and told to follow at the new epoch
+    await live.until(
+        lambda: any(
+            m.get("name") == "db-0" and m.get("role") == "follower"
+            for m in live.kube.status.get("members", [])
+        ),
+        "db-0 to follow the new leader",
+        within=60,
+    )
+    assert (await live.clients[0].status())["epoch"] == 2
+
+
+async def test_a_minority_reachable_by_the_operator_is_never_promoted(live: LiveCluster) -> None:
+    await live.until(live.leads("db-0", 1), "bootstrap")
+    await live.clients[0].create_collection("c", DIM, ack="quorum")
+    await live.clients[0].upsert("c", vectors(0, 10), ack="quorum")
+    cuts = [live.proxy(0), live.proxy(2)]
+    for cut in cuts:
+        cut.partition()  # the operator reaches db-1 only; db-0 and db-2 still see each other
+    calls = live.admin_log()
+    await live.passes(4.0)
+
+    assert [c for c in calls if c[0] == "promote"] == []
+    assert {(call, name) for call, name, _ in calls} == {("fence", "db-1")}
+    status = live.kube.status
+    assert (status["phase"], status["leader"], status["epoch"]) == ("FailingOver", "db-0", 2)
+    assert status["failover"]["fenced"] == ["db-1"] and "db-2" in status["message"]
+    assert "FailoverBlocked" in live.reasons()
+    # db-0 and db-2 are a majority and still acknowledge ack=quorum writes: promoting db-1
+    # (which holds none of them) would have lost every one.
+    result = await live.clients[0].upsert("c", vectors(100, 5), ack="quorum")
+    assert result["count"] == 5
+
+    for cut in cuts:
+        cut.heal()
+    await live.until(
+        lambda: "failover" not in live.kube.status and live.kube.status.get("leader") is not None,
+        "the failover to finish once a majority is fenced",
+        within=60,
+    )
+    status = live.kube.status
+    assert status["leader"] in ("db-0", "db-2") and status["epoch"] == 2
+    new_leader = live.clients[int(status["leader"][-1])]
+    assert await missing_on(new_leader, [f"v{i}" for i in range(100, 105)]) == []
+    assert ("promote", "db-1", 2) not in calls
+
+
+async def test_an_operator_restarted_mid_failover_finishes_it_at_the_same_epoch(
+    live: LiveCluster,
+) -> None:
+    acked = await _db1_is_the_candidate(live)
+
+    async def crash(url: str, epoch: int, *, members: int | None = None) -> Any:
+        raise Crash  # the operator's process dies right before the promote
+
+    live.members.promote = crash  # type: ignore[method-assign]
+    with pytest.raises(Crash):
+        await live.until(lambda: False, "the operator to die mid-failover", within=30)
+    status = live.kube.status
+    assert (status["epoch"], status["failover"]["phase"]) == (2, "promoting")
+    assert status["failover"]["candidate"] == "db-1"
+
+    await live.restart_operator()
+    await live.until(live.leads("db-1", 2, healthy=False), "the new operator to finish", within=30)
+    status = live.kube.status
+    assert "failover" not in status and status["lastFailover"]["to"] == "db-1"
+    reasons = live.reasons()
+    assert reasons.count("EpochBumped") == 1 and reasons.count("FailoverStarted") == 1
+    assert "FailoverRestarted" not in reasons
+    node = await live.clients[1].status()
+    assert (node["role"], node["epoch"]) == ("leader", 2)
+    assert (await live.clients[1].get_collection("c"))["count"] == acked
+    assert (await live.clients[2].status())["epoch"] == 2
