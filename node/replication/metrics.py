@@ -49,6 +49,19 @@ class ReplicationCollector(Collector):
         yield lag_seconds
         yield received
         yield connected
+        lease = GaugeMetricFamily(
+            "dvecdb_leader_lease_valid",
+            "1 while this leader's lease holds (a majority or the operator heard from within "
+            "lease_seconds); 0 on a leader that acknowledges no write, and on other members.",
+        )
+        lease.add_metric([], int(manager.role.is_leader and manager.role.lease_valid))
+        yield lease
+        blocked = GaugeMetricFamily(
+            "dvecdb_reads_refused",
+            "1 while this member refuses data reads (not agreed with a leader, or too stale).",
+        )
+        blocked.add_metric([], int(manager.reads_blocked))
+        yield blocked
         follower = manager.follower
         snapshots = GaugeMetricFamily(
             "dvecdb_replication_snapshots_installed",

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from dvecdb_node.errors import NodeError, NotLeader
 from dvecdb_node.replication import lease
+from dvecdb_node.replication.metrics import ReplicationCollector
 from repl_helpers import make_manager
 
 pytestmark = pytest.mark.unit
@@ -82,6 +83,26 @@ async def test_a_standalone_leader_has_no_lease_to_lose(tmp_path: Path) -> None:
         await manager.promote(1)
         await asyncio.sleep(0.02)
         assert manager.role.lease_valid and manager.role.lease_until == math.inf
+    finally:
+        await manager.close()
+        await manager.engine.close()
+
+
+async def test_the_lease_and_the_read_refusal_are_exported(tmp_path: Path) -> None:
+    manager = await make_manager(tmp_path, lease_seconds=0.2)
+    collector = ReplicationCollector(manager)
+
+    def gauges() -> dict[str, float]:
+        return {m.name: m.samples[0].value for m in collector.collect() if m.samples}
+
+    try:
+        assert gauges()["dvecdb_leader_lease_valid"] == 0
+        assert gauges()["dvecdb_reads_refused"] == 1  # booted in standby
+        await manager.promote(1, members=3)
+        assert gauges()["dvecdb_leader_lease_valid"] == 1
+        assert gauges()["dvecdb_reads_refused"] == 0
+        await asyncio.sleep(0.25)
+        assert gauges()["dvecdb_leader_lease_valid"] == 0
     finally:
         await manager.close()
         await manager.engine.close()
