@@ -853,6 +853,7 @@ class Engine:
         """Replace the whole state with a snapshot; the WAL restarts after its seq."""
         loop = asyncio.get_running_loop()
         async with self._checkpoint_lock, self._write_lock:
+            self._check_writable()
             info = await loop.run_in_executor(
                 self._io_pool, snapshots.unpack_snapshot, archive, self.checkpoint_dir
             )
@@ -862,7 +863,10 @@ class Engine:
             for seq, path in snapshots.list_checkpoints(self.checkpoint_dir):
                 if seq != info.seq:
                     shutil.rmtree(path, ignore_errors=True)
-            self.wal.reset(info.seq + 1)
+            try:
+                self.wal.reset(info.seq + 1)
+            except OSError as exc:  # the log is in no known state: stop until a restart
+                raise self._fail(f"resetting the log after a snapshot failed: {exc}") from exc
             self._collections = collections
             self._last_epoch = info.epoch
             self._checkpoint_seq, self._checkpoint_epoch = info.seq, info.epoch
@@ -876,6 +880,7 @@ class Engine:
         """Rewind to ``seq``: drop later records and rebuild state from checkpoint + log."""
         loop = asyncio.get_running_loop()
         async with self._checkpoint_lock, self._write_lock:
+            self._check_writable()
             wal = self.wal
             if seq >= wal.last_seq:
                 return True
@@ -896,7 +901,10 @@ class Engine:
             for s, p in snapshots.list_checkpoints(self.checkpoint_dir):
                 if s > seq:
                     shutil.rmtree(p, ignore_errors=True)
-            wal.truncate_after(seq)
+            try:
+                wal.truncate_after(seq)
+            except OSError as exc:  # the log is in no known state: stop until a restart
+                raise self._fail(f"cutting the log back to {seq} failed: {exc}") from exc
 
             def replay() -> int:
                 last_epoch = epoch

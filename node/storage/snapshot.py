@@ -78,6 +78,26 @@ def write_checkpoint(
     tmp = root / (_folder_name(seq) + _TMP)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
+    try:
+        return _write_checkpoint_files(
+            root, tmp, final, seq=seq, epoch=epoch, collections=collections
+        )
+    except BaseException:
+        # A failed checkpoint (a full disk) must not keep holding the space it took.
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _write_checkpoint_files(
+    root: Path,
+    tmp: Path,
+    final: Path,
+    *,
+    seq: int,
+    epoch: int,
+    collections: Iterable[Collection | FrozenCollection],
+) -> CheckpointInfo:
+    """Fill ``tmp``, fsync everything, then rename it to ``final``."""
     entries: list[dict[str, Any]] = []
     for number, collection in enumerate(collections):
         sub = tmp / f"c{number}"

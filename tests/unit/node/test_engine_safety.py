@@ -321,3 +321,23 @@ async def test_records_cut_back_while_queued_for_apply_are_skipped(tmp_path: Pat
     assert follower.get("c", "old-0") is None and follower.get("c", "new-2") is not None
     for engine in (old, new, follower):
         await engine.close()
+
+
+async def test_a_checkpoint_that_finds_no_space_frees_what_it_wrote(small_disk: Path) -> None:
+    engine = await _open(small_disk / "node")
+    await engine.submit(CreateCollection(CollectionConfig("big", 256, "l2")), epoch=1)
+    rng = np.random.default_rng(2)
+    for i in range(8):  # about 330 KiB of log, and as much again for a checkpoint
+        ids = [f"{i}-{j}" for j in range(40)]
+        vectors = rng.random((40, 256), dtype=np.float32)
+        await engine.submit(UpsertBatch("big", ids, vectors, [None] * 40), epoch=1)
+    free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
+    (small_disk / "ballast").write_bytes(b"\0" * (free - (100 << 10)))
+    with pytest.raises(OSError) as caught:
+        await engine.checkpoint()
+    assert caught.value.errno == errno.ENOSPC
+    assert list((small_disk / "node" / "checkpoints").iterdir()) == []
+    assert engine.ready
+    vectors = rng.random((1, 256), dtype=np.float32)
+    await engine.submit(UpsertBatch("big", ["after"], vectors, [None]), epoch=1)
+    await engine.close()
