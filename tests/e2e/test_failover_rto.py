@@ -1,0 +1,295 @@
+"""Failover time to recovery (RTO) on the local real Kubernetes, with real pod networking.
+
+One 3-member cluster (``detectionSeconds: 10``, so the lease is 5 s) goes through three faults
+of its leader while a writer (``ack=one``, through the read-write Service's endpoint) and a
+reader (``eventual`` searches through the read-only Service's endpoints) run:
+
+1. the leader's process is killed (the kubelet restarts it): a certain death signal, so a new
+   leader must take writes within 3 s, whatever ``detectionSeconds`` is;
+2. the leader hangs (SIGSTOP): detected within ``detectionSeconds``, so ≤ 12 s;
+3. only the operator↔leader path is cut (iptables in the leader's pod namespace): the leader
+   still hears its followers, the operator fences them, the leader loses its majority lease and
+   stops acknowledging, and a follower takes over within ``detectionSeconds + 2``.
+
+Every acknowledged write is on the final leader and on every member; eventual reads do not
+fail (a read that finds an endpoint gone tries one other ready endpoint, as a client does).
+The measured figures are printed (``-s``); the asserted bounds leave room for this shared
+two-core machine, the issue's targets are in the printout beside them.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import threading
+import time
+import urllib.error
+from collections.abc import Iterator
+
+import pytest
+
+from localkube.netplan import netns_name
+
+from .conftest import NEEDS_CONSOLE_SCRIPTS, Kubectl, http, wait_until
+from .test_operator_cluster import (
+    base_url,
+    healthy_with,
+    install_operator,
+    missing_on,
+    node_status,
+    pod,
+    rw_endpoints,
+    rw_url,
+    status_of,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900), NEEDS_CONSOLE_SCRIPTS]
+
+DETECTION = 10
+CLUSTER = f"""
+apiVersion: dvecdb.io/v1alpha1
+kind: DVecCluster
+metadata:
+  name: demo
+spec:
+  replicas: 3
+  storage: {{size: 64Mi}}
+  node: {{fsync: batch, defaultAck: one}}
+  failover: {{detectionSeconds: {DETECTION}}}
+"""
+NAMES = ["demo-0", "demo-1", "demo-2"]
+
+
+def ro_endpoints(kubectl: Kubectl, namespace: str) -> list[str]:
+    slices = kubectl.json(
+        "get", "endpointslices", "-n", namespace, "-l", "kubernetes.io/service-name=demo-ro"
+    )
+    return sorted(
+        address
+        for item in slices["items"]
+        for endpoint in item.get("endpoints") or []
+        if endpoint.get("conditions", {}).get("ready")
+        for address in endpoint["addresses"]
+    )
+
+
+class Load:
+    """A writer (ack=one via demo-rw) and a reader (eventual via demo-ro), each in a thread.
+
+    The writer remembers when each write was acknowledged (for the RTO) and retries a write
+    that failed with the same id, so at most its last id may persist unacknowledged.
+    """
+
+    def __init__(self, kubectl: Kubectl, namespace: str) -> None:
+        self.kubectl, self.namespace = kubectl, namespace
+        self.acked: list[tuple[float, str]] = []
+        self.reads_ok = 0
+        self.reads_failed: list[str] = []
+        self.reads_retried = 0
+        self._stop = threading.Event()
+        self._rw: list[str] = []
+        self._ro: list[str] = []
+        self._threads = [
+            threading.Thread(target=f, daemon=True)
+            for f in (self._endpoints, self._write, self._read)
+        ]
+
+    def __enter__(self) -> Load:
+        self._rw = sorted(rw_endpoints(self.kubectl, self.namespace))
+        self._ro = ro_endpoints(self.kubectl, self.namespace)
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+    def _endpoints(self) -> None:
+        """Follow the Services' EndpointSlices (what kube-proxy would do for a client)."""
+        while not self._stop.is_set():
+            try:
+                self._rw = sorted(rw_endpoints(self.kubectl, self.namespace))
+                self._ro = ro_endpoints(self.kubectl, self.namespace)
+            except AssertionError:
+                pass
+            time.sleep(0.2)
+
+    def _write(self) -> None:
+        number = 0
+        while not self._stop.is_set():
+            item = f"w-{number}"
+            found = self._rw
+            if len(found) == 1:
+                url = f"http://{found[0]}:8080/v1/collections/e2e/vectors"
+                vector = [1.0, 2.0, 3.0, float(number)]
+                try:
+                    code, _ = http(
+                        "PUT", url, {"vectors": [{"id": item, "vector": vector}], "ack": "one"}, 2
+                    )
+                except (urllib.error.URLError, OSError):
+                    code = 0
+                if code == 200:
+                    self.acked.append((time.monotonic(), item))
+                    number += 1
+                    continue
+            time.sleep(0.05)
+
+    def _read(self) -> None:
+        body = {"vector": [1.0, 2.0, 3.0, 0.0], "k": 3, "consistency": "eventual"}
+        while not self._stop.is_set():
+            addresses = list(self._ro)
+            random.shuffle(addresses)
+            errors = []
+            for address in addresses[:2]:
+                try:
+                    code, answer = http(
+                        "POST", f"http://{address}:8080/v1/collections/e2e/search", body, 2
+                    )
+                except (urllib.error.URLError, OSError) as exc:
+                    code, answer = 0, str(exc)
+                if code == 200:
+                    break
+                errors.append(f"{address}: {code} {str(answer)[:120]}")
+            else:
+                self.reads_failed.append("; ".join(errors) or "no ready endpoint")
+                time.sleep(0.05)
+                continue
+            self.reads_ok += 1
+            self.reads_retried += bool(errors)
+            time.sleep(0.02)
+
+    def first_ack_after(self, moment: float, timeout: float = 60) -> float:
+        """Seconds from ``moment`` to the first write acknowledged after it."""
+
+        def found() -> float | None:
+            return next((t - moment for t, _ in self.acked if t > moment), None)
+
+        return float(wait_until(found, timeout, "a write acknowledged after the fault", 0.1))
+
+    def ids(self) -> list[str]:
+        return [item for _, item in self.acked]
+
+
+def leader_pid(kubectl: Kubectl, namespace: str, name: str) -> int:
+    status = pod(kubectl, namespace, name)["status"]["containerStatuses"][0]
+    return int(status["containerID"].removeprefix("localkube://"))
+
+
+def operator_ip(kubectl: Kubectl, namespace: str) -> str:
+    pods = kubectl.json(
+        "get", "pods", "-n", namespace, "-l", "app.kubernetes.io/name=dvecdb-operator"
+    )["items"]
+    running = [p for p in pods if p["status"].get("podIP")]
+    assert len(running) == 1, [p["metadata"]["name"] for p in pods]
+    return str(running[0]["status"]["podIP"])
+
+
+def iptables(netns: str, *args: str) -> None:
+    subprocess.run(["ip", "netns", "exec", netns, "iptables", "-w", *args], check=True)
+
+
+def steady(kubectl: Kubectl, namespace: str, load: Load, *, not_leader: str | None = None) -> str:
+    """Wait for Healthy with writes flowing again; returns the leader's name."""
+    status = wait_until(
+        lambda: healthy_with(kubectl, namespace, not_leader=not_leader), 240, "Healthy"
+    )
+    now = time.monotonic()
+    load.first_ack_after(now)
+    return str(status["leader"])
+
+
+@pytest.fixture
+def cluster(kubectl: Kubectl, namespace: str) -> Iterator[str]:
+    """The operator (by its chart) and a Healthy 3-member cluster with collection `e2e`."""
+    release = install_operator(kubectl, namespace)
+    try:
+        kubectl.apply(CLUSTER, namespace)
+        wait_until(lambda: healthy_with(kubectl, namespace), 300, "the cluster Healthy")
+        code, body = http(
+            "POST",
+            f"{rw_url(kubectl, namespace)}/v1/collections",
+            {"name": "e2e", "dimension": 4},
+        )
+        assert code == 201, body
+        yield namespace
+    finally:
+        kubectl.run("uninstall", release, "-n", namespace, tool="helm", check=False)
+
+
+def test_failover_rto_kill_hang_and_operator_cut(kubectl: Kubectl, cluster: str) -> None:
+    namespace = cluster
+    figures: dict[str, float] = {}
+    with Load(kubectl, namespace) as load:
+        leader = steady(kubectl, namespace, load)
+
+        # 1. The leader's process dies; the kubelet restarts it: a certain signal.
+        killed_at = time.monotonic()
+        os.kill(leader_pid(kubectl, namespace, leader), signal.SIGKILL)
+        figures["kill"] = load.first_ack_after(killed_at)
+        leader = steady(kubectl, namespace, load)
+
+        # 2. The leader hangs: detected after detectionSeconds without an answer.
+        pid = leader_pid(kubectl, namespace, leader)
+        stopped_at = time.monotonic()
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            wait_until(
+                lambda: status_of(kubectl, namespace).get("leader") not in (None, leader),
+                60,
+                f"a leader other than the hung {leader}",
+                0.2,
+            )
+            figures["hang"] = load.first_ack_after(stopped_at)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        leader = steady(kubectl, namespace, load)
+
+        # 3. Only the operator's path to the leader is cut; the members still talk.
+        netns = netns_name(pod(kubectl, namespace, leader)["metadata"]["uid"])
+        op = operator_ip(kubectl, namespace)
+        rules = [("INPUT", "-s", op), ("OUTPUT", "-d", op)]
+        cut_at = time.monotonic()
+        for chain, flag, address in rules:
+            iptables(netns, "-I", chain, flag, address, "-j", "DROP")
+        try:
+            wait_until(
+                lambda: status_of(kubectl, namespace).get("leader") not in (None, leader),
+                60,
+                f"a leader other than {leader}, cut from the operator",
+                0.2,
+            )
+            figures["operator_cut"] = load.first_ack_after(cut_at)
+        finally:
+            for chain, flag, address in rules:
+                iptables(netns, "-D", chain, flag, address, "-j", "DROP")
+        final = steady(kubectl, namespace, load, not_leader=leader)
+        time.sleep(1)
+
+    acked = load.ids()
+    print(
+        f"\nRTO (fault -> first acknowledged write through demo-rw): kill {figures['kill']:.2f}s "
+        f"(target 3s), hang {figures['hang']:.2f}s, operator cut {figures['operator_cut']:.2f}s "
+        f"(target {DETECTION + 2}s); {len(acked)} writes acknowledged; eventual reads "
+        f"{load.reads_ok} ok, {load.reads_retried} needed a second endpoint, "
+        f"{len(load.reads_failed)} failed"
+    )
+    assert figures["kill"] <= 3 + 5, figures
+    assert figures["hang"] <= DETECTION + 2 + 8, figures
+    assert figures["operator_cut"] <= DETECTION + 2 + 8, figures
+    assert load.reads_failed == [], load.reads_failed[:5]
+    # Nothing acknowledged is lost, on the leader or on any member once they converge.
+    leader_url = base_url(kubectl, namespace, final)
+    assert missing_on(leader_url, acked) == []
+    top = (node_status(leader_url) or {}).get("last_seq")
+    for name in NAMES:
+        url = base_url(kubectl, namespace, name)
+        wait_until(
+            lambda u=url: (node_status(u) or {}).get("applied_seq") == top,
+            120,
+            f"{name} caught up with {final}",
+        )
+        assert missing_on(url, acked) == [], name
