@@ -258,7 +258,10 @@ class Executor:
         moved = record.at("repointing")
         if not await self.write(state, {"leader": candidate.name, "failover": moved.to_status()}):
             return False
-        leader = replace(candidate, role=c.ROLE_LEADER, epoch=record.epoch, leader_url=None)
+        # No lease token of its leadership is known yet: a renewal in this pass reads one.
+        leader = replace(
+            candidate, role=c.ROLE_LEADER, epoch=record.epoch, leader_url=None, lease_token=None
+        )
         state.cluster = replace(
             state.cluster.with_member(leader), leader=candidate.name, failover=moved
         )

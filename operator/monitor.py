@@ -20,7 +20,7 @@ from typing import Any
 from dvecdb_operator import constants as c
 from dvecdb_operator import kube as kube_api
 from dvecdb_operator.builders.common import ClusterRef, ordinal_of, selector_labels
-from dvecdb_operator.decisions import FINAL, Policy, decide, watched
+from dvecdb_operator.decisions import FINAL, PHASE_FAILED, Policy, decide, watched
 from dvecdb_operator.drift import contains
 from dvecdb_operator.executor import Executor, PassState, now_iso
 from dvecdb_operator.members import Members, PodView
@@ -29,8 +29,6 @@ from dvecdb_operator.spec import ClusterSpec, InvalidSpecError, parse_spec
 from dvecdb_operator.status import compute_status, desired_role_labels
 
 __all__ = ["ClusterMonitor", "MonitorSettings", "PassResult", "observe_cluster", "pod_view"]
-
-PHASE_FAILED = "Failed"
 
 
 @dataclass(frozen=True)
