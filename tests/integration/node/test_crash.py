@@ -4,7 +4,11 @@ every acknowledged id must be there with its exact vector."""
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -92,3 +96,67 @@ async def test_sigkill_loses_no_acknowledged_write(node_factory: Any, fsync: str
         print(f"round {round_no}: {len(acked)} acknowledged ids")
         await asyncio.to_thread(node.start)
         await _verify(node, acked)
+
+
+@pytest.fixture
+def small_data_disk(tmp_path: Path) -> Iterator[Path]:
+    """A folder whose ``data`` sub-folder is a 2 MiB tmpfs (needs root; skipped otherwise)."""
+    mount = tmp_path / "data"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {done.stderr.decode().strip()}")
+    try:
+        yield tmp_path
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+async def test_full_disk_answers_507_and_loses_no_acknowledged_write(
+    node_factory: Any, small_data_disk: Path
+) -> None:
+    dim = 256
+    node = node_factory(data_dir=small_data_disk, args=["--fsync", "batch"])
+    try:
+        status, _ = node.request("POST", "/v1/collections", {"name": "c", "dimension": dim})
+        assert status == 201
+        data = small_data_disk / "data"
+        free = os.statvfs(data).f_bavail * os.statvfs(data).f_frsize
+        (data / "ballast").write_bytes(b"\0" * (free - (600 << 10)))
+        rng = np.random.default_rng(11)
+        acked: dict[str, np.ndarray] = {}
+        full: dict[str, Any] = {}
+        async with aiohttp.ClientSession() as session:
+
+            async def put(ids: list[str]) -> tuple[int, Any]:
+                vectors = rng.standard_normal((len(ids), dim)).astype(np.float32)
+                async with session.put(
+                    f"{node.url}/v1/collections/c/vectors",
+                    data=bulk.encode_batch(ids, vectors),
+                    headers={"Content-Type": bulk.CONTENT_TYPE},
+                ) as resp:
+                    body = await resp.json()
+                if resp.status == 200:
+                    acked.update(zip(ids, vectors, strict=True))
+                return resp.status, body
+
+            for i in range(100):  # 100 x 40 KiB: far more than the 600 KiB left
+                status, body = await put([f"b{i}-{j}" for j in range(40)])
+                if status != 200:
+                    full = body
+                    break
+            assert status == 507 and full["error"]["code"] == "disk_full", (status, full)
+            assert acked
+            assert node.request("GET", "/readyz")[0] == 200  # a full disk is no failure
+            (data / "ballast").unlink()  # space returns
+            status, _ = await put(["late-0", "late-1"])
+            assert status == 200
+        node.kill()
+        node.start()
+        await _verify(node, acked)
+    finally:
+        node.kill()
