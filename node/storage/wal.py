@@ -18,7 +18,13 @@ is damage to acknowledged data: opening refuses with :class:`WalCorruptError`, n
 and byte offset, and deletes nothing (etcd's ``wal.Repair`` rule).
 
 Thread model: appends, rolls and truncation happen on one thread (the engine's event loop);
-:meth:`WriteAheadLog.sync` may run in a worker thread at the same time (group commit).
+:meth:`WriteAheadLog.sync` may run in a worker thread at the same time (group commit). An
+appended record counts (``last_seq``) only once its bytes are written, so a sync never reports
+durable a record whose write had not finished when its fsync began.
+
+Failures: a failed write is cut back to the last good offset (:class:`WalWriteError`; the log
+goes on once space returns); a failed fsync poisons the log for good (:class:`WalFailedError`:
+the kernel may have dropped the dirty pages, so a later fsync that succeeds proves nothing).
 """
 
 from __future__ import annotations
@@ -251,7 +257,7 @@ class WriteAheadLog:
     ) -> None:
         self._dir = directory
         self._segments = segments
-        self._epochs = epochs or EpochRuns()
+        self._epochs = epochs if epochs is not None else EpochRuns()
         self._segment_bytes = segment_bytes
         self._fd = os.open(segments[-1].path, os.O_WRONLY | os.O_APPEND)
         self._fd_lock = threading.Lock()
