@@ -160,3 +160,46 @@ async def test_full_disk_answers_507_and_loses_no_acknowledged_write(
         await _verify(node, acked)
     finally:
         node.kill()
+
+
+async def test_a_flipped_byte_in_an_early_wal_segment_keeps_the_node_out_of_service(
+    node_factory: Any,
+) -> None:
+    dim = 256
+    node = node_factory(args=["--wal-segment-bytes", str(1 << 16)])
+    status, _ = node.request("POST", "/v1/collections", {"name": "c", "dimension": dim})
+    assert status == 201
+    rng = np.random.default_rng(5)
+    for i in range(12):  # 12 x 40 KiB: several 64 KiB segments
+        ids = [f"b{i}-{j}" for j in range(40)]
+        vectors = rng.standard_normal((40, dim)).astype(np.float32)
+        status, _ = node.request(
+            "PUT",
+            "/v1/collections/c/vectors",
+            data=bulk.encode_batch(ids, vectors),
+            headers={"Content-Type": bulk.CONTENT_TYPE},
+        )
+        assert status == 200
+    node.kill()
+    segments = sorted((node.data_dir / "wal").glob("*.wal"))
+    assert len(segments) >= 4
+    victim = segments[1]
+    damaged = bytearray(victim.read_bytes())
+    damaged[100] ^= 0x20
+    victim.write_bytes(bytes(damaged))
+    before = {p.name: p.stat().st_size for p in segments}
+    node.start(wait=False)
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:
+        try:
+            status, body = node.request("GET", "/readyz", timeout=1.0)
+            if status != 503 or "recovering" not in str(body):
+                break
+        except OSError:
+            pass
+        assert asyncio.get_running_loop().time() < deadline, node.log()
+        await asyncio.sleep(0.1)
+    assert status == 503, body
+    assert victim.name in str(body) and "byte offset 0" in str(body), body
+    after = {p.name: p.stat().st_size for p in sorted((node.data_dir / "wal").glob("*.wal"))}
+    assert after == before  # nothing acknowledged was deleted to make the node start
