@@ -15,19 +15,25 @@ Leader writes
     applies it, and returns once the record is durable under ``options.fsync`` (``always``:
     fsync per write; ``batch``: group commit, one fsync covers every write waiting on it;
     ``none``: written to the OS).
-    Raises :class:`dvecdb_node.errors.NodeError` subclasses for invalid changes.
+    Raises :class:`dvecdb_node.errors.NodeError` subclasses for invalid changes,
+    :class:`DiskFull` (507 ``disk_full``: the log was cut back, retry once space returns) and
+    :class:`StorageFailed` (503 ``storage_error``: after a failed fsync the engine fail-stops,
+    nothing more is acknowledged and ``ready`` is False until a restart re-reads the log).
 Replicated writes (follower)
     ``await engine.apply_replicated(records)``: records from a leader (already framed, seq and
     epoch kept) are appended to the own WAL, applied in order, and made durable; a record at or
-    below ``last_seq`` is skipped, a gap raises :class:`~dvecdb_node.storage.wal.SeqGapError`.
+    below ``last_seq`` is skipped if this log holds it at the same epoch and otherwise cuts the
+    log back to the seq before it (per-record (seq, epoch) agreement); a gap raises
+    :class:`~dvecdb_node.storage.wal.SeqGapError`.
     ``append_replicated(records)``, ``apply_appended(batch)`` and ``make_durable(seq)`` split
     that in three, so that a follower indexes while its fsync runs and acknowledges durability
     without waiting for the index work (``last_epoch`` follows apply).
 Positions
     ``engine.last_seq`` (appended), ``engine.applied_seq``, ``engine.durable_seq``,
     ``engine.first_seq`` (oldest retained in the WAL), ``engine.last_epoch`` (epoch of the last
-    record). ``await engine.wait_appended(seq, within)`` / ``wait_durable`` /
-    ``wait_applied`` -> bool: wake a streaming handler or a read-your-writes read.
+    record), ``engine.epoch_at(seq)`` (epoch of a retained record, from memory).
+    ``await engine.wait_appended(seq, within)`` / ``wait_durable`` / ``wait_applied`` -> bool:
+    wake a streaming handler or a read-your-writes read.
 Log access
     ``engine.wal.read_frames(from_seq, max_bytes=..)`` and ``engine.wal.frame_spans(..)``
     give frame bytes as they lie on disk; ``SeqNotRetainedError`` means a snapshot is needed.
