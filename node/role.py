@@ -93,6 +93,9 @@ class ClusterHooks(Protocol):
     def lease_status(self) -> dict[str, Any] | None:
         """The leader lease for ``/v1/status`` (None when there is none)."""
 
+    def last_ack_seconds(self) -> float | None:
+        """Seconds since this member last acked a leader (None: not since it started)."""
+
     def not_ready_reason(self) -> str | None:
         """Why ``/readyz`` should answer 503 beyond recovery (e.g. follower lag), or None."""
 
@@ -113,6 +116,9 @@ class SingleNodeHooks:
         return []
 
     def lease_status(self) -> dict[str, Any] | None:
+        return None
+
+    def last_ack_seconds(self) -> float | None:
         return None
 
     def not_ready_reason(self) -> str | None:

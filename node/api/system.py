@@ -74,6 +74,10 @@ def status_body(app: web.Application) -> dict[str, Any]:
         lease = app[HOOKS].lease_status()
         if lease is not None:
             body["lease"] = lease
+    else:
+        # A leader this member acked may hold its lease up to lease_seconds past that ack.
+        ack_age = app[HOOKS].last_ack_seconds()
+        body["last_ack_seconds"] = None if ack_age is None else round(ack_age, 3)
     return body
 
 

@@ -137,6 +137,9 @@ class Follower:
         self.last_heard = 0.0
         # The last lease token the leader sent on the current stream (0: none yet).
         self.lease_token = 0
+        # When (monotonic) this follower last sent an ack echoing a token: the leader's lease
+        # may run up to lease_seconds past it, on this follower's word.
+        self.last_token_ack = 0.0
         self._progress = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -395,6 +398,7 @@ class Follower:
             }
             if self.lease_token:
                 body["lease_token"] = self.lease_token
+                self.last_token_ack = time.monotonic()
             try:
                 async with session.post(url, json=body, timeout=timeout) as resp:
                     if resp.status != 200:

@@ -106,6 +106,8 @@ class ReplicationManager:
         # When this member last heard from a leader its log agreed with (see read_block);
         # None while its log may hold records no leader acknowledged.
         self._agreed_heard: float | None = None
+        # When this member last acked a leader with a lease token (followers since stopped).
+        self._last_token_ack = 0.0
         self._lock = asyncio.Lock()
         self._session: aiohttp.ClientSession | None = None
 
@@ -275,6 +277,19 @@ class ReplicationManager:
             "token": lease.token_now(),
         }
 
+    def last_ack_seconds(self) -> float | None:
+        """Seconds since this member last acked a leader, echoing a lease token.
+
+        That leader's lease may hold up to ``lease_seconds`` past it. So once a majority is
+        fenced, a leader that was not (unreachable, not known dead) may still serve strong
+        reads until ``lease_seconds`` after the most recent of the fenced members' acks: an
+        operator waits that long before promoting, or strong reads may miss new writes.
+        """
+        last = self._last_token_ack
+        if self.follower is not None:
+            last = max(last, self.follower.last_token_ack)
+        return None if last == 0.0 else time.monotonic() - last
+
     def observe_epoch(self, epoch: int, source: str) -> None:
         """A peer carries ``epoch``: a higher one ends this node's leadership at once."""
         if epoch <= self.role.epoch:
@@ -313,6 +328,7 @@ class ReplicationManager:
         follower, self.follower = self.follower, None
         if follower is not None:
             await follower.stop()
+            self._last_token_ack = max(self._last_token_ack, follower.last_token_ack)
             if follower.diverged:
                 self._agreed_heard = None
             elif follower.reconciled:

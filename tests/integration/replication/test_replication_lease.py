@@ -65,3 +65,8 @@ async def test_idle_followers_keep_the_lease_and_losing_them_lapses_it(group: Gr
         return bool((await leader.status())["lease"]["valid"])
 
     await wait_for(lease_held_by_followers, 20, "the followers' acks to renew the lease")
+
+    # Fenced, a follower says how long ago it last acked: the old leader's lease may run up
+    # to lease_seconds past that (the operator waits it out before promoting).
+    fenced = await f1.fence(2)
+    assert 0 <= fenced["last_ack_seconds"] < 2 * LEASE

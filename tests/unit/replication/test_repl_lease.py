@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -103,6 +104,24 @@ async def test_the_lease_and_the_read_refusal_are_exported(tmp_path: Path) -> No
         assert gauges()["dvecdb_reads_refused"] == 0
         await asyncio.sleep(0.25)
         assert gauges()["dvecdb_leader_lease_valid"] == 0
+    finally:
+        await manager.close()
+        await manager.engine.close()
+
+
+async def test_a_fenced_member_reports_how_long_ago_it_last_acked_a_leader(
+    tmp_path: Path,
+) -> None:
+    # The operator waits out the old leader's lease from the fenced members' last acks.
+    manager = await make_manager(tmp_path)
+    try:
+        assert manager.last_ack_seconds() is None
+        await manager.follow("http://127.0.0.1:9", 1)
+        assert manager.follower is not None
+        manager.follower.last_token_ack = time.monotonic() - 1.0
+        await manager.fence(2)
+        age = manager.last_ack_seconds()
+        assert age is not None and 1.0 <= age < 2.0
     finally:
         await manager.close()
         await manager.engine.close()
