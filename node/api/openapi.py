@@ -200,6 +200,14 @@ _SCHEMAS: dict[str, Any] = {
             },
             "applied_seq": {"type": "integer"},
             "durable_seq": {"type": "integer", "description": "Same as received_seq"},
+            "last_ack_seconds": {
+                "type": "number",
+                "nullable": True,
+                "description": "On a non-leader: seconds since it last acked a leader with a "
+                "lease token (null: never since start). That leader's lease may run up to "
+                "lease_seconds past it: a failover that could not fence the old leader waits "
+                "it out before promoting.",
+            },
             "storage_error": {
                 "type": "string",
                 "nullable": True,
