@@ -205,15 +205,33 @@ class NodeClient:
         result = await self.request("GET", "/v1/replication/status", admin=True, idempotent=True)
         return result  # type: ignore[no-any-return]
 
-    async def promote(self, epoch: int, *, members: int | None = None) -> Json:
+    async def _lease_token(self) -> int | None:
+        """A fresh lease token of the member (``lease_token`` of its ``/v1/status``)."""
+        status = await self.status()
+        token = status.get("lease_token")
+        if not isinstance(token, int):
+            lease = status.get("lease")
+            token = lease.get("token") if isinstance(lease, dict) else None
+        return token if isinstance(token, int) else None
+
+    async def promote(
+        self, epoch: int, *, members: int | None = None, lease_token: int | None = None
+    ) -> Json:
         """Make the member lead at ``epoch``.
 
         A follower first applies every record it has received, which after a burst of writes
-        takes longer than a status call: the time limit is at least ``PROMOTE_SECONDS``.
+        takes longer than a status call: the time limit is at least ``PROMOTE_SECONDS``. The
+        new leader's lease runs from ``lease_token`` (a fresh status is read for one when it
+        is not given): a promote that reaches a frozen member after the operator moved on
+        makes a leader whose lease has already lapsed.
         """
+        if lease_token is None:
+            lease_token = await self._lease_token()
         body: Json = {"epoch": epoch}
         if members is not None:
             body["members"] = members
+        if lease_token is not None:
+            body["lease_token"] = lease_token
         limit = max(self.timeout.total or 0.0, PROMOTE_SECONDS)
         result = await self.request(
             "POST", "/v1/admin/promote", json=body, admin=True, time_limit=limit
@@ -232,15 +250,13 @@ class NodeClient:
         """Renew the leader's operator lease at ``epoch`` (409 ``stale_epoch`` or
         ``not_leader`` when the member does not lead at exactly that epoch).
 
-        The lease runs from ``lease_token`` (``lease.token`` of a ``/v1/status`` answer);
+        The lease runs from ``lease_token`` (``lease_token`` of a ``/v1/status`` answer);
         without one, a fresh status is read first: a confirmation that reaches a leader late
         (it was frozen, the link was slow) then renews only from when the leader answered,
         never from when the request arrived.
         """
         if lease_token is None:
-            lease = (await self.status()).get("lease")
-            token = lease.get("token") if isinstance(lease, dict) else None
-            lease_token = token if isinstance(token, int) else None
+            lease_token = await self._lease_token()
         body: Json = {"epoch": epoch}
         if lease_token is not None:
             body["lease_token"] = lease_token

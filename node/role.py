@@ -21,6 +21,12 @@ from dvecdb_node.errors import NotLeader, NotReady
 Role = Literal["leader", "follower", "standby"]
 
 
+def lease_token() -> int:
+    """A lease token: this process's monotonic clock in milliseconds (see ``replication.lease``;
+    every ``/v1/status`` carries one as ``lease_token``)."""
+    return int(time.monotonic() * 1000)
+
+
 def lease_expired(what: str) -> NotReady:
     return NotReady(
         f"this leader's lease expired (it has heard from neither a majority of members nor "
@@ -55,8 +61,9 @@ class NodeRole:
             raise NotLeader(self.leader_url)
         return self.epoch
 
-    def require_epoch(self, epoch: int) -> None:
-        """Raise unless this node still leads at exactly ``epoch`` with a valid lease.
+    def require_epoch(self, epoch: int, *, lease: bool = True) -> None:
+        """Raise unless this node still leads at exactly ``epoch`` with a valid lease
+        (``lease=False``: whatever the lease, for the record that opens the epoch).
 
         Passed to ``Engine.submit`` as its ``check`` (run under the write lock).
         """
@@ -66,7 +73,7 @@ class NodeRole:
                 "was not made"
             )  # fmt: skip
         until = self.lease_until
-        if until != math.inf and time.monotonic() >= until:
+        if lease and until != math.inf and time.monotonic() >= until:
             raise lease_expired("the write was not made")
 
     def require_lease(self) -> int:

@@ -200,6 +200,11 @@ _SCHEMAS: dict[str, Any] = {
             },
             "applied_seq": {"type": "integer"},
             "durable_seq": {"type": "integer", "description": "Same as received_seq"},
+            "lease_token": {
+                "type": "integer",
+                "description": "This member's clock (ms): pass it to /v1/admin/promote or "
+                "/v1/admin/confirm, whose lease then runs from this moment",
+            },
             "last_ack_seconds": {
                 "type": "number",
                 "nullable": True,

@@ -17,6 +17,7 @@ from dvecdb_node.api.keys import (
     SETTINGS,
 )
 from dvecdb_node.api.openapi import openapi_document
+from dvecdb_node.role import lease_token
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 routes = web.RouteTableDef()
@@ -67,6 +68,8 @@ def status_body(app: web.Application) -> dict[str, Any]:
         "url": app[SETTINGS].self_url,
         "fsync": app[SETTINGS].fsync.value,
         "storage_error": storage_error(app),
+        # Pass to /v1/admin/promote or /v1/admin/confirm: the lease runs from this moment.
+        "lease_token": lease_token(),
     }
     if role.is_leader:
         body["leader"] = app[SETTINGS].self_url

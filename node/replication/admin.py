@@ -24,6 +24,14 @@ def _epoch(body: dict[str, Any]) -> int:
     return epoch
 
 
+def _token(body: dict[str, Any]) -> int | None:
+    """The optional ``lease_token``: the lease runs from it (see ``replication.lease``)."""
+    token = body.get("lease_token")
+    if token is not None and (isinstance(token, bool) or not isinstance(token, int) or token < 0):
+        raise InvalidInput("lease_token must be a non-negative integer", code="invalid_token")
+    return token
+
+
 async def _body(request: web.Request) -> dict[str, Any]:
     return require_object(parse_json(await request.read()))
 
@@ -36,7 +44,7 @@ async def promote(request: web.Request) -> web.Response:
         isinstance(members, bool) or not isinstance(members, int) or not 1 <= members <= 1000
     ):
         raise InvalidInput("members must be an integer from 1 to 1000")
-    await request.app[MANAGER].promote(_epoch(body), members)
+    await request.app[MANAGER].promote(_epoch(body), members, _token(body))
     return json_response(status_body(request.app))
 
 
@@ -61,10 +69,7 @@ async def fence(request: web.Request) -> web.Response:
 async def confirm(request: web.Request) -> web.Response:
     """The operator confirms this leader's epoch: its lease runs on (see ``lease``)."""
     body = await _body(request)
-    token = body.get("lease_token")
-    if token is not None and (isinstance(token, bool) or not isinstance(token, int) or token < 0):
-        raise InvalidInput("lease_token must be a non-negative integer", code="invalid_token")
-    request.app[MANAGER].confirm(_epoch(body), token)
+    request.app[MANAGER].confirm(_epoch(body), _token(body))
     return json_response(status_body(request.app))
 
 

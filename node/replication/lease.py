@@ -6,22 +6,22 @@ confirming its epoch. Otherwise a new leader may already have been chosen withou
 
 A message only proves what was true when the leader *sent* the thing it answers, not when
 the answer arrived (a frozen leader finds old answers queued when it thaws). So the leader
-hands out lease tokens, its own clock in milliseconds: in every stream heartbeat, and in
-``lease.token`` of ``/v1/status``. A follower's ack echoes the last token it received; the
-operator's ``/v1/admin/confirm`` sends the token of the status it based its decision on. The
-lease then runs from the token's time, never from arrival.
+hands out lease tokens, its own clock in milliseconds: in every stream heartbeat, and as
+``lease_token`` in every ``/v1/status``. A follower's ack echoes the last token it received;
+the operator's ``/v1/admin/confirm`` and ``/v1/admin/promote`` send the token of the status
+they based their decision on. The lease then runs from the token's time, never from arrival
+(a promote that sat in a frozen member's socket until the operator had moved to a newer epoch
+makes a leader whose lease has already lapsed).
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Iterable
 
+from dvecdb_node.role import lease_token
 
-def token_now() -> int:
-    """A lease token: this process's monotonic clock in milliseconds."""
-    return int(time.monotonic() * 1000)
+token_now = lease_token
 
 
 def token_time(token: int | None, now: float) -> float:

@@ -166,12 +166,15 @@ class ReplicationManager:
                      code="leadership_lost")
         )  # fmt: skip
 
-    async def promote(self, epoch: int, members: int | None = None) -> None:
+    async def promote(
+        self, epoch: int, members: int | None = None, token: int | None = None
+    ) -> None:
+        """Lead at ``epoch``; the promote confirms the lease as of ``token`` (see ``lease``)."""
         async with self._lock:
             self._check("promote", epoch)
             if self.role.is_leader and self.role.epoch == epoch:
                 self.members_hint = members or self.members_hint
-                self._confirmed(None)  # a promote is the operator confirming the epoch
+                self._confirmed(token)  # a promote is the operator confirming the epoch
                 return  # a retry: already leading at this epoch
             await self._require_recovered()
             await self._stop_follower()
@@ -181,12 +184,16 @@ class ReplicationManager:
                 self.clock.clear()
             self.members_hint = members or 0
             self._follower_lease = -math.inf
-            self._confirmed(None)
+            self._operator_lease = -math.inf
+            self._confirmed(token)
             self.role.epoch = epoch
             self.role.leader_url = self.settings.self_url
             self.role.role = "leader"
             # Open the epoch in the log: followers learn it, and agreement checks find it.
-            result = await self.engine.submit(Noop(), epoch=epoch, check=self.role.require_epoch)
+            # Opened whatever the lease: the Noop is acknowledged to nobody.
+            result = await self.engine.submit(
+                Noop(), epoch=epoch, check=lambda e: self.role.require_epoch(e, lease=False)
+            )
             self.clock.record(result.seq, time.monotonic())
             log.info("promoted to leader at epoch %d (last_seq %d)", epoch, result.seq)
 

@@ -54,10 +54,16 @@ def _query(name: str, required: bool, kind: str = "integer") -> dict[str, Any]:
 PATHS: dict[str, Any] = {
     "/v1/admin/promote": _admin(
         "Become leader at this epoch (409 stale_epoch unless above the highest seen, or a "
-        "retry by the node that already leads at it). Optional members: the cluster size "
-        "that ack=quorum takes a majority of.",
+        "retry by the node that already leads at it, or for the node fenced at it). Optional "
+        "members: the cluster size that ack=quorum takes a majority of. Optional lease_token "
+        "(the lease_token of the /v1/status the operator decided on): the new leader's lease "
+        "runs from it, so a promote that arrives late starts a lapsed lease.",
         ["epoch"],
-        {"epoch": _EPOCH, "members": {"type": "integer", "minimum": 1}},
+        {
+            "epoch": _EPOCH,
+            "members": {"type": "integer", "minimum": 1},
+            "lease_token": {"type": "integer", "minimum": 0},
+        },
     ),
     "/v1/admin/follow": _admin(
         "Follow the leader at this URL and epoch (409 stale_epoch below the highest seen).",
@@ -69,7 +75,7 @@ PATHS: dict[str, Any] = {
     ),
     "/v1/admin/confirm": _admin(
         "The operator confirms that this member leads at this epoch: its leader lease runs "
-        "lease_seconds from lease_token (the lease.token of the /v1/status the operator "
+        "lease_seconds from lease_token (the lease_token of the /v1/status the operator "
         "decided on; from now when absent). 409 stale_epoch below this member's epoch; "
         "409 not_leader when it does not lead at exactly this epoch (a higher epoch is "
         "learnt first: a leader steps down). A leader whose lease lapsed (no majority of "

@@ -315,3 +315,21 @@ async def test_the_client_confirms_from_a_fresh_status_token(
             await client.confirm(2)  # the operator moved to epoch 2: this leader steps down
         assert moved_on.value.code == "not_leader"
         assert (await client.status())["role"] == "standby"
+
+
+async def test_a_promote_that_arrives_late_makes_a_leader_whose_lease_already_lapsed(
+    make_member: Callable[..., Any],
+) -> None:
+    # E.g. it sat in a frozen member's socket while the operator moved to a newer epoch.
+    member: Client = await make_member(lease_seconds=0.3)
+    async with NodeClient(str(member.make_url("")), token=TOKEN) as client:
+        token = (await client.status())["lease_token"]
+        await asyncio.sleep(0.4)
+        promoted = await client.promote(1, lease_token=token)
+        assert promoted["role"] == "leader" and promoted["lease"]["valid"] is False
+        with pytest.raises(ClientNodeError) as refused:
+            await client.create_collection("c", 2, ack="leader")
+        assert refused.value.code == "lease_expired"
+        # A promote read from a fresh status (the client's default) starts a valid lease.
+        assert (await client.promote(1))["lease"]["valid"] is True
+        await client.create_collection("c", 2, ack="leader")
