@@ -164,17 +164,20 @@ class ClusterMonitor:
         self._waiting_since = 0.0
         self.held_until = 0.0
 
-    def failed_for(self, cluster: ClusterObservation) -> float | None:
-        """Seconds the watched member (leader, or pending candidate) has been failed."""
-        now = self.clock()
+    def failed_for(self, cluster: ClusterObservation, observed_at: float) -> float | None:
+        """Seconds the watched member (leader, or pending candidate) has been failed.
+
+        A failure first seen counts from `observed_at`, when the pass began to read: a member
+        that did not answer within the read's timeout was failed when the read started.
+        """
         seen = watched(cluster)
         if seen is None:
             self._failed = None
             return None
         key = (seen[0], seen[1])
         if key != self._failed:
-            self._failed, self._failed_since = key, now
-        return now - self._failed_since
+            self._failed, self._failed_since = key, observed_at
+        return self.clock() - self._failed_since
 
     def _track_waiting(self, state: PassState) -> None:
         """A planned operation that waited for its target longer than allowed is deferred."""
@@ -204,6 +207,7 @@ class ClusterMonitor:
                     self.ref.namespace, self.ref.name, {"phase": PHASE_FAILED, "message": str(exc)}
                 )
                 return PassResult(failed=True, message=str(exc))
+        observed_at = self.clock()
         cluster = await observe_cluster(self.kube, self.members, body, spec)
         state = PassState(
             body=body,
@@ -220,7 +224,7 @@ class ClusterMonitor:
             step = decide(
                 state.cluster,
                 policy=policy,
-                failed_for=self.failed_for(state.cluster),
+                failed_for=self.failed_for(state.cluster, observed_at),
                 held=state.switchover_aborted or self.clock() < self.held_until,
                 now=now_iso(),
             )

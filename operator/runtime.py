@@ -165,6 +165,7 @@ async def monitor(memo: Any, namespace: str, name: str, stopped: Any) -> None:
     spec: ClusterSpec | None = None
     try:
         while not stopped:
+            started = time.monotonic()
             try:
                 body = await kube.get_cluster(namespace, name)
                 try:
@@ -199,7 +200,10 @@ async def monitor(memo: Any, namespace: str, name: str, stopped: Any) -> None:
                 return
             except (kube_api.ApiError, OSError, TimeoutError) as exc:
                 log.warning("monitor pass for %s/%s failed: %s", namespace, name, exc)
-            await stopped.wait(pass_interval(config, spec))
+            # Passes start every interval: one slowed by an unreachable member's timeout
+            # is followed at once, so detection is not stretched by the timeouts.
+            elapsed = time.monotonic() - started
+            await stopped.wait(max(0.0, pass_interval(config, spec) - elapsed))
     finally:
         if members is not None:
             await members.close()

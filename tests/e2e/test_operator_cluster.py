@@ -1,10 +1,11 @@
 """The operator on the local real Kubernetes: Helm install, a DVecCluster of real node pods,
-bootstrap, writes with ``ack=one`` through the read-write Service's endpoints, failover after
-the leader's process dies (to the follower with the most log, no acknowledged write lost, the
-old leader back as a follower), failover across a network partition with the stale leader
-fenced when it comes back, deletion collecting the children; and the planned operations:
-switchover, scale 3 -> 5 -> 3 around the leader, scale-down below the leader, and a rolling
-image upgrade under a steady write load that loses no acknowledged write.
+bootstrap, writes with ``ack=one`` through the read-write Service's endpoints, failover at
+once after the leader's process dies (every member fenced, a most advanced one promoted, no
+acknowledged write lost, the old leader back as a follower), failover after the detection
+window across a network partition with the stale leader fenced when it comes back, deletion
+collecting the children; and the planned operations: switchover, scale 3 -> 5 -> 3 around
+the leader, scale-down below the leader, and a rolling image upgrade under a steady write
+load that loses no acknowledged write.
 """
 
 from __future__ import annotations
@@ -364,6 +365,7 @@ def run_failovers(kubectl: Kubectl, namespace: str) -> None:
         "Ready": "True",
         "LeaderElected": "True",
         "Replicating": "True",
+        "Progressing": "False",
     }
     for kind, name in [
         ("statefulset", "demo"),
@@ -402,7 +404,7 @@ def run_failovers(kubectl: Kubectl, namespace: str) -> None:
     )
 
     # demo-1 is cut off while one more batch is acknowledged (by demo-2, ack=one), so the
-    # followers' positions differ when the leader dies: the one with the most log must win.
+    # followers' positions may differ when the leader dies: one holding it must win.
     uid_1 = pod(kubectl, namespace, "demo-1")["metadata"]["uid"]
     net.set_link(uid_1, up=False)
     try:
@@ -422,12 +424,13 @@ def run_failovers(kubectl: Kubectl, namespace: str) -> None:
         os.kill(pid, signal.SIGKILL)
     finally:
         net.set_link(uid_1, up=True)  # reachable again before the detection bound ends
-    # A new leader within the detection bound (3 s) plus the operator's polling, generous
-    # for a shared 2-core machine; then Healthy once the restarted member is ready again.
+    # A restarted container is a certain death: no detection window, a new leader within
+    # the operator's polling (RTO target: 3 s; generous for a shared 2-core machine).
     elected = wait_until(
         lambda: (
             (s := status_of(kubectl, namespace)).get("epoch", 0) >= 2
-            and s.get("leader") not in (None, "demo-0")
+            and s.get("leader") is not None
+            and "failover" not in s
             and s
         ),
         60,
@@ -435,26 +438,35 @@ def run_failovers(kubectl: Kubectl, namespace: str) -> None:
         every=0.2,
     )
     elapsed = time.monotonic() - killed_at
-    assert 3 <= elapsed < 3 + 20, f"new leader after {elapsed:.1f}s"
+    print(
+        f"new leader {elected['leader']} at epoch {elected['epoch']} {elapsed:.1f}s after the kill"
+    )
+    assert elapsed < 3 + 12, f"new leader after {elapsed:.1f}s"
     first, epoch = elected["leader"], elected["epoch"]
     # epoch + 1 in the status, plus one per promotion refused as stale (see stale_promotions)
     assert epoch == 2 + stale_promotions(kubectl, namespace), elected
-    status = wait_until(
-        lambda: healthy_with(kubectl, namespace, not_leader="demo-0"), 180, "Healthy again"
-    )
+    # Fenced, then the most advanced wins, whoever that is: demo-2 has v4; demo-1 may have
+    # received it after all once its link came back (the dead leader's kernel still
+    # retransmits what was in its socket), and then wins the tie by ordinal; demo-0 itself
+    # may have answered the fence in time. What matters is below: nothing acknowledged lost.
+    assert first in NAMES, elected
+    status = wait_until(lambda: healthy_with(kubectl, namespace), 180, "Healthy again")
     assert (status["leader"], status["epoch"]) == (first, epoch)
-    failover = status["lastFailover"]
-    assert (failover["from"], failover["to"]) == ("demo-0", first)
-    # The new leader had the highest received_seq: everything acknowledged, nothing less.
-    assert failover["toSeq"] == max(received.values()) >= last_acked, (failover, received)
     reasons = {
         e["reason"]
         for e in kubectl.json("get", "events", "-n", namespace)["items"]
         if e["involvedObject"]["kind"] == "DVecCluster"
     }
-    assert {"Bootstrapped", "FailoverStarted", "EpochBumped", "Promoted", "FailoverCompleted"} <= (
+    assert {"Bootstrapped", "FailoverStarted", "EpochBumped", "MembersFenced", "Promoted"} <= (
         reasons
     )
+    if first != "demo-0":
+        failover = status["lastFailover"]
+        assert (failover["from"], failover["to"]) == ("demo-0", first)
+        assert "demo-2" in failover["fenced"] and first in failover["fenced"], failover
+        # The new leader had the highest last_seq: everything acknowledged, nothing less.
+        assert failover["toSeq"] >= received["demo-2"] >= last_acked, (failover, received)
+        assert "FailoverCompleted" in reasons
     first_ip = pod(kubectl, namespace, first)["status"]["podIP"]
     wait_until(lambda: rw_endpoints(kubectl, namespace) == {first_ip}, 60, f"demo-rw -> {first}")
     first_url = base_url(kubectl, namespace, first)
@@ -489,19 +501,25 @@ def run_failovers(kubectl: Kubectl, namespace: str) -> None:
     # Failover 2: a partition cuts the new leader off; it is fenced when it comes back.
     uid = pod(kubectl, namespace, first)["metadata"]["uid"]
     net.set_link(uid, up=False)
+    cut_at = time.monotonic()
     try:
         status = wait_until(
             lambda: (
                 (s := status_of(kubectl, namespace)).get("epoch", 0) > epoch
                 and s.get("leader") != first
+                and "failover" not in s
                 and s
             ),
             180,
             f"a failover away from the partitioned {first}",
         )
+        elapsed = time.monotonic() - cut_at
     finally:
         net.set_link(uid, up=True)
     second = status["leader"]
+    # Nothing certain here: the detection window (3 s), then fence, choose, promote.
+    print(f"new leader {second} at epoch {status['epoch']} {elapsed:.1f}s after the cut")
+    assert 3 <= elapsed < 3 + 12, f"new leader after {elapsed:.1f}s"
     status = wait_until(
         lambda: healthy_with(kubectl, namespace, not_leader=first), 180, "Healthy after healing"
     )

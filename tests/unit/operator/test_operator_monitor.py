@@ -507,3 +507,23 @@ async def test_invalid_spec_is_reported_in_status(monkeypatch: pytest.MonkeyPatc
     assert result.failed
     assert h.kube.status["phase"] == "Failed"
     assert "spec.replicas" in h.kube.status["message"]
+
+
+async def test_a_leader_that_times_out_is_failed_from_when_the_read_began(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two passes slowed by the leader's read timeout (2 s each) cover a 3 s window."""
+    h = Harness(monkeypatch, failover={"detectionSeconds": 3})
+    await h.bootstrapped()
+    leader = h.node(0)
+
+    async def hangs() -> dict[str, Any]:
+        h.offset += 2.0  # the read waits out its timeout
+        raise TimeoutError
+
+    leader.status = hangs  # type: ignore[method-assign]
+    await h.monitor.tick()
+    assert h.calls("fence") == []
+    await h.monitor.tick()  # 4 s since the first read began: due
+    assert h.calls("fence") == [("db-1", 2), ("db-2", 2)]
+    assert h.kube.status["epoch"] == 2
