@@ -51,19 +51,45 @@ def vector_of(record: str) -> list[float]:
     return [rng.uniform(-1.0, 1.0) for _ in range(DIM)]
 
 
+async def _headers_sent(
+    _session: aiohttp.ClientSession, context: Any, _params: aiohttp.TraceRequestHeadersSentParams
+) -> None:
+    if isinstance(context.trace_request_ctx, dict):
+        context.trace_request_ctx["sent"] = True
+
+
 def session() -> aiohttp.ClientSession:
-    """A new connection per request: aiohttp silently resends an idempotent request (PUT)
-    whose pooled connection broke, and a refused resend would then pass for "never sent"."""
+    """A session whose requests say whether they left (``trace_request_ctx={}`` gets ``sent``).
+
+    aiohttp resends an idempotent request (PUT) once when its connection breaks, so the
+    resend's "connection refused" does not prove the first attempt never reached the node:
+    only a request whose headers were never sent is certainly not applied. One connection per
+    request, and no resend where the session lets it be turned off.
+    """
     connector = aiohttp.TCPConnector(local_addr=(network.CLIENT_IP, 0), limit=0, force_close=True)
-    return aiohttp.ClientSession(connector=connector)
+    trace = aiohttp.TraceConfig()
+    trace.on_request_headers_sent.append(_headers_sent)
+    http = aiohttp.ClientSession(connector=connector, trace_configs=[trace])
+    if hasattr(http, "_retry_connection"):
+        http._retry_connection = False
+    return http
 
 
 async def call(
-    http: aiohttp.ClientSession, method: str, url: str, body: Any, seconds: float
+    http: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    body: Any,
+    seconds: float,
+    trace: dict[str, bool] | None = None,
 ) -> tuple[int, Any]:
     """(status, JSON body) of one request that gives up after ``seconds``."""
     async with http.request(
-        method, url, json=body, timeout=aiohttp.ClientTimeout(total=seconds)
+        method,
+        url,
+        json=body,
+        timeout=aiohttp.ClientTimeout(total=seconds),
+        trace_request_ctx=trace,
     ) as resp:
         try:
             payload = await resp.json(content_type=None)
@@ -143,13 +169,14 @@ class Workload:
     async def _write(self, op: Op, node: str, body: dict[str, Any]) -> None:
         assert self.http is not None
         url = f"{self.urls[node]}/v1/collections/{self.collection}/vectors"
+        trace: dict[str, bool] = {}
         try:
-            status, payload = await call(self.http, "PUT", url, body, WRITE_TIMEOUT)
-        except aiohttp.ClientConnectorError as exc:  # never reached the node
-            complete(op, FAIL, self.now(), error=f"connect: {exc.__class__.__name__}")
-            return
+            status, payload = await call(self.http, "PUT", url, body, WRITE_TIMEOUT, trace)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            complete(op, INFO, self.now(), error=exc.__class__.__name__)
+            # Refused before any attempt sent the request: certainly not applied.
+            never_sent = isinstance(exc, aiohttp.ClientConnectorError) and not trace
+            outcome = FAIL if never_sent else INFO
+            complete(op, outcome, self.now(), error=exc.__class__.__name__)
             return
         outcome = classify(status, error_code(payload))
         if outcome == OK and isinstance(payload, dict):
