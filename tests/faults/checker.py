@@ -89,7 +89,7 @@ def max_concurrent_faulty(faults: Iterable[Op], end: float) -> int:
 
 def reference_replica(final: Mapping[str, Replica]) -> tuple[str | None, list[str]]:
     """The replica the others are compared with: the leader, else the most advanced one."""
-    notes = []
+    notes: list[str] = []
     readable = {n: r for n, r in final.items() if r.ids is not None}
     leaders = [n for n, r in readable.items() if r.role == "leader"]
     if len(leaders) == 1:

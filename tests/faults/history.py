@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
-OK = "ok"
-FAIL = "fail"
-INFO = "info"
 Outcome = Literal["invoke", "ok", "fail", "info"]
+OK: Final = "ok"
+FAIL: Final = "fail"
+INFO: Final = "info"
 
 WRITE = "write"
 READ = "read"

@@ -173,14 +173,14 @@ class Nemesis:
             return node.free_disk
         rules: list[network.Rule] = []
         if step.kind == "isolate":
-            for peer in [*(n.ip for n in others), network.OPERATOR_IP, network.CLIENT_IP]:
-                rules += net.cut(target, peer)
+            for address in [*(n.ip for n in others), network.OPERATOR_IP, network.CLIENT_IP]:
+                rules += net.cut(target, address)
         elif step.kind == "operator-leader":
             rules += net.cut(target, network.OPERATOR_IP)
         elif step.kind in ("leader-follower", "one-way"):
             # The link between the target and the leader (or, if the target leads, a follower).
-            peer = leader if leader is not None and leader != target else others[0].index
-            peer_ip = self.cluster.nodes[peer].ip
+            end = leader if leader is not None and leader != target else others[0].index
+            peer_ip = self.cluster.nodes[end].ip
             if step.kind == "leader-follower":
                 rules += net.cut(target, peer_ip)
             elif step.variant == 0:
@@ -188,13 +188,13 @@ class Nemesis:
             else:
                 rules += net.cut(target, peer_ip, send=False, receive=True)  # cannot hear
         elif step.kind == "minority":
-            for peer in others:
-                rules += net.cut(target, peer.ip)
+            for other in others:
+                rules += net.cut(target, other.ip)
             if step.variant == 0:  # the operator is on the majority's side
                 rules += net.cut(target, network.OPERATOR_IP)
             else:  # the operator sees only the minority
-                for peer in others:
-                    rules += net.cut(peer.index, network.OPERATOR_IP)
+                for other in others:
+                    rules += net.cut(other.index, network.OPERATOR_IP)
         else:
             raise ValueError(f"unknown fault kind {step.kind}")
         return lambda: net.restore(rules)

@@ -50,13 +50,14 @@ def _new_pass(kube: FakeKube, members: Members) -> Callable[[], Awaitable[Any]]:
 
     known = {f.name for f in dataclasses.fields(MonitorSettings)}
     monitor = ClusterMonitor(
-        kube,  # type: ignore[arg-type]
+        kube,
         members,
         namespace=NAMESPACE,
         name=NAME,
         settings=MonitorSettings(**{k: v for k, v in PASS_SETTINGS.items() if k in known}),
     )
-    return monitor.tick
+    tick: Callable[[], Awaitable[Any]] = monitor.tick
+    return tick
 
 
 class OperatorDriver:
@@ -104,15 +105,14 @@ class OperatorDriver:
         self.restarts = 0
         self._task: asyncio.Task[None] | None = None
         self._members: Members | None = None
-        self._patch = contextlib.ExitStack()
+        self._original_post_event: Any = None
 
     # --- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        original = kube_api.post_event
-        if not self._patch._exit_callbacks:  # type: ignore[attr-defined]
-            kube_api.post_event = self._record_event  # type: ignore[assignment]
-            self._patch.callback(setattr, kube_api, "post_event", original)
+        if self._original_post_event is None:  # Events go to a list, not to an API server
+            self._original_post_event = kube_api.post_event
+            kube_api.post_event = self._record_event
         self._members = Members(client_factory(token=self.token, timeout=self.member_timeout))
         tick = _new_pass(self.kube, self._members)
         self._task = asyncio.create_task(self._loop(tick))
@@ -136,7 +136,9 @@ class OperatorDriver:
 
     async def close(self) -> None:
         await self.stop()
-        self._patch.close()
+        if self._original_post_event is not None:
+            kube_api.post_event = self._original_post_event
+            self._original_post_event = None
 
     async def _loop(self, tick: Callable[[], Awaitable[Any]]) -> None:
         while True:
@@ -176,9 +178,9 @@ class OperatorDriver:
     def leader_label(self) -> str | None:
         for name, role in self.kube.role_labels().items():
             if role == "leader":
-                return name
+                return str(name)
         return None
 
     @property
     def status(self) -> dict[str, Any]:
-        return self.kube.status
+        return dict(self.kube.status)

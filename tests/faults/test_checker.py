@@ -22,13 +22,15 @@ def fault(kind: str, t0: float, t1: float | None, *members: str) -> Op:
     return Op("nemesis", "fault", t0, t1, "info", kind=kind, members=list(members))
 
 
-def replicas(ids: set[str], *, seq: int = 9, epoch: int = 2, **overrides: Replica) -> dict:
+def replicas(
+    ids: set[str], *, seq: int = 9, epoch: int = 2, changed: dict[str, Replica] | None = None
+) -> dict[str, Replica]:
     final = {
         "db-0": Replica(frozenset(ids), seq, epoch, "follower", len(ids)),
         "db-1": Replica(frozenset(ids), seq, epoch, "leader", len(ids)),
         "db-2": Replica(frozenset(ids), seq, epoch, "follower", len(ids)),
     }
-    final.update(overrides)
+    final.update(changed or {})
     return final
 
 
@@ -76,7 +78,9 @@ def test_leader_acks_may_be_lost() -> None:
 
 def test_a_record_never_attempted_or_refused_is_a_phantom() -> None:
     ops = [w("a", "one", 0, 1), w("x", "one", 0, 1, "fail")]
-    final = replicas({"a"}, **{"db-2": Replica(frozenset({"a", "x", "zz"}), 9, 2, "follower", 3)})
+    final = replicas(
+        {"a"}, changed={"db-2": Replica(frozenset({"a", "x", "zz"}), 9, 2, "follower", 3)}
+    )
     result = check(ops, final)
     assert ("db-2", "x") in result.phantoms and ("db-2", "zz") in result.phantoms
     assert any("db-2 vs db-1" in d for d in result.divergence)
@@ -92,7 +96,7 @@ def test_a_read_seeing_a_record_before_it_was_written_is_a_phantom() -> None:
 def test_replicas_at_different_positions_or_unreadable_are_not_identical() -> None:
     final = replicas(
         {"a"},
-        **{
+        changed={
             "db-0": Replica(frozenset({"a"}), 8, 2, "follower", 1),
             "db-2": Replica(None),
         },
@@ -104,7 +108,7 @@ def test_replicas_at_different_positions_or_unreadable_are_not_identical() -> No
 
 
 def test_two_leaders_after_healing_is_reported() -> None:
-    final = replicas({"a"}, **{"db-0": Replica(frozenset({"a"}), 9, 2, "leader", 1)})
+    final = replicas({"a"}, changed={"db-0": Replica(frozenset({"a"}), 9, 2, "leader", 1)})
     result = check([w("a", "one", 0, 1)], final)
     assert any("2 readable leaders" in d for d in result.divergence)
 

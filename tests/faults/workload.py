@@ -175,7 +175,7 @@ class Workload:
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             # Refused before any attempt sent the request: certainly not applied.
             never_sent = isinstance(exc, aiohttp.ClientConnectorError) and not trace
-            outcome = FAIL if never_sent else INFO
+            outcome: Outcome = FAIL if never_sent else INFO
             complete(op, outcome, self.now(), error=exc.__class__.__name__)
             return
         outcome = classify(status, error_code(payload))
@@ -230,5 +230,5 @@ class Workload:
             ids = [hit["id"] for row in payload.get("results", []) for hit in row]
             complete(op, OK, self.now(), ids=ids)
         else:
-            outcome = FAIL if 400 <= status < 500 else INFO
-            complete(op, outcome, self.now(), error=f"{status} {error_code(payload)}")
+            refused: Outcome = FAIL if 400 <= status < 500 else INFO
+            complete(op, refused, self.now(), error=f"{status} {error_code(payload)}")
