@@ -305,7 +305,9 @@ class Executor:
             to, member.pod_uid if member else None, member.restarts if member else None
         )
         patch: dict[str, Any] = {"failover": None, "leaderPod": baseline.to_status()}
-        if record.kind != "bootstrap" and to != record.from_:
+        # A leader that took over again (a planned change that found it most advanced) is
+        # no failover to report; a forced promotion always is, with what it may have lost.
+        if record.kind == "forced" or (record.kind != "bootstrap" and to != record.from_):
             patch["lastFailover"] = {
                 "time": now_iso(),
                 "from": record.from_,
