@@ -505,3 +505,30 @@ async def test_an_operator_restarted_mid_failover_finishes_it_at_the_same_epoch(
     assert (node["role"], node["epoch"]) == ("leader", 2)
     assert (await live.clients[1].get_collection("c"))["count"] == acked
     assert (await live.clients[2].status())["epoch"] == 2
+
+
+async def test_a_forced_promotion_takes_the_named_member_whatever_the_majority(
+    live: LiveCluster,
+) -> None:
+    await live.until(live.leads("db-0", 1), "bootstrap")
+    await live.clients[0].create_collection("c", DIM, ack="quorum")
+    await live.clients[0].upsert("c", vectors(0, 10), ack="quorum")
+    live.nodes[0].kill()
+    live.nodes[2].kill()  # the majority is gone for good: only a human may decide
+    await live.passes(3.0)
+    assert live.kube.status["phase"] == "FailingOver"
+    assert (await live.clients[1].status())["role"] == "standby"
+
+    live.kube.cluster["metadata"]["annotations"] = {c.ANNOTATION_FORCE_PROMOTE: "db-1"}
+    await live.until(live.leads("db-1", 3, healthy=False), "the forced promotion", within=30)
+    status = live.kube.status
+    last = status["lastFailover"]
+    assert (last["to"], last["forced"], last["fenced"]) == ("db-1", True, ["db-1"])
+    assert c.ANNOTATION_FORCE_PROMOTE not in live.kube.cluster["metadata"]["annotations"]
+    assert any(
+        "acknowledged writes may be lost" in m for r, m in live.events if r == "ForcedPromotion"
+    )
+    # Alone, it takes writes the operator's lease renewals keep it allowed to acknowledge.
+    await live.passes(0.5)
+    assert (await live.clients[1].upsert("c", vectors(10, 2), ack="leader"))["count"] == 2
+    assert (await live.clients[1].get_collection("c"))["count"] == 12
