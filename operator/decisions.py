@@ -14,8 +14,9 @@ updated by what the step learnt), so one pass walks a leadership change as far a
   highest (`last_epoch`, `last_seq`), then `applied_seq`, then the lowest ordinal
   (CloudNativePG sorts its candidates the same way). A smaller set never promotes.
 - **Promote, repoint, finish** (`Promote`, `Repoint`, `Finish`), each resumable from the
-  record's phase; a candidate that refuses the epoch, or fails for the detection time,
-  restarts the change at a fresh epoch.
+  record's phase; a candidate that fails for the detection time restarts the change at a
+  fresh epoch; one that refuses the epoch it was fenced at is promoted at the next one
+  (`Reepoch`, for a node that takes promotes only at epochs it has not seen).
 
 Planned switchovers (annotation, scale-down below the leader, the leader's turn in a rolling
 upgrade) take the same path once the target has caught up; a forced promotion (annotation,

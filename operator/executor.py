@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -75,9 +76,19 @@ class Executor:
         self.kube = kube
         self.members = members
         self.ref = ref
+        self._logged: dict[tuple[str, str], float] = {}
 
     def event(self, state: PassState, reason: str, message: str, *, warning: bool = False) -> None:
-        log.log(logging.WARNING if warning else logging.INFO, "%s: %s", reason, message)
+        """An Event (deduplicated by `kube`) and a log line; a condition that persists, such
+        as a blocked failover, is logged again only after `kube.EVENT_DEDUP_SECONDS`."""
+        now = time.monotonic()
+        if now - self._logged.get((reason, message), -kube_api.EVENT_DEDUP_SECONDS) >= (
+            kube_api.EVENT_DEDUP_SECONDS
+        ):
+            window = kube_api.EVENT_DEDUP_SECONDS
+            self._logged = {k: t for k, t in self._logged.items() if now - t < window}
+            self._logged[(reason, message)] = now
+            log.log(logging.WARNING if warning else logging.INFO, "%s: %s", reason, message)
         kube_api.post_event(state.body, reason=reason, message=message, warning=warning)
 
     async def run(self, step: Step, state: PassState) -> bool:
