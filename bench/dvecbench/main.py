@@ -333,7 +333,9 @@ class NodeRun:
             standalone=False,
         )
         self.procs.start("follower", argv, cpus=cfg.follower_cpus, env=self.env)
-        self.procs.wait_ready("follower", furl + "/readyz", timeout=120)
+        # A member booted in standby is not ready until it has reconciled with a leader
+        # (it may hold records no leader acknowledged): wait for it to serve, then follow.
+        self.procs.wait_ready("follower", furl + "/healthz", timeout=120)
         leader, follower = Client(self.url), Client(furl)
         try:
             status = nodeapi.status(leader)
