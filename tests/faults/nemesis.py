@@ -1,6 +1,7 @@
 """The nemesis: a seeded schedule of faults (pure) and the executor that applies it.
 
-``plan(seed, ...)`` draws the faults of one trial: SIGKILL (then a restart), SIGSTOP/SIGCONT,
+``plan(seed, ...)`` draws the faults of one trial: SIGKILL (then a restart, half of them back
+within the detection time), SIGSTOP/SIGCONT,
 a full disk, and partitions that cut chosen links only: operator<->leader, leader<->one
 follower, one way only, a member isolated from everyone, or a majority/minority split with the
 operator on either side. A fault aimed at the leader may carry an operator restart placed
@@ -85,11 +86,16 @@ def _draw(rng: random.Random, at: float, duration: float, detection: float) -> S
     if kind == "operator-leader":
         target = "leader"
     length = rng.uniform(detection + 0.3, detection + 2.0)
+    variant = rng.randrange(2)
+    if kind == "kill" and variant == 1:
+        # Back within detection: only the pod's restart count tells the operator (a certain
+        # death signal, no waiting), and the restarted leader is a standby that must not lead.
+        length = rng.uniform(0.1, 0.5)
     length = min(length, max(0.5, duration - at - 0.2))
     restart = None
     if target == "leader" and rng.random() < 0.35:
         restart = detection + rng.uniform(0.0, 0.8)
-    return Step(at, kind, target, length, restart, rng.randrange(2))
+    return Step(at, kind, target, length, restart, variant)
 
 
 class Nemesis:
