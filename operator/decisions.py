@@ -174,6 +174,7 @@ FINAL = (Hold, Blocked, Steady)
 class Policy:
     failover_enabled: bool = True
     detection_seconds: float = 10.0
+    lease_seconds: float = 5.0
     # A planned switchover starts once the target is this close (in log records); it is
     # fenced with the rest, so anything it lacks then makes a more advanced member win.
     switchover_slack: int = 0
@@ -459,7 +460,7 @@ def _resume(
             )
         return _restart(cluster, record, f"{record.candidate} refused epoch {record.epoch}", now)
     if record.phase == "fencing":
-        return _fencing(cluster, record)
+        return _fencing(cluster, record, policy)
     if record.phase == "promoting":
         candidate = cluster.member(record.candidate)
         if candidate is not None and candidate.leads_at(record.epoch):
@@ -484,7 +485,40 @@ def _resume(
     return Repoint(record, targets) if targets else Finish(record)
 
 
-def _fencing(cluster: ClusterObservation, record: FailoverRecord) -> Step:
+# Clocks run at slightly different rates: the wait for a lease to lapse is this much longer.
+LEASE_MARGIN = 0.05
+
+
+def lease_left(cluster: ClusterObservation, record: FailoverRecord, lease_seconds: float) -> float:
+    """Seconds the old leader may still hold its lease, once a quorum of others is fenced.
+
+    A leader that was not fenced (unreachable) and is not known dead may go on serving
+    `strong` reads while its lease lasts, and it lasts at most `lease_seconds` past the most
+    recent ack a fenced member sent it (a fenced member acks no more, and the leader needs
+    a majority's acks). Promoting before then could let a strong read miss a write the new
+    leader acknowledged (Raft's leader-lease rule). A member that does not say when it last
+    acked counts as having just acked. A leader cut off from everyone has not been acked for
+    the detection time, longer than its lease: no wait.
+    """
+    old = record.from_
+    if old is None or record.kind == "forced":
+        return 0.0
+    leader = cluster.member(old)
+    if leader is not None and (
+        leader.fenced_at(record.epoch) or pod_death(leader, cluster.leader_pod) is not None
+    ):
+        return 0.0
+    ages = [
+        0.0 if m.last_ack_seconds is None else m.last_ack_seconds
+        for m in cluster.members
+        if m.name != old and m.fenced_at(record.epoch)
+    ]
+    if not ages:
+        return 0.0
+    return lease_seconds * (1 + LEASE_MARGIN) - min(ages)
+
+
+def _fencing(cluster: ClusterObservation, record: FailoverRecord, policy: Policy) -> Step:
     """Fence what is reachable and not yet fenced; then choose, or say who is missing."""
     targets = [
         m.name for m in cluster.members if m.reachable and m.url and not m.fenced_at(record.epoch)
@@ -515,6 +549,13 @@ def _fencing(cluster: ClusterObservation, record: FailoverRecord) -> Step:
     candidate = choose_candidate(cluster, record)
     if candidate is None:
         return Blocked(record, quorum.missing, "no fenced member can take over")
+    left = lease_left(cluster, record, policy.lease_seconds)
+    if left > 0:
+        return Hold(
+            f"fenced {', '.join(quorum.fenced)}; promoting {candidate.name} once the lease of "
+            f"{record.from_} (not fenced) has lapsed, in {left:.1f}s (it may serve strong reads "
+            "until then)"
+        )
     others = [m.name for m in rank(m for m in cluster.members if m.name in fenced_all)]
     return Choose(
         record.at("promoting", candidate=candidate.name, to_seq=candidate.last_seq),

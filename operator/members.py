@@ -191,7 +191,14 @@ def parse_status(pod: PodView, data: Mapping[str, Any]) -> MemberObservation:
         leader_url=str(leader) if leader else None,
         followers=followers,
         lease_token=token if isinstance(token, int) and not isinstance(token, bool) else None,
+        last_ack_seconds=_seconds(data.get("last_ack_seconds")),
     )
+
+
+def _seconds(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return max(0.0, float(value))
 
 
 def unreachable(pod: PodView, error: str) -> MemberObservation:

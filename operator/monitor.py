@@ -218,6 +218,7 @@ class ClusterMonitor:
         policy = Policy(
             failover_enabled=spec.failover.enabled,
             detection_seconds=spec.failover.detection_seconds,
+            lease_seconds=spec.failover.lease,
             switchover_slack=self.settings.switchover_slack,
         )
         for _ in range(self.settings.max_steps):

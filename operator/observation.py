@@ -56,6 +56,9 @@ class MemberObservation:
     leader_url: str | None = None
     followers: tuple[FollowerPosition, ...] = ()
     lease_token: int | None = None  # `lease.token` of the answer: a confirmation renews from it
+    # Seconds since this member last acked a leader (None: never, or not said): that leader's
+    # lease may hold up to `leaseSeconds` past the ack.
+    last_ack_seconds: float | None = None
     error: str | None = None
 
     @property

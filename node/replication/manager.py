@@ -106,8 +106,9 @@ class ReplicationManager:
         # When this member last heard from a leader its log agreed with (see read_block);
         # None while its log may hold records no leader acknowledged.
         self._agreed_heard: float | None = None
-        # When this member last acked a leader with a lease token (followers since stopped).
-        self._last_token_ack = 0.0
+        # When this member last acked a leader with a lease token (followers since stopped);
+        # before its first ack, the process start (any earlier ack was before it).
+        self._last_token_ack = time.monotonic()
         self._lock = asyncio.Lock()
         self._session: aiohttp.ClientSession | None = None
 
@@ -284,8 +285,9 @@ class ReplicationManager:
             "token": lease.token_now(),
         }
 
-    def last_ack_seconds(self) -> float | None:
-        """Seconds since this member last acked a leader, echoing a lease token.
+    def last_ack_seconds(self) -> float:
+        """Seconds since this member last acked a leader, echoing a lease token; at most
+        the time since this process started (an ack before that is older still).
 
         That leader's lease may hold up to ``lease_seconds`` past it. So once a majority is
         fenced, a leader that was not (unreachable, not known dead) may still serve strong
@@ -295,7 +297,7 @@ class ReplicationManager:
         last = self._last_token_ack
         if self.follower is not None:
             last = max(last, self.follower.last_token_ack)
-        return None if last == 0.0 else time.monotonic() - last
+        return time.monotonic() - last
 
     def observe_epoch(self, epoch: int, source: str) -> None:
         """A peer carries ``epoch``: a higher one ends this node's leadership at once."""

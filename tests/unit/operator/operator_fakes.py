@@ -181,6 +181,9 @@ class FakeNode:
         self.promote_at_fenced_epoch = False
         self.lease_token = 0  # `lease.token`: bumped on every status answer
         self.lease_tokens: list[int | None] = []  # the tokens confirmations carried
+        # `last_ack_seconds` a non-leader reports: long ago by default (the fake's followers
+        # do not stream), so a failover need not wait out the old leader's lease.
+        self.ack_age: float | None = 60.0
 
     def _check(self) -> None:
         if not self.reachable:
@@ -199,6 +202,7 @@ class FakeNode:
             "durable_seq": self.last_seq,
             "leader": self.leader,
             "followers": [],
+            **({} if self.role == "leader" else {"last_ack_seconds": self.ack_age}),
         }
 
     async def status(self) -> dict[str, Any]:

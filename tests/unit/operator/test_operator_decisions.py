@@ -58,6 +58,7 @@ def m(
     uid: str | None = None,
     restarts: int | None = None,
     running: bool | None = None,
+    ack_age: float | None = 60.0,
 ) -> MemberObservation:
     return MemberObservation(
         name=f"db-{ordinal}",
@@ -75,6 +76,7 @@ def m(
         pod_uid=uid,
         restarts=restarts,
         pod_running=running,
+        last_ack_seconds=ack_age,
         error=None if up else "connection refused",
     )
 
@@ -225,6 +227,40 @@ def test_a_fenced_majority_chooses_the_most_advanced_member() -> None:
         9,
     )
     assert step.record.fenced == ("db-1", "db-2")
+
+
+def test_an_unfenced_old_leader_keeps_the_promote_waiting_until_its_lease_lapsed() -> None:
+    # The operator cannot reach db-0, the followers could until they were fenced: db-0 may
+    # serve strong reads until lease_seconds past the latest of their acks.
+    policy = Policy(detection_seconds=10, lease_seconds=5)
+    members = [m(0, up=False), fenced(1, last=5, ack_age=1.0), fenced(2, last=9, ack_age=3.0)]
+    step = decide(obs(members, epoch=2, failover=record()), policy=policy)
+    assert isinstance(step, Hold) and "lease of db-0" in step.reason
+    assert "in 4.2s" in step.reason  # 5 s (+5% for clock rates) past the ack 1 s ago
+    later = [m(0, up=False), fenced(1, last=5, ack_age=5.3), fenced(2, last=9, ack_age=7.3)]
+    step = decide(obs(later, epoch=2, failover=record()), policy=policy)
+    assert isinstance(step, Choose) and step.record.candidate == "db-2"
+
+
+def test_a_member_that_does_not_say_when_it_acked_counts_as_just_acked() -> None:
+    policy = Policy(detection_seconds=10, lease_seconds=5)
+    members = [m(0, up=False), fenced(1, ack_age=None), fenced(2, ack_age=30.0)]
+    step = decide(obs(members, epoch=2, failover=record()), policy=policy)
+    assert isinstance(step, Hold) and "in 5.2s" in step.reason
+
+
+def test_no_lease_wait_when_the_old_leader_is_fenced_or_known_dead() -> None:
+    policy = Policy(detection_seconds=10, lease_seconds=5)
+    members = [fenced(0, ack_age=None), fenced(1, ack_age=0.1), m(2, up=False)]
+    step = decide(obs(members, epoch=2, failover=record()), policy=policy)
+    assert isinstance(step, Choose)
+    dead = [m(0, up=False, running=False), fenced(1, ack_age=0.1), fenced(2, ack_age=0.1)]
+    step = decide(obs(dead, epoch=2, failover=record()), policy=policy)
+    assert isinstance(step, Choose)
+    restarted = [m(0, up=False, uid="u2"), fenced(1, ack_age=0.1), fenced(2, ack_age=0.1)]
+    baseline = LeaderPod(name="db-0", uid="u1", restarts=0)
+    step = decide(obs(restarted, epoch=2, failover=record(), leader_pod=baseline), policy=policy)
+    assert isinstance(step, Choose)
 
 
 def test_a_two_member_group_fails_over_when_every_member_but_the_leader_is_fenced() -> None:

@@ -166,6 +166,33 @@ async def test_a_member_restarted_in_standby_is_told_its_role_again(
     assert h.kube.status["phase"] == "Healthy"
 
 
+async def test_failover_waits_out_the_unfenced_leaders_lease_before_promoting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Cut from the operator only, db-0 was acked by its followers until they were fenced:
+    it may serve strong reads for a lease past those acks, so nobody is promoted before."""
+    h = Harness(monkeypatch)
+    await h.bootstrapped()
+    h.at(1, 10)
+    h.at(2, 12)
+    h.node(0).reachable = False
+    await h.monitor.tick()
+    for i in (1, 2):
+        h.node(i).ack_age = 0.5
+    h.offset += 11
+    await h.monitor.tick()
+    assert h.calls("fence") == [("db-1", 2), ("db-2", 2)]
+    assert h.calls("promote") == []
+    status = h.kube.status
+    assert status["failover"]["phase"] == "fencing" and status["leader"] == "db-0"
+    assert "lease of db-0" in status["message"]
+    for i in (1, 2):
+        h.node(i).ack_age = 6.0  # the default lease is detectionSeconds / 2 = 5 s
+    await h.monitor.tick()
+    assert [call[0] for call in h.calls("promote")] == ["db-2"]
+    assert (h.kube.status["leader"], h.kube.status["epoch"]) == ("db-2", 2)
+
+
 async def test_failover_fences_every_member_before_promoting_the_most_advanced(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
