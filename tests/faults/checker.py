@@ -38,6 +38,8 @@ class Result:
     reads: int = 0
     acked: Counter[str] = field(default_factory=Counter)
     faults: Counter[str] = field(default_factory=Counter)
+    reads_ok: Counter[str] = field(default_factory=Counter)  # by consistency level
+    reads_tried: Counter[str] = field(default_factory=Counter)
     max_faulty: int = 0
     lost: list[tuple[str, str]] = field(default_factory=list)  # (id, ack): violations
     lost_allowed: list[tuple[str, str]] = field(default_factory=list)
@@ -107,7 +109,11 @@ def check(ops: list[Op], final: Mapping[str, Replica]) -> Result:
     faults = [op for op in ops if op.f == FAULT]
     end = max([op.complete or op.invoke for op in ops] or [0.0])
     result.writes = len(writes)
-    result.reads = sum(op.f == READ for op in ops)
+    for op in ops:
+        if op.f == READ:
+            result.reads += 1
+            result.reads_tried[op.consistency or "?"] += 1
+            result.reads_ok[op.consistency or "?"] += op.type == OK
     result.faults.update(op.kind or "?" for op in faults)
     result.max_faulty = max_concurrent_faulty(faults, end)
 

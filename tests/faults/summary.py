@@ -13,6 +13,9 @@ def table(trials: Sequence[TrialResult], seconds: float) -> str:
     acked: Counter[str] = Counter()
     lost: Counter[str] = Counter()
     allowed: Counter[str] = Counter()
+    reads_ok: Counter[str] = Counter()
+    reads_tried: Counter[str] = Counter()
+    writes = 0
     ops = phantoms = strong = min_seq = diverged = kept = tokens = 0
     for trial in trials:
         r = trial.result
@@ -21,6 +24,9 @@ def table(trials: Sequence[TrialResult], seconds: float) -> str:
         lost.update(ack for _, ack in r.lost)
         allowed.update(ack for _, ack in r.lost_allowed)
         ops += r.ops
+        writes += r.writes
+        reads_ok.update(r.reads_ok)
+        reads_tried.update(r.reads_tried)
         phantoms += len(r.phantoms)
         strong += len(r.stale_strong)
         min_seq += len(r.stale_min_seq)
@@ -35,7 +41,15 @@ def table(trials: Sequence[TrialResult], seconds: float) -> str:
         ("faults", ", ".join(f"{k} {v}" for k, v in sorted(faults.items())) or "none"),
         ("failovers (epoch bumps)", str(sum(t.failovers for t in trials))),
         ("operations", str(ops)),
+        ("writes", str(writes)),
         ("acknowledged writes", _levels(acked)),
+        (
+            "reads answered",
+            ", ".join(
+                f"{level} {reads_ok[level]}/{reads_tried[level]}"
+                for level in ("eventual", "strong", "min_seq")
+            ),
+        ),
         ("lost (violations)", _levels(lost)),
         ("lost (allowed)", _levels(allowed)),
         ("unsure writes kept", str(kept)),
