@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from collections.abc import Iterator
 import pytest
 
 from . import network, summary
-from .cluster import Cluster
+from .cluster import PORT, Cluster
 from .conftest import SUMMARY
 from .trial import Runner, TrialResult
 
@@ -38,6 +39,61 @@ def cluster() -> Iterator[Cluster]:
         yield cluster
     finally:
         cluster.close()
+
+
+def _reaches(source_ns: int | None, ip: str, *, bind: str | None = None) -> bool:
+    """Whether a TCP connection to ``ip``'s node opens within half a second, from the host
+    (from ``bind``'s address) or from inside node ``source_ns``'s namespace."""
+    code = (
+        "import socket,sys\n"
+        "s=socket.socket()\n"
+        "s.settimeout(0.5)\n"
+        + (f"s.bind(({bind!r},0))\n" if bind else "")
+        + f"sys.exit(s.connect_ex(({ip!r},{PORT})))"
+    )
+    prefix = network.exec_prefix(source_ns) if source_ns is not None else []
+    return subprocess.run([*prefix, sys.executable, "-c", code]).returncode == 0
+
+
+def test_partitions_cut_only_the_chosen_links(cluster: Cluster) -> None:
+    cluster.reset()
+    for node in cluster.nodes:
+        node.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not all(_reaches(None, n.ip) for n in cluster.nodes):
+            assert time.monotonic() < deadline, "nodes did not start"
+            time.sleep(0.1)
+        net, (a, b, c) = cluster.net, cluster.nodes
+        # operator <-> a only: clients and the other members still reach a.
+        rules = net.cut(a.index, network.OPERATOR_IP)
+        assert not _reaches(None, a.ip)
+        assert _reaches(None, a.ip, bind=network.CLIENT_IP)
+        assert _reaches(None, b.ip) and _reaches(b.index, a.ip)
+        net.restore(rules)
+        assert _reaches(None, a.ip)
+        # a <-> b only.
+        rules = net.cut(a.index, b.ip)
+        assert not _reaches(b.index, a.ip) and not _reaches(a.index, b.ip)
+        assert _reaches(c.index, a.ip) and _reaches(a.index, c.ip)
+        net.restore(rules)
+        # One way: a hears nothing from b; b's connection attempts die, a's to c are fine.
+        rules = net.cut(a.index, b.ip, send=False, receive=True)
+        assert not _reaches(b.index, a.ip) and _reaches(c.index, a.ip)
+        # Two faults holding one rule: the link returns when both have ended.
+        again = net.cut(a.index, b.ip, send=False, receive=True)
+        net.restore(rules)
+        assert not _reaches(b.index, a.ip)
+        net.restore(again)
+        assert _reaches(b.index, a.ip) and _reaches(a.index, b.ip)
+        # A full disk takes every byte; freeing it gives them back.
+        a.fill_disk()
+        assert os.statvfs(a.mount).f_bavail == 0
+        a.free_disk()
+        assert os.statvfs(a.mount).f_bavail > 0
+    finally:
+        cluster.stop_all()
+        cluster.net.heal()
 
 
 def _say(text: str) -> None:
