@@ -41,6 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--standalone", action="store_true", help="no peering: only for a single replica"
     )
     parser.add_argument(
+        "--no-create-peering",
+        dest="create_peering",
+        action="store_false",
+        default=env("DVECDB_OPERATOR_CREATE_PEERING", "true").lower() not in ("0", "false"),
+        help="do not create the peering object at start-up (the Helm chart ships it; both "
+        "creating it made `helm install` fail with 'already exists' when the pod won the race)",
+    )
+    parser.add_argument(
         "--priority",
         type=int,
         default=int(env("DVECDB_OPERATOR_PRIORITY", "0")) or random.randint(1, 1_000_000),
@@ -72,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         node_timeout=args.node_timeout,
         catchup_timeout=args.catchup_timeout,
         watch_server_timeout=args.watch_timeout,
-        peering_name=None if args.standalone else args.peering,
+        peering_name=None if args.standalone or not args.create_peering else args.peering,
         namespaces=tuple(namespaces),
     )
     kopf.run(

@@ -36,7 +36,9 @@ class RuntimeConfig:
     reconcile_every: float = 30.0
     watch_server_timeout: int = 300
     catchup_timeout: float = 30.0
-    peering_name: str | None = None  # None: standalone, no peering object needed
+    # The peering object to create at start-up; None: standalone, or someone else (the
+    # Helm chart) creates it.
+    peering_name: str | None = None
     namespaces: tuple[str, ...] = ()  # empty: cluster-wide
 
 

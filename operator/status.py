@@ -50,6 +50,18 @@ def serving_leader(cluster: ClusterObservation) -> MemberObservation | None:
     return cluster.member(cluster.leader)
 
 
+def kept_leader(cluster: ClusterObservation) -> MemberObservation | None:
+    """The recorded leader when it only fails to answer (no certain death, no change under
+    way): its label is left as it is (see `desired_role_labels`)."""
+    if cluster.leader is None or cluster.failover is not None:
+        return None
+    failure = leader_failure(cluster)
+    member = cluster.member(cluster.leader)
+    if failure is None or failure.certain or member is None or member.reachable:
+        return None
+    return member
+
+
 def member_entry(
     member: MemberObservation,
     leader: MemberObservation | None,
@@ -213,15 +225,22 @@ def desired_role_labels(cluster: ClusterObservation) -> dict[str, str | None]:
     """The `dvecdb.io/role` label each pod should carry (None removes it): the one place
     labels are decided, applied at the end of every pass.
 
-    Only the serving recorded leader is labelled `leader`, so the read-write Service never
-    routes to a member that cannot take writes. Unreachable members keep their label unless
-    it is `leader` (their readiness already takes them out of the Services).
+    Only the recorded leader is labelled `leader`, and only while it serves at the recorded
+    epoch or merely does not answer the operator: a leader cut off from the operator alone
+    still takes writes from its followers' acks until a failover fences them, so unlabelling
+    it at the first missed answer would cost writers the whole detection window (its pod's
+    readiness takes a dead or hung leader out of the Service anyway). The label goes once
+    its pod is known dead, it answers in another role or epoch, or a change replaces it.
+    Unreachable members keep their label unless it is `leader`.
     """
     leader = serving_leader(cluster)
+    keep = kept_leader(cluster)
     labels: dict[str, str | None] = {}
     for m in cluster.members:
         if leader is not None and m.name == leader.name:
             want: str | None = c.ROLE_LEADER
+        elif keep is not None and m.name == keep.name:
+            continue  # unanswered: its label stays as it is
         elif m.reachable and m.role in (c.ROLE_FOLLOWER, c.ROLE_STANDBY):
             want = m.role
         elif m.reachable or m.role_label == c.ROLE_LEADER:

@@ -100,6 +100,8 @@ def test_default_render_validates() -> None:
             kubernetes_validate.validate(doc, "1.31", strict=True)
     args = kinds["Deployment"][0]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--all-namespaces" in args and "--peering=dvecdb-operator" in args
+    # The chart creates the peering: the operator must not race it (helm: "already exists").
+    assert "--no-create-peering" in args
 
 
 @pytest_plan

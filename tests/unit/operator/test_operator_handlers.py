@@ -116,6 +116,10 @@ def test_cli_runs_kopf_with_scope_peering_and_liveness(monkeypatch: pytest.Monke
     assert seen["clusterwide"] is True and seen["namespaces"] == []
     assert seen["standalone"] is True and seen["liveness_endpoint"] is None
     assert seen["memo"].config.peering_name is None
+    # The chart ships the peering: kopf still uses it, the operator does not create it.
+    cli.main(["-n", "a", "--no-create-peering"])
+    assert seen["peering_name"] == "dvecdb-operator" and seen["standalone"] is False
+    assert seen["memo"].config.peering_name is None
 
 
 def test_cli_default_priorities_differ_between_processes() -> None:

@@ -148,11 +148,24 @@ def test_role_labels_follow_the_healthy_leader_only() -> None:
     assert desired_role_labels(cluster) == {"db-0": "leader", "db-2": "standby"}
 
 
-def test_role_label_removed_from_a_failed_leader() -> None:
+def test_role_label_kept_on_a_leader_that_only_does_not_answer_the_operator() -> None:
+    # Cut from the operator alone it still takes writes until a failover fences its
+    # followers; its pod's readiness takes a dead or hung one out of the Service.
     cluster = obs(
         m(0, up=False, label="leader"), m(1, label="follower"), m(2, up=False, label="follower")
     )
-    assert desired_role_labels(cluster) == {"db-0": None}
+    assert desired_role_labels(cluster) == {}
+
+
+def test_role_label_removed_from_a_failed_leader() -> None:
+    members = (m(1, label="follower"), m(2, up=False, label="follower"))
+    dead = replace(m(0, up=False, label="leader"), pod_running=False)
+    assert desired_role_labels(obs(dead, *members)) == {"db-0": None}
+    replaced = obs(m(0, up=False, label="leader"), *members)
+    record = FailoverRecord(epoch=3, kind="failover", phase="fencing", from_="db-0", reason="x")
+    assert desired_role_labels(replace(replaced, failover=record)) == {"db-0": None}
+    deposed = obs(m(0, "standby", label="leader"), *members)
+    assert desired_role_labels(deposed) == {"db-0": "standby"}
 
 
 def test_role_label_of_a_stale_leader_is_not_leader() -> None:
