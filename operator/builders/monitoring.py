@@ -28,6 +28,8 @@ METRIC_FSYNC_SECONDS = "dvecdb_wal_fsync_duration_seconds"
 METRIC_CHECKPOINT_SECONDS = "dvecdb_checkpoint_duration_seconds"
 METRIC_CHECKPOINT_PAUSE = "dvecdb_checkpoint_write_pause_seconds"
 METRIC_FASTLANE_BATCH = "dvecdb_fastlane_batch_searches"
+METRIC_LEASE_VALID = "dvecdb_leader_lease_valid"
+METRIC_READY = "dvecdb_ready"
 # Seconds a checkpoint may hold writes back (p99) before the alert fires.
 CHECKPOINT_PAUSE_THRESHOLD = 1.0
 
@@ -104,6 +106,37 @@ def alert_rules(matcher: str) -> list[dict[str, Any]]:
                 "description": (
                     "{{ $labels.pod }} is {{ $value | humanizeDuration }} behind its leader; "
                     "a failover now would promote a stale member or wait for it."
+                ),
+            },
+        },
+        {
+            "alert": "DVecDBLeaderLeaseLost",
+            "expr": f'{METRIC_LEASE_VALID}{{{matcher},{ROLE_LABEL}="leader"}} == 0',
+            "for": "1m",
+            "labels": {"severity": "critical"},
+            "annotations": {
+                "summary": "d-vecDB leader {{ $labels.pod }} has lost its lease",
+                "description": (
+                    "{{ $labels.pod }} is labelled leader but has heard from neither a majority "
+                    "of members nor the operator within its lease: it acknowledges no write "
+                    "and serves no strong read. Check the network between the members and "
+                    "the operator's failover (status.failover, events)."
+                ),
+            },
+        },
+        {
+            "alert": "DVecDBMemberNotRecovered",
+            "expr": f"({METRIC_READY}{{{matcher}}} == 0) and on (namespace, pod) "
+            f"(up{{{matcher}}} == 1)",
+            "for": "10m",
+            "labels": {"severity": "critical"},
+            "annotations": {
+                "summary": "d-vecDB member {{ $labels.pod }} has not recovered its store",
+                "description": (
+                    "{{ $labels.pod }} serves but its store is not ready after 10 minutes: a "
+                    "refused recovery (a corrupt WAL record) or a failed fsync. "
+                    "GET /v1/status names the file and offset; it can neither lead nor follow "
+                    "until fixed."
                 ),
             },
         },

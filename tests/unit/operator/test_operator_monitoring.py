@@ -48,6 +48,8 @@ def test_prometheus_rule_targets_only_its_cluster() -> None:
         "DVecDBReplicationLagHigh",
         "DVecDBFsyncLatencyHigh",
         "DVecDBCheckpointPausesWrites",
+        "DVecDBLeaderLeaseLost",
+        "DVecDBMemberNotRecovered",
     }
     for alert in alerts.values():
         assert 'namespace="prod",dvecdb_io_cluster="demo"' in alert["expr"]
@@ -254,6 +256,65 @@ def test_promtool_alerts_fire_on_no_leader_member_down_and_lag(tmp_path: Path) -
                                 "follower's apply) for 1.99s at p99: collections above "
                                 "DVECDB_CHECKPOINT_COPY_BYTES are written under the lock, "
                                 "or the copy is slow.",
+                            },
+                        }
+                    ],
+                },
+            ],
+        }
+    )
+    lease = {"__name__": monitoring.METRIC_LEASE_VALID, **base}
+    ready = {"__name__": monitoring.METRIC_READY, **base}
+    tests["tests"].append(
+        {
+            "interval": "1m",
+            # demo-0 is labelled leader and its lease lapsed; demo-1 (a follower) always reads
+            # 0; demo-2 is up but its store refused to recover.
+            "input_series": [
+                _series({**lease, "pod": "demo-0", "dvecdb_io_role": "leader"}, "1 1 0x10"),
+                _series({**lease, "pod": "demo-1", "dvecdb_io_role": "follower"}, "0x12"),
+                _series({**ready, "pod": "demo-1"}, "1x20"),
+                _series({**ready, "pod": "demo-2"}, "0x20"),
+                up("demo-1", "follower", "1x20"),
+                up("demo-2", "follower", "1x20"),
+            ],
+            "alert_rule_test": [
+                {"eval_time": "2m", "alertname": "DVecDBLeaderLeaseLost", "exp_alerts": []},
+                {
+                    "eval_time": "4m",
+                    "alertname": "DVecDBLeaderLeaseLost",
+                    "exp_alerts": [
+                        {
+                            "exp_labels": {
+                                "severity": "critical",
+                                **base,
+                                "pod": "demo-0",
+                                "dvecdb_io_role": "leader",
+                            },
+                            "exp_annotations": {
+                                "summary": "d-vecDB leader demo-0 has lost its lease",
+                                "description": "demo-0 is labelled leader but has heard from "
+                                "neither a majority of members nor the operator within its "
+                                "lease: it acknowledges no write and serves no strong read. "
+                                "Check the network between the members and the operator's "
+                                "failover (status.failover, events).",
+                            },
+                        }
+                    ],
+                },
+                {"eval_time": "5m", "alertname": "DVecDBMemberNotRecovered", "exp_alerts": []},
+                {
+                    "eval_time": "15m",
+                    "alertname": "DVecDBMemberNotRecovered",
+                    "exp_alerts": [
+                        {
+                            "exp_labels": {"severity": "critical", **base, "pod": "demo-2"},
+                            "exp_annotations": {
+                                "summary": "d-vecDB member demo-2 has not recovered its store",
+                                "description": "demo-2 serves but its store is not ready after "
+                                "10 minutes: a refused recovery (a corrupt WAL record) or a "
+                                "failed fsync. GET /v1/status names the file and offset; it can "
+                                "neither lead nor follow until fixed.",
                             },
                         }
                     ],
