@@ -80,22 +80,33 @@ class Runner:
         )
         self.driver.start()
 
+    async def _prepare(self, collection: str, *, fresh: bool) -> OperatorDriver:
+        """A healthy cluster (fresh if asked) holding an empty ``collection`` on every member."""
+        if fresh:
+            await self._fresh()
+        driver = self.driver
+        assert driver is not None
+        async with session() as http:
+            await _until(lambda: _healthy(http, driver, self._members()), "a healthy cluster", 30)
+            await _create(http, driver, self._members(), collection)
+            await _until(lambda: _healthy(http, driver, self._members()), "the collection", 30)
+        return driver
+
     async def run(self, seed: int, *, force_fresh: bool = False) -> TrialResult:
         started = time.monotonic()
         rng = random.Random(seed)
         mode: Mode = "one" if rng.random() < 0.5 else "quorum"
         fresh = force_fresh or not self.reusable or self.driver is None
         self.reusable = False
-        if fresh:
-            await self._fresh()
-        driver = self.driver
-        assert driver is not None
-        self.trials += 1
         collection = f"c{seed}"
-        async with session() as http:
-            await _until(lambda: _healthy(http, driver, self._members()), "a healthy cluster", 30)
-            await _create(http, driver, self._members(), collection)
-            await _until(lambda: _healthy(http, driver, self._members()), "the collection", 30)
+        try:
+            driver = await self._prepare(collection, fresh=fresh)
+        except TimeoutError:
+            if fresh:
+                raise
+            fresh = True  # a reused cluster that did not come back: start from nothing
+            driver = await self._prepare(collection, fresh=True)
+        self.trials += 1
 
         history = History()
         epoch_before = int(driver.status.get("epoch") or 0)
