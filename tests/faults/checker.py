@@ -14,6 +14,8 @@ The promises (DESIGN.md, "What an acknowledgement promises") give the fault budg
   not refused, and was attempted before the read that saw it ended.
 - Replicas identical once healed: same records, same position, every member readable.
 - One epoch, one leader: no two acknowledged writes carry the same (epoch, seq) token.
+- ``ack`` of any level is never given by a member already told of a newer epoch: a write sent
+  after the member answered the operator's promote/follow/fence at E carries no epoch below E.
 - A ``strong`` read contains every write acknowledged before it began that the cluster kept;
   a ``min_seq`` read contains the write whose token it carried.
 """
@@ -24,7 +26,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from .history import FAIL, FAULT, OK, READ, WRITE, Op, Replica
+from .history import ADMIN, FAIL, FAULT, OK, READ, WRITE, Op, Replica
 
 ACK_LEVELS = ("leader", "one", "quorum")
 
@@ -48,6 +50,8 @@ class Result:
     stale_strong: list[int] = field(default_factory=list)  # history indices of the reads
     stale_min_seq: list[int] = field(default_factory=list)
     token_conflicts: list[tuple[int, int]] = field(default_factory=list)  # (epoch, seq) twice
+    # (write id, member, its epoch, the newer epoch the member had been told before it began)
+    acked_after_newer_epoch: list[tuple[str, str, int, int]] = field(default_factory=list)
     indeterminate_kept: int = 0  # writes that completed ``info`` and are there in the end
 
     @property
@@ -59,6 +63,7 @@ class Result:
             or self.stale_strong
             or self.stale_min_seq
             or self.token_conflicts
+            or self.acked_after_newer_epoch
         )
 
     def problems(self) -> list[str]:
@@ -74,6 +79,11 @@ class Result:
             out.append(f"{len(self.stale_min_seq)} min_seq reads without their write")
         if self.token_conflicts:
             out.append(f"write tokens answered twice: {self.token_conflicts[:5]}")
+        if self.acked_after_newer_epoch:
+            out.append(
+                f"{len(self.acked_after_newer_epoch)} writes acknowledged at an epoch older than"
+                f" their member had been told: {self.acked_after_newer_epoch[:3]}"
+            )
         return out
 
 
@@ -128,7 +138,24 @@ def check(ops: list[Op], final: Mapping[str, Replica]) -> Result:
     _check_identical(result, final, reference)
     _check_reads(result, ops, writes, kept)
     _check_tokens(result, writes.values())
+    _check_epoch_acks(result, ops, writes.values())
     return result
+
+
+def _check_epoch_acks(result: Result, ops: list[Op], writes: Iterable[Op]) -> None:
+    """A member that has answered a promote, follow or fence at epoch E acknowledges nothing
+    at an older epoch: no write sent to it after that answer may carry one (any ack level)."""
+    told: dict[str, list[tuple[float, int]]] = {}
+    for op in ops:
+        if op.f == ADMIN and op.type == OK and op.node and op.epoch is not None and op.complete:
+            told.setdefault(op.node, []).append((op.complete, op.epoch))
+    for write in writes:
+        if write.type != OK or write.epoch is None or write.node not in told:
+            continue
+        newer = [e for at, e in told[write.node] if at < write.invoke and e > write.epoch]
+        if newer:
+            assert write.id is not None
+            result.acked_after_newer_epoch.append((write.id, write.node, write.epoch, max(newer)))
 
 
 def _check_tokens(result: Result, writes: Iterable[Op]) -> None:

@@ -4,7 +4,9 @@ An operation is invoked at ``invoke`` and completes at ``complete`` as ``ok`` (i
 ``fail`` (it certainly did not: a refusal such as 409 ``not_leader`` or a 400) or ``info`` (it
 may or may not have: a timeout, a 503, a cut connection). The nemesis's faults are operations
 too (``process == "nemesis"``), so the checker can tell from the history alone how many members
-were faulty at once. Plain data: the history is written as JSON next to a failing trial.
+were faulty at once; so are the operator's promote/follow/fence calls (``process ==
+"operator"``), so it can tell when a member had been told of an epoch. Plain data: the
+history is written as JSON next to a failing trial.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ INFO: Final = "info"
 WRITE = "write"
 READ = "read"
 FAULT = "fault"
+ADMIN = "admin"  # the operator told a member an epoch (kind: promote, follow, fence)
 
 
 @dataclass

@@ -60,6 +60,43 @@ def _new_pass(kube: FakeKube, members: Members) -> Callable[[], Awaitable[Any]]:
     return tick
 
 
+# Called with (command, member, epoch, invoked, completed, ok) for every admin call it makes.
+AdminRecorder = Callable[[str, str, int, float, float, bool], None]
+
+
+class _RecordingClient:
+    """A node client that reports the operator's promote/follow/fence calls and their answers:
+    once one is answered, the member knows that epoch (the checker holds it to that)."""
+
+    def __init__(self, client: Any, member: str, driver: OperatorDriver) -> None:
+        self._client = client
+        self._member = member
+        self._driver = driver
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    async def _told(self, command: str, epoch: int, call: Awaitable[Any]) -> Any:
+        invoked, ok = time.monotonic(), False
+        try:
+            result = await call
+            ok = True
+            return result
+        finally:
+            recorder = self._driver.admin_recorder
+            if recorder is not None:
+                recorder(command, self._member, epoch, invoked, time.monotonic(), ok)
+
+    async def promote(self, epoch: int, **options: Any) -> Any:
+        return await self._told("promote", epoch, self._client.promote(epoch, **options))
+
+    async def follow(self, leader: str, epoch: int) -> Any:
+        return await self._told("follow", epoch, self._client.follow(leader, epoch))
+
+    async def fence(self, epoch: int) -> Any:
+        return await self._told("fence", epoch, self._client.fence(epoch))
+
+
 class OperatorDriver:
     """FakeKube + the real pass in a task; ``restart`` loses its memory, not the status."""
 
@@ -101,6 +138,8 @@ class OperatorDriver:
         self.interval = interval
         self.member_timeout = member_timeout
         self.events: list[tuple[str, str]] = []
+        self.admin_recorder: AdminRecorder | None = None
+        self._by_address = {ip: name for name, ip, _ in pods}
         self.errors = 0
         self.restarts = 0
         self._task: asyncio.Task[None] | None = None
@@ -113,7 +152,13 @@ class OperatorDriver:
         if self._original_post_event is None:  # Events go to a list, not to an API server
             self._original_post_event = kube_api.post_event
             kube_api.post_event = self._record_event
-        self._members = Members(client_factory(token=self.token, timeout=self.member_timeout))
+        make = client_factory(token=self.token, timeout=self.member_timeout)
+
+        def recording(base_url: str) -> Any:
+            member = self._by_address.get(base_url.split("//", 1)[-1].split(":", 1)[0], base_url)
+            return _RecordingClient(make(base_url), member, self)
+
+        self._members = Members(recording)
         tick = _new_pass(self.kube, self._members)
         self._task = asyncio.create_task(self._loop(tick))
 

@@ -16,7 +16,7 @@ def table(trials: Sequence[TrialResult], seconds: float) -> str:
     reads_ok: Counter[str] = Counter()
     reads_tried: Counter[str] = Counter()
     writes = 0
-    ops = phantoms = strong = min_seq = diverged = kept = tokens = 0
+    ops = phantoms = strong = min_seq = diverged = kept = tokens = after_epoch = 0
     for trial in trials:
         r = trial.result
         faults.update(r.faults)
@@ -33,6 +33,7 @@ def table(trials: Sequence[TrialResult], seconds: float) -> str:
         diverged += bool(r.divergence) or not trial.converged
         kept += r.indeterminate_kept
         tokens += len(r.token_conflicts)
+        after_epoch += len(r.acked_after_newer_epoch)
     failing = [t for t in trials if not t.valid or not t.converged]
     modes = Counter(t.mode for t in trials)
     rows = [
@@ -58,6 +59,7 @@ def table(trials: Sequence[TrialResult], seconds: float) -> str:
         ("stale strong reads", str(strong)),
         ("stale min_seq reads", str(min_seq)),
         ("tokens answered twice", str(tokens)),
+        ("acks at a superseded epoch", str(after_epoch)),
         ("failing seeds", " ".join(str(t.seed) for t in failing) or "none"),
     ]
     width = max(len(name) for name, _ in rows)

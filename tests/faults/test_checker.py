@@ -149,3 +149,18 @@ def test_two_acknowledged_writes_with_one_token_mean_two_leaders_in_one_epoch() 
     result = check([a, b, c], replicas({"a", "b", "c"}))
     assert result.token_conflicts == [(3, 10)]
     assert not result.valid
+
+
+def test_a_member_told_of_a_newer_epoch_acknowledges_nothing_at_the_old_one() -> None:
+    fenced = Op("operator", "admin", 1.0, 1.1, "ok", node="db-0", kind="fence", epoch=3)
+    before, after, elsewhere = (
+        w("a", "leader", 0.5, 1.5),
+        w("b", "leader", 1.2, 1.3),
+        w("c", "leader", 1.2, 1.3),
+    )
+    before.epoch, after.epoch, elsewhere.epoch = 2, 2, 2
+    elsewhere.node = "db-1"
+    lost_fence = Op("operator", "admin", 0.1, 0.2, "info", node="db-1", kind="fence", epoch=3)
+    result = check([fenced, lost_fence, before, after, elsewhere], replicas({"a", "b", "c"}))
+    assert result.acked_after_newer_epoch == [("b", "db-0", 2, 3)]
+    assert not result.valid

@@ -19,7 +19,7 @@ import aiohttp
 
 from .checker import Result, check
 from .cluster import PORT, ROOT, TOKEN, Cluster
-from .history import History, Replica
+from .history import ADMIN, INFO, OK, History, Op, Outcome, Replica
 from .nemesis import Mode, Nemesis, plan
 from .operator_driver import OperatorDriver
 from .workload import DIM, TAG, Workload, call, session
@@ -111,6 +111,15 @@ class Runner:
         history = History()
         epoch_before = int(driver.status.get("epoch") or 0)
         t0 = time.monotonic()
+
+        def told(command: str, member: str, epoch: int, at: float, end: float, ok: bool) -> None:
+            outcome: Outcome = OK if ok else INFO
+            history.invoke(
+                Op("operator", ADMIN, at - t0, end - t0, outcome, node=member, kind=command,
+                   epoch=epoch)
+            )  # fmt: skip
+
+        driver.admin_recorder = told
         steps = plan(seed, duration=WORKLOAD_SECONDS, mode=mode, detection=DETECTION_SECONDS)
         nemesis = Nemesis(self.cluster, driver, history, t0)
         workload = Workload(
@@ -121,7 +130,10 @@ class Runner:
             seed=seed,
             t0=t0,
         )
-        await asyncio.gather(workload.run(WORKLOAD_SECONDS), nemesis.run(steps))
+        try:
+            await asyncio.gather(workload.run(WORKLOAD_SECONDS), nemesis.run(steps))
+        finally:
+            driver.admin_recorder = None
 
         self._heal_all()
         notes: list[str] = []
