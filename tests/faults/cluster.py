@@ -3,7 +3,8 @@
 The tmpfs is what makes a full disk cheap and exact (``fill_disk`` takes every free byte,
 ``free_disk`` gives them back) and it keeps a killed process's writes, as a disk does. Logs live
 outside it so a full disk never hides them. Every process is ended by its pid; mounts and the
-root folder have fixed names, so a crashed run's leftovers are removed at the next start.
+folder are named after the run's slot (``network.claim``), so a crashed run's leftovers are
+removed by the next run that holds that slot, and two runs never touch each other's.
 """
 
 from __future__ import annotations
@@ -17,10 +18,18 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from . import network
 
-ROOT = Path("/tmp/dvecdb-faults")
+BASE = Path("/tmp/dvecdb-faults")
+
+
+def root() -> Path:
+    """This run's folder: its slot's mounts, logs and failed trials' histories."""
+    return BASE / f"slot-{network.SLOT}"
+
+
 PORT = 8080
 TOKEN = "faults-cluster-token"
 TMPFS_SIZE = "48m"
@@ -65,7 +74,7 @@ class Node:
 
     @property
     def mount(self) -> Path:
-        return ROOT / f"disk-{self.index}"
+        return root() / f"disk-{self.index}"
 
     @property
     def data_dir(self) -> Path:
@@ -73,7 +82,7 @@ class Node:
 
     @property
     def log_path(self) -> Path:
-        return ROOT / "logs" / f"{self.name}.log"
+        return root() / "logs" / f"{self.name}.log"
 
     @property
     def running(self) -> bool:
@@ -167,11 +176,13 @@ class Cluster:
     lease_seconds: float = 0.5
     net: network.Network = field(init=False)
     nodes: list[Node] = field(init=False, default_factory=list)
+    _slot: IO[bytes] | None = field(init=False, default=None)
 
     def open(self) -> Cluster:
+        self._slot = network.claim()
         cleanup()
         self.net = network.Network(self.size)
-        (ROOT / "logs").mkdir(parents=True, exist_ok=True)
+        (root() / "logs").mkdir(parents=True, exist_ok=True)
         try:
             self.net.create()
             supported = _node_flags_supported()
@@ -221,6 +232,9 @@ class Cluster:
             node.kill()
         self.nodes.clear()
         cleanup()
+        if self._slot is not None:
+            self._slot.close()  # releases the slot's lock
+            self._slot = None
 
 
 def cleanup() -> None:
@@ -234,7 +248,7 @@ def cleanup() -> None:
                 os.kill(int(pid), signal.SIGKILL)
     time.sleep(0.05)
     for index in range(network.MAX_NODES):
-        mount = ROOT / f"disk-{index}"
+        mount = root() / f"disk-{index}"
         while _mounted(mount):
             subprocess.run(["umount", "-l", str(mount)], capture_output=True, check=False)
     network.cleanup()

@@ -1,31 +1,72 @@
 """The fault suite's private network: one bridge, a namespace per node, iptables partitions.
 
-Addresses come from 10.213.1.0/24 (localkube owns 10.213.0.0/24). The host side of the bridge
+Addresses come from 10.213.<slot>.0/24 (localkube owns 10.213.0.0/24; a run holds a slot, see
+``claim``). The host side of the bridge
 holds two addresses: ``OPERATOR_IP`` (the primary one, the source the operator's unbound sockets
 get) and ``CLIENT_IP`` (the workload binds to it), so that a rule can cut the operator from the
-leader while clients still reach it. Nodes get ``10.213.1.10 + i``.
+leader while clients still reach it. Nodes get ``10.213.<slot>.10 + i``.
 
 A partition is a DROP rule inside a node's namespace, per peer address and direction: ``OUTPUT
 -d peer`` (this node cannot send to the peer) or ``INPUT -s peer`` (cannot hear from it). Rules
-inside a namespace vanish with it; every name carries the ``dvfz`` prefix so that a crashed
-run's leftovers are found again and removed by their exact names (``cleanup``).
+inside a namespace vanish with it; every name carries the ``dvfz<slot>`` prefix so that a
+crashed run's leftovers are found again and removed by their exact names (``cleanup``).
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
 
-BRIDGE = "dvfz0"
-NETNS_PREFIX = "dvfz-"
-VETH_PREFIX = "dvfzv"
+MAX_NODES = 8
+SLOTS = range(1, 9)
+LOCKS = Path("/tmp")
+
+# The slot this process holds (``claim``): its names and its /24. Read as module attributes at
+# the time of use (``network.CLIENT_IP``), never imported by value.
+SLOT = 1
+BRIDGE = "dvfz1"
+NETNS_PREFIX = "dvfz1-"
+VETH_PREFIX = "dvfz1v"
 SUBNET_PREFIX = "10.213.1."
 OPERATOR_IP = SUBNET_PREFIX + "1"
 CLIENT_IP = SUBNET_PREFIX + "2"
-MAX_NODES = 8
+
+
+def use_slot(slot: int) -> None:
+    """Name everything after ``slot``: bridge ``dvfz<slot>``, subnet 10.213.<slot>.0/24."""
+    global SLOT, BRIDGE, NETNS_PREFIX, VETH_PREFIX, SUBNET_PREFIX, OPERATOR_IP, CLIENT_IP
+    SLOT = slot
+    BRIDGE = f"dvfz{slot}"
+    NETNS_PREFIX = f"dvfz{slot}-"
+    VETH_PREFIX = f"dvfz{slot}v"
+    SUBNET_PREFIX = f"10.213.{slot}."
+    OPERATOR_IP = SUBNET_PREFIX + "1"
+    CLIENT_IP = SUBNET_PREFIX + "2"
+
+
+def claim() -> IO[bytes]:
+    """Hold the first free slot (an exclusive ``flock``) until the returned file is closed.
+
+    Two runs on one machine (a developer's ``make faults`` and a CI clone's ``make test``) then
+    never share names, addresses or mounts, and the cleanup of leftovers at start only ever
+    touches the slot this run holds (whatever is there was left by a run that died).
+    """
+    for slot in SLOTS:
+        handle = open(LOCKS / f"dvecdb-faults-{slot}.lock", "ab")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        use_slot(slot)
+        return handle
+    raise NetworkError(f"every fault-suite slot ({SLOTS.start}..{SLOTS.stop - 1}) is in use")
 
 
 class NetworkError(RuntimeError):

@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 
 from .checker import Result, check
-from .cluster import PORT, ROOT, TOKEN, Cluster
+from .cluster import PORT, TOKEN, Cluster, root
 from .history import ADMIN, INFO, OK, History, Op, Outcome, Replica
 from .nemesis import Mode, Nemesis, plan
 from .operator_driver import OperatorDriver
@@ -144,11 +144,11 @@ class Runner:
             final = await _final(http, self._members(), collection)
         result = check(history.ops, final)
         if not result.valid or not converged:
-            path = ROOT / f"history-{seed}.json"
+            path = root() / f"history-{seed}.json"
             history.dump(path, final)
             notes.append(f"history: {path}")
             for node in self.cluster.nodes:
-                (ROOT / f"trial-{seed}-{node.name}.log").write_text(node.log_tail(20000))
+                (root() / f"trial-{seed}-{node.name}.log").write_text(node.log_tail(20000))
         self.reusable = result.valid and converged
         failovers = int(driver.status.get("epoch") or 0) - epoch_before
         seconds = time.monotonic() - started
