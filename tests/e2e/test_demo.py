@@ -27,8 +27,10 @@ pytestmark = [
 
 REPO = Path(__file__).resolve().parents[2]
 DETECTION_SECONDS = 3
-# Loose: detection (3 s) + promotion + re-pointing a follower for ack=one + the label move
-# and EndpointSlice update, on a 2-core machine shared with other work.
+# A killed process is a certain death (the kubelet restarts the container): no detection
+# wait. Loose: promotion + re-pointing a follower for ack=one + the label move and
+# EndpointSlice update, on a 2-core machine shared with other work (measured: about 0.5 s;
+# the RTO figures are in tests/e2e/test_failover_rto.py).
 FAILOVER_BOUND_SECONDS = 60.0
 
 
@@ -59,7 +61,7 @@ def test_make_demo_fails_over_without_losing_writes(plane: Plane, kubectl: Kubec
     assert measured, output
     seconds = float(measured.group(1))
     print(f"demo: kill -> first acknowledged write through the rw Service: {seconds:.2f}s")
-    assert DETECTION_SECONDS <= seconds <= FAILOVER_BOUND_SECONDS, output
+    assert 0 < seconds <= FAILOVER_BOUND_SECONDS, output
 
     acked = re.search(r"(\d+)/(\d+) acknowledged probe writes present", proc.stdout)
     assert acked and acked.group(1) == acked.group(2) and int(acked.group(2)) > 0, output
