@@ -6,10 +6,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: dev tools lint typecheck test test-unit test-integration test-e2e faults demo bench cluster-up cluster-down localkube-build clean
 
-$(STAMP): pyproject.toml
+# One environment: the three distributions editable, then the development project (the
+# single `dvecdb` distribution that held every package before the split goes first).
+$(STAMP): pyproject.toml client/pyproject.toml node/pyproject.toml operator/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip uninstall -q -y dvecdb 2>/dev/null || true
+	$(BIN)/pip install -q -e ./client -e ./node -e ./operator -e '.[dev]'
 	touch $(STAMP)
 
 dev: $(STAMP)
@@ -18,14 +21,9 @@ lint: dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# mypy cannot see setuptools' editable import hook, so give it the import names as links.
+# Every package is found by its folder (mypy_path, packages: pyproject.toml).
 typecheck: dev
-	mkdir -p .typecheck
-	ln -sfn ../node .typecheck/dvecdb_node
-	ln -sfn ../operator .typecheck/dvecdb_operator
-	ln -sfn ../localkube .typecheck/localkube
-	ln -sfn ../demo .typecheck/demo
-	cd .typecheck && ../$(BIN)/mypy --config-file ../pyproject.toml -p dvecdb_node -p dvecdb_operator -p localkube -p demo
+	$(BIN)/mypy
 
 test-unit: dev tools
 	$(BIN)/pytest -m unit
@@ -87,4 +85,4 @@ cluster-down: dev
 	$(BIN)/localkube down
 
 clean:
-	rm -rf $(VENV) .typecheck .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,8 +1,7 @@
 """`make bench` entry point: `python bench/run.py [--quick]` (see `--help`).
 
-The harness lives in the `dvecbench` package beside this file; running this file puts that
-folder first on `sys.path` (never the repo root, whose `operator/` folder would shadow the
-standard library's `operator`).
+The harness is the `dvecbench` package beside this file (the development project installs it
+too, so tests import it like any package).
 """
 
 import sys

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-from dvecdb_node.client import NodeError, SyncNodeClient
 
 from demo import setup, view
 from demo.kube import DemoError, Json, Kube
 from demo.probe import NODE_PORT, Ack, ProbeWriter
+from dvecdb_client import NodeError, SyncNodeClient
 from localkube import net
 from localkube.build import BuildError
 from localkube.cli import env_lines

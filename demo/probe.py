@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
-from dvecdb_node.client import NodeClient, NodeError
 
 from demo.kube import DemoError
+from dvecdb_client import NodeClient, NodeError
 
 NODE_PORT = 8080
 

@@ -23,7 +23,8 @@ from typing import Any
 
 import hnswlib
 import numpy as np
-from dvecdb_node.api.bulk import CONTENT_TYPE, encode_batch
+
+from dvecdb_client.bulk import CONTENT_TYPE, encode_batch
 
 COLLECTION = "demo"
 

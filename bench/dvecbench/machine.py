@@ -87,7 +87,7 @@ def wrk_version(wrk: str) -> str:
 def versions(*, wrk: str | None, chroma: str | None) -> dict[str, str]:
     out = {
         "python": platform.python_version(),
-        "dvecdb": version("dvecdb"),
+        "dvecdb": version("dvecdb-node"),
         "hnswlib": version("hnswlib"),
         "numpy": version("numpy"),
         "aiohttp": version("aiohttp"),

@@ -1,7 +1,7 @@
 """d-vecDB's HTTP API as the benchmark uses it: start a node, create, bulk-upsert, search.
 
 Bulk upserts use the node's own binary body (`application/x-dvec-batch`, documented in its
-`GET /openapi.json`), encoded by the node's published `encode_batch` so the bench can never
+`GET /openapi.json`), encoded by the client's `encode_batch` so the bench can never
 drift from the format. Batch searches can likewise go as the binary query body
 (`application/x-dvec-queries`, `encode_queries`). Row `i` of the data set is stored under id
 `str(i)`.
@@ -17,14 +17,14 @@ from typing import Any
 
 import numpy as np
 import orjson
-from dvecdb_node.api import querybody
-from dvecdb_node.api.bulk import CONTENT_TYPE, encode_batch
 
 from dvecbench.datasets import F32, Dataset
 from dvecbench.httpc import Client, HttpError
 from dvecbench.inprocess import HnswParams
 from dvecbench.searchload import SearchApi
 from dvecbench.wrk import JSON
+from dvecdb_client import querybody
+from dvecdb_client.bulk import CONTENT_TYPE, encode_batch
 
 COLLECTION = "bench"
 

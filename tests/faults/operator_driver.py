@@ -13,18 +13,14 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import sys
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 from dvecdb_operator import constants as c
 from dvecdb_operator import kube as kube_api
 from dvecdb_operator.members import Members, client_factory
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "operator"))
-from operator_fakes import FakeKube
+from tests.support.operator_fakes import FakeKube
 
 log = logging.getLogger("faults.operator")
 

@@ -141,16 +141,12 @@ def test_machine_and_versions_are_recorded(table: dict[str, Any]) -> None:
 
 @pytest.fixture(scope="module")
 def dvecbench() -> Any:
-    sys.path.insert(0, str(REPO / "bench"))
-    try:
-        import dvecbench.datasets
-        import dvecbench.replication
-        import dvecbench.report
-        import dvecbench.wrk
+    import dvecbench.datasets
+    import dvecbench.replication
+    import dvecbench.report
+    import dvecbench.wrk
 
-        return dvecbench
-    finally:
-        sys.path.remove(str(REPO / "bench"))
+    return dvecbench
 
 
 @pytest.mark.parametrize("metric", ["l2", "cosine", "ip"])

@@ -13,25 +13,21 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
-from dvecdb_node import client as node_client
-from dvecdb_node.client import NodeClient, NodeError
+
+from dvecdb_client import NodeClient, NodeError
+from dvecdb_client import client as node_client
 from dvecdb_operator import constants as c
 from dvecdb_operator import kube as kube_api
 from dvecdb_operator.members import Members, client_factory
 from dvecdb_operator.monitor import ClusterMonitor, MonitorSettings
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "operator"))
-sys.path.insert(0, str(Path(__file__).resolve().parent / "replication"))
-from faultproxy import FaultProxy
-from operator_fakes import FakeKube
+from tests.support.faultproxy import FaultProxy
+from tests.support.operator_fakes import FakeKube
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from dvecdb_node.api import bulk
+
+from dvecdb_client import bulk
 from dvecdb_node.api.app import create_app
 from dvecdb_node.api.keys import RECOVERED, ROLE
 from dvecdb_node.settings import NodeSettings

@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from dvecdb_node.api import bulk
+
+from dvecdb_client import bulk
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[3]

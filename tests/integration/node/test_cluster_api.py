@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from dvecdb_node.api import querybody
+
+from dvecdb_client import NodeClient, querybody
+from dvecdb_client import NodeError as ClientNodeError
 from dvecdb_node.api.app import create_app
 from dvecdb_node.api.keys import ENGINE, RECOVERED
-from dvecdb_node.client import NodeClient
-from dvecdb_node.client import NodeError as ClientNodeError
 from dvecdb_node.replication.install import install
 from dvecdb_node.settings import NodeSettings
 from dvecdb_node.storage.engine import Engine

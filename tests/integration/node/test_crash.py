@@ -14,7 +14,8 @@ from typing import Any
 import aiohttp
 import numpy as np
 import pytest
-from dvecdb_node.api import bulk
+
+from dvecdb_client import bulk
 
 pytestmark = pytest.mark.integration
 DIM = 8

@@ -414,7 +414,7 @@ def _batch_histogram(node: Any) -> tuple[float, float]:
 
 def test_binary_query_bodies_answer_like_json(node: Any) -> None:
     """``application/x-dvec-queries``: the same hits as the JSON form, on both servers."""
-    from dvecdb_node.api.querybody import CONTENT_TYPE, encode_queries
+    from dvecdb_client.querybody import CONTENT_TYPE, encode_queries
 
     rows = np.asarray([[1, 0.2, 0], [0.1, 0, 1], [0, 0.9, 0.1]], dtype=np.float32)
     json_answer = Wire(node.port)

@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from dvecdb_node.client import NodeClient
-from faultproxy import FaultProxy
+
+from dvecdb_client import NodeClient
+from tests.support.faultproxy import FaultProxy
 
 TOKEN = "test-cluster-token"
 DIM = 16

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from dvecdb_node.errors import Conflict as ConflictError
 from dvecdb_node.errors import InvalidInput, NotFound, NotReady
 from dvecdb_node.storage.engine import Engine, EngineOptions, FsyncMode, SeqWatch
@@ -253,11 +254,9 @@ async def test_search_never_blocks_the_loop_behind_a_write(tmp_path: Path) -> No
     holder.start()
     locked.wait(5)
     search = asyncio.create_task(engine.search("c", batch.vectors[3:4], 1))
-    ticks = 0
     for _ in range(5):  # the loop keeps running while the search waits for the lock
         await asyncio.sleep(0.01)
-        ticks += 1
-    assert not search.done() and ticks == 5
+        assert not search.done()
     release.set()
     assert (await search)[0][0].id == "3"
     holder.join()

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from dvecdb_node.storage import engine as engine_module
 from dvecdb_node.storage.engine import Engine, EngineOptions
 from dvecdb_node.storage.records import CollectionConfig, CreateCollection, UpsertBatch
@@ -87,7 +88,8 @@ async def test_writes_go_on_while_a_copied_checkpoint_is_written(
         tmp_path, monkeypatch, copy_bytes=1 << 30
     )
     assert finished
-    assert seconds >= 0.3 and paused < 0.2  # the pause metric shows only the copy
+    # The files were held back at least 0.3 s after the copy: the pause metric leaves that out.
+    assert seconds - paused >= 0.3
 
 
 async def test_collections_too_big_to_copy_pause_writes_for_the_files(

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from dvecdb_node.errors import NotLeader
 from dvecdb_node.storage import wal as wal_module
 from dvecdb_node.storage.engine import (

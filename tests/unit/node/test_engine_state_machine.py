@@ -13,12 +13,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from dvecdb_node.storage.engine import Engine, EngineOptions, FsyncMode
-from dvecdb_node.storage.filters import parse_filter
-from dvecdb_node.storage.records import CollectionConfig, CreateCollection, DeleteBatch, UpsertBatch
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from dvecdb_node.storage.engine import Engine, EngineOptions, FsyncMode
+from dvecdb_node.storage.filters import parse_filter
+from dvecdb_node.storage.records import CollectionConfig, CreateCollection, DeleteBatch, UpsertBatch
 
 pytestmark = pytest.mark.unit
 DIM = 4

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from dvecdb_node.storage.filters import FilterError, MetadataIndex, matches, parse_filter
 
 pytestmark = pytest.mark.unit

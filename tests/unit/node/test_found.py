@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
+
 from dvecdb_node.storage.found import Found, Hit, Rows, hit_rows
 from dvecdb_node.storage.index import Collection
 from dvecdb_node.storage.records import CollectionConfig, HnswParams

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from dvecdb_node.api.fastlane import route_name
 from dvecdb_node.api.http1 import HANDOFF, Head, parse_head
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from dvecdb_node.storage import index as index_module
 from dvecdb_node.storage.filters import parse_filter
 from dvecdb_node.storage.index import Collection

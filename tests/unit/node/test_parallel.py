@@ -8,6 +8,7 @@ from typing import Any
 import hnswlib
 import numpy as np
 import pytest
+
 from dvecdb_node.storage.parallel import Splitter, pool_threads, slice_bounds, usable_cpus
 
 pytestmark = pytest.mark.unit

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from dvecdb_node.storage.policy import CheckpointPolicy, should_checkpoint
 
 pytestmark = pytest.mark.unit

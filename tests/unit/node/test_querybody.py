@@ -7,7 +7,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from dvecdb_node.api.querybody import decode_queries, encode_queries
+
+from dvecdb_client.querybody import encode_queries
+from dvecdb_node.api.querybody import decode_queries
 from dvecdb_node.errors import NodeError
 from dvecdb_node.settings import NodeSettings
 from dvecdb_node.storage.records import CollectionConfig

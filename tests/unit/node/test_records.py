@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from dvecdb_node.storage.records import (
     CollectionConfig,
     CreateCollection,

@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+
+from dvecdb_client.bulk import encode_batch
 from dvecdb_node.api import bulk
 from dvecdb_node.api.auth import check_access
 from dvecdb_node.api.validation import (
@@ -173,17 +175,17 @@ def test_a_write_token_is_min_seq_with_min_epoch() -> None:
 
 def test_bulk_roundtrip_and_errors() -> None:
     vectors = np.arange(9, dtype=np.float32).reshape(3, 3)
-    body = bulk.encode_batch(["a", "b", "a"], vectors, [{"x": 1}, None, {"x": 3}])
+    body = encode_batch(["a", "b", "a"], vectors, [{"x": 1}, None, {"x": 3}])
     batch = bulk.decode_batch(body, "c", 3, SETTINGS)
     assert batch.ids == ["b", "a"] and batch.metadata == [None, {"x": 3}]
     assert np.array_equal(batch.vectors, vectors[1:])
-    short_meta = bulk.encode_batch(["a"], vectors[:1], [{"x": 1}, None])
+    short_meta = encode_batch(["a"], vectors[:1], [{"x": 1}, None])
     assert _code(bulk.decode_batch, short_meta, "c", 3, SETTINGS) == "invalid_input"
     assert _code(bulk.decode_batch, b"XXXX" + body[4:], "c", 3, SETTINGS) == "malformed_batch"
     assert _code(bulk.decode_batch, body, "c", 4, SETTINGS) == "dimension_mismatch"
-    nan = bulk.encode_batch(["a"], np.array([[1, np.nan, 2]], np.float32))
+    nan = encode_batch(["a"], np.array([[1, np.nan, 2]], np.float32))
     assert _code(bulk.decode_batch, nan, "c", 3, SETTINGS) == "non_finite"
-    truncated = bulk.encode_batch(["a"], np.ones((1, 3), np.float32))[:-1]
+    truncated = encode_batch(["a"], np.ones((1, 3), np.float32))[:-1]
     assert _code(bulk.decode_batch, truncated, "c", 3, SETTINGS) == "malformed_batch"
 
 

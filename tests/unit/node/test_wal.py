@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from dvecdb_node.storage import wal as wal_module
 from dvecdb_node.storage.wal import (
     HEADER_SIZE,

@@ -1,0 +1,534 @@
+"""One collection in memory: an hnswlib index plus string ids, metadata and raw vectors.
+
+Why keep the raw vectors beside hnswlib: hnswlib normalises cosine vectors on insert, so a
+``get`` must not read them back from the index; the matrix also answers small filtered
+searches exactly by brute force.
+
+Labels: each live id owns one hnswlib label. A delete marks the label deleted and puts it on a
+free list; the next new id reuses it (``add_items`` on a deleted label un-marks and overwrites
+it in place), so deletes do not grow the index.
+
+Exact matches: a query equal to a stored vector always finds that vector first (for ``l2``
+and ``cosine``, where it is the true nearest), through a hash of the raw bytes checked
+against the stored copy. HNSW alone misses a fraction of a percent of self-matches on
+high-dimensional data; users take "search with a stored vector returns it" for granted.
+
+Concurrency: hnswlib's ``add_items``/``resize_index``/``mark_deleted`` are not safe beside
+``knn_query``. Searches take a shared lock, writes an exclusive one, and a large upsert is
+applied in chunks so searches interleave with ingest instead of waiting for a whole batch.
+Capacity grows by doubling, so a resize (a copy of the index) is rare.
+"""
+
+from __future__ import annotations
+
+import copy as _copy
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import hnswlib
+import numpy as np
+import orjson
+
+from dvecdb_node.storage.filters import Clause, MetadataIndex
+from dvecdb_node.storage.found import Found, Hit, Rows, hit_rows
+from dvecdb_node.storage.parallel import Splitter
+from dvecdb_node.storage.records import CollectionConfig, Float32Matrix, Metadata
+
+INITIAL_CAPACITY = 1024
+UPSERT_CHUNK = 512
+# A filtered search whose candidates are at most this many is answered exactly by brute force.
+BRUTE_FORCE_LIMIT = 4096
+
+
+class RWLock:
+    """Many readers or one writer; waiting writers block new readers (no writer starvation).
+
+    The reader side takes the bare mutex, not the condition: searches take and drop a read
+    hold on every request, and ``Condition.__enter__`` is a Python-level call.
+    """
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._cond = threading.Condition(self._mutex)
+        self._readers = 0
+        self._writer = False
+        self._writers_waiting = 0
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        with self._cond:
+            while self._writer or self._writers_waiting:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            self.release_read()
+
+    def try_acquire_read(self) -> bool:
+        """Take a shared hold only if no writer holds or waits; never blocks for long."""
+        with self._mutex:
+            if self._writer or self._writers_waiting:
+                return False
+            self._readers += 1
+            return True
+
+    def release_read(self) -> None:
+        with self._mutex:
+            self._readers -= 1
+            if not self._readers and self._writers_waiting:
+                self._cond.notify_all()  # only writers wait for the last reader
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        with self._cond:
+            self._writers_waiting += 1
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._writers_waiting -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
+class FrozenCollection(NamedTuple):
+    """A collection's persistent state at one moment (see :meth:`Collection.freeze`)."""
+
+    name: str
+    index: Any  # hnswlib.Index, private to this object once frozen
+    vectors: Float32Matrix
+    state: bytes
+
+    def save(self, directory: Path) -> list[Path]:
+        directory.mkdir(parents=True, exist_ok=True)
+        index_path = directory / "index.bin"
+        self.index.save_index(str(index_path))
+        vectors_path = directory / "vectors.npy"
+        with open(vectors_path, "wb") as fh:
+            np.save(fh, self.vectors, allow_pickle=False)
+        state_path = directory / "state.json"
+        state_path.write_bytes(self.state)
+        return [index_path, vectors_path, state_path]
+
+
+class Collection:
+    """A collection's index and maps; every method is safe to call from worker threads."""
+
+    def __init__(self, config: CollectionConfig, capacity: int = INITIAL_CAPACITY) -> None:
+        self.config = config
+        self._lock = RWLock()
+        self._index = hnswlib.Index(space=config.metric, dim=config.dimension)
+        self._index.init_index(
+            max_elements=capacity,
+            M=config.hnsw.m,
+            ef_construction=config.hnsw.ef_construction,
+            random_seed=100,
+        )
+        self._index.set_ef(config.hnsw.ef_search)
+        self._vectors: Float32Matrix = np.zeros((capacity, config.dimension), dtype=np.float32)
+        self._ids_by_label: list[str | None] = []
+        # Each id as JSON, parallel to _ids_by_label: answers are JSON (see `found`).
+        self._json_ids: list[bytes | None] = []
+        self._labels: dict[str, int] = {}
+        self._metadata: dict[int, Metadata] = {}
+        self._meta_index = MetadataIndex()
+        self._free: list[int] = []
+        self._by_hash: dict[int, int] = {}
+        self.resizes = 0
+        self.search_cost = 0.0
+
+    # ------------------------------------------------------------------ reads
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def count(self) -> int:
+        return len(self._labels)
+
+    @property
+    def capacity(self) -> int:
+        return int(self._index.get_max_elements())
+
+    def __contains__(self, item_id: str) -> bool:
+        return item_id in self._labels
+
+    def get(self, item_id: str) -> tuple[Float32Matrix, Metadata | None] | None:
+        """The stored vector (exactly as written) and metadata of one id."""
+        with self._lock.read():
+            label = self._labels.get(item_id)
+            if label is None:
+                return None
+            return self._vectors[label].copy(), self._metadata.get(label)
+
+    def metadata_of(self, label: int) -> Metadata | None:
+        return self._metadata.get(label)
+
+    def ids(self) -> list[str]:
+        with self._lock.read():
+            return list(self._labels)
+
+    # ----------------------------------------------------------------- writes
+    def upsert(
+        self, ids: list[str], vectors: Float32Matrix, metadata: list[Metadata | None]
+    ) -> None:
+        """Insert or replace; ids must be unique within the call."""
+        for start in range(0, len(ids), UPSERT_CHUNK):
+            stop = start + UPSERT_CHUNK
+            with self._lock.write():
+                self._upsert_chunk(ids[start:stop], vectors[start:stop], metadata[start:stop])
+
+    def _upsert_chunk(
+        self, ids: list[str], vectors: Float32Matrix, metadata: list[Metadata | None]
+    ) -> None:
+        labels: list[int] = []
+        fresh = 0
+        for item_id in ids:
+            label = self._labels.get(item_id)
+            if label is None:
+                if self._free:
+                    label = self._free.pop()
+                else:
+                    label = len(self._ids_by_label) + fresh
+                    fresh += 1
+            labels.append(label)
+        self._ensure_capacity(len(self._ids_by_label) + fresh)
+        self._ids_by_label.extend([None] * fresh)
+        self._json_ids.extend([None] * fresh)
+        label_array = np.asarray(labels, dtype=np.int64)
+        self._index.add_items(vectors, label_array)
+        for label, vector in zip(labels, vectors, strict=True):
+            if label < len(self._ids_by_label) and self._ids_by_label[label] is not None:
+                self._forget_hash(label)
+            self._by_hash[hash(vector.tobytes())] = label
+        self._vectors[label_array] = vectors
+        for item_id, label, meta in zip(ids, labels, metadata, strict=True):
+            old = self._metadata.pop(label, None)
+            if old is not None:
+                self._meta_index.remove(label, old)
+            if meta:
+                self._metadata[label] = meta
+                self._meta_index.add(label, meta)
+            self._ids_by_label[label] = item_id
+            self._json_ids[label] = orjson.dumps(item_id)
+            self._labels[item_id] = label
+
+    def _forget_hash(self, label: int) -> None:
+        key = hash(self._vectors[label].tobytes())
+        if self._by_hash.get(key) == label:
+            del self._by_hash[key]
+
+    def _ensure_capacity(self, needed: int) -> None:
+        capacity = self.capacity
+        if needed <= capacity:
+            return
+        new_capacity = max(capacity * 2, needed)
+        self._index.resize_index(new_capacity)
+        grown = np.zeros((new_capacity, self.config.dimension), dtype=np.float32)
+        grown[:capacity] = self._vectors
+        self._vectors = grown
+        self.resizes += 1
+
+    def delete(self, ids: list[str]) -> int:
+        """Delete the ids that exist; returns how many did."""
+        deleted = 0
+        with self._lock.write():
+            for item_id in ids:
+                label = self._labels.pop(item_id, None)
+                if label is None:
+                    continue
+                self._index.mark_deleted(label)
+                self._forget_hash(label)
+                meta = self._metadata.pop(label, None)
+                if meta is not None:
+                    self._meta_index.remove(label, meta)
+                self._ids_by_label[label] = None
+                self._json_ids[label] = None
+                self._free.append(label)
+                deleted += 1
+        return deleted
+
+    # ----------------------------------------------------------------- search
+    def search(
+        self,
+        queries: Float32Matrix,
+        k: int,
+        *,
+        ef: int | None = None,
+        clauses: list[Clause] | None = None,
+        threads: int = 1,
+    ) -> Rows:
+        """Top-``k`` per query row; distances as hnswlib reports them for the metric.
+
+        ``threads`` > 1 lets hnswlib spread a large batch over that many threads.
+        """
+        custom_ef = ef is not None and ef != self.config.hnsw.ef_search
+        with self._lock.write() if custom_ef else self._lock.read():
+            return self._search_held(queries, k, ef, clauses, threads)
+
+    def try_search_now(
+        self, queries: Float32Matrix, k: int, splitter: Splitter | None = None
+    ) -> Rows | None:
+        """Search at the default ef if no write is under way; None instead of waiting.
+
+        For callers that must not block (the event loop): they fall back to :meth:`search`
+        in a thread. A ``splitter`` searches slices of a batch on its helper threads.
+        """
+        if not self._lock.try_acquire_read():
+            return None
+        try:
+            return self._search_held(queries, k, None, None, 1, splitter)
+        finally:
+            self._lock.release_read()
+
+    def _search_held(
+        self,
+        queries: Float32Matrix,
+        k: int,
+        ef: int | None,
+        clauses: list[Clause] | None,
+        threads: int = 1,
+        splitter: Splitter | None = None,
+    ) -> Rows:
+        # CPU time of this thread, not wall time: on a busy machine wall time grows with the
+        # wait for a core, and would push cheap searches off the event loop when it hurts most.
+        started = time.thread_time()
+        allowed: set[int] | None = None
+        if clauses:
+            allowed = self._meta_index.select(clauses)
+            rows = self._search_filtered(queries, k, ef, allowed)
+        else:
+            rows = self._search_all(queries, k, ef, threads, splitter)
+        if self.config.metric != "ip":
+            rows = self._promote_exacts(queries, rows, k, allowed)
+        if not clauses and threads == 1:
+            # Moving average of seconds per query: lets the engine run cheap searches inline.
+            # This thread's CPU time covers the rows it searched itself (all, or the first
+            # slice of a split batch), not hnswlib's own threads: those searches do not count.
+            own = len(queries) if splitter is None else splitter.own_rows(len(queries))
+            per_query = (time.thread_time() - started) / max(1, own)
+            self.search_cost = 0.9 * self.search_cost + 0.1 * per_query
+        return rows
+
+    def _promote_exacts(
+        self, queries: Float32Matrix, rows: Rows, k: int, allowed: set[int] | None
+    ) -> Rows:
+        """Put a stored vector equal to a query first in its row (see the module docstring)."""
+        by_hash = self._by_hash
+        equal = [by_hash.get(hash(query.tobytes())) for query in queries]
+        if equal.count(None) == len(equal):
+            return rows
+        if isinstance(rows, Found):
+            firsts = rows.labels[:, 0].tolist() if rows.labels.shape[1] else [None] * len(rows)
+            if all(label in (None, first) for label, first in zip(equal, firsts, strict=True)):
+                return rows
+        out = hit_rows(rows)
+        for query, label, row in zip(queries, equal, out, strict=True):
+            if label is not None and (allowed is None or label in allowed):
+                self._promote_exact(query, label, row, k)
+        return out
+
+    def _promote_exact(self, query: Float32Matrix, label: int, row: list[Hit], k: int) -> None:
+        if row and row[0].label == label:
+            return
+        item_id = self._ids_by_label[label]
+        if item_id is None or not np.array_equal(self._vectors[label], query):
+            return
+        for position, hit in enumerate(row):
+            if hit.label == label:
+                row.insert(0, row.pop(position))
+                return
+        exact = self._brute_force(query[None, :], 1, np.asarray([label], np.int64))[0][0]
+        row.insert(0, exact)
+        del row[k:]
+
+    def _search_all(
+        self,
+        queries: Float32Matrix,
+        k: int,
+        ef: int | None,
+        threads: int = 1,
+        splitter: Splitter | None = None,
+    ) -> Rows:
+        k = min(k, self.count)
+        if k <= 0:
+            return [[] for _ in range(len(queries))]
+        try:
+            if splitter is not None and ef is None:
+                labels, distances = splitter.knn(self._index, queries, k)
+            else:
+                labels, distances = self._knn(queries, k, ef, None, threads)
+        except RuntimeError:
+            # Too few reachable live elements for k at this ef: answer exactly instead.
+            return self._brute_force(queries, k, np.fromiter(self._labels.values(), np.int64))
+        return self._found(labels, distances)
+
+    def _search_filtered(
+        self, queries: Float32Matrix, k: int, ef: int | None, allowed: set[int]
+    ) -> Rows:
+        k = min(k, len(allowed))
+        if k <= 0:
+            return [[] for _ in range(len(queries))]
+        candidates = np.fromiter(allowed, np.int64, count=len(allowed))
+        if len(allowed) <= BRUTE_FORCE_LIMIT:
+            return self._brute_force(queries, k, candidates)
+        try:
+            labels, distances = self._knn(queries, k, ef, allowed.__contains__)
+        except RuntimeError:
+            return self._brute_force(queries, k, candidates)
+        return self._found(labels, distances)
+
+    def _knn(
+        self, queries: Float32Matrix, k: int, ef: int | None, flt: Any, threads: int = 1
+    ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+        if ef is None or ef == self.config.hnsw.ef_search:
+            # Positional arguments: pybind11 matches keywords by name on every call.
+            return self._index.knn_query(queries, k, threads, flt)  # type: ignore[no-any-return]
+        # Caller holds the exclusive lock: ef is index-wide state in hnswlib.
+        self._index.set_ef(max(ef, k))
+        try:
+            return self._index.knn_query(queries, k, threads, flt)  # type: ignore[no-any-return]
+        finally:
+            self._index.set_ef(self.config.hnsw.ef_search)
+
+    def _found(self, labels: np.ndarray[Any, Any], distances: np.ndarray[Any, Any]) -> Rows:
+        """The search's hits, their ids looked up now (the read lock is held)."""
+        found = Found.resolve(labels, distances, self._json_ids)
+        if found is not None:
+            return found
+        # A label without a live id (not expected from hnswlib): leave it out of its row.
+        ids = self._ids_by_label
+        used = len(ids)
+        return [
+            [
+                Hit(item_id, dist, label)
+                for label, dist in zip(row_labels, row_dist, strict=True)
+                if label < used and (item_id := ids[label]) is not None
+            ]
+            for row_labels, row_dist in zip(labels.tolist(), distances.tolist(), strict=True)
+        ]
+
+    def _brute_force(
+        self, queries: Float32Matrix, k: int, candidates: np.ndarray[Any, Any]
+    ) -> list[list[Hit]]:
+        """Exact search over ``candidates`` with hnswlib's distance for the metric."""
+        data = self._vectors[candidates]
+        metric = self.config.metric
+        if metric == "l2":
+            # Row by row, not the |q|^2 - 2qx + |x|^2 expansion: an equal vector must give 0.
+            dist = np.stack([np.sum((data - q) ** 2, axis=1) for q in queries])
+        else:
+            q = queries
+            if metric == "cosine":
+                q = _normalise(queries)
+                data = _normalise(data)
+            dist = 1.0 - q @ data.T
+        k = min(k, len(candidates))
+        part = np.argpartition(dist, k - 1, axis=1)[:, :k] if k < dist.shape[1] else None
+        out: list[list[Hit]] = []
+        for row in range(len(queries)):
+            cols = part[row] if part is not None else np.arange(dist.shape[1])
+            order = cols[np.argsort(dist[row, cols], kind="stable")]
+            out.append(
+                [
+                    Hit(
+                        str(self._ids_by_label[int(candidates[c])]),
+                        float(dist[row, c]),
+                        int(candidates[c]),
+                    )
+                    for c in order
+                ]
+            )
+        return out
+
+    # -------------------------------------------------------------- persistence
+    def save(self, directory: Path) -> list[Path]:
+        """Write ``index.bin``, ``vectors.npy`` and ``state.json``; returns their paths.
+
+        Holds the shared lock, so searches continue; the engine pauses writes meanwhile.
+        """
+        with self._lock.read():
+            return self._frozen(copy=False).save(directory)
+
+    def freeze(self) -> FrozenCollection:
+        """An in-memory copy of everything :meth:`save` writes, to be written without a lock.
+
+        Copying (~0.1 s per 100k 128-d vectors) is what writes pause for, instead of writing
+        and fsyncing files (~1 s); the price is the collection's memory once more, briefly.
+        """
+        with self._lock.read():
+            return self._frozen(copy=True)
+
+    def _frozen(self, *, copy: bool) -> FrozenCollection:
+        used = len(self._ids_by_label)
+        state = {
+            "config": self.config.to_dict(),
+            "ids_by_label": self._ids_by_label,
+            "metadata": {str(label): meta for label, meta in self._metadata.items()},
+            "free": self._free,
+        }
+        return FrozenCollection(
+            name=self.name,
+            index=_copy.copy(self._index) if copy else self._index,
+            vectors=self._vectors[:used].copy() if copy else self._vectors[:used],
+            state=orjson.dumps(state),
+        )
+
+    @property
+    def memory_bytes(self) -> int:
+        """Roughly what :meth:`freeze` copies: raw vectors plus the HNSW graph."""
+        used = len(self._ids_by_label)
+        per_vector = self.config.dimension * 4
+        links = (2 * self.config.hnsw.m + 1) * 4 + 8  # level-0 links, count, label
+        return used * (2 * per_vector + links)
+
+    @classmethod
+    def load(cls, directory: Path) -> Collection:
+        state = orjson.loads((directory / "state.json").read_bytes())
+        config = CollectionConfig.from_dict(state["config"])
+        self = cls.__new__(cls)
+        self.config = config
+        self._lock = RWLock()
+        self._index = hnswlib.Index(space=config.metric, dim=config.dimension)
+        self._index.load_index(str(directory / "index.bin"))
+        self._index.set_ef(config.hnsw.ef_search)
+        capacity = int(self._index.get_max_elements())
+        with open(directory / "vectors.npy", "rb") as fh:
+            used_vectors = np.load(fh, allow_pickle=False)
+        self._vectors = np.zeros((max(capacity, len(used_vectors)), config.dimension), np.float32)
+        self._vectors[: len(used_vectors)] = used_vectors
+        self._ids_by_label = list(state["ids_by_label"])
+        self._json_ids = [
+            None if item_id is None else orjson.dumps(item_id) for item_id in self._ids_by_label
+        ]
+        self._labels = {
+            item_id: label
+            for label, item_id in enumerate(self._ids_by_label)
+            if item_id is not None
+        }
+        self._metadata = {int(label): meta for label, meta in state["metadata"].items()}
+        self._meta_index = MetadataIndex()
+        for label, meta in self._metadata.items():
+            self._meta_index.add(label, meta)
+        self._free = list(state["free"])
+        self.search_cost = 0.0
+        self._by_hash = {
+            hash(self._vectors[label].tobytes()): label for label in self._labels.values()
+        }
+        self.resizes = 0
+        return self
+
+
+def _normalise(matrix: Float32Matrix) -> Float32Matrix:
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    normalised: Float32Matrix = (matrix / norms).astype(np.float32)
+    return normalised

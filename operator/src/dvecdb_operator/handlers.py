@@ -1,0 +1,64 @@
+"""kopf registrations only: each handler is a line that delegates to `runtime`.
+
+Importing this module registers the handlers on kopf's default registry; `cli.main` does so
+before `kopf.run`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from dvecdb_operator import constants as c
+from dvecdb_operator import runtime
+
+_CR = (c.GROUP, c.VERSION, c.PLURAL)
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    await runtime.startup(settings, memo)
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    await runtime.cleanup(memo)
+
+
+@kopf.on.resume(*_CR)
+@kopf.on.create(*_CR)
+@kopf.on.update(*_CR, field="spec")
+async def reconcile(memo: kopf.Memo, body: kopf.Body, spec: kopf.Spec, **_: Any) -> None:
+    await runtime.reconcile(memo, body, spec)
+
+
+@kopf.daemon(*_CR, cancellation_timeout=10.0)
+async def monitor(
+    memo: kopf.Memo, namespace: str | None, name: str, stopped: kopf.DaemonStopped, **_: Any
+) -> None:
+    assert namespace is not None  # DVecCluster is namespaced
+    await runtime.monitor(memo, namespace, name, stopped)
+
+
+@kopf.on.event(
+    "apps",
+    "v1",
+    "statefulsets",
+    labels={c.LABEL_MANAGED_BY: c.MANAGER, c.LABEL_CLUSTER: kopf.PRESENT},
+)
+@kopf.on.event(
+    "v1",
+    "services",
+    labels={c.LABEL_MANAGED_BY: c.MANAGER, c.LABEL_CLUSTER: kopf.PRESENT},
+)
+@kopf.on.event(
+    "policy",
+    "v1",
+    "poddisruptionbudgets",
+    labels={c.LABEL_MANAGED_BY: c.MANAGER, c.LABEL_CLUSTER: kopf.PRESENT},
+)
+async def child_changed(
+    memo: kopf.Memo, type: str | None, labels: kopf.Labels, namespace: str | None, **_: Any
+) -> None:
+    await runtime.child_changed(memo, type, labels, namespace)

@@ -1,0 +1,168 @@
+"""One ordered, idempotent pass over a cluster's children: secret, workload, network, PDB,
+monitoring. Each child is built by a pure builder, adopted by the DVecCluster (owner
+reference, so deleting the cluster collects it) and applied only when it drifted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from dvecdb_operator import kube as kube_api
+from dvecdb_operator.builders.common import ClusterRef, ordinal_of
+from dvecdb_operator.builders.monitoring import (
+    build_dashboard_configmap,
+    build_prometheus_rule,
+    build_service_monitor,
+)
+from dvecdb_operator.builders.pdb import build_pdb
+from dvecdb_operator.builders.secret import build_token_secret, new_token
+from dvecdb_operator.builders.services import build_services
+from dvecdb_operator.builders.statefulset import build_statefulset
+from dvecdb_operator.decisions import effective_replicas
+from dvecdb_operator.drift import drifted
+from dvecdb_operator.spec import ClusterSpec
+
+log = logging.getLogger(__name__)
+
+
+def token_secret_name(ref: ClusterRef, spec: ClusterSpec) -> str:
+    return spec.auth.secret_name or ref.default_token_secret
+
+
+def desired_children(
+    ref: ClusterRef, spec: ClusterSpec, *, replicas: int
+) -> tuple[list[dict[str, Any]], list[tuple[str, str, str]]]:
+    """The manifests to apply, and (apiVersion, kind, name) of optional children to remove."""
+    secret = token_secret_name(ref, spec)
+    wanted: list[dict[str, Any]] = [
+        build_statefulset(ref, spec, token_secret=secret, replicas=replicas),
+        *build_services(ref),
+    ]
+    absent: list[tuple[str, str, str]] = []
+    optional = [
+        (spec.pod_disruption_budget, build_pdb(ref)),
+        (
+            spec.monitoring.service_monitor,
+            build_service_monitor(ref, interval=spec.monitoring.interval),
+        ),
+        (spec.monitoring.prometheus_rule, build_prometheus_rule(ref)),
+        (spec.monitoring.grafana_dashboard, build_dashboard_configmap(ref)),
+    ]
+    for enabled, manifest in optional:
+        if enabled:
+            wanted.append(manifest)
+        else:
+            absent.append((manifest["apiVersion"], manifest["kind"], manifest["metadata"]["name"]))
+    return wanted, absent
+
+
+def leader_ordinal(status: Mapping[str, Any] | None) -> int | None:
+    leader = (status or {}).get("leader")
+    return ordinal_of(leader) if isinstance(leader, str) and ordinal_of(leader) >= 0 else None
+
+
+async def ensure_token_secret(
+    kube: kube_api.Kube, body: Mapping[str, Any], ref: ClusterRef, spec: ClusterSpec
+) -> str:
+    """Create the token Secret if absent (never rotating an existing token); returns its name.
+
+    A Secret the user named in `spec.auth.secretName` is theirs: created if missing but not
+    owned, so it outlives the cluster like any user-supplied credential.
+    """
+    name = token_secret_name(ref, spec)
+    if await kube.get("v1", "Secret", ref.namespace, name) is not None:
+        return name
+    manifest = build_token_secret(ref, name, new_token())
+    if not spec.auth.secret_name:
+        kopf.adopt(manifest, owner=dict(body))  # type: ignore[arg-type]
+    if await kube.create(manifest):
+        kube_api.post_event(body, reason="SecretCreated", message=f"cluster token Secret {name}")
+    return name
+
+
+async def _fit_immutable(kube: kube_api.Kube, body: Mapping[str, Any], sts: dict[str, Any]) -> None:
+    """Keep the live volumeClaimTemplates: the API refuses to change them on a StatefulSet."""
+    meta = sts["metadata"]
+    live = await kube.get("apps/v1", "StatefulSet", meta["namespace"], meta["name"])
+    if live is None:
+        return
+    live_vct = live.get("spec", {}).get("volumeClaimTemplates")
+    if live_vct and live_vct != sts["spec"]["volumeClaimTemplates"]:
+        want = sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]
+        have = live_vct[0].get("spec", {}).get("resources", {}).get("requests", {})
+        if want != have:
+            kube_api.post_event(
+                body,
+                reason="StorageUnchanged",
+                message=f"storage {want} not applied: existing claims keep {have}",
+                warning=True,
+            )
+        sts["spec"]["volumeClaimTemplates"] = [
+            {k: v for k, v in t.items() if k in ("apiVersion", "kind", "metadata", "spec")}
+            for t in live_vct
+        ]
+
+
+async def reconcile_children(
+    kube: kube_api.Kube, body: Mapping[str, Any], spec: ClusterSpec
+) -> list[str]:
+    """Create or patch back every child; returns the kinds/names that were written."""
+    meta = body["metadata"]
+    ref = ClusterRef(name=meta["name"], namespace=meta["namespace"])
+    await ensure_token_secret(kube, body, ref, spec)
+    replicas = effective_replicas(spec.replicas, leader_ordinal(body.get("status")))
+    wanted, absent = desired_children(ref, spec, replicas=replicas)
+    written: list[str] = []
+    for manifest in wanted:
+        kopf.adopt(manifest, owner=dict(body))  # type: ignore[arg-type]
+        if manifest["kind"] == "StatefulSet":
+            await _fit_immutable(kube, body, manifest)
+        label = f"{manifest['kind']}/{manifest['metadata']['name']}"
+        try:
+            live = await kube.get(
+                manifest["apiVersion"],
+                manifest["kind"],
+                ref.namespace,
+                manifest["metadata"]["name"],
+            )
+            if drifted(live, manifest):
+                await kube.apply(manifest)
+                written.append(label)
+        except kube_api.ApiError as exc:
+            # A missing optional CRD (ServiceMonitor without prometheus-operator) must not
+            # stop the database children from converging.
+            kube_api.post_event(
+                body, reason="ApplyFailed", message=f"{label}: {exc.message}", warning=True
+            )
+            if manifest["kind"] in ("StatefulSet", "Service"):
+                raise
+    for api_version, kind, name in absent:
+        await _remove_owned(kube, body, api_version, kind, ref.namespace, name)
+    if written:
+        log.info("applied %s", ", ".join(written))
+    return written
+
+
+async def _remove_owned(
+    kube: kube_api.Kube,
+    body: Mapping[str, Any],
+    api_version: str,
+    kind: str,
+    namespace: str,
+    name: str,
+) -> None:
+    """Delete an optional child that was switched off, only if this cluster owns it."""
+    try:
+        live = await kube.get(api_version, kind, namespace, name)
+    except kube_api.ApiError:
+        return  # e.g. the monitoring CRDs are not installed: nothing to remove
+    if live is None:
+        return
+    uid = body["metadata"].get("uid")
+    owners = live.get("metadata", {}).get("ownerReferences") or []
+    if any(o.get("uid") == uid for o in owners):
+        await kube.request("DELETE", kube_api.object_path(api_version, kind, namespace, name))

@@ -1,0 +1,212 @@
+"""Operator wiring that handlers delegate to: startup settings, shared connections, and the
+per-cluster loop that alternates monitoring passes with child reconciliation.
+
+Everything long-lived (the Kubernetes connection, the node HTTP session) lives in kopf's
+`memo`, created at startup and closed at cleanup, so handlers stay stateless functions.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import kopf
+
+from dvecdb_operator import constants as c
+from dvecdb_operator import kube as kube_api
+from dvecdb_operator.builders.common import ClusterRef
+from dvecdb_operator.builders.secret import read_token
+from dvecdb_operator.members import Members, client_factory
+from dvecdb_operator.monitor import ClusterMonitor, MonitorSettings
+from dvecdb_operator.reconcile import reconcile_children, token_secret_name
+from dvecdb_operator.spec import ClusterSpec, InvalidSpecError, parse_spec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Knobs the CLI sets (see `dvecdb-operator --help`)."""
+
+    monitor_interval: float = 2.0
+    node_timeout: float = 3.0
+    reconcile_every: float = 30.0
+    watch_server_timeout: int = 300
+    catchup_timeout: float = 30.0
+    # The peering object to create at start-up; None: standalone, or someone else (the
+    # Helm chart) creates it.
+    peering_name: str | None = None
+    namespaces: tuple[str, ...] = ()  # empty: cluster-wide
+
+
+def config_of(memo: Any) -> RuntimeConfig:
+    config = getattr(memo, "config", None)
+    return config if isinstance(config, RuntimeConfig) else RuntimeConfig()
+
+
+def apply_settings(settings: kopf.OperatorSettings, config: RuntimeConfig) -> None:
+    """kopf's own state goes under our API group, and watches are bounded in time.
+
+    Without server/client watch timeouts a watch can hang forever on a silently dropped
+    connection (kopf issues #204, #698) and the operator would stop seeing changes.
+    """
+    settings.persistence.finalizer = f"{c.GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=c.GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=c.GROUP, key="last-handled-configuration"
+    )
+    settings.watching.server_timeout = config.watch_server_timeout
+    settings.watching.client_timeout = config.watch_server_timeout + 30
+    settings.watching.connect_timeout = 30
+    settings.networking.request_timeout = 60
+    settings.posting.reporting_component = c.MANAGER
+    settings.peering.stealth = True
+    settings.background.cancellation_polling = 5
+
+
+async def startup(settings: kopf.OperatorSettings, memo: Any) -> None:
+    config = config_of(memo)
+    apply_settings(settings, config)
+    memo.kube = await kube_api.Kube.connect()
+    memo.node_session = aiohttp.ClientSession()
+    await ensure_peering(memo.kube, config)
+
+
+async def ensure_peering(kube: kube_api.Kube, config: RuntimeConfig) -> None:
+    """Best effort: without the peering CRDs or the RBAC to create, kopf reports it itself."""
+    if config.peering_name is None:
+        return
+    literal = [ns for ns in config.namespaces if not set(ns) & set("*?[]!,")]
+    targets: list[str | None] = list(literal) if config.namespaces else [None]
+    for namespace in targets:
+        try:
+            if await kube.ensure_peering(config.peering_name, namespace):
+                log.info("created peering %s in %s", config.peering_name, namespace or "cluster")
+        except kube_api.ApiError as exc:
+            log.warning("cannot create peering %s: %s", config.peering_name, exc.message)
+
+
+async def cleanup(memo: Any) -> None:
+    for name in ("kube",):
+        kube = getattr(memo, name, None)
+        if kube is not None:
+            await kube.close()
+    session = getattr(memo, "node_session", None)
+    if session is not None:
+        await session.close()
+
+
+async def reconcile(memo: Any, body: Mapping[str, Any], spec: Mapping[str, Any]) -> None:
+    """Create/update/resume: validate the spec, then converge the children."""
+    try:
+        parsed = parse_spec(dict(spec))
+    except InvalidSpecError as exc:
+        raise kopf.PermanentError(str(exc)) from exc
+    await reconcile_children(memo.kube, body, parsed)
+
+
+async def child_changed(
+    memo: Any, event_type: str | None, labels: Mapping[str, str], namespace: str | None
+) -> None:
+    """A child was edited or deleted: converge its cluster's children again."""
+    cluster = labels.get(c.LABEL_CLUSTER)
+    if not cluster or not namespace or event_type not in ("MODIFIED", "DELETED"):
+        return
+    try:
+        body = await memo.kube.get_cluster(namespace, cluster)
+    except kube_api.NotFoundError:
+        return
+    if body.get("metadata", {}).get("deletionTimestamp"):
+        return
+    try:
+        parsed = parse_spec(body.get("spec"))
+    except InvalidSpecError:
+        return
+    await reconcile_children(memo.kube, body, parsed)
+
+
+async def _cluster_token(kube: kube_api.Kube, ref: ClusterRef, spec: ClusterSpec) -> str | None:
+    secret = await kube.get("v1", "Secret", ref.namespace, token_secret_name(ref, spec))
+    return read_token(secret) if secret else None
+
+
+def pass_interval(config: RuntimeConfig, spec: ClusterSpec | None) -> float:
+    """Seconds between passes: the configured interval, but at most a third of the lease.
+
+    Each pass that finds the leader serving renews its lease; a few passes per lease leave
+    room for one slow or failed renewal before the leader stops acknowledging writes.
+    """
+    if spec is None:
+        return config.monitor_interval
+    return max(0.05, min(config.monitor_interval, spec.failover.lease / 3))
+
+
+async def monitor(memo: Any, namespace: str, name: str, stopped: Any) -> None:
+    """The cluster's daemon: a monitoring pass every interval, children every so often.
+
+    Each iteration reads the cluster object once and parses its spec once; the pass gets
+    both. Children are converged on the first pass (which creates the token Secret the
+    members need), every `reconcile_every` seconds as a safety net, and right after a pass
+    that changed something (a finished switchover may let a held-back scale-down proceed).
+    The token Secret is read again on those occasions only.
+    """
+    config = config_of(memo)
+    kube: kube_api.Kube = memo.kube
+    settings = MonitorSettings(
+        interval=config.monitor_interval, catchup_timeout=config.catchup_timeout
+    )
+    ref = ClusterRef(name=name, namespace=namespace)
+    members: Members | None = None
+    watcher: ClusterMonitor | None = None
+    token: str | None = None
+    last_reconcile = 0.0
+    reconcile_due = True
+    spec: ClusterSpec | None = None
+    try:
+        while not stopped:
+            started = time.monotonic()
+            try:
+                body = await kube.get_cluster(namespace, name)
+                try:
+                    spec = parse_spec(body.get("spec"))
+                except InvalidSpecError:
+                    spec = None  # the monitoring pass reports it in the status
+                now = time.monotonic()
+                due = reconcile_due or now - last_reconcile >= config.reconcile_every
+                fresh = token
+                if spec is not None and due:
+                    last_reconcile, reconcile_due = now, False
+                    await reconcile_children(kube, body, spec)
+                    fresh = await _cluster_token(kube, ref, spec)
+                if watcher is None or members is None or fresh != token:
+                    if members is not None:
+                        await members.close()
+                    token = fresh
+                    members = Members(
+                        client_factory(
+                            token=token, timeout=config.node_timeout, session=memo.node_session
+                        )
+                    )
+                    watcher = ClusterMonitor(
+                        kube, members, namespace=namespace, name=name, settings=settings
+                    )
+                if spec is not None and token is None:
+                    log.info("cluster %s/%s: waiting for its token Secret", namespace, name)
+                    reconcile_due = True
+                else:
+                    reconcile_due = (await watcher.tick(body, spec)).acted
+            except kube_api.NotFoundError:
+                return
+            except (kube_api.ApiError, OSError, TimeoutError) as exc:
+                log.warning("monitor pass for %s/%s failed: %s", namespace, name, exc)
+            # Passes start every interval: one slowed by an unreachable member's timeout
+            # is followed at once, so detection is not stretched by the timeouts.
+            elapsed = time.monotonic() - started
+            await stopped.wait(max(0.0, pass_interval(config, spec) - elapsed))
+    finally:
+        if members is not None:
+            await members.close()

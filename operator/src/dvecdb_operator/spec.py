@@ -1,0 +1,143 @@
+"""The `DVecCluster` spec as typed models: the edge where user input is validated.
+
+The CRD's OpenAPI schema validates on admission and fills defaults; these models repeat the same
+defaults so that the operator behaves identically for objects created before a default was
+added, and so the builders receive plain typed values instead of nested dicts.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from dvecdb_operator.quantity import InvalidQuantityError, parse_quantity
+
+STORAGE_SIZE_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"
+DEFAULT_IMAGE = "dvecdb/node:0.1.0"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True
+    )
+
+
+class StorageSpec(_Model):
+    size: str = Field(default="1Gi", pattern=STORAGE_SIZE_PATTERN)
+    storage_class_name: str | None = None
+    # Whether PersistentVolumeClaims go with the cluster when it is deleted.
+    reclaim_policy: Literal["Retain", "Delete"] = "Retain"
+
+
+class HnswSpec(_Model):
+    m: int = Field(default=16, ge=2, le=128)
+    ef_construction: int = Field(default=200, ge=1)
+    ef_search: int = Field(default=50, ge=1)
+
+
+class NodeSpec(_Model):
+    fsync: Literal["always", "batch", "none"] = "batch"
+    default_ack: Literal["leader", "one", "quorum"] = "one"
+    hnsw: HnswSpec = HnswSpec()
+
+
+class FailoverSpec(_Model):
+    """Failover timing. The leader's lease must end well before a failover can begin, so
+    that a leader cut off from the operator and from its followers has stopped
+    acknowledging writes by then: `leaseSeconds` defaults to half of `detectionSeconds`
+    and may not exceed it."""
+
+    enabled: bool = True
+    detection_seconds: int = Field(default=10, ge=1, le=3600)
+    lease_seconds: float | None = Field(default=None, ge=0.1, le=3600)
+    max_read_staleness_seconds: float = Field(default=60, ge=0, le=86400)
+
+    @model_validator(mode="after")
+    def _lease_within_detection(self) -> FailoverSpec:
+        if self.lease_seconds is not None and self.lease_seconds > self.detection_seconds:
+            raise ValueError(
+                f"leaseSeconds ({self.lease_seconds:g}) must not exceed detectionSeconds"
+                f" ({self.detection_seconds})"
+            )
+        return self
+
+    @property
+    def lease(self) -> float:
+        """The leader's lease in seconds (`leaseSeconds`, else `detectionSeconds / 2`)."""
+        if self.lease_seconds is not None:
+            return self.lease_seconds
+        return self.detection_seconds / 2
+
+
+class MonitoringSpec(_Model):
+    service_monitor: bool = False
+    prometheus_rule: bool = False
+    grafana_dashboard: bool = False
+    interval: str = Field(default="30s", pattern=r"^[0-9]+(ms|s|m|h)$")
+
+
+class AuthSpec(_Model):
+    secret_name: str | None = None
+
+
+class ClusterSpec(_Model):
+    replicas: int = Field(default=3, ge=1, le=99)
+    image: str = DEFAULT_IMAGE
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    resources: dict[str, Any] = Field(default_factory=dict)
+    storage: StorageSpec = StorageSpec()
+    node: NodeSpec = NodeSpec()
+    failover: FailoverSpec = FailoverSpec()
+    anti_affinity: Literal["preferred", "required", "none"] = "preferred"
+    pod_disruption_budget: bool = True
+    monitoring: MonitoringSpec = MonitoringSpec()
+    auth: AuthSpec = AuthSpec()
+
+    @field_validator("resources")
+    @classmethod
+    def _quantities(cls, resources: dict[str, Any]) -> dict[str, Any]:
+        """Every limit and request must be a quantity Kubernetes accepts, and not negative.
+
+        The CRD admits any string there, and the API server would only refuse it when the
+        StatefulSet is applied, on every reconcile; refused here, the spec fails like any other
+        invalid field (a permanent handler error and `phase: Failed` with the message), and the
+        builders may read the values, e.g. the CPU limit that sets the node's search threads.
+        """
+        for kind in ("limits", "requests"):
+            amounts = resources.get(kind)
+            if amounts is None:
+                continue
+            if not isinstance(amounts, dict):
+                raise ValueError(f"{kind} must be a mapping of resource names to quantities")
+            for name, amount in amounts.items():
+                try:
+                    negative = parse_quantity(amount) < 0
+                except InvalidQuantityError as exc:
+                    raise ValueError(f"{kind}.{name}: {exc}") from exc
+                if negative:
+                    raise ValueError(f"{kind}.{name}: {amount!r} is negative")
+        return resources
+
+
+class InvalidSpecError(ValueError):
+    """The spec does not validate; the message lists every field at fault."""
+
+
+def parse_spec(raw: dict[str, Any] | None) -> ClusterSpec:
+    """Validate a raw spec mapping into a `ClusterSpec`, or raise `InvalidSpecError`."""
+    try:
+        return ClusterSpec.model_validate(dict(raw or {}))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"spec.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise InvalidSpecError(problems) from exc

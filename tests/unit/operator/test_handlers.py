@@ -1,0 +1,227 @@
+"""Handlers only delegate; startup settings put kopf's state under dvecdb.io; the CLI runs
+kopf with the scope, peering and liveness it was given."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+import pytest
+
+from dvecdb_operator import cli, handlers, runtime
+from dvecdb_operator import constants as c
+from dvecdb_operator import kube as kube_api
+from tests.support.operator_fakes import FakeKube
+
+pytestmark = pytest.mark.unit
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+
+    def __call__(self, name: str) -> Any:
+        async def record(*args: Any) -> None:
+            self.calls.append((name, args))
+
+        return record
+
+
+@pytest.fixture
+def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
+    rec = Recorder()
+    for name in ("startup", "cleanup", "reconcile", "monitor", "child_changed"):
+        monkeypatch.setattr(runtime, name, rec(name))
+    return rec
+
+
+async def test_handlers_delegate_to_runtime(recorder: Recorder) -> None:
+    memo = kopf.Memo()
+    settings = kopf.OperatorSettings()
+    body = kopf.Body({"metadata": {"name": "db"}})
+    spec = body.spec
+    stopped: Any = object()
+    await handlers.startup(settings=settings, memo=memo)
+    await handlers.reconcile(memo=memo, body=body, spec=spec)
+    await handlers.monitor(memo=memo, namespace="ns", name="db", stopped=stopped)
+    await handlers.child_changed(memo=memo, type="DELETED", labels={"a": "b"}, namespace="ns")
+    await handlers.cleanup(memo=memo)
+    assert recorder.calls == [
+        ("startup", (settings, memo)),
+        ("reconcile", (memo, body, spec)),
+        ("monitor", (memo, "ns", "db", stopped)),
+        ("child_changed", (memo, "DELETED", {"a": "b"}, "ns")),
+        ("cleanup", (memo,)),
+    ]
+
+
+def test_startup_settings_use_our_group_and_bounded_watches() -> None:
+    settings = kopf.OperatorSettings()
+    runtime.apply_settings(settings, runtime.RuntimeConfig(watch_server_timeout=120))
+    assert settings.persistence.finalizer == "dvecdb.io/finalizer"
+    progress = settings.persistence.progress_storage
+    assert isinstance(progress, kopf.AnnotationsProgressStorage)
+    assert progress.prefix == "dvecdb.io"
+    diffbase = settings.persistence.diffbase_storage
+    assert isinstance(diffbase, kopf.AnnotationsDiffBaseStorage)
+    assert diffbase.prefix == "dvecdb.io"
+    assert settings.watching.server_timeout == 120
+    assert settings.watching.client_timeout == 150
+
+
+async def test_reconcile_refuses_an_invalid_spec_permanently() -> None:
+    memo = kopf.Memo(kube=None)
+    with pytest.raises(kopf.PermanentError, match=r"spec\.replicas"):
+        await runtime.reconcile(memo, {"metadata": {"name": "db"}}, {"replicas": 0})
+
+
+async def test_child_changed_reconciles_only_modified_or_deleted_children(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    kube = FakeKube(
+        {"apiVersion": c.API_VERSION, "kind": c.KIND, "metadata": {"name": "db", "namespace": "ns"}}
+    )
+    monkeypatch.setattr(kube_api, "post_event", lambda *a, **k: None)
+    memo = kopf.Memo(kube=kube)
+    labels = {c.LABEL_CLUSTER: "db"}
+    await runtime.child_changed(memo, "ADDED", labels, "ns")
+    await runtime.child_changed(memo, "DELETED", {}, "ns")
+    assert kube.applied == []
+    await runtime.child_changed(memo, "DELETED", labels, "ns")
+    assert ("StatefulSet", "db") in kube.objects
+    applied = list(kube.applied)
+    await runtime.child_changed(memo, "MODIFIED", {c.LABEL_CLUSTER: "gone"}, "ns")
+    assert kube.applied == applied  # a child of a cluster that is gone changes nothing
+
+
+def test_cli_runs_kopf_with_scope_peering_and_liveness(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(kopf, "run", lambda **kwargs: seen.update(kwargs))
+    monkeypatch.setattr(kopf, "configure", lambda **kwargs: None)
+    assert cli.main(["-n", "a", "-n", "b", "--priority", "7", "--monitor-interval", "0.5"]) == 0
+    assert seen["namespaces"] == ["a", "b"] and seen["clusterwide"] is False
+    assert seen["peering_name"] == "dvecdb-operator" and seen["priority"] == 7
+    assert seen["liveness_endpoint"] == "http://0.0.0.0:8081/healthz"
+    assert seen["memo"].config.monitor_interval == 0.5
+    assert seen["memo"].config.peering_name == "dvecdb-operator"
+    assert seen["memo"].config.namespaces == ("a", "b")
+    assert cli.main(["--all-namespaces", "--standalone", "--liveness", ""]) == 0
+    assert seen["clusterwide"] is True and seen["namespaces"] == []
+    assert seen["standalone"] is True and seen["liveness_endpoint"] is None
+    assert seen["memo"].config.peering_name is None
+    # The chart ships the peering: kopf still uses it, the operator does not create it.
+    assert cli.main(["-n", "a", "--no-create-peering"]) == 0
+    assert seen["peering_name"] == "dvecdb-operator" and seen["standalone"] is False
+    assert seen["memo"].config.peering_name is None
+
+
+def test_cli_default_priorities_differ_between_processes() -> None:
+    priorities = {cli.build_parser().parse_args([]).priority for _ in range(20)}
+    assert len(priorities) > 1
+
+
+class PeeringKube:
+    def __init__(self, fail: bool = False) -> None:
+        self.created: list[tuple[str, str | None]] = []
+        self.fail = fail
+
+    async def ensure_peering(self, name: str, namespace: str | None) -> bool:
+        if self.fail:
+            raise kube_api.ApiError(403, "forbidden")
+        self.created.append((name, namespace))
+        return True
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        (runtime.RuntimeConfig(peering_name=None), []),
+        (runtime.RuntimeConfig(peering_name="p"), [("p", None)]),
+        (
+            runtime.RuntimeConfig(peering_name="p", namespaces=("a", "team-*", "b")),
+            [("p", "a"), ("p", "b")],
+        ),
+    ],
+)
+async def test_startup_creates_the_peering_object_kopf_waits_for(
+    config: runtime.RuntimeConfig, expected: list[tuple[str, str | None]]
+) -> None:
+    kube = PeeringKube()
+    await runtime.ensure_peering(kube, config)  # type: ignore[arg-type]
+    assert kube.created == expected
+
+
+async def test_peering_creation_failure_is_not_fatal(caplog: pytest.LogCaptureFixture) -> None:
+    kube = PeeringKube(fail=True)
+    await runtime.ensure_peering(kube, runtime.RuntimeConfig(peering_name="p"))  # type: ignore[arg-type]
+    assert "cannot create peering p: forbidden" in caplog.text
+
+
+class Passes:
+    """kopf's `stopped` flag, set after a number of passes."""
+
+    def __init__(self, passes: int) -> None:
+        self.left = passes
+
+    def __bool__(self) -> bool:
+        return self.left <= 0
+
+    async def wait(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 (kopf API)
+        self.left -= 1
+
+
+async def test_monitor_daemon_converges_children_then_bootstraps_with_the_token(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dvecdb_operator.builders.secret import read_token
+    from tests.support.operator_fakes import FakeNode
+
+    kube = FakeKube(
+        {
+            "apiVersion": c.API_VERSION,
+            "kind": c.KIND,
+            "metadata": {"name": "db", "namespace": "ns"},
+            "spec": {"replicas": 2},
+        }
+    )
+    for i in range(2):
+        kube.add_pod(f"db-{i}", f"10.0.0.{i + 1}")
+    nodes = {f"http://10.0.0.{i + 1}:8080": FakeNode(f"db-{i}") for i in range(2)}
+    tokens: list[str | None] = []
+
+    def factory(*, token: str | None, timeout: float, session: Any) -> Any:
+        tokens.append(token)
+        return lambda u: nodes[u]
+
+    monkeypatch.setattr(runtime, "client_factory", factory)
+    monkeypatch.setattr(kube_api, "post_event", lambda *a, **k: None)
+    memo = kopf.Memo(kube=kube, node_session=None, config=runtime.RuntimeConfig())
+    await runtime.monitor(memo, "ns", "db", Passes(2))
+    assert ("StatefulSet", "db") in kube.objects
+    assert tokens == [read_token(kube.objects[("Secret", "db-token")])]
+    assert (kube.status["leader"], kube.status["epoch"]) == ("db-0", 1)
+    assert kube.status["phase"] == "Healthy"
+
+
+async def test_monitor_daemon_reports_an_invalid_spec(monkeypatch: pytest.MonkeyPatch) -> None:
+    kube = FakeKube(
+        {
+            "apiVersion": c.API_VERSION,
+            "kind": c.KIND,
+            "metadata": {"name": "db", "namespace": "ns"},
+            "spec": {"replicas": -1},
+        }
+    )
+    monkeypatch.setattr(runtime, "client_factory", lambda **_: lambda u: None)
+    memo = kopf.Memo(kube=kube, node_session=None, config=runtime.RuntimeConfig())
+    await runtime.monitor(memo, "ns", "db", Passes(1))
+    assert kube.objects == {}
+    assert kube.status["phase"] == "Failed"
+
+
+async def test_monitor_daemon_ends_when_the_cluster_is_gone() -> None:
+    kube = FakeKube({"apiVersion": c.API_VERSION, "kind": c.KIND, "metadata": {"name": "x"}})
+    memo = kopf.Memo(kube=kube, node_session=None, config=runtime.RuntimeConfig())
+    passes = Passes(100)
+    await runtime.monitor(memo, "ns", "db", passes)
+    assert passes.left > 0  # it returned on NotFound, not because kopf stopped it

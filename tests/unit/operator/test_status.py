@@ -1,0 +1,176 @@
+"""Status computation and role labels from observations."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from dvecdb_operator.observation import ClusterObservation, FailoverRecord, MemberObservation
+from dvecdb_operator.status import PassReport, compute_status, desired_role_labels
+
+pytestmark = pytest.mark.unit
+
+URL0 = "http://10.0.0.1:8080"
+
+
+def m(
+    ordinal: int,
+    role: str | None = "follower",
+    *,
+    last: int = 10,
+    applied: int | None = None,
+    up: bool = True,
+    ready: bool = True,
+    label: str | None = None,
+) -> MemberObservation:
+    return MemberObservation(
+        name=f"db-{ordinal}",
+        ordinal=ordinal,
+        pod_ip=f"10.0.0.{ordinal + 1}",
+        pod_ready=ready,
+        reachable=up,
+        role=role if up else None,
+        epoch=2,
+        last_seq=last,
+        applied_seq=last if applied is None else applied,
+        leader_url=URL0 if role == "follower" else None,
+        role_label=label,
+        pod_uid=f"uid-{ordinal}",
+        restarts=1,
+    )
+
+
+def obs(*members: MemberObservation, leader: str | None = "db-0") -> ClusterObservation:
+    return ClusterObservation(
+        name="db", namespace="ns", replicas=3, epoch=2, leader=leader, members=members
+    )
+
+
+def conditions(status: dict[str, object]) -> dict[str, str]:
+    return {c["type"]: c["status"] for c in status["conditions"]}  # type: ignore[attr-defined]
+
+
+def test_healthy_cluster_status() -> None:
+    status = compute_status(
+        obs(m(0, "leader", last=20), m(1, applied=15), m(2, applied=20)), generation=4, now="T1"
+    )
+    assert status["phase"] == "Healthy"
+    assert status["observedGeneration"] == 4
+    # leader and epoch are written only by the failover's compare-and-swap steps
+    assert "leader" not in status and "epoch" not in status
+    assert status["readyMembers"] == "3/3"
+    assert status["replicas"] == 3
+    assert status["selector"] == "app.kubernetes.io/name=dvecdb,dvecdb.io/cluster=db"
+    assert conditions(status) == {
+        "Ready": "True",
+        "LeaderElected": "True",
+        "Replicating": "True",
+        "Progressing": "False",
+    }
+    assert status["leaderPod"] == {"name": "db-0", "uid": "uid-0", "restarts": 1}
+    assert [x["lag_seq"] for x in status["members"]] == [0, 5, 0]
+    assert status["members"][0] == {
+        "name": "db-0",
+        "role": "leader",
+        "ready": True,
+        "last_seq": 20,
+        "applied_seq": 20,
+        "lag_seq": 0,
+    }
+
+
+def test_member_down_degrades_and_is_listed_unreachable_without_lag() -> None:
+    status = compute_status(
+        obs(m(0, "leader"), m(1), m(2, up=False, ready=False)), generation=1, now="T"
+    )
+    assert status["phase"] == "Degraded"
+    assert conditions(status) == {
+        "Ready": "False",
+        "LeaderElected": "True",
+        "Replicating": "False",
+        "Progressing": "False",
+    }
+    down = status["members"][2]
+    assert down["role"] == "unreachable" and "lag_seq" not in down
+
+
+def test_unled_cluster_is_creating_and_flags_override() -> None:
+    members = (m(0, "standby"), m(1, "standby"), m(2, "standby"))
+    assert compute_status(obs(*members, leader=None), generation=1, now="T")["phase"] == "Creating"
+    report = PassReport(failed=True, message="bad")
+    assert compute_status(obs(*members), generation=1, now="T", report=report)["phase"] == "Failed"
+
+
+@pytest.mark.parametrize(
+    ("kind", "phase"),
+    [("failover", "FailingOver"), ("forced", "FailingOver"), ("switchover", "Switching")],
+)
+def test_a_change_in_flight_sets_the_phase_and_progressing(kind: str, phase: str) -> None:
+    members = (m(0, "standby"), m(1, "standby"), m(2, "standby"))
+    record = FailoverRecord(epoch=3, kind=kind, phase="fencing", from_="db-0", reason="x")  # type: ignore[arg-type]
+    cluster = replace(obs(*members), failover=record)
+    status = compute_status(cluster, generation=1, now="T")
+    assert status["phase"] == phase
+    assert conditions(status)["LeaderElected"] == "False"
+    assert conditions(status)["Progressing"] == "True"
+    assert "leaderPod" not in status
+
+
+def test_a_blocked_failover_names_the_missing_members_in_progressing() -> None:
+    members = (m(0, up=False), m(1, "standby"), m(2, up=False))
+    record = FailoverRecord(epoch=3, kind="failover", phase="fencing", from_="db-0", reason="x")
+    report = PassReport(message="missing db-2", blocked="not promoting from a minority: db-2")
+    status = compute_status(replace(obs(*members), failover=record), generation=1, now="T",
+                            report=report)  # fmt: skip
+    assert status["phase"] == "FailingOver"
+    progressing = next(c for c in status["conditions"] if c["type"] == "Progressing")
+    assert (progressing["status"], progressing["reason"]) == ("False", "FailoverBlocked")
+    assert "db-2" in progressing["message"] and status["message"] == "missing db-2"
+
+
+def test_condition_transition_time_kept_while_status_unchanged() -> None:
+    cluster = obs(m(0, "leader"), m(1), m(2))
+    first = compute_status(cluster, generation=1, now="T1")
+    again = compute_status(cluster, generation=1, now="T2", previous_conditions=first["conditions"])
+    assert {c["lastTransitionTime"] for c in again["conditions"]} == {"T1"}
+    degraded = obs(m(0, "leader"), m(1), m(2, up=False, ready=False))
+    later = compute_status(
+        degraded, generation=1, now="T3", previous_conditions=again["conditions"]
+    )
+    times = {c["type"]: c["lastTransitionTime"] for c in later["conditions"]}
+    assert times == {"Ready": "T3", "LeaderElected": "T1", "Replicating": "T3", "Progressing": "T1"}
+
+
+def test_role_labels_follow_the_healthy_leader_only() -> None:
+    cluster = obs(
+        m(0, "leader", label=None), m(1, label="follower"), m(2, "standby", label="leader")
+    )
+    assert desired_role_labels(cluster) == {"db-0": "leader", "db-2": "standby"}
+
+
+def test_role_label_kept_on_a_leader_that_only_does_not_answer_the_operator() -> None:
+    # Cut from the operator alone it still takes writes until a failover fences its
+    # followers; its pod's readiness takes a dead or hung one out of the Service.
+    cluster = obs(
+        m(0, up=False, label="leader"), m(1, label="follower"), m(2, up=False, label="follower")
+    )
+    assert desired_role_labels(cluster) == {}
+
+
+def test_role_label_removed_from_a_failed_leader() -> None:
+    members = (m(1, label="follower"), m(2, up=False, label="follower"))
+    dead = replace(m(0, up=False, label="leader"), pod_running=False)
+    assert desired_role_labels(obs(dead, *members)) == {"db-0": None}
+    replaced = obs(m(0, up=False, label="leader"), *members)
+    record = FailoverRecord(epoch=3, kind="failover", phase="fencing", from_="db-0", reason="x")
+    assert desired_role_labels(replace(replaced, failover=record)) == {"db-0": None}
+    deposed = obs(m(0, "standby", label="leader"), *members)
+    assert desired_role_labels(deposed) == {"db-0": "standby"}
+
+
+def test_role_label_of_a_stale_leader_is_not_leader() -> None:
+    cluster = obs(
+        m(0, "leader", label="leader"), m(1, "leader", label=None), m(2, label="follower")
+    )
+    assert desired_role_labels(cluster) == {"db-1": "standby"}
