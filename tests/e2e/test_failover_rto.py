@@ -47,6 +47,7 @@ from .test_operator_cluster import (
     missing_on,
     node_status,
     pod,
+    ready_endpoints,
     rw_endpoints,
     rw_url,
     status_of,
@@ -70,16 +71,7 @@ NAMES = ["demo-0", "demo-1", "demo-2"]
 
 
 def ro_endpoints(kubectl: Kubectl, namespace: str) -> list[str]:
-    slices = kubectl.json(
-        "get", "endpointslices", "-n", namespace, "-l", "kubernetes.io/service-name=demo-ro"
-    )
-    return sorted(
-        address
-        for item in slices["items"]
-        for endpoint in item.get("endpoints") or []
-        if endpoint.get("conditions", {}).get("ready")
-        for address in endpoint["addresses"]
-    )
+    return sorted(ready_endpoints(kubectl, namespace, "demo-ro"))
 
 
 class Load:
@@ -200,7 +192,8 @@ def leader_pid(kubectl: Kubectl, namespace: str, name: str) -> int:
 
     def running() -> str | None:
         statuses = pod(kubectl, namespace, name)["status"].get("containerStatuses") or [{}]
-        return statuses[0].get("containerID")
+        found = statuses[0].get("containerID")
+        return str(found) if found else None
 
     container = wait_until(running, 60, f"{name}'s container to run")
     return int(container.removeprefix("localkube://"))
@@ -340,9 +333,9 @@ def test_failover_rto_kill_hang_and_operator_cut(kubectl: Kubectl, cluster: str)
     top = (node_status(leader_url) or {}).get("last_seq")
     for name in NAMES:
         url = base_url(kubectl, namespace, name)
-        wait_until(
-            lambda u=url: (node_status(u) or {}).get("applied_seq") == top,
-            120,
-            f"{name} caught up with {final}",
-        )
+
+        def caught_up(url: str = url) -> bool:
+            return (node_status(url) or {}).get("applied_seq") == top
+
+        wait_until(caught_up, 120, f"{name} caught up with {final}")
         assert missing_on(url, acked) == [], name

@@ -70,8 +70,13 @@ def base_url(kubectl: Kubectl, namespace: str, name: str) -> str:
 
 
 def rw_endpoints(kubectl: Kubectl, namespace: str) -> set[str]:
+    return ready_endpoints(kubectl, namespace, "demo-rw")
+
+
+def ready_endpoints(kubectl: Kubectl, namespace: str, service: str) -> set[str]:
+    """The ready addresses of a Service's EndpointSlices (what kube-proxy would route to)."""
     slices = kubectl.json(
-        "get", "endpointslices", "-n", namespace, "-l", "kubernetes.io/service-name=demo-rw"
+        "get", "endpointslices", "-n", namespace, "-l", f"kubernetes.io/service-name={service}"
     )
     return {
         address
