@@ -101,7 +101,7 @@ class ClusterHooks(Protocol):
         """The leader lease for ``/v1/status`` (None when there is none)."""
 
     def last_ack_seconds(self) -> float | None:
-        """Seconds since this member last acked a leader (None: not since it started)."""
+        """Seconds since this member last acked a leader, at most its uptime (None: standalone)."""
 
     def not_ready_reason(self) -> str | None:
         """Why ``/readyz`` should answer 503 beyond recovery (e.g. follower lag), or None."""
