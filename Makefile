@@ -43,17 +43,24 @@ faults: dev
 	@command -v iptables >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iptables >/dev/null; \
 	  else echo "iptables missing: apt-get install iptables (the fault trials will skip)"; fi; }
 	DVECDB_FAULT_TRIALS=$(FAULT_TRIALS) $(BIN)/pytest tests/faults -q -s
 
-# promtool checks and unit-tests the alerting rules (Debian's `prometheus` package ships it).
+# promtool checks and unit-tests the alerting rules (Debian's `prometheus` package ships it);
+# the nemesis trials cut links with iptables.
 tools:
 	@command -v promtool >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
 	  else echo "promtool missing: apt-get install prometheus (its rule tests will skip)"; fi; }
+	@command -v iptables >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iptables >/dev/null; \
+	  else echo "iptables missing: apt-get install iptables (the fault trials will skip)"; fi; }
 
 # The README's test command: lint, types, then every tier.
 test: lint typecheck tools
