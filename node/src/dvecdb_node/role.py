@@ -72,15 +72,13 @@ class NodeRole:
                 self.leader_url, f"this member no longer leads at epoch {epoch}; the write "
                 "was not made"
             )  # fmt: skip
-        until = self.lease_until
-        if lease and until != math.inf and time.monotonic() >= until:
+        if lease and not self.lease_valid:
             raise lease_expired("the write was not made")
 
     def require_lease(self) -> int:
         """The epoch, for a ``strong``/``quorum`` read: leader with a valid lease only."""
         epoch = self.require_leader()
-        until = self.lease_until
-        if until != math.inf and time.monotonic() >= until:
+        if not self.lease_valid:
             raise lease_expired("it serves no strong or quorum reads")
         return epoch
 
