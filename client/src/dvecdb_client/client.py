@@ -301,7 +301,7 @@ class NodeClient:
         ack: str | None = None,
         retry: bool = True,
     ) -> Json:
-        """JSON upsert of ``[{id, vector, metadata?}]``; returns ``{seq, count}``."""
+        """JSON upsert of ``[{id, vector, metadata?}]``; returns ``{seq, epoch, count}``."""
         body: Json = {"vectors": [dict(v) for v in vectors]}
         if ack:
             body["ack"] = ack
@@ -324,7 +324,7 @@ class NodeClient:
         ack: str | None = None,
         retry: bool = True,
     ) -> Json:
-        """Binary bulk upsert (float32 without JSON); returns ``{seq, count}``."""
+        """Binary bulk upsert (float32 without JSON); returns ``{seq, epoch, count}``."""
         matrix = np.asarray(vectors, dtype=np.float32)
         if matrix.ndim == 1:
             matrix = matrix.reshape(1, -1)
