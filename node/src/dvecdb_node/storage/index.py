@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy as _copy
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -143,7 +142,6 @@ class Collection:
         self._free: list[int] = []
         self._by_hash: dict[int, int] = {}
         self.resizes = 0
-        self.search_cost = 0.0
 
     # ------------------------------------------------------------------ reads
     @property
@@ -298,9 +296,6 @@ class Collection:
         threads: int = 1,
         splitter: Splitter | None = None,
     ) -> Rows:
-        # CPU time of this thread, not wall time: on a busy machine wall time grows with the
-        # wait for a core, and would push cheap searches off the event loop when it hurts most.
-        started = time.thread_time()
         allowed: set[int] | None = None
         if clauses:
             allowed = self._meta_index.select(clauses)
@@ -309,13 +304,6 @@ class Collection:
             rows = self._search_all(queries, k, ef, threads, splitter)
         if self.config.metric != "ip":
             rows = self._promote_exacts(queries, rows, k, allowed)
-        if not clauses and threads == 1:
-            # Moving average of seconds per query: lets the engine run cheap searches inline.
-            # This thread's CPU time covers the rows it searched itself (all, or the first
-            # slice of a split batch), not hnswlib's own threads: those searches do not count.
-            own = len(queries) if splitter is None else splitter.own_rows(len(queries))
-            per_query = (time.thread_time() - started) / max(1, own)
-            self.search_cost = 0.9 * self.search_cost + 0.1 * per_query
         return rows
 
     def _promote_exacts(
@@ -519,7 +507,6 @@ class Collection:
         for label, meta in self._metadata.items():
             self._meta_index.add(label, meta)
         self._free = list(state["free"])
-        self.search_cost = 0.0
         self._by_hash = {
             hash(self._vectors[label].tobytes()): label for label in self._labels.values()
         }
