@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from dvecdb_node.credentials import Credentials, split_secrets
 from dvecdb_node.storage.engine import EngineOptions, FsyncMode
 from dvecdb_node.storage.policy import CheckpointPolicy
 
@@ -27,8 +28,14 @@ class NodeSettings(BaseSettings):
     advertise_url: str | None = None
     fsync: FsyncMode = FsyncMode.BATCH
     default_ack: AckLevel = "one"
+    # Secrets (dvecdb_node.credentials): comma-separated values, several during a rotation.
     api_key: str | None = None
+    read_only_key: str | None = None
     cluster_token: str | None = None
+    # A folder of files apiKey, readOnlyKey, clusterToken (a mounted Secret), re-read while
+    # the node runs; a file there replaces the setting of its kind.
+    secrets_dir: Path | None = None
+    secrets_refresh_seconds: float = Field(5.0, gt=0)
     log_level: str = "INFO"
 
     # Defaults for collections created without an ``hnsw`` object (the operator sets them
@@ -81,6 +88,13 @@ class NodeSettings(BaseSettings):
             return self.advertise_url.rstrip("/")
         host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
         return f"http://{host}:{self.port}"
+
+    def credentials(self) -> Credentials:
+        return Credentials(
+            api_keys=split_secrets(self.api_key),
+            read_only_keys=split_secrets(self.read_only_key),
+            cluster_tokens=split_secrets(self.cluster_token),
+        )
 
     def engine_options(self) -> EngineOptions:
         return EngineOptions(

@@ -22,6 +22,7 @@ from dvecdb_node.api.auth import auth_middleware
 from dvecdb_node.api.errors import Handler, error_middleware
 from dvecdb_node.api.gates import read_gate
 from dvecdb_node.api.keys import (
+    CREDENTIALS,
     ENGINE,
     HOOKS,
     METRICS,
@@ -33,6 +34,7 @@ from dvecdb_node.api.keys import (
     SETTINGS,
 )
 from dvecdb_node.api.search import SEARCH, SearchContext
+from dvecdb_node.credentials import CredentialStore
 from dvecdb_node.metrics import NodeMetrics
 from dvecdb_node.role import NodeRole, SingleNodeHooks
 from dvecdb_node.search.searcher import Searcher
@@ -119,6 +121,19 @@ async def engine_context(app: web.Application) -> AsyncIterator[None]:
     log.info("engine closed at seq %d", engine.last_seq)
 
 
+async def credentials_context(app: web.Application) -> AsyncIterator[None]:
+    """Re-read the secrets folder while the node runs (when one is set)."""
+    store, settings = app[CREDENTIALS], app[SETTINGS]
+    watcher = None
+    if store.folder is not None:
+        watcher = asyncio.create_task(store.watch(settings.secrets_refresh_seconds))
+    yield
+    if watcher is not None:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+
+
 def create_app(
     settings: NodeSettings,
     *,
@@ -135,6 +150,7 @@ def create_app(
     engine = engine or Engine(settings.data_dir, settings.engine_options(), observer=metrics)
     role = NodeRole(node_id=settings.node_id)
     app[SETTINGS] = settings
+    app[CREDENTIALS] = CredentialStore(settings.credentials(), settings.secrets_dir)
     app[ENGINE] = engine
     app[ROLE] = role
     app[HOOKS] = SingleNodeHooks(role)
@@ -147,6 +163,7 @@ def create_app(
     for table in (system.routes, collections.routes, vectors.routes, search.routes):
         app.add_routes(table)
     app.cleanup_ctx.append(engine_context)
+    app.cleanup_ctx.append(credentials_context)
     for register in extra_routes:
         register(app)
     app[SEARCH] = SearchContext(

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from dvecdb_node.api.keys import (
+    CREDENTIALS,
     ENGINE,
     HOOKS,
     METRICS,
@@ -44,7 +45,9 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
 
 
 def install(app: web.Application) -> None:
-    manager = ReplicationManager(app[SETTINGS], app[ENGINE], app[ROLE], app[RECOVERED])
+    manager = ReplicationManager(
+        app[SETTINGS], app[ENGINE], app[ROLE], app[RECOVERED], app[CREDENTIALS]
+    )
     app[MANAGER] = manager
     app[HOOKS] = manager
     app.add_routes(admin.routes)

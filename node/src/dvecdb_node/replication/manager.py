@@ -21,6 +21,7 @@ from typing import Any
 
 import aiohttp
 
+from dvecdb_node.credentials import CredentialStore
 from dvecdb_node.errors import Conflict, InvalidInput, NotLeader, NotReady
 from dvecdb_node.replication import acks, lease
 from dvecdb_node.replication.epochs import (
@@ -90,8 +91,11 @@ class ReplicationManager:
         engine: Engine,
         role: NodeRole,
         recovered: asyncio.Event,
+        credentials: CredentialStore | None = None,
     ) -> None:
         self.settings = settings
+        # What this member sends to others: the first cluster token in force.
+        self.credentials = credentials or CredentialStore(settings.credentials())
         self.engine = engine
         self.role = role
         self.recovered = recovered
@@ -127,7 +131,7 @@ class ReplicationManager:
             await self._session.close()
 
     def _auth(self) -> dict[str, str]:
-        token = self.settings.cluster_token
+        token = self.credentials.current.cluster_token
         return {"Authorization": f"Bearer {token}"} if token else {}
 
     def _http(self) -> aiohttp.ClientSession:
