@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -75,7 +76,10 @@ class Cluster:
         leader_wait_seconds: float = 10.0,
         poll_seconds: float = 1.0,
         metrics: RouterMetrics | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        # For https members: trusts the cluster's CA (None: the system's CAs).
+        self.ssl_context = ssl_context
         if not shards or any(not urls for urls in shards):
             raise ValueError("every shard needs at least one member URL")
         self.shards = [[Member(url.rstrip("/")) for url in urls] for urls in shards]
@@ -91,7 +95,9 @@ class Cluster:
 
     # ------------------------------------------------------------- lifecycle
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0, limit_per_host=64)
+        connector = aiohttp.TCPConnector(
+            limit=0, limit_per_host=64, ssl=True if self.ssl_context is None else self.ssl_context
+        )
         self._session = aiohttp.ClientSession(
             connector=connector, timeout=aiohttp.ClientTimeout(total=self.request_timeout)
         )

@@ -32,6 +32,7 @@ from dvecdb_node.api.keys import (
     RECOVERY_ERROR,
     ROLE,
     SETTINGS,
+    TLS,
 )
 from dvecdb_node.api.search import SEARCH, SearchContext
 from dvecdb_node.credentials import CredentialStore
@@ -40,6 +41,7 @@ from dvecdb_node.role import NodeRole, SingleNodeHooks
 from dvecdb_node.search.searcher import Searcher
 from dvecdb_node.settings import NodeSettings
 from dvecdb_node.storage.engine import Engine
+from dvecdb_node.tls import Tls
 
 log = logging.getLogger(__name__)
 
@@ -122,13 +124,16 @@ async def engine_context(app: web.Application) -> AsyncIterator[None]:
 
 
 async def credentials_context(app: web.Application) -> AsyncIterator[None]:
-    """Re-read the secrets folder while the node runs (when one is set)."""
-    store, settings = app[CREDENTIALS], app[SETTINGS]
-    watcher = None
+    """Re-read the secrets folder and the TLS files while the node runs (when set)."""
+    store, settings, tls = app[CREDENTIALS], app[SETTINGS], app.get(TLS)
+    every = settings.secrets_refresh_seconds
+    watchers = []
     if store.folder is not None:
-        watcher = asyncio.create_task(store.watch(settings.secrets_refresh_seconds))
+        watchers.append(asyncio.create_task(store.watch(every)))
+    if tls is not None:
+        watchers.append(asyncio.create_task(tls.reloader.watch(every)))
     yield
-    if watcher is not None:
+    for watcher in watchers:
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
@@ -151,6 +156,9 @@ def create_app(
     role = NodeRole(node_id=settings.node_id)
     app[SETTINGS] = settings
     app[CREDENTIALS] = CredentialStore(settings.credentials(), settings.secrets_dir)
+    tls_files = settings.tls_files()
+    if tls_files is not None:
+        app[TLS] = Tls(tls_files)
     app[ENGINE] = engine
     app[ROLE] = role
     app[HOOKS] = SingleNodeHooks(role)

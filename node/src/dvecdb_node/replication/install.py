@@ -21,6 +21,7 @@ from dvecdb_node.api.keys import (
     RECOVERED,
     ROLE,
     SETTINGS,
+    TLS,
 )
 from dvecdb_node.errors import NotReady
 from dvecdb_node.replication import admin, leader
@@ -46,7 +47,12 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
 
 def install(app: web.Application) -> None:
     manager = ReplicationManager(
-        app[SETTINGS], app[ENGINE], app[ROLE], app[RECOVERED], app[CREDENTIALS]
+        app[SETTINGS],
+        app[ENGINE],
+        app[ROLE],
+        app[RECOVERED],
+        app[CREDENTIALS],
+        None if (tls := app.get(TLS)) is None else tls.client,
     )
     app[MANAGER] = manager
     app[HOOKS] = manager
