@@ -43,6 +43,8 @@ class MonitorSettings:
     operation_backoff: float = 30.0
     # A planned switchover starts once its target is this many records from the leader.
     switchover_slack: int = 0
+    # A member lacking more records than this does not count (phase, upgrade restarts).
+    max_lag_seq: int = 100
     # Steps one pass may take (a whole failover takes about six).
     max_steps: int = 16
 
@@ -118,11 +120,14 @@ async def observe_cluster(
     sts = await kube.get("apps/v1", "StatefulSet", ref.namespace, ref.name)
     status = body.get("status") or {}
     annotations = meta.get("annotations") or {}
+    # `last_seq`: the field's name before the status went camelCase (an operator upgrade
+    # reads the members an older operator wrote).
     recorded = {
-        str(m["name"]): int(m.get("last_seq") or 0)
+        str(m["name"]): int(m.get("lastSeq") or m.get("last_seq") or 0)
         for m in status.get("members") or []
         if isinstance(m, Mapping) and m.get("name")
     }
+    healthy = status.get("healthyReplicas")
     return ClusterObservation(
         name=ref.name,
         namespace=ref.namespace,
@@ -136,6 +141,8 @@ async def observe_cluster(
         switchover_to=annotations.get(c.ANNOTATION_SWITCHOVER) or None,
         force_promote=annotations.get(c.ANNOTATION_FORCE_PROMOTE) or None,
         recorded_seqs=recorded,
+        healthy_replicas=healthy if isinstance(healthy, int) else None,
+        previous_phase=status.get("phase") or None,
     )
 
 
@@ -220,6 +227,7 @@ class ClusterMonitor:
             detection_seconds=spec.failover.detection_seconds,
             lease_seconds=spec.failover.lease,
             switchover_slack=self.settings.switchover_slack,
+            max_lag_seq=self.settings.max_lag_seq,
         )
         for _ in range(self.settings.max_steps):
             step = decide(
@@ -258,6 +266,7 @@ class ClusterMonitor:
             previous_conditions=current.get("conditions") or [],
             now=now_iso(),
             report=state.report(),
+            max_lag_seq=self.settings.max_lag_seq,
         )
         same_members = len(current.get("members") or []) == len(patch["members"])
         if same_members and contains(current, patch):

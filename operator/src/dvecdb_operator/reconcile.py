@@ -61,8 +61,15 @@ def desired_children(
 
 
 def leader_ordinal(status: Mapping[str, Any] | None) -> int | None:
-    leader = (status or {}).get("leader")
-    return ordinal_of(leader) if isinstance(leader, str) and ordinal_of(leader) >= 0 else None
+    """The highest ordinal that leads or may lead: the recorded leader, or while a change is
+    in flight (no leader is recorded at its epoch yet) the one it replaces and its candidate."""
+    status = status or {}
+    change = status.get("failover")
+    if not isinstance(change, Mapping):
+        change = {}
+    names = [status.get("leader"), change.get("from"), change.get("candidate")]
+    ordinals = [ordinal_of(n) for n in names if isinstance(n, str) and ordinal_of(n) >= 0]
+    return max(ordinals) if ordinals else None
 
 
 async def ensure_token_secret(
