@@ -63,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--monitor-interval", type=float, default=2.0)
     parser.add_argument("--node-timeout", type=float, default=3.0)
     parser.add_argument("--catchup-timeout", type=float, default=30.0)
+    parser.add_argument(
+        "--max-lag-seq",
+        type=int,
+        default=100,
+        help="a follower lacking more records of the leader's log than this does not count: "
+        "the phase is not Healthy and a rolling upgrade waits before the next restart",
+    )
     parser.add_argument("--watch-timeout", type=int, default=300)
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser
@@ -80,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         monitor_interval=args.monitor_interval,
         node_timeout=args.node_timeout,
         catchup_timeout=args.catchup_timeout,
+        max_lag_seq=args.max_lag_seq,
         watch_server_timeout=args.watch_timeout,
         peering_name=None if args.standalone or not args.create_peering else args.peering,
         namespaces=tuple(namespaces),

@@ -37,6 +37,7 @@ class RuntimeConfig:
     reconcile_every: float = 30.0
     watch_server_timeout: int = 300
     catchup_timeout: float = 30.0
+    max_lag_seq: int = 100
     # The peering object to create at start-up; None: standalone, or someone else (the
     # Helm chart) creates it.
     peering_name: str | None = None
@@ -157,7 +158,9 @@ async def monitor(memo: Any, namespace: str, name: str, stopped: Any) -> None:
     config = config_of(memo)
     kube: kube_api.Kube = memo.kube
     settings = MonitorSettings(
-        interval=config.monitor_interval, catchup_timeout=config.catchup_timeout
+        interval=config.monitor_interval,
+        catchup_timeout=config.catchup_timeout,
+        max_lag_seq=config.max_lag_seq,
     )
     ref = ClusterRef(name=name, namespace=namespace)
     members: Members | None = None
