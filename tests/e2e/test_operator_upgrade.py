@@ -8,6 +8,7 @@ differ, never `Healthy` until every member runs the new revision and follows the
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 import urllib.error
@@ -135,6 +136,18 @@ def all_follow_the_leader(kubectl: Kubectl, namespace: str, leader: str) -> bool
     return True
 
 
+def kubectl_wait(
+    kubectl: Kubectl, namespace: str, condition: str, seconds: int
+) -> subprocess.CompletedProcess[str]:
+    """`kubectl wait` on the cluster, as a script would run it (longer than `Kubectl.run`'s
+    own time limit)."""
+    return subprocess.run(
+        [str(kubectl.plane.binaries["kubectl"]), "wait", "dveccluster/demo", "-n", namespace,
+         condition, f"--timeout={seconds}s"],
+        capture_output=True, text=True, env=kubectl.env, timeout=seconds + 30, check=False,
+    )  # fmt: skip
+
+
 def upgraded(kubectl: Kubectl, namespace: str) -> dict[str, Any] | None:
     now = sample(kubectl, namespace)
     status = status_of(kubectl, namespace)
@@ -184,14 +197,8 @@ def test_rolling_upgrade_under_quorum_writes_keeps_a_quorum_and_a_waitable_statu
             "-p", f'{{"spec": {{"image": "{NEW_IMAGE}"}}}}',
         )  # fmt: skip
         # What a script does: wait for the upgrade to be seen, then for the cluster to be Ready.
-        seen = kubectl.run(
-            "wait", "dveccluster/demo", "-n", namespace,
-            "--for=jsonpath={.status.phase}=Upgrading", "--timeout=60s", check=False,
-        )  # fmt: skip
-        waited = kubectl.run(
-            "wait", "dveccluster/demo", "-n", namespace, "--for=condition=Ready",
-            "--timeout=600s", check=False,
-        )  # fmt: skip
+        seen = kubectl_wait(kubectl, namespace, "--for=jsonpath={.status.phase}=Upgrading", 60)
+        waited = kubectl_wait(kubectl, namespace, "--for=condition=Ready", 600)
         ready_at = sample(kubectl, namespace)
         # The upgrade is over when every pod runs the new revision and every member follows
         # the leader (measured the same way whatever the status said).
