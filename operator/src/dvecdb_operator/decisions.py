@@ -47,6 +47,7 @@ PHASE_UPGRADING = "Upgrading"
 PHASE_SCALING = "Scaling"
 PHASE_FAILING_OVER = "FailingOver"
 PHASE_FAILED = "Failed"
+PHASE_DELETING = "Deleting"
 
 
 # --- steps ------------------------------------------------------------------------------------

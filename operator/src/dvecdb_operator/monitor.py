@@ -20,7 +20,7 @@ from typing import Any
 from dvecdb_operator import constants as c
 from dvecdb_operator import kube as kube_api
 from dvecdb_operator.builders.common import ClusterRef, ordinal_of, selector_labels
-from dvecdb_operator.decisions import FINAL, PHASE_FAILED, Policy, decide, watched
+from dvecdb_operator.decisions import FINAL, PHASE_DELETING, PHASE_FAILED, Policy, decide, watched
 from dvecdb_operator.drift import contains
 from dvecdb_operator.executor import Executor, PassState, now_iso
 from dvecdb_operator.members import Members, PodView
@@ -104,6 +104,13 @@ def pod_view(pod: Mapping[str, Any]) -> PodView:
     )
 
 
+def revision_pending(sts: Mapping[str, Any] | None) -> bool:
+    """The StatefulSet controller has not observed the StatefulSet's latest generation."""
+    generation = ((sts or {}).get("metadata") or {}).get("generation")
+    observed = ((sts or {}).get("status") or {}).get("observedGeneration")
+    return isinstance(generation, int) and (not isinstance(observed, int) or observed < generation)
+
+
 async def observe_cluster(
     kube: kube_api.Kube, members: Members, body: Mapping[str, Any], spec: ClusterSpec
 ) -> ClusterObservation:
@@ -136,6 +143,7 @@ async def observe_cluster(
         leader=status.get("leader") or None,
         members=tuple(sorted(observed, key=lambda m: m.ordinal)),
         update_revision=((sts or {}).get("status") or {}).get("updateRevision"),
+        revision_pending=revision_pending(sts),
         failover=FailoverRecord.from_status(status.get("failover")),
         leader_pod=LeaderPod.from_status(status.get("leaderPod")),
         switchover_to=annotations.get(c.ANNOTATION_SWITCHOVER) or None,
@@ -205,6 +213,11 @@ class ClusterMonitor:
         if body is None:
             body = await self.kube.get_cluster(self.ref.namespace, self.ref.name)
         if body.get("metadata", {}).get("deletionTimestamp"):
+            # Only another finalizer (foreground deletion) keeps it: say so, touch nothing.
+            if (body.get("status") or {}).get("phase") != PHASE_DELETING:
+                message = "deleting: the children go with it (owner references)"
+                patch = {"phase": PHASE_DELETING, "message": message}
+                await self.kube.patch_cluster_status(self.ref.namespace, self.ref.name, patch)
             return PassResult()
         if spec is None:
             try:

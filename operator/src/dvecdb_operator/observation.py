@@ -221,6 +221,9 @@ class ClusterObservation:
     leader: str | None = None
     members: tuple[MemberObservation, ...] = field(default_factory=tuple)
     update_revision: str | None = None
+    # The StatefulSet's controller has not yet observed its latest spec: `update_revision`
+    # may be the one before a template change (not Healthy, no restart until it has).
+    revision_pending: bool = False
     failover: FailoverRecord | None = None
     leader_pod: LeaderPod | None = None
     switchover_to: str | None = None

@@ -146,8 +146,13 @@ def pass_interval(config: RuntimeConfig, spec: ClusterSpec | None) -> float:
     return max(0.05, min(config.monitor_interval, spec.failover.lease / 3))
 
 
-async def monitor(memo: Any, namespace: str, name: str, stopped: Any) -> None:
+async def monitor(
+    memo: Any, namespace: str, name: str, stopped: Any, *, uid: str | None = None
+) -> None:
     """The cluster's daemon: a monitoring pass every interval, children every so often.
+
+    It ends when the object is gone, or replaced by one of the same name (another `uid`):
+    the object carries no finalizer (see `handlers`), so kopf may not stop it first.
 
     Each iteration reads the cluster object once and parses its spec once; the pass gets
     both. Children are converged on the first pass (which creates the token Secret the
@@ -174,6 +179,8 @@ async def monitor(memo: Any, namespace: str, name: str, stopped: Any) -> None:
             started = time.monotonic()
             try:
                 body = await kube.get_cluster(namespace, name)
+                if uid is not None and body.get("metadata", {}).get("uid") not in (None, uid):
+                    return  # a new object of the same name has its own daemon
                 try:
                     spec = parse_spec(body.get("spec"))
                 except InvalidSpecError:

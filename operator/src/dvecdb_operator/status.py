@@ -168,6 +168,8 @@ def derive_health(cluster: ClusterObservation, report: PassReport, *, max_lag_se
     extra = sorted(m.name for m in cluster.members if m.ordinal >= cluster.replicas)
     problems = [*behind]
     problems += [f"{m.name} runs an older revision" for m in stale]
+    if cluster.revision_pending:
+        problems.append("the StatefulSet controller has not applied the latest pod template yet")
     problems += [f"{name} is beyond {cluster.replicas} replicas" for name in extra]
     failure = leader_failure(cluster)
     if failure is not None:
@@ -194,7 +196,7 @@ def derive_health(cluster: ClusterObservation, report: PassReport, *, max_lag_se
         problems = problems or [f"switchover requested to {cluster.switchover_to}"]
     elif not problems:
         phase = PHASE_HEALTHY
-    elif stale:
+    elif stale or cluster.revision_pending:
         phase = PHASE_UPGRADING
     elif extra or (
         cluster.healthy_replicas is not None and cluster.healthy_replicas != cluster.replicas

@@ -77,6 +77,8 @@ def not_in_step(cluster: ClusterObservation, max_lag_seq: int) -> list[str]:
 
 def next_upgrade_step(cluster: ClusterObservation, max_lag_seq: int) -> UpgradeStep | None:
     """The next restart of a rolling upgrade, the leader's turn, a wait, or None (done)."""
+    if cluster.revision_pending:
+        return Waiting("upgrade waits for the StatefulSet controller to apply the pod template")
     stale = outdated(cluster)
     if not stale:
         return None

@@ -615,3 +615,11 @@ def test_upgrade_done_when_every_pod_is_current() -> None:
     assert outdated(obs(healthy())) == []
     assert next_upgrade_step(obs(healthy()), LAG) is None
     assert next_upgrade_step(obs(healthy(), revision=None), LAG) is None
+
+
+def test_upgrade_restarts_nothing_while_the_statefulset_controller_has_not_caught_up() -> None:
+    members = [m(0, "leader", revision="old"), m(1, revision="old"), m(2, revision="old")]
+    pending = replace(obs(members), revision_pending=True)
+    assert next_upgrade_step(pending, LAG) == Waiting(
+        "upgrade waits for the StatefulSet controller to apply the pod template"
+    )

@@ -21,8 +21,8 @@ class Recorder:
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
 
     def __call__(self, name: str) -> Any:
-        async def record(*args: Any) -> None:
-            self.calls.append((name, args))
+        async def record(*args: Any, **kwargs: Any) -> None:
+            self.calls.append((name, (*args, *kwargs.values())))
 
         return record
 
@@ -43,13 +43,13 @@ async def test_handlers_delegate_to_runtime(recorder: Recorder) -> None:
     stopped: Any = object()
     await handlers.startup(settings=settings, memo=memo)
     await handlers.reconcile(memo=memo, body=body, spec=spec)
-    await handlers.monitor(memo=memo, namespace="ns", name="db", stopped=stopped)
+    await handlers.monitor(memo=memo, namespace="ns", name="db", uid="u1", stopped=stopped)
     await handlers.child_changed(memo=memo, type="DELETED", labels={"a": "b"}, namespace="ns")
     await handlers.cleanup(memo=memo)
     assert recorder.calls == [
         ("startup", (settings, memo)),
         ("reconcile", (memo, body, spec)),
-        ("monitor", (memo, "ns", "db", stopped)),
+        ("monitor", (memo, "ns", "db", stopped, "u1")),
         ("child_changed", (memo, "DELETED", {"a": "b"}, "ns")),
         ("cleanup", (memo,)),
     ]
@@ -225,3 +225,27 @@ async def test_monitor_daemon_ends_when_the_cluster_is_gone() -> None:
     passes = Passes(100)
     await runtime.monitor(memo, "ns", "db", passes)
     assert passes.left > 0  # it returned on NotFound, not because kopf stopped it
+
+
+async def test_monitor_daemon_ends_when_the_cluster_is_replaced_by_one_of_the_same_name() -> None:
+    """No finalizer stops it first: a daemon of a deleted object must not serve its successor."""
+    kube = FakeKube(
+        {
+            "apiVersion": c.API_VERSION,
+            "kind": c.KIND,
+            "metadata": {"name": "db", "namespace": "ns", "uid": "new"},
+            "spec": {"replicas": 1},
+        }
+    )
+    memo = kopf.Memo(kube=kube, node_session=None, config=runtime.RuntimeConfig())
+    passes = Passes(100)
+    await runtime.monitor(memo, "ns", "db", passes, uid="old")
+    assert passes.left > 0 and kube.objects == {} and kube.status == {}
+
+
+def test_clusters_carry_no_finalizer_so_deleting_one_never_waits_for_the_operator() -> None:
+    """Issue #15: deleting a cluster after the operator was uninstalled hung on the finalizer
+    kopf puts on every object a daemon serves; nothing outside Kubernetes needs cleaning."""
+    spawning = kopf.get_default_registry()._spawning.get_all_handlers()
+    assert [h.id for h in spawning] == ["monitor"]
+    assert all(h.requires_finalizer is False for h in spawning)

@@ -294,3 +294,12 @@ def test_a_failed_pass_is_failed_with_the_reason() -> None:
     reason = "leader unreachable (no answer); automatic failover is disabled"
     report = PassReport(message=reason, failed=True)
     assert health(obs(m(0, up=False), m(1), m(2)), report) == ("Failed", reason)
+
+
+def test_not_healthy_until_the_statefulset_controller_has_applied_the_template() -> None:
+    """Right after a spec change the update revision may still be the old one."""
+    pending = replace(obs(m(0, "leader"), m(1), m(2)), revision_pending=True)
+    assert health(pending) == (
+        "Upgrading",
+        "the StatefulSet controller has not applied the latest pod template yet",
+    )
