@@ -45,6 +45,11 @@ def running_ip(kubectl: Kubectl, namespace: str, name: str, uid: str | None = No
     return (pod.get("status") or {}).get("podIP") and pod
 
 
+def alone(kubectl: Kubectl, namespace: str) -> bool:
+    pods = kubectl.json("get", "pods", "-A")["items"]
+    return all(p["metadata"]["namespace"] == namespace for p in pods)
+
+
 def host_reaches(ip: str) -> bool:
     try:
         with socket.create_connection((ip, 8080), timeout=0.3):
@@ -80,6 +85,9 @@ def first_success(checks: dict[str, Any], limit: float = 90.0) -> dict[str, floa
 def test_a_recreated_pod_with_its_old_address_is_reachable_within_two_seconds(
     kubectl: Kubectl, namespace: str
 ) -> None:
+    # Pods of earlier tests may still be going (namespaces are deleted without waiting): once
+    # they are gone, the recreated server takes its old address again, the case of the issue.
+    wait_until(lambda: alone(kubectl, namespace), 180, "earlier tests' pods to be gone")
     kubectl.apply(POD.format(name="server"), namespace)
     kubectl.apply(POD.format(name="client"), namespace)
     server = wait_until(lambda: running_ip(kubectl, namespace, "server"), 60, "server")

@@ -8,6 +8,7 @@ differ, never `Healthy` until every member runs the new revision and follows the
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import threading
 import time
@@ -21,7 +22,6 @@ from .conftest import NEEDS_CONSOLE_SCRIPTS, Kubectl, http, wait_until
 from .test_operator_cluster import (
     CLUSTER,
     NAMES,
-    base_url,
     healthy_with,
     node_status,
     rw_endpoints,
@@ -33,8 +33,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900), NEEDS_CONSOLE_SCRIPTS]
 
 NEW_IMAGE = "dvecdb/node:0.1.1"
 # A switchover moves the rw endpoint: writes in flight then, and until the writer sees the new
-# endpoint, may fail. Failures farther than this from the switchover are what issue #15 was.
-SWITCHOVER_SLACK = 2.0
+# endpoint (it looks again every second), may fail. Longer without an acknowledgement is what
+# issue #15 was: a leader left without a follower while the next one restarted.
+SWITCHOVER_SECONDS = 5.0
 
 
 @dataclass
@@ -122,18 +123,34 @@ def sample(kubectl: Kubectl, namespace: str) -> Sample | None:
     return Sample(time.monotonic(), str(status.get("phase")), match, str(status.get("message")))
 
 
+def url_of(kubectl: Kubectl, namespace: str, name: str) -> str | None:
+    """The member's URL, or None while its pod is gone or has no address yet."""
+    ip = ((kubectl.get("pod", name, namespace) or {}).get("status") or {}).get("podIP")
+    return f"http://{ip}:8080" if ip else None
+
+
 def all_follow_the_leader(kubectl: Kubectl, namespace: str, leader: str) -> bool:
-    leader_url = base_url(kubectl, namespace, leader)
+    urls = {name: url_of(kubectl, namespace, name) for name in NAMES}
+    leader_url = urls[leader]
+    if leader_url is None or None in urls.values():
+        return False
     top = (node_status(leader_url) or {}).get("last_seq")
     for name in NAMES:
         if name == leader:
             continue
-        node = node_status(base_url(kubectl, namespace, name)) or {}
+        node = node_status(urls[name] or "") or {}
         if node.get("role") != "follower" or (node.get("leader") or "").rstrip("/") != leader_url:
             return False
         if top is None or int(node.get("applied_seq") or 0) < int(top) - 100:
             return False
     return True
+
+
+def longest_without_ack(attempts: list[Attempt], since: float) -> tuple[float, float]:
+    """The longest span between two acknowledgements after `since` (and when it began)."""
+    acks = [since] + [a.ended for a in attempts if a.ok and a.ended >= since]
+    spans = [(b - a, a - since) for a, b in itertools.pairwise(acks)]
+    return max(spans, default=(0.0, 0.0))
 
 
 def kubectl_wait(
@@ -214,8 +231,13 @@ def test_rolling_upgrade_under_quorum_writes_keeps_a_quorum_and_a_waitable_statu
         f"\nupgrade of 3 members: {took:.1f}s until condition Ready; ack=quorum writes"
         f" {ok} acknowledged, {len(failed)} failed ({steady} attempts before the patch)"
     )
+    gap, gap_at = longest_without_ack(writer.attempts, started)
+    print(f"  longest time without an acknowledged write: {gap:.1f}s (from t+{gap_at:.1f}s)")
     for attempt in failed:
-        print(f"  failed at t+{attempt.started - started:.1f}s: {attempt.detail}")
+        print(
+            f"  failed at t+{attempt.started - started:.1f}s after"
+            f" {attempt.ended - attempt.started:.1f}s: {attempt.detail}"
+        )
     print(f"  events: {events}")
     print(f"  phases: {[(round(s.at - started, 1), s.phase, s.revisions_match) for s in samples]}")
 
@@ -232,12 +254,10 @@ def test_rolling_upgrade_under_quorum_writes_keeps_a_quorum_and_a_waitable_statu
     early = [s for s in samples[first:] if s.phase == "Healthy" and not s.revisions_match]
     assert not early, early
     # Quorum writes failed only around the leader's switchover, never while a follower
-    # restarted: the group kept a majority all along.
-    moves = [a for a in writer.attempts if not a.ok]
-    if moves:
-        first, last = moves[0].started, moves[-1].ended
-        assert last - first <= 2 * SWITCHOVER_SLACK + 5.0, [a.detail for a in moves]
-    assert len(failed) <= 5, [a.detail for a in failed]
+    # restarted: the group kept a majority all along, so acknowledgements never stopped for
+    # longer than the switchover takes.
+    assert gap <= SWITCHOVER_SECONDS, (gap, [a.detail for a in failed])
+    assert len(failed) <= 3, [a.detail for a in failed]
     assert took < 120, f"the upgrade took {took:.0f}s"
 
 
