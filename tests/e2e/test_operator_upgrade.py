@@ -259,6 +259,20 @@ def test_rolling_upgrade_under_quorum_writes_keeps_a_quorum_and_a_waitable_statu
     assert gap <= SWITCHOVER_SECONDS, (gap, [a.detail for a in failed])
     assert len(failed) <= 3, [a.detail for a in failed]
     assert took < 120, f"the upgrade took {took:.0f}s"
+    # Creating the cluster's Services posted no spurious Warning (the create handler and the
+    # monitor's first pass used to create them at once).
+    wrong = [
+        e.get("note") or e.get("message")
+        for e in kubectl.json("get", "events.events.k8s.io", "-A")["items"]
+        if e.get("reason") == "IPAddressWrongReference"
+        and namespace in str(e.get("note") or e.get("message"))
+    ]
+    assert wrong == [], wrong
+
+    # Deleting the cluster after the operator is gone does not hang (no finalizer).
+    kubectl.run("uninstall", operator, "-n", namespace, tool="helm")
+    kubectl.run("delete", "dveccluster", "demo", "-n", namespace, "--timeout=60s")
+    assert kubectl.get("dveccluster", "demo", namespace) is None
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ Everything long-lived (the Kubernetes connection, the node HTTP session) lives i
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping
@@ -107,7 +108,26 @@ async def reconcile(memo: Any, body: Mapping[str, Any], spec: Mapping[str, Any])
         parsed = parse_spec(dict(spec))
     except InvalidSpecError as exc:
         raise kopf.PermanentError(str(exc)) from exc
-    await reconcile_children(memo.kube, body, parsed)
+    await converge(memo, body, parsed)
+
+
+async def converge(memo: Any, body: Mapping[str, Any], spec: ClusterSpec) -> None:
+    """`reconcile_children`, one call per cluster at a time.
+
+    The create handler and the monitor's first pass both converge a new cluster; two
+    server-side applies creating the same Service at once make the API server allocate a
+    ClusterIP for the loser too, and its repair loop then posts an `IPAddressWrongReference`
+    Warning (kubernetes/kubernetes#132321). One after the other, the second finds the
+    children there and only patches them.
+    """
+    meta = body.get("metadata") or {}
+    key = (str(meta.get("namespace")), str(meta.get("name")))
+    locks: dict[tuple[str, str], asyncio.Lock] | None = getattr(memo, "converging", None)
+    if locks is None:
+        locks = {}
+        memo.converging = locks
+    async with locks.setdefault(key, asyncio.Lock()):
+        await reconcile_children(memo.kube, body, spec)
 
 
 async def child_changed(
@@ -127,7 +147,7 @@ async def child_changed(
         parsed = parse_spec(body.get("spec"))
     except InvalidSpecError:
         return
-    await reconcile_children(memo.kube, body, parsed)
+    await converge(memo, body, parsed)
 
 
 async def _cluster_token(kube: kube_api.Kube, ref: ClusterRef, spec: ClusterSpec) -> str | None:
@@ -190,7 +210,7 @@ async def monitor(
                 fresh = token
                 if spec is not None and due:
                     last_reconcile, reconcile_due = now, False
-                    await reconcile_children(kube, body, spec)
+                    await converge(memo, body, spec)
                     fresh = await _cluster_token(kube, ref, spec)
                 if watcher is None or members is None or fresh != token:
                     if members is not None:

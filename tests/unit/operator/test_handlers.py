@@ -3,6 +3,7 @@ kopf with the scope, peering and liveness it was given."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import kopf
@@ -97,7 +98,7 @@ async def test_child_changed_reconciles_only_modified_or_deleted_children(
 def test_cli_runs_kopf_with_scope_peering_and_liveness(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: dict[str, Any] = {}
     monkeypatch.setattr(kopf, "run", lambda **kwargs: seen.update(kwargs))
-    monkeypatch.setattr(kopf, "configure", lambda **kwargs: None)
+    monkeypatch.setattr(cli.logs, "configure", lambda **kwargs: None)
     assert cli.main(["-n", "a", "-n", "b", "--priority", "7", "--monitor-interval", "0.5"]) == 0
     assert seen["namespaces"] == ["a", "b"] and seen["clusterwide"] is False
     assert seen["peering_name"] == "dvecdb-operator" and seen["priority"] == 7
@@ -249,3 +250,32 @@ def test_clusters_carry_no_finalizer_so_deleting_one_never_waits_for_the_operato
     spawning = kopf.get_default_registry()._spawning.get_all_handlers()
     assert [h.id for h in spawning] == ["monitor"]
     assert all(h.requires_finalizer is False for h in spawning)
+
+
+async def test_converging_one_cluster_twice_at_once_runs_one_after_the_other(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The create handler and the monitor's first pass both converge a new cluster: at once,
+    both create its Services and the API server warns IPAddressWrongReference."""
+    running: list[str] = []
+    overlaps: list[tuple[str, bool]] = []  # (cluster, another one ran meanwhile)
+
+    async def slow(kube: Any, body: Any, spec: Any) -> None:
+        name = body["metadata"]["name"]
+        overlaps.append((name, name in running))
+        running.append(name)
+        await asyncio.sleep(0.05)
+        running.remove(name)
+
+    monkeypatch.setattr(runtime, "reconcile_children", slow)
+    memo = kopf.Memo(kube=None)
+    body = {"metadata": {"name": "db", "namespace": "ns"}}
+    other = {"metadata": {"name": "other", "namespace": "ns"}}
+    spec: Any = None
+    await asyncio.gather(
+        runtime.converge(memo, body, spec),
+        runtime.converge(memo, body, spec),
+        runtime.converge(memo, other, spec),
+    )
+    assert sorted(overlaps) == [("db", False), ("db", False), ("other", False)]
+    assert len(running) == 0
