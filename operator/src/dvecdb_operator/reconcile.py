@@ -91,6 +91,15 @@ async def ensure_token_secret(
     return name
 
 
+def storage_unchanged(want: Any, have: Any) -> str:
+    """The Event for a `storage.size` the claims do not get (shrinking is refused at
+    admission; growing existing claims is not done by this operator yet)."""
+    return (
+        f"storage.size {want} not applied: the existing claims keep {have} (the operator does"
+        " not grow claims yet; a StatefulSet's claim template cannot change)"
+    )
+
+
 async def _fit_immutable(kube: kube_api.Kube, body: Mapping[str, Any], sts: dict[str, Any]) -> None:
     """Keep the live volumeClaimTemplates: the API refuses to change them on a StatefulSet."""
     meta = sts["metadata"]
@@ -105,7 +114,7 @@ async def _fit_immutable(kube: kube_api.Kube, body: Mapping[str, Any], sts: dict
             kube_api.post_event(
                 body,
                 reason="StorageUnchanged",
-                message=f"storage {want} not applied: existing claims keep {have}",
+                message=storage_unchanged(want.get("storage"), have.get("storage")),
                 warning=True,
             )
         sts["spec"]["volumeClaimTemplates"] = [
