@@ -36,6 +36,17 @@ RETRY_CODES = frozenset(
 
 
 @dataclass(frozen=True, slots=True)
+class Call:
+    """One request, as sent to whichever member serves it."""
+
+    method: str
+    path: str
+    body: bytes | None = None
+    params: Mapping[str, str] | None = None
+    headers: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Answer:
     status: int
     body: bytes
@@ -157,22 +168,17 @@ class Cluster:
         member.epoch = epoch if isinstance(epoch, int) else 0
 
     # --------------------------------------------------------------- sending
-    async def send(
-        self,
-        member: Member,
-        method: str,
-        path: str,
-        *,
-        body: bytes | None = None,
-        params: Mapping[str, str] | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> Answer:
+    async def send(self, member: Member, call: Call) -> Answer:
         """One request to one member; failures (no answer, 5xx) count towards its circuit."""
         started = time.monotonic()
         member.in_flight += 1
         try:
             async with self.session.request(
-                method, member.url + path, data=body, params=params, headers=headers
+                call.method,
+                member.url + call.path,
+                data=call.body,
+                params=call.params,
+                headers=call.headers,
             ) as resp:
                 data = await resp.read()
                 answer = Answer(resp.status, data, member.url)
@@ -204,16 +210,7 @@ class Cluster:
                 if member.url == named.rstrip("/"):
                     member.role = "leader"
 
-    async def to_leader(
-        self,
-        shard: int,
-        method: str,
-        path: str,
-        *,
-        body: bytes | None = None,
-        params: Mapping[str, str] | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> Answer:
+    async def to_leader(self, shard: int, call: Call) -> Answer:
         """Send to the shard's leader, following it across a failover (see the docstring)."""
         deadline = time.monotonic() + self.leader_wait_seconds
         delay = 0.05
@@ -222,9 +219,7 @@ class Cluster:
             leader = leader_of(self.shards[shard], time.monotonic())
             if leader is not None:
                 try:
-                    answer = await self.send(
-                        leader, method, path, body=body, params=params, headers=headers
-                    )
+                    answer = await self.send(leader, call)
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     reason = f"leader {leader.url} did not answer: {exc}"
                     leader.role = "unknown"
@@ -246,16 +241,7 @@ class Cluster:
             delay = min(delay * 2, 0.5)
             await self.poll(shard)
 
-    async def to_reader(
-        self,
-        shard: int,
-        method: str,
-        path: str,
-        *,
-        body: bytes | None = None,
-        params: Mapping[str, str] | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> Answer:
+    async def to_reader(self, shard: int, call: Call) -> Answer:
         """Send an eventual read to the best serving member; once more elsewhere on failure."""
         tried: set[str] = set()
         reason = "no member is ready"
@@ -265,9 +251,7 @@ class Cluster:
                 break
             tried.add(member.url)
             try:
-                answer = await self.send(
-                    member, method, path, body=body, params=params, headers=headers
-                )
+                answer = await self.send(member, call)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 reason = f"{member.url} did not answer: {exc}"
                 self.metrics.retries.labels("member_unreachable").inc()

@@ -109,7 +109,7 @@ def test_a_tls_node_serves_https_only_and_clients_verify_it(
     with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
         urllib.request.urlopen(node.url + "/healthz", timeout=5)
     # A client trusting another CA refuses the node's certificate, and says so.
-    other = TestCa(tmp_path / "other-ca", name="someone else")
+    other = TestCa(tmp_path / "other-ca", common_name="someone else")
     with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
         _get(_https(node) + "/healthz", _context(other))
 
