@@ -174,6 +174,7 @@ def parse_status(pod: PodView, data: Mapping[str, Any]) -> MemberObservation:
         received_seq=_int(data, "received_seq") if "received_seq" in data else last_seq,
         applied_seq=_int(data, "applied_seq"),
         durable_seq=_int(data, "durable_seq"),
+        store_ready=data.get("ready") is not False,
         leader_url=str(leader) if leader else None,
         followers=followers,
         lease_token=token if isinstance(token, int) and not isinstance(token, bool) else None,

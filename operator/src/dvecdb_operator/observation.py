@@ -53,6 +53,9 @@ class MemberObservation:
     received_seq: int = 0
     applied_seq: int = 0
     durable_seq: int = 0
+    # The node's store is recovered (its `ready`): until then it reports positions of 0, which
+    # say nothing of what its log holds.
+    store_ready: bool = True
     leader_url: str | None = None
     followers: tuple[FollowerPosition, ...] = ()
     lease_token: int | None = None  # `lease.token` of the answer: a confirmation renews from it
@@ -73,9 +76,17 @@ class MemberObservation:
         """Answers in standby at exactly `epoch`: it takes no writes and acks no stream.
 
         Only the operator hands out an epoch, so a member in standby at the failover's epoch
-        was fenced by it (or learnt the epoch from a fenced peer: stopped all the same).
+        was fenced by it (or learnt the epoch from a fenced peer: stopped all the same). A
+        member still recovering its store does not count: a restart keeps the fenced epoch,
+        but until recovery ends its positions read 0, and choosing by them could promote a
+        member that holds less than one counted as holding nothing.
         """
-        return self.reachable and self.role == c.ROLE_STANDBY and self.epoch == epoch
+        return (
+            self.reachable
+            and self.store_ready
+            and self.role == c.ROLE_STANDBY
+            and self.epoch == epoch
+        )
 
     def leads_at(self, epoch: int) -> bool:
         return self.reachable and self.role == c.ROLE_LEADER and self.epoch == epoch

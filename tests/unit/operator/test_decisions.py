@@ -4,6 +4,7 @@ forced promotion, bootstrap, adoption, planned switchovers and rolling restarts.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import replace
 
 import pytest
@@ -229,6 +230,23 @@ def test_a_fenced_majority_chooses_the_most_advanced_member() -> None:
         9,
     )
     assert step.record.fenced == ("db-1", "db-2")
+
+
+def test_members_still_recovering_their_store_are_not_counted_as_fenced() -> None:
+    """The nemesis's seed 404147026: two members restarted after being fenced answer in
+    standby at the failover epoch while replaying their logs, with positions of 0. Counted,
+    they made a majority, and the one promoted held 28 records less than the other, which
+    then cut its acknowledged records back. They count once recovered."""
+    recovering = [
+        dataclasses.replace(fenced(i, last=0, last_epoch=0), store_ready=False) for i in (0, 1)
+    ]
+    step = decide(obs([*recovering, m(2, up=False)], epoch=2, failover=record()), policy=POLICY)
+    # Not chosen from: fenced again (a node answers a fence once its store has recovered).
+    assert isinstance(step, Fence) and step.targets == ("db-0", "db-1")
+    assert step.record.fenced == ()
+    recovered = [fenced(0, last=10796, last_epoch=1), fenced(1, last=10824, last_epoch=1)]
+    step = decide(obs([*recovered, m(2, up=False)], epoch=2, failover=record()), policy=POLICY)
+    assert isinstance(step, Choose) and step.record.candidate == "db-1"
 
 
 def test_an_unfenced_old_leader_keeps_the_promote_waiting_until_its_lease_lapsed() -> None:

@@ -6,6 +6,7 @@ in standby, deposed leader, diverged follower) not until it has reconciled."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -123,3 +124,19 @@ async def test_follower_status_is_a_plain_read(manager: ReplicationManager) -> N
         assert (status["applied_seq"], status["lag_seq"]) == (2, 1)
         assert 6 < status["lag_seconds"] < 8  # seq 3, written about 7 s ago
         assert len(manager.clock) == 3
+
+
+async def test_a_fence_is_answered_only_once_the_store_has_recovered(tmp_path: Path) -> None:
+    """The fence's answer carries the positions the operator chooses by; before recovery
+    they read 0, so the member waits for its store before it answers."""
+    made = await make_manager(tmp_path)
+    made.recovered.clear()
+    fencing = asyncio.create_task(made.fence(3))
+    await asyncio.sleep(0.05)
+    assert not fencing.done() and made.role.epoch != 3
+    made.recovered.set()
+    async with asyncio.timeout(5):
+        await fencing
+    assert (made.role.role, made.role.epoch) == ("standby", 3)
+    await made.close()
+    await made.engine.close()

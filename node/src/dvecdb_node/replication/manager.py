@@ -240,6 +240,9 @@ class ReplicationManager:
             log.info("following %s at epoch %d", leader, epoch)
 
     async def fence(self, epoch: int) -> None:
+        # Answered once the store has recovered: the answer's positions are what the operator
+        # chooses the new leader by, and before recovery they read 0.
+        await self._require_recovered()
         async with self._lock:
             self._check("fence", epoch)
             self._step_down(f"fenced at epoch {epoch}")
