@@ -1,0 +1,125 @@
+"""The images as users get them: built once by ``images.build`` (cached layers, so seconds when
+nothing changed), then run with podman the way these machines allow (runc, cgroupfs, an explicit
+``nofile`` limit, the host's network on loopback). Every container a test starts is removed.
+
+Skips, with the reason, where podman cannot run a container here; a build that fails is a
+failure.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from images import build
+
+REPO = Path(__file__).resolve().parents[2]
+# A fresh machine makes the base and compiles hnswlib: minutes, on two shared cores.
+BUILD_TIMEOUT = 1500
+RUN_USER = "10001"
+
+
+def podman(
+    *args: str, timeout: float = 120, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*build.PODMAN, *args], capture_output=True, text=True, timeout=timeout, check=check
+    )
+
+
+@pytest.fixture(scope="session")
+def built_images() -> dict[str, str]:
+    """Both images built from this checkout (from cache when unchanged); component -> ref."""
+    missing = build.missing_tools()
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed (`make image-tools` installs them)")
+    base, _ = _base_or_skip()
+    probe = podman(
+        "run", "--rm", "--network", "host", "--ulimit", build.ULIMIT, base, "true", check=False
+    )
+    if probe.returncode != 0:
+        pytest.skip(f"podman cannot run a container here: {probe.stderr.strip()[-500:]}")
+    proc = subprocess.run(
+        [sys.executable, "-m", "images.build"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=BUILD_TIMEOUT,
+        check=False,
+    )
+    assert proc.returncode == 0, (
+        f"image build failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    )
+    return {component: build.image_ref(component) for component in build.COMPONENTS}
+
+
+def _base_or_skip() -> tuple[str, float | None]:
+    if shutil.which("podman") is None:
+        pytest.skip("podman not installed")
+    info = podman("info", check=False)
+    if info.returncode != 0:
+        pytest.skip(f"podman does not work here: {info.stderr.strip()[-500:]}")
+    return build.ensure_base()
+
+
+class Containers:
+    """Starts detached containers on the host's network; removes every one at teardown."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+
+    def run(self, image: str, *args: str, volumes: dict[Path, str] | None = None) -> str:
+        mounts = [f"--volume={host}:{inside}" for host, inside in (volumes or {}).items()]
+        out = podman(
+            "run", "--detach", "--network", "host", "--ulimit", build.ULIMIT, *mounts, image, *args
+        ).stdout
+        cid = out.strip().splitlines()[-1]
+        self.ids.append(cid)
+        return cid
+
+    def logs(self, cid: str) -> str:
+        proc = podman("logs", cid, check=False)
+        return proc.stdout + proc.stderr
+
+    def stop(self, cid: str) -> None:
+        podman("stop", "--time", "20", cid, timeout=60)
+
+    def remove_all(self) -> None:
+        for cid in self.ids:
+            podman("rm", "--force", "--volumes", cid, timeout=60, check=False)
+        self.ids.clear()
+
+
+@pytest.fixture
+def containers() -> Iterator[Containers]:
+    made = Containers()
+    try:
+        yield made
+    finally:
+        made.remove_all()
+
+
+def wait_healthy(url: str, containers: Containers, cid: str, timeout: float = 90) -> None:
+    """Until ``/healthz`` answers 200; the container's log in the failure otherwise."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except (OSError, urllib.error.URLError) as exc:
+            last = exc
+        state = podman("inspect", "--format", "{{.State.Status}}", cid, check=False).stdout
+        if state.strip() in ("exited", "stopped"):
+            break
+        time.sleep(0.3)
+    pytest.fail(f"{url}/healthz never answered ({last}); log:\n{containers.logs(cid)[-3000:]}")
