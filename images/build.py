@@ -7,11 +7,11 @@ No image registry is reachable here, so the base the Dockerfiles take as ``BASE`
 package list, path filters), and imported into podman's local storage once.
 
 podman on these machines: ``runc`` with the ``cgroupfs`` manager (``crun`` refuses the hybrid
-cgroup v1 layout) and an explicit ``nofile`` limit within the host's hard limit (20,000: podman's
-default asks for more and the container fails to start). Builds use the host's network (no bridge,
-no addresses but the host's) and ``--layers``, so an unchanged checkout rebuilds from cache in
-seconds. A TLS-intercepting egress is trusted inside the build by handing the host's CA bundle
-to pip as a build secret; it stays out of every layer.
+cgroup v1 layout) and explicit ``nofile`` and ``nproc`` limits (``ULIMITS``: podman's defaults
+are above what runc may set here and the container fails to start). Builds use the host's
+network (no bridge, no addresses but the host's) and ``--layers``, so an unchanged checkout
+rebuilds from cache in seconds. A TLS-intercepting egress is trusted inside the build by handing
+the host's CA bundle to pip as a build secret; it stays out of every layer.
 """
 
 from __future__ import annotations
@@ -47,7 +47,17 @@ DPKG_OPTIONS = (
 )
 
 PODMAN = ("podman", "--runtime", "runc", "--cgroup-manager", "cgroupfs")
-ULIMIT = "nofile=20000:20000"
+# Explicit limits, each within what runc may set here: the sandbox has no CAP_SYS_RESOURCE, so
+# no hard limit can be raised, and podman's defaults ask for more (nofile 1,048,576 against the
+# host's 20,000; nproc the caller's 96,365 against conmon's 32,768: "error setting rlimit type 6:
+# operation not permitted").
+ULIMITS = ("nofile=20000:20000", "nproc=4096:4096")
+
+
+def ulimit_args() -> list[str]:
+    return [arg for limit in ULIMITS for arg in ("--ulimit", limit)]
+
+
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 TOOLS = ("podman", "runc", "mmdebstrap")
 
@@ -156,8 +166,7 @@ def build_image(component: str, base: str) -> Built:
         "docker",
         "--network",
         "host",
-        "--ulimit",
-        ULIMIT,
+        *ulimit_args(),
         "--build-arg",
         f"BASE={base}",
         "--file",

@@ -43,7 +43,7 @@ def built_images() -> dict[str, str]:
         pytest.skip(f"{', '.join(missing)} not installed (`make image-tools` installs them)")
     base, _ = _base_or_skip()
     probe = podman(
-        "run", "--rm", "--network", "host", "--ulimit", build.ULIMIT, base, "true", check=False
+        "run", "--rm", "--network", "host", *build.ulimit_args(), base, "true", check=False
     )
     if probe.returncode != 0:
         pytest.skip(f"podman cannot run a container here: {probe.stderr.strip()[-500:]}")
@@ -79,7 +79,7 @@ class Containers:
     def run(self, image: str, *args: str, volumes: dict[Path, str] | None = None) -> str:
         mounts = [f"--volume={host}:{inside}" for host, inside in (volumes or {}).items()]
         out = podman(
-            "run", "--detach", "--network", "host", "--ulimit", build.ULIMIT, *mounts, image, *args
+            "run", "--detach", "--network", "host", *build.ulimit_args(), *mounts, image, *args
         ).stdout
         cid = out.strip().splitlines()[-1]
         self.ids.append(cid)

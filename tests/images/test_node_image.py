@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from dvecdb_client import SyncNodeClient
+from images import build
 from tests.conftest import LOOPBACK, free_port
 from tests.images.conftest import BUILD_TIMEOUT, RUN_USER, Containers, podman, wait_healthy
 
@@ -51,7 +52,7 @@ def test_node_image_holds_the_node_but_not_the_operator(built_images: dict[str, 
         "('dvecdb_node', 'dvecdb_client', 'hnswlib', 'kopf', 'kubernetes', 'pip')}}))"
     )
     out = podman(
-        "run", "--rm", "--network", "host", "--ulimit", "nofile=20000:20000",
+        "run", "--rm", "--network", "host", *build.ulimit_args(),
         "--entrypoint", "python", built_images["node"], "-c", probe,
     ).stdout  # fmt: skip
     seen = json.loads(out)

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from images import build
 from tests.images.conftest import BUILD_TIMEOUT, RUN_USER, podman
 
 pytestmark = [pytest.mark.images, pytest.mark.timeout(BUILD_TIMEOUT + 300)]
@@ -14,7 +15,7 @@ pytestmark = [pytest.mark.images, pytest.mark.timeout(BUILD_TIMEOUT + 300)]
 
 def test_operator_entrypoint_prints_its_help(built_images: dict[str, str]) -> None:
     proc = podman(
-        "run", "--rm", "--network", "host", "--ulimit", "nofile=20000:20000",
+        "run", "--rm", "--network", "host", *build.ulimit_args(),
         built_images["operator"], "--help",
     )  # fmt: skip
     assert "usage: dvecdb-operator" in proc.stdout
@@ -41,7 +42,7 @@ def test_operator_image_holds_the_operator_but_not_hnswlib(built_images: dict[st
         "('dvecdb_operator', 'dvecdb_client', 'kopf', 'kubernetes', 'dvecdb_node', 'pip')}}))"
     )
     out = podman(
-        "run", "--rm", "--network", "host", "--ulimit", "nofile=20000:20000",
+        "run", "--rm", "--network", "host", *build.ulimit_args(),
         "--entrypoint", "python", built_images["operator"], "-c", probe,
     ).stdout  # fmt: skip
     seen = json.loads(out)
