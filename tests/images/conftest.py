@@ -8,6 +8,8 @@ failure.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import subprocess
 import sys
@@ -123,3 +125,35 @@ def wait_healthy(url: str, containers: Containers, cid: str, timeout: float = 90
             break
         time.sleep(0.3)
     pytest.fail(f"{url}/healthz never answered ({last}); log:\n{containers.logs(cid)[-3000:]}")
+
+
+def assert_image_holds_checkout(image: str, packages: dict[str, str]) -> None:
+    """Every ``.py`` of each package (import name -> distribution folder) is in the image, byte
+    for byte as in this checkout, and nothing else is."""
+    expected = {
+        f"{name}/{path.relative_to(REPO / folder / 'src' / name).as_posix()}": _digest(path)
+        for name, folder in packages.items()
+        for path in sorted((REPO / folder / "src" / name).rglob("*.py"))
+    }
+    probe = (
+        "import hashlib, importlib, json, pathlib, sys\n"
+        "out = {}\n"
+        "for name in sys.argv[1:]:\n"
+        "    root = pathlib.Path(importlib.import_module(name).__file__).parent\n"
+        "    for p in root.rglob('*.py'):\n"
+        "        out[f'{name}/{p.relative_to(root).as_posix()}'] = "
+        "hashlib.sha256(p.read_bytes()).hexdigest()\n"
+        "print(json.dumps(out))\n"
+    )
+    out = podman(
+        "run", "--rm", "--network", "host", *build.ulimit_args(),
+        "--entrypoint", "python", image, "-c", probe, *packages,
+    ).stdout  # fmt: skip
+    installed = json.loads(out)
+    stale = sorted(k for k in expected.keys() & installed.keys() if expected[k] != installed[k])
+    assert not stale, f"{image} holds older code than the checkout: {stale[:10]}"
+    assert installed.keys() == expected.keys()
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -16,7 +16,14 @@ import pytest
 from dvecdb_client import SyncNodeClient
 from images import build
 from tests.conftest import LOOPBACK, free_port
-from tests.images.conftest import BUILD_TIMEOUT, RUN_USER, Containers, podman, wait_healthy
+from tests.images.conftest import (
+    BUILD_TIMEOUT,
+    RUN_USER,
+    Containers,
+    assert_image_holds_checkout,
+    podman,
+    wait_healthy,
+)
 
 pytestmark = [pytest.mark.images, pytest.mark.timeout(BUILD_TIMEOUT + 300)]
 FS_GROUP = 10001
@@ -111,3 +118,10 @@ def test_node_container_serves_writes_its_volume_and_keeps_data_across_container
             "vector": [0, 0, 0],
             "metadata": {"g": "x"},
         }
+
+
+def test_node_image_runs_this_checkouts_code(built_images: dict[str, str]) -> None:
+    """The layer cache rebuilt what changed: the installed sources are the checkout's."""
+    assert_image_holds_checkout(
+        built_images["node"], {"dvecdb_node": "node", "dvecdb_client": "client"}
+    )

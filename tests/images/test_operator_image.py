@@ -8,7 +8,7 @@ import json
 import pytest
 
 from images import build
-from tests.images.conftest import BUILD_TIMEOUT, RUN_USER, podman
+from tests.images.conftest import BUILD_TIMEOUT, RUN_USER, assert_image_holds_checkout, podman
 
 pytestmark = [pytest.mark.images, pytest.mark.timeout(BUILD_TIMEOUT + 300)]
 
@@ -56,3 +56,10 @@ def test_operator_image_holds_the_operator_but_not_hnswlib(built_images: dict[st
         "dvecdb_node": False,
         "pip": False,
     }
+
+
+def test_operator_image_runs_this_checkouts_code(built_images: dict[str, str]) -> None:
+    """The layer cache rebuilt what changed: the installed sources are the checkout's."""
+    assert_image_holds_checkout(
+        built_images["operator"], {"dvecdb_operator": "operator", "dvecdb_client": "client"}
+    )
