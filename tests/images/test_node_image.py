@@ -49,6 +49,11 @@ def test_node_image_metadata_declares_user_volume_and_entrypoint(
     assert "/data" in config["Volumes"]
     assert config["Entrypoint"] == ["dvecdb-node"]
     assert config["Cmd"] == ["--host", "0.0.0.0", "--port", "8080", "--data-dir", "/data"]
+    # Built in the docker format, which keeps the HEALTHCHECK (OCI image configs drop it).
+    check = json.loads(
+        podman("image", "inspect", "--format", "{{json .HealthCheck}}", built_images["node"]).stdout
+    )
+    assert check["Test"][0] == "CMD" and "/healthz" in check["Test"][-1]
 
 
 def test_node_image_holds_the_node_but_not_the_operator(built_images: dict[str, str]) -> None:
