@@ -182,7 +182,10 @@ def build_image(component: str, base: str) -> Built:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m images.build", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m images.build",
+        description="Build the node and operator images over the cached mmdebstrap base.",
+    )
     parser.add_argument(
         "--only", action="append", choices=COMPONENTS, help="build this image only (repeatable)"
     )
