@@ -6,13 +6,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: dev tools image-tools images lint typecheck test test-unit test-integration test-e2e test-images faults demo bench cluster-up cluster-down localkube-build clean
 
-# One environment: the three distributions editable, then the development project (the
+# One environment: the four distributions editable, then the development project (the
 # single `dvecdb` distribution that held every package before the split goes first).
-$(STAMP): pyproject.toml client/pyproject.toml node/pyproject.toml operator/pyproject.toml
+$(STAMP): pyproject.toml client/pyproject.toml node/pyproject.toml node/setup.py operator/pyproject.toml router/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
 	$(BIN)/pip uninstall -q -y dvecdb 2>/dev/null || true
-	$(BIN)/pip install -q -e ./client -e ./node -e ./operator -e '.[dev]'
+	$(BIN)/pip install -q -e ./client -e ./node -e ./operator -e ./router -e '.[dev]'
 	touch $(STAMP)
 
 dev: $(STAMP)

@@ -19,10 +19,12 @@ PACKAGES = {
     "client": "dvecdb_client",
     "node": "dvecdb_node",
     "operator": "dvecdb_operator",
+    "router": "dvecdb_router",
 }
 # Import name -> distribution name, for the third-party imports of the packages.
 DISTRIBUTION = {
     "dvecdb_client": "dvecdb-client",
+    "dvecdb_router": "dvecdb-router",
     "hnswlib": "hnswlib",
     "kopf": "kopf",
     "kubernetes": "kubernetes",
@@ -66,6 +68,8 @@ def test_the_images_install_only_what_they_run() -> None:
     assert not {"hnswlib", "dvecdb-node"} & requirements("operator")
     assert not {"hnswlib", "dvecdb_node"} & imported("operator")
     assert imported("client") <= {"aiohttp", "numpy", "orjson"}
+    # The router holds no index and runs no operator.
+    assert not {"hnswlib", "kopf", "kubernetes", "dvecdb-node"} & requirements("router")
     for image, folder in (("Dockerfile.node", "node"), ("Dockerfile.operator", "operator")):
         copied = re.findall(r"^COPY (\w+) ", (ROOT / image).read_text(), flags=re.M)
         assert copied == ["client", folder]

@@ -92,6 +92,5 @@ class NodeSettings(BaseSettings):
                 min_interval_seconds=min(5.0, self.checkpoint_interval_seconds),
             ),
             keep_checkpoints=self.keep_checkpoints,
-            search_threads=self.search_threads,
             checkpoint_copy_bytes=self.checkpoint_copy_bytes,
         )

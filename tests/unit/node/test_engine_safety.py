@@ -21,37 +21,27 @@ from dvecdb_node.storage.engine import (
     DiskFull,
     Engine,
     EngineOptions,
-    FsyncMode,
     RecoveryError,
     SeqWatch,
     StorageFailed,
 )
 from dvecdb_node.storage.records import CollectionConfig, CreateCollection, UpsertBatch
 from dvecdb_node.storage.wal import HEADER_SIZE, FrameDecoder
+from tests.support.engines import DIM, follow, make_batch, open_engine
 
 pytestmark = pytest.mark.unit
-DIM = 4
-
-
-async def _open(path: Path, fsync: FsyncMode = FsyncMode.BATCH) -> Engine:
-    engine = Engine(path, EngineOptions(fsync=fsync, segment_bytes=4096))
-    await engine.recover()
-    return engine
-
-
-def _batch(ids: list[str], seed: int = 0) -> UpsertBatch:
-    vectors = np.random.default_rng(seed).random((len(ids), DIM), dtype=np.float32)
-    return UpsertBatch("c", ids, vectors, [None] * len(ids))
 
 
 async def _fill(engine: Engine, batches: int, epoch: int = 1) -> None:
     await engine.submit(CreateCollection(CollectionConfig("c", DIM, "l2")), epoch=epoch)
     for i in range(batches):
-        await engine.submit(_batch([f"{i}-{j}" for j in range(5)], i), epoch=epoch)
+        await engine.submit(
+            make_batch([f"{i}-{j}" for j in range(5)], i, tagged=False), epoch=epoch
+        )
 
 
 async def test_a_flipped_byte_in_an_early_segment_refuses_recovery(tmp_path: Path) -> None:
-    engine = await _open(tmp_path)
+    engine = await open_engine(tmp_path)
     await _fill(engine, 60)
     await engine.close()
     segments = sorted((tmp_path / "wal").glob("*.wal"))
@@ -108,24 +98,24 @@ def faulty_os(monkeypatch: pytest.MonkeyPatch) -> _FaultyOs:
 async def test_after_a_failed_fsync_nothing_more_is_acknowledged(
     tmp_path: Path, faulty_os: _FaultyOs
 ) -> None:
-    engine = await _open(tmp_path)
+    engine = await open_engine(tmp_path)
     await _fill(engine, 3)
     acked = engine.durable_seq
     faulty_os.fsync_errors = 1
     waiting = await asyncio.gather(
-        *(engine.submit(_batch([f"w{i}"], i), epoch=1) for i in range(5)),
+        *(engine.submit(make_batch([f"w{i}"], i, tagged=False), epoch=1) for i in range(5)),
         return_exceptions=True,
     )
     assert all(isinstance(r, StorageFailed) for r in waiting), waiting
     # The next fsync would succeed, which proves nothing: the engine has stopped for good.
     with pytest.raises(StorageFailed) as caught:
-        await engine.submit(_batch(["later"]), epoch=1)
+        await engine.submit(make_batch(["later"], tagged=False), epoch=1)
     assert caught.value.status == 503
     assert not engine.ready
     assert engine.storage_error is not None and "fsync" in engine.storage_error
     assert engine.durable_seq == acked
     await engine.close()
-    engine = await _open(tmp_path)  # a restart re-reads the log
+    engine = await open_engine(tmp_path)  # a restart re-reads the log
     assert engine.ready and engine.storage_error is None
     assert engine.last_seq >= acked and engine.collection("c").count >= 15
     await engine.close()
@@ -134,19 +124,19 @@ async def test_after_a_failed_fsync_nothing_more_is_acknowledged(
 async def test_enospc_mid_record_fails_the_write_and_leaves_no_torn_record(
     tmp_path: Path, faulty_os: _FaultyOs
 ) -> None:
-    engine = await _open(tmp_path)
+    engine = await open_engine(tmp_path)
     await _fill(engine, 3)
     before = engine.last_seq
     faulty_os.write_budget = 30  # the next record is cut off after 30 bytes
     with pytest.raises(DiskFull) as caught:
-        await engine.submit(_batch(["big-0", "big-1"]), epoch=1)
+        await engine.submit(make_batch(["big-0", "big-1"], tagged=False), epoch=1)
     assert (caught.value.status, caught.value.code) == (507, "disk_full")
     assert engine.ready and engine.storage_error is None
     assert engine.last_seq == before and engine.collection("c").count == 15
     faulty_os.write_budget = None  # space returns
-    await engine.submit(_batch(["after"]), epoch=1)
+    await engine.submit(make_batch(["after"], tagged=False), epoch=1)
     await engine.close()
-    engine = await _open(tmp_path)
+    engine = await open_engine(tmp_path)
     assert engine.last_seq == before + 1
     assert engine.get("c", "after") is not None and engine.get("c", "big-0") is None
     await engine.close()
@@ -175,7 +165,7 @@ async def test_full_disk_refuses_writes_until_space_returns_and_loses_nothing(
 ) -> None:
     ballast = small_disk / "ballast"
     ballast.write_bytes(b"\0" * (256 << 10))
-    engine = await _open(small_disk / "node")
+    engine = await open_engine(small_disk / "node")
     await engine.submit(CreateCollection(CollectionConfig("big", 256, "l2")), epoch=1)
     rng = np.random.default_rng(1)
     acked: list[str] = []
@@ -195,7 +185,7 @@ async def test_full_disk_refuses_writes_until_space_returns_and_loses_nothing(
     acked.extend(["late-0", "late-1"])
     last = engine.last_seq
     await engine.close()
-    engine = await _open(small_disk / "node")
+    engine = await open_engine(small_disk / "node")
     assert engine.last_seq == last
     assert engine.collection("big").count == len(acked)
     assert all(engine.get("big", item) is not None for item in acked)
@@ -221,7 +211,7 @@ async def test_seq_watch_forgets_waits_that_time_out_or_are_cancelled() -> None:
 async def test_a_write_queued_behind_the_lock_is_refused_once_its_epoch_is_fenced(
     tmp_path: Path,
 ) -> None:
-    engine = await _open(tmp_path)
+    engine = await open_engine(tmp_path)
     await _fill(engine, 1)
     before = engine.last_seq
     fenced_at: list[int] = []
@@ -233,7 +223,9 @@ async def test_a_write_queued_behind_the_lock_is_refused_once_its_epoch_is_fence
             raise NotLeader(None, f"fenced at epoch {fenced_at[0]}")
 
     async with engine._write_lock:  # a write in progress (or a frozen leader) holds the lock
-        queued = asyncio.create_task(engine.submit(_batch(["q"]), epoch=1, check=require_epoch))
+        queued = asyncio.create_task(
+            engine.submit(make_batch(["q"], tagged=False), epoch=1, check=require_epoch)
+        )
         await asyncio.sleep(0.01)
         assert not queued.done() and checked == []  # the request passed the API's check
         fenced_at.append(2)  # meanwhile the node is fenced at epoch 2
@@ -241,26 +233,26 @@ async def test_a_write_queued_behind_the_lock_is_refused_once_its_epoch_is_fence
         await queued
     assert checked == [1]
     assert engine.last_seq == before and engine.get("c", "q") is None
-    result = await engine.submit(_batch(["ok"]), epoch=2, check=require_epoch)
+    result = await engine.submit(make_batch(["ok"], tagged=False), epoch=2, check=require_epoch)
     assert result.seq == before + 1 and checked == [1, 2]
     await engine.close()
 
 
 async def test_epoch_at_answers_from_memory_and_from_the_checkpoint(tmp_path: Path) -> None:
-    engine = await _open(tmp_path)
+    engine = await open_engine(tmp_path)
     await _fill(engine, 2, epoch=1)
-    await engine.submit(_batch(["e2"]), epoch=2)
+    await engine.submit(make_batch(["e2"], tagged=False), epoch=2)
     assert [engine.epoch_at(s) for s in (0, 1, 3, 4, 5)] == [0, 1, 1, 2, None]
     assert await engine.checkpoint() == 4
     for i in range(60):  # enough segments that the log before the checkpoint is dropped
-        await engine.submit(_batch([f"x{i}"]), epoch=3)
+        await engine.submit(make_batch([f"x{i}"], tagged=False), epoch=3)
     await engine.checkpoint()
     await engine.checkpoint()
     await engine.close()
-    engine = await _open(tmp_path)
+    engine = await open_engine(tmp_path)
     assert engine.epoch_at(1) is None  # no longer retained
     assert engine.epoch_at(engine.last_seq) == 3
-    empty = await _open(tmp_path / "empty")
+    empty = await open_engine(tmp_path / "empty")
     async with engine.snapshot() as (archive, seq):
         assert await empty.install_snapshot(archive) == seq
     assert empty.first_seq == seq + 1  # the log holds nothing: the checkpoint answers
@@ -272,34 +264,28 @@ async def test_epoch_at_answers_from_memory_and_from_the_checkpoint(tmp_path: Pa
 async def _two_histories(tmp_path: Path) -> tuple[Engine, Engine, Engine]:
     """An old leader with 1..5 at epoch 1; a new leader sharing 1..3, then 4..6 at epoch 2;
     and a follower that took the old leader's 1..5."""
-    old = await _open(tmp_path / "old")
-    new = await _open(tmp_path / "new")
+    old = await open_engine(tmp_path / "old")
+    new = await open_engine(tmp_path / "new")
     await _fill(old, 2, epoch=1)
     for i in range(2):
-        await old.submit(_batch([f"old-{i}"], 10 + i), epoch=1)
+        await old.submit(make_batch([f"old-{i}"], 10 + i, tagged=False), epoch=1)
     new_follows = FrameDecoder().feed(old.wal.read_frames(1, upto_seq=3))
-    await new.apply_replicated(new_follows)
+    await follow(new, new_follows)
     for i in range(3):
-        await new.submit(_batch([f"new-{i}"], 20 + i), epoch=2)
-    follower = await _open(tmp_path / "follower")
-    await follower.apply_replicated(FrameDecoder().feed(old.wal.read_frames(1)))
+        await new.submit(make_batch([f"new-{i}"], 20 + i, tagged=False), epoch=2)
+    follower = await open_engine(tmp_path / "follower")
+    await follow(follower, FrameDecoder().feed(old.wal.read_frames(1)))
     assert (old.last_seq, new.last_seq, follower.last_seq) == (5, 6, 5)
     return old, new, follower
 
 
-@pytest.mark.parametrize("path", ["two_steps", "one_step"])
-async def test_a_held_seq_at_another_epoch_is_cut_back_and_replaced(
-    tmp_path: Path, path: str
-) -> None:
+async def test_a_held_seq_at_another_epoch_is_cut_back_and_replaced(tmp_path: Path) -> None:
     old, new, follower = await _two_histories(tmp_path)
     records = FrameDecoder().feed(new.wal.read_frames(1))
-    if path == "two_steps":
-        appended = await follower.append_replicated(records)
-        assert [r.seq for r, _ in appended] == [4, 5, 6]
-        await follower.apply_appended(appended)
-        await follower.make_durable(6)
-    else:
-        assert await follower.apply_replicated(records) == 6
+    appended = await follower.append_replicated(records)
+    assert [r.seq for r, _ in appended] == [4, 5, 6]
+    await follower.apply_appended(appended)
+    await follower.make_durable(6)
     assert follower.wal.read_frames(1) == new.wal.read_frames(1)  # identical logs
     assert [follower.epoch_at(s) for s in range(1, 7)] == [1, 1, 1, 2, 2, 2]
     assert follower.get("c", "old-0") is None and follower.get("c", "old-1") is None
@@ -325,7 +311,7 @@ async def test_records_cut_back_while_queued_for_apply_are_skipped(tmp_path: Pat
 
 
 async def test_a_checkpoint_that_finds_no_space_frees_what_it_wrote(small_disk: Path) -> None:
-    engine = await _open(small_disk / "node")
+    engine = await open_engine(small_disk / "node")
     await engine.submit(CreateCollection(CollectionConfig("big", 256, "l2")), epoch=1)
     rng = np.random.default_rng(2)
     for i in range(8):  # about 330 KiB of log, and as much again for a checkpoint

@@ -99,12 +99,12 @@ class EngineMachine(RuleBasedStateMachine):
             found = collection.get(item_id)
             assert found is not None
             assert np.array_equal(found[0], vector) and found[1] == meta
-            hit = self.run(self.engine.search("c", vector[None, :], 1))[0][0]
+            hit = collection.search(vector[None, :], 1)[0][0]
             assert hit.distance == pytest.approx(0.0, abs=1e-5)
             assert hit.id == item_id or np.array_equal(self.model[hit.id][0], vector)
             if meta is not None:
                 clauses = parse_filter({"g": meta["g"]})
-                hits = self.run(self.engine.search("c", vector[None, :], 20, clauses=clauses))[0]
+                hits = collection.search(vector[None, :], 20, clauses=clauses)[0]
                 expected = {i for i, (_, m) in self.model.items() if m == meta}
                 assert {h.id for h in hits} == expected  # k=20 covers every match
 

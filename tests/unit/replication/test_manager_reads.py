@@ -14,6 +14,7 @@ import pytest
 import pytest_asyncio
 
 from dvecdb_node.replication.manager import ReplicationManager
+from dvecdb_node.storage.records import Noop
 
 from .repl_helpers import make_manager
 
@@ -108,3 +109,17 @@ async def test_a_standalone_node_is_never_blocked(tmp_path: Path) -> None:
     finally:
         await made.close()
         await made.engine.close()
+
+
+async def test_follower_status_is_a_plain_read(manager: ReplicationManager) -> None:
+    """``/v1/status`` and metrics scrapes read the followers' lag; reading changes nothing."""
+    for seq in (1, 2, 3):
+        await manager.engine.submit(Noop(), epoch=1)
+        manager.clock.record(seq, time.monotonic() - 10 + seq)
+    manager.tracker.stream_opened("b", "http://b", 0)
+    manager.tracker.acked("b", 2, 2)
+    for _ in range(2):
+        [status] = manager.followers()
+        assert (status["applied_seq"], status["lag_seq"]) == (2, 1)
+        assert 6 < status["lag_seconds"] < 8  # seq 3, written about 7 s ago
+        assert len(manager.clock) == 3

@@ -32,8 +32,10 @@ from dvecdb_node.api.keys import (
     ROLE,
     SETTINGS,
 )
+from dvecdb_node.api.search import SEARCH, SearchContext
 from dvecdb_node.metrics import NodeMetrics
 from dvecdb_node.role import NodeRole, SingleNodeHooks
+from dvecdb_node.search.searcher import Searcher
 from dvecdb_node.settings import NodeSettings
 from dvecdb_node.storage.engine import Engine
 
@@ -113,6 +115,7 @@ async def engine_context(app: web.Application) -> AsyncIterator[None]:
         except Exception:
             log.exception("shutdown checkpoint failed; the log still has every write")
     await engine.close()
+    app[SEARCH].searcher.close()
     log.info("engine closed at seq %d", engine.last_seq)
 
 
@@ -146,5 +149,13 @@ def create_app(
     app.cleanup_ctx.append(engine_context)
     for register in extra_routes:
         register(app)
+    app[SEARCH] = SearchContext(
+        engine=engine,
+        searcher=Searcher(settings.search_threads),
+        role=role,
+        hooks=app[HOOKS],
+        settings=settings,
+        read_gates=app[READ_GATES],
+    )
     app.cleanup_ctx.extend(cleanup_contexts)
     return app

@@ -9,16 +9,16 @@ The first request it does not take, the connection is handed to aiohttp with the
 yet consumed, and stays there; so every other endpoint, and every unusual request, sees
 aiohttp exactly as before.
 
-Plain searches (see ``search.is_plain``) are not answered one by one: each connection's
-request joins a batch that the lane answers once the event loop has read every connection
-that had data, with one index search for all their vectors. One call instead of one per
+Searches planned ``INLINE`` (``dvecdb_node.search.plan``) are not answered one by one: each
+connection's request joins a batch that the lane answers once the event loop has read every
+connection that had data, with one index search for all their vectors. One call instead of one per
 request saves its fixed costs, and on a node with more than one core the batch's rows are
 searched on several at once (``storage.parallel``). A lone client sees no wait: its batch is
 answered in the same loop iteration.
 
-Answers that need waiting (quorum or min_seq reads, filtered or costly searches, an index
-busy with a write) run as a task. A connection reads nothing more until its answer is
-written, so pipelined answers keep their order.
+Answers planned otherwise (quorum or min_seq reads, filtered or costly searches), and
+inline ones that found the index busy with a write, run as a task. A connection reads
+nothing more until its answer is written, so pipelined answers keep their order.
 """
 
 from __future__ import annotations
@@ -42,8 +42,10 @@ from dvecdb_node.api.auth import check_access, parse_bearer
 from dvecdb_node.api.errors import error_body, node_error_parts
 from dvecdb_node.api.gates import check_serving
 from dvecdb_node.api.http1 import Head, parse_head
-from dvecdb_node.api.keys import ENGINE, METRICS, SETTINGS
+from dvecdb_node.api.keys import METRICS, SETTINGS
 from dvecdb_node.errors import NodeError
+from dvecdb_node.search.plan import Placement
+from dvecdb_node.storage.index import Collection
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +109,7 @@ class SearchLane:
         self.aiohttp_factory = aiohttp_factory
         self.settings = app[SETTINGS]
         self.metrics = app[METRICS]
-        self.engine = app[ENGINE]
+        self.search = app[search.SEARCH]
         self.connections: set[LaneProtocol] = set()
         self.clock = _Clock()
         self._batch: list[_Queued] = []
@@ -143,13 +145,9 @@ class SearchLane:
         when the search joined the batch (``conn.answered`` is called with its answer)."""
         started = time.perf_counter()
         try:
-            prepared = self._admit(name, head, body)
-            rows = len(prepared.query.queries)
-            if not (
-                search.is_plain(self.app, prepared)
-                and self.engine.is_cheap(prepared.collection, rows)
-            ):
-                return self._answer_later(prepared, started)
+            prepared, placement = self._admit(name, head, body)
+            if placement is not Placement.INLINE:
+                return self._answer_later(prepared, placement, started)
         except Exception as exc:
             return self._fail(exc, started)
         if not self._batch:
@@ -158,30 +156,34 @@ class SearchLane:
         return None
 
     def _answer_batch(self) -> None:
-        """Answer the queued searches, one index search per (collection, k)."""
+        """Answer the queued searches, one index search per (collection, k).
+
+        Each search was planned inline on its own; their sum is not held against them (they
+        are separate requests, and one index call costs less than one per request).
+        """
         batch, self._batch = self._batch, []
-        groups: dict[tuple[str, int], list[_Queued]] = {}
+        groups: dict[tuple[Collection, int], list[_Queued]] = {}
         for item in batch:
             if item.conn.transport is not None:  # else the client has gone
-                key = (item.prepared.name, item.prepared.query.k)
+                key = (item.prepared.collection, item.prepared.query.k)
                 groups.setdefault(key, []).append(item)
-        for (name, k), items in groups.items():
-            self._answer_group(name, k, items)
+        for (collection, k), items in groups.items():
+            self._answer_group(collection, k, items)
 
-    def _answer_group(self, name: str, k: int, items: list[_Queued]) -> None:
-        engine = self.engine
+    def _answer_group(self, collection: Collection, k: int, items: list[_Queued]) -> None:
         try:
-            seq = engine.applied_seq
+            seq = self.search.engine.applied_seq
             queries = [item.prepared.query.queries for item in items]
             matrix = queries[0] if len(queries) == 1 else np.concatenate(queries)
-            rows = engine.search_now(name, matrix, k, independent=True)
+            rows = self.search.searcher.search_inline(collection, matrix, k)
         except Exception as exc:
             for item in items:
                 item.conn.answered(self._fail(exc, item.started), item.close)
             return
-        if rows is None:  # too costly to run on the loop, or a write holds the index
+        if rows is None:  # a write holds the index
             for item in items:
-                item.conn.wait_for(self._answer_later(item.prepared, item.started), item.close)
+                later = self._answer_later(item.prepared, Placement.POOLED, item.started)
+                item.conn.wait_for(later, item.close)
             return
         self.metrics.fastlane_batch.observe(len(items))
         start = 0
@@ -195,7 +197,7 @@ class SearchLane:
             start = end
             item.conn.answered(answer, item.close)
 
-    def _admit(self, name: str, head: Head, body: bytes) -> search.PreparedSearch:
+    def _admit(self, name: str, head: Head, body: bytes) -> tuple[search.PreparedSearch, Placement]:
         token = None
         if head.authorization is not None:
             token = parse_bearer(head.authorization.decode("latin-1"))
@@ -204,12 +206,13 @@ class SearchLane:
         check_serving(self.app)
         raw_type = head.content_type
         content_type = None if raw_type is None else raw_type.decode("latin-1")
-        search.gate(self.app, body, content_type)
-        return search.prepare(self.app, name, body, content_type)
+        return search.admit(self.search, name, body, content_type)
 
-    async def _answer_later(self, prepared: search.PreparedSearch, started: float) -> Answer:
+    async def _answer_later(
+        self, prepared: search.PreparedSearch, placement: Placement, started: float
+    ) -> Answer:
         try:
-            out = await search.answer(self.app, prepared)
+            out = await search.answer(self.search, prepared, placement)
         except Exception as exc:
             return self._fail(exc, started)
         return self._finish(200, out, {}, started)

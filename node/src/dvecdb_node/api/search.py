@@ -1,12 +1,16 @@
 """``POST /v1/collections/{name}/search``: k-NN with filters and read consistency levels.
 
-Both servers answer it through the same three steps: :func:`prepare` (validate), then
-:func:`answer_now` (on the event loop, when nothing needs waiting for) or :func:`answer`.
-The aiohttp route is below; the fast lane (``fastlane``) calls the same functions.
+Both servers answer it through the same steps: :func:`admit` (read gates, validation, the
+leadership a consistency level needs, and the placement from :func:`dvecdb_node.search.plan.
+place`), then :func:`answer_inline` for an ``INLINE`` search (the fast lane batches those
+instead) or :func:`answer`, which waits where the plan says so. The aiohttp route is below; the
+fast lane (``fastlane``) calls the same functions. Every function takes its dependencies as
+one :class:`SearchContext`, built once per app.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,10 +18,12 @@ import orjson
 from aiohttp import web
 
 from dvecdb_node.api import querybody
-from dvecdb_node.api.gates import check_gates
-from dvecdb_node.api.keys import ENGINE, HOOKS, ROLE, SETTINGS
 from dvecdb_node.api.validation import SearchRequest, check_name, parse_json, parse_search
 from dvecdb_node.errors import Conflict, NodeError
+from dvecdb_node.role import ClusterHooks, NodeRole
+from dvecdb_node.search.plan import Placement, needs_lease
+from dvecdb_node.search.searcher import Searcher
+from dvecdb_node.settings import NodeSettings
 from dvecdb_node.storage.engine import Engine
 from dvecdb_node.storage.found import Found, Rows
 from dvecdb_node.storage.index import Collection
@@ -27,39 +33,73 @@ ROUTE = "/v1/collections/{name}/search"
 
 
 @dataclass(frozen=True, slots=True)
+class SearchContext:
+    """What answering a search reads: built by ``create_app`` once replication is wired
+    (its hooks and read gate are final then)."""
+
+    engine: Engine
+    searcher: Searcher
+    role: NodeRole
+    hooks: ClusterHooks
+    settings: NodeSettings
+    # Checks that raise NotReady while this member must not serve data reads.
+    read_gates: list[Callable[[], None]]
+
+
+SEARCH = web.AppKey("search", SearchContext)
+
+
+@dataclass(frozen=True, slots=True)
 class PreparedSearch:
     name: str
     collection: Collection
     query: SearchRequest
 
 
-def gate(app: web.Application, raw: bytes, content_type: str | None = None) -> None:
-    """The read gate of a search (both servers call it before :func:`prepare`).
+def gate(ctx: SearchContext, raw: bytes, content_type: str | None = None) -> None:
+    """The read gate of a search.
 
     A member that refuses data reads answers a ``strong`` or ``quorum`` read as every
     non-leader does (409 ``not_leader``): only on that refusal path is the body peeked at.
     """
     try:
-        check_gates(app)
+        for check in ctx.read_gates:
+            check()
     except NodeError:
         if querybody.wants_leader(raw, content_type):
-            app[ROLE].require_lease()
+            ctx.role.require_lease()
         raise
 
 
 def prepare(
-    app: web.Application, name: str, raw: bytes, content_type: str | None = None
+    ctx: SearchContext, name: str, raw: bytes, content_type: str | None = None
 ) -> PreparedSearch:
     """Validate a search body against its collection (raises a 4xx :class:`NodeError`).
 
     JSON unless ``content_type`` names the binary form (``querybody``).
     """
-    collection = app[ENGINE].collection(check_name(name))
+    collection = ctx.engine.collection(check_name(name))
     if content_type == querybody.CONTENT_TYPE:
-        query = querybody.decode_queries(raw, collection.config, app[SETTINGS])
+        query = querybody.decode_queries(raw, collection.config, ctx.settings)
     else:
-        query = parse_search(parse_json(raw), collection.config, app[SETTINGS])
+        query = parse_search(parse_json(raw), collection.config, ctx.settings)
     return PreparedSearch(collection.name, collection, query)
+
+
+def require_role(ctx: SearchContext, query: SearchRequest) -> None:
+    """409 ``not_leader`` unless this member may answer the query's consistency level."""
+    if needs_lease(query.consistency):
+        ctx.role.require_lease()
+
+
+def admit(
+    ctx: SearchContext, name: str, raw: bytes, content_type: str | None = None
+) -> tuple[PreparedSearch, Placement]:
+    """Gate, validate, check leadership, plan: everything decided before a search runs."""
+    gate(ctx, raw, content_type)
+    prepared = prepare(ctx, name, raw, content_type)
+    require_role(ctx, prepared.query)
+    return prepared, ctx.searcher.plan(prepared.query, prepared.collection)
 
 
 def render(prepared: PreparedSearch, rows: Rows, seq: int) -> bytes:
@@ -79,28 +119,11 @@ def render(prepared: PreparedSearch, rows: Rows, seq: int) -> bytes:
     return orjson.dumps({"results": results, "seq": seq})
 
 
-def is_plain(app: web.Application, prepared: PreparedSearch) -> bool:
-    """An eventual or strong read, unfiltered, at the default ef: answerable without waiting
-    and together with other such searches. Raises if a strong read reaches a non-leader."""
+def answer_inline(ctx: SearchContext, prepared: PreparedSearch) -> bytes | None:
+    """An ``INLINE`` search's answer now, or None if a write holds the index."""
+    seq = ctx.engine.applied_seq
     query = prepared.query
-    if query.min_seq is not None or query.consistency not in ("eventual", "strong"):
-        return False
-    if query.consistency == "strong":
-        app[ROLE].require_lease()
-    return query.clauses is None and (
-        query.ef is None or query.ef == prepared.collection.config.hnsw.ef_search
-    )
-
-
-def answer_now(app: web.Application, prepared: PreparedSearch) -> bytes | None:
-    """The answer if it needs no waiting (a plain, cheap search), else None."""
-    if not is_plain(app, prepared):
-        return None
-    query, engine = prepared.query, app[ENGINE]
-    seq = engine.applied_seq
-    rows = engine.search_now(
-        prepared.name, query.queries, query.k, ef=query.ef, clauses=query.clauses
-    )
+    rows = ctx.searcher.search_inline(prepared.collection, query.queries, query.k)
     return None if rows is None else render(prepared, rows, seq)
 
 
@@ -119,15 +142,13 @@ def check_token(engine: Engine, seq: int, epoch: int) -> None:
         )
 
 
-async def answer(app: web.Application, prepared: PreparedSearch) -> bytes:
-    """The answer, waiting where the consistency level or the index asks for it."""
-    query, engine = prepared.query, app[ENGINE]
-    if query.consistency in ("strong", "quorum"):
-        app[ROLE].require_lease()
+async def _wait(ctx: SearchContext, query: SearchRequest) -> None:
+    """A quorum read's confirmation, a ``min_seq`` read's record (and its write token)."""
+    engine = ctx.engine
     if query.consistency == "quorum":
-        await app[HOOKS].confirm_leadership()
+        await ctx.hooks.confirm_leadership()
     if query.min_seq is not None:
-        bound = app[SETTINGS].min_seq_wait_seconds
+        bound = ctx.settings.min_seq_wait_seconds
         if not await engine.wait_applied(query.min_seq, bound):
             raise Conflict(
                 f"applied_seq {engine.applied_seq} has not reached {query.min_seq}",
@@ -136,20 +157,37 @@ async def answer(app: web.Application, prepared: PreparedSearch) -> bytes:
             )
         if query.min_epoch is not None:
             check_token(engine, query.min_seq, query.min_epoch)
+
+
+async def answer(ctx: SearchContext, prepared: PreparedSearch, placement: Placement) -> bytes:
+    """The answer of an admitted search, waiting first where ``placement`` is ``WAIT``."""
+    query, engine, searcher = prepared.query, ctx.engine, ctx.searcher
+    if placement is Placement.WAIT:
+        await _wait(ctx, query)
+        require_role(ctx, query)  # the lease may have lapsed while waiting
+        # The collection as of the awaited record (created, or dropped, meanwhile).
+        prepared = PreparedSearch(prepared.name, engine.collection(prepared.name), query)
+        placement = searcher.plan(query, prepared.collection, waited=True)
+    if placement is Placement.INLINE:
+        body = answer_inline(ctx, prepared)
+        if body is not None:
+            return body
     seq = engine.applied_seq
-    rows = await engine.search(
-        prepared.name, query.queries, query.k, ef=query.ef, clauses=query.clauses
+    rows = await searcher.search_pooled(
+        prepared.collection, query.queries, query.k, ef=query.ef, clauses=query.clauses
     )
     return render(prepared, rows, seq)
 
 
 @routes.post(ROUTE)
 async def search(request: web.Request) -> web.Response:
-    app = request.app
+    ctx = request.app[SEARCH]
     raw = await request.read()
-    gate(app, raw, request.content_type)
-    prepared = prepare(app, request.match_info["name"], raw, request.content_type)
-    body = answer_now(app, prepared)
+    prepared, placement = admit(ctx, request.match_info["name"], raw, request.content_type)
+    body = None
+    if placement is Placement.INLINE:
+        body = answer_inline(ctx, prepared)
+        placement = Placement.POOLED  # if a write held the index
     if body is None:
-        body = await answer(app, prepared)
+        body = await answer(ctx, prepared, placement)
     return web.Response(body=body, content_type="application/json")

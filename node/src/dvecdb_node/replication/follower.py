@@ -219,9 +219,10 @@ class Follower:
     async def _stream_once(self, session: aiohttp.ClientSession) -> bool:
         """One stream connection; True if it delivered anything (a working link).
 
-        Two stages: this coroutine appends each batch durably (then the ack task may report
-        it as received) and queues it; an applier task applies batches in order. Before it
-        returns, for whatever reason, every appended batch has been applied.
+        Two stages: this coroutine appends each batch, queues it for the applier task (which
+        applies batches in order) and then fsyncs it (after which the ack task may report it as
+        received). Before it returns, for whatever reason, every appended batch has been
+        applied.
         """
         engine = self.engine
         if engine.applied_seq != engine.last_seq:

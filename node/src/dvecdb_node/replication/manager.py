@@ -444,12 +444,12 @@ class ReplicationManager:
             )
 
     def followers(self) -> list[dict[str, Any]]:
+        """Per-follower positions for ``/v1/status`` and metrics: a plain read (the write
+        clock is trimmed on the write path, :meth:`wait_ack`)."""
         now = time.monotonic()
         last = self.engine.last_seq
         out: list[dict[str, Any]] = []
-        applied_floor = last
         for f in self.tracker.all():
-            applied_floor = min(applied_floor, f.applied_seq)
             out.append(
                 {
                     "node_id": f.node_id,
@@ -462,8 +462,6 @@ class ReplicationManager:
                     "last_contact_seconds": round(now - f.last_contact, 3),
                 }
             )
-        if out:
-            self.clock.trim_through(applied_floor)
         return out
 
     def not_ready_reason(self) -> str | None:

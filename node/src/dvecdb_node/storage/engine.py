@@ -20,14 +20,14 @@ Leader writes
     :class:`StorageFailed` (503 ``storage_error``: after a failed fsync the engine fail-stops,
     nothing more is acknowledged and ``ready`` is False until a restart re-reads the log).
 Replicated writes (follower)
-    ``await engine.apply_replicated(records)``: records from a leader (already framed, seq and
-    epoch kept) are appended to the own WAL, applied in order, and made durable; a record at or
-    below ``last_seq`` is skipped if this log holds it at the same epoch and otherwise cuts the
-    log back to the seq before it (per-record (seq, epoch) agreement); a gap raises
-    :class:`~dvecdb_node.storage.wal.SeqGapError`.
-    ``append_replicated(records)``, ``apply_appended(batch)`` and ``make_durable(seq)`` split
-    that in three, so that a follower indexes while its fsync runs and acknowledges durability
-    without waiting for the index work (``last_epoch`` follows apply).
+    Records from a leader (already framed, seq and epoch kept) go through three steps, so that
+    a follower indexes while its fsync runs and acknowledges durability without waiting for
+    the index work: ``await engine.append_replicated(records)`` appends them to the own WAL (a
+    record at or below ``last_seq`` is skipped if this log holds it at the same epoch and
+    otherwise cuts the log back to the seq before it: per-record (seq, epoch) agreement; a gap
+    raises :class:`~dvecdb_node.storage.wal.SeqGapError`), ``await
+    engine.apply_appended(batch)`` applies them in order (``last_epoch`` follows apply), and
+    ``await engine.make_durable(seq)`` fsyncs.
 Positions
     ``engine.last_seq`` (appended), ``engine.applied_seq``, ``engine.durable_seq``,
     ``engine.first_seq`` (oldest retained in the WAL), ``engine.last_epoch`` (epoch of the last
@@ -47,9 +47,9 @@ Checkpoints and snapshots
     ``await engine.truncate_after(seq) -> bool`` rewinds a diverged follower to ``seq``
     (False if no retained checkpoint+log can rebuild it: install a snapshot instead).
 Reads
-    ``engine.collection(name)``, ``engine.collections()``, ``await engine.search(...)`` (runs in
-    a thread pool when it is costlier than a thread hop: hnswlib releases the GIL),
-    ``engine.get(name, id)``.
+    ``engine.collection(name)``, ``engine.collections()``, ``engine.get(name, id)``. Searches
+    run on the collections through :class:`dvecdb_node.search.searcher.Searcher`: the engine
+    stores, it does not schedule.
 """
 
 from __future__ import annotations
@@ -81,10 +81,7 @@ from dvecdb_node.errors import (
     dimension_mismatch,
 )
 from dvecdb_node.storage import snapshot as snapshots
-from dvecdb_node.storage.filters import Clause
-from dvecdb_node.storage.found import Rows
 from dvecdb_node.storage.index import Collection, FrozenCollection
-from dvecdb_node.storage.parallel import Splitter, detect_cpus, pool_threads
 from dvecdb_node.storage.policy import CheckpointPolicy, should_checkpoint
 from dvecdb_node.storage.records import (
     Change,
@@ -113,10 +110,6 @@ from dvecdb_node.storage.wal import (
 
 log = logging.getLogger(__name__)
 
-# A search expected to take less than this runs on the event loop; longer ones go to the
-# search threads, where hnswlib (which releases the GIL) runs them in parallel.
-INLINE_SEARCH_SECONDS = 0.0005
-
 
 class FsyncMode(enum.StrEnum):
     ALWAYS = "always"
@@ -130,7 +123,6 @@ class EngineOptions:
     segment_bytes: int = DEFAULT_SEGMENT_BYTES
     checkpoint: CheckpointPolicy = field(default_factory=CheckpointPolicy)
     keep_checkpoints: int = 2
-    search_threads: int = 4
     # Checkpoints copy collections up to this size in memory so writes pause only for the copy.
     checkpoint_copy_bytes: int = 1 << 30
 
@@ -257,13 +249,6 @@ class Engine:
         self._checkpoint_wal_bytes = 0
         self._apply_pool = ThreadPoolExecutor(1, thread_name_prefix="dvec-apply")
         self._io_pool = ThreadPoolExecutor(2, thread_name_prefix="dvec-io")
-        # Cores one search may spread over: a batch's rows are searched on this many threads.
-        self.search_parts = max(1, min(self.options.search_threads, detect_cpus()))
-        # At most one pooled search per core: two 100-query batches time-slicing one core evict
-        # each other's cache lines (about 5% more CPU per query measured, on a noisy VM).
-        self._search_pool = ThreadPoolExecutor(self.search_parts, thread_name_prefix="dvec-search")
-        self._pooled = 0  # searches submitted to the pool and not yet answered (loop thread)
-        self._splitter = Splitter(self.search_parts)
         self._closed = False
         self._storage_error: str | None = None
 
@@ -397,18 +382,27 @@ class Engine:
             raise RecoveryError(
                 f"log starts at seq {wal.first_seq} but the checkpoint covers only {ckpt_seq}"
             )
-        replayed = 0
-        for record in wal.iter_records(ckpt_seq + 1):
+        epoch, replayed = self._replay(wal, ckpt_seq, collections, epoch)
+        wal.sync()
+        log.info("recovered to seq %d (replayed %d records)", wal.last_seq, replayed)
+        return wal, collections, (ckpt_seq, ckpt_epoch), epoch
+
+    @classmethod
+    def _replay(
+        cls, wal: WriteAheadLog, after: int, collections: dict[str, Collection], epoch: int
+    ) -> tuple[int, int]:
+        """Apply the log's records after seq ``after`` to ``collections`` (recovery and
+        rewinds share this loop): (epoch of the last record, or ``epoch`` if none; count)."""
+        count = 0
+        for record in wal.iter_records(after + 1):
             try:
                 change = decode_payload(record.op, record.payload)
             except PayloadError as exc:
                 raise RecoveryError(f"record {record.seq} does not decode: {exc}") from exc
-            self._apply(change, collections)
+            cls._apply(change, collections)
             epoch = record.epoch
-            replayed += 1
-        wal.sync()
-        log.info("recovered to seq %d (replayed %d records)", wal.last_seq, replayed)
-        return wal, collections, (ckpt_seq, ckpt_epoch), epoch
+            count += 1
+        return epoch, count
 
     # ------------------------------------------------------------------ reads
     def collection(self, name: str) -> Collection:
@@ -422,60 +416,6 @@ class Engine:
 
     def get(self, name: str, item_id: str) -> tuple[Float32Matrix, Metadata | None] | None:
         return self.collection(name).get(item_id)
-
-    def search_now(
-        self,
-        name: str,
-        queries: Float32Matrix,
-        k: int,
-        *,
-        ef: int | None = None,
-        clauses: list[Clause] | None = None,
-        independent: bool = False,
-    ) -> Rows | None:
-        """Answer on the calling (event loop) thread if that is cheap; None if it is not.
-
-        Cheap means no dearer than a thread hop (0.1-0.5 ms of wake-up): a small unfiltered
-        search at the default ef while no write holds the index. Otherwise waiting belongs in
-        a thread (:meth:`search`). ``independent`` rows are separate requests answered
-        together (the fast lane's batch), each already found cheap by :meth:`is_cheap`: their
-        sum is not held against them. Rows are split over ``search_parts`` cores.
-        """
-        collection = self.collection(name)
-        if queries.shape[1] != collection.config.dimension:
-            raise dimension_mismatch(collection.config.dimension, int(queries.shape[1]))
-        cheap = independent or self.is_cheap(collection, len(queries))
-        if cheap and clauses is None and (ef is None or ef == collection.config.hnsw.ef_search):
-            return collection.try_search_now(queries, k, self._splitter)
-        return None
-
-    @staticmethod
-    def is_cheap(collection: Collection, rows: int) -> bool:
-        """A search of ``rows`` vectors costs less than a thread hop: it may run on the loop."""
-        return rows * collection.search_cost < INLINE_SEARCH_SECONDS
-
-    async def search(
-        self,
-        name: str,
-        queries: Float32Matrix,
-        k: int,
-        *,
-        ef: int | None = None,
-        clauses: list[Clause] | None = None,
-    ) -> Rows:
-        rows = self.search_now(name, queries, k, ef=ef, clauses=clauses)
-        if rows is not None:
-            return rows
-        collection = self.collection(name)
-        threads = pool_threads(self.search_parts, self._pooled)
-        self._pooled += 1
-        try:
-            return await asyncio.get_running_loop().run_in_executor(
-                self._search_pool,
-                lambda: collection.search(queries, k, ef=ef, clauses=clauses, threads=threads),
-            )
-        finally:
-            self._pooled -= 1
 
     # ----------------------------------------------------------------- writes
     async def submit(
@@ -505,39 +445,6 @@ class Engine:
             self._applied.set(seq)
         await self.make_durable(seq)
         return WriteResult(seq=seq, count=count)
-
-    async def apply_replicated(self, records: list[Record]) -> int:
-        """Follower path: append leader records as they are, apply in order, make durable.
-
-        A record whose seq is held at another epoch first cuts the log back (see
-        :meth:`append_replicated`).
-        """
-        wal = self.wal
-        while True:
-            async with self._write_lock:
-                self._check_writable()
-                disagree = self._first_disagreement(records)
-                if disagree is None:
-                    fresh = [r for r in records if r.seq > wal.last_seq]
-                    if not fresh:
-                        return wal.last_seq
-                    if fresh[0].seq != wal.last_seq + 1:
-                        raise SeqGapError(
-                            f"record seq {fresh[0].seq} does not follow {wal.last_seq}"
-                        )
-                    changes = [decode_payload(r.op, r.payload) for r in fresh]
-                    self._append(fresh)
-                    if self.options.fsync is FsyncMode.ALWAYS:
-                        await self._sync()
-                    for record, change in zip(fresh, changes, strict=True):
-                        await self._apply_async(change)
-                        self._last_epoch = record.epoch
-                        self._applied.set(record.seq)
-                    last = fresh[-1].seq
-                    break
-            await self._cut_back_for(disagree)
-        await self.make_durable(last)
-        return last
 
     async def append_replicated(self, records: list[Record]) -> list[tuple[Record, Change]]:
         """Follower path, first step: append leader records to the WAL, not yet durable.
@@ -911,15 +818,12 @@ class Engine:
                 wal.truncate_after(seq)
             except OSError as exc:  # the log is in no known state: stop until a restart
                 raise self._fail(f"cutting the log back to {seq} failed: {exc}") from exc
-
-            def replay() -> int:
-                last_epoch = epoch
-                for record in wal.iter_records(ckpt_seq + 1):
-                    self._apply(decode_payload(record.op, record.payload), collections)
-                    last_epoch = record.epoch
-                return last_epoch
-
-            self._last_epoch = await loop.run_in_executor(self._apply_pool, replay)
+            try:
+                self._last_epoch, _ = await loop.run_in_executor(
+                    self._apply_pool, self._replay, wal, ckpt_seq, collections, epoch
+                )
+            except RecoveryError as exc:  # the log changed under us: stop until a restart
+                raise self._fail(f"rebuilding the state at {seq} failed: {exc}") from exc
             self._collections = collections
             self._checkpoint_seq, self._checkpoint_epoch = ckpt_seq, epoch
             self._set_positions(seq)
@@ -943,5 +847,3 @@ class Engine:
         finally:
             self._apply_pool.shutdown(wait=True)
             self._io_pool.shutdown(wait=True)
-            self._search_pool.shutdown(wait=False, cancel_futures=True)
-            self._splitter.close()

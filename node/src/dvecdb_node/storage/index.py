@@ -14,9 +14,17 @@ against the stored copy. HNSW alone misses a fraction of a percent of self-match
 high-dimensional data; users take "search with a stored vector returns it" for granted.
 
 Concurrency: hnswlib's ``add_items``/``resize_index``/``mark_deleted`` are not safe beside
-``knn_query``. Searches take a shared lock, writes an exclusive one, and a large upsert is
-applied in chunks so searches interleave with ingest instead of waiting for a whole batch.
-Capacity grows by doubling, so a resize (a copy of the index) is rare.
+``knn_query`` (its authors say so: the search path takes no locks). Searches take a shared lock,
+writes an exclusive one. An upsert is applied in chunks, each its own exclusive hold; while
+searches are running a chunk is sized to hold the index about ``UPSERT_HOLD_SECONDS``, and
+readers that waited for a hold go before the next chunk, so a search waits for at most one
+short chunk, not for a whole batch. Capacity grows by doubling, so a resize (a copy of the
+index) is rare.
+
+Filters: a filter's allowed labels are a sorted label array and a byte mask, cached per
+filter until the next write (the read lock keeps them valid while a search uses them). Few
+allowed labels are searched exactly by brute force; more walk the graph with the mask checked
+inside hnswlib's walk (:mod:`.native`), without a Python call per candidate.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from __future__ import annotations
 import copy as _copy
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,22 +42,33 @@ import hnswlib
 import numpy as np
 import orjson
 
+from dvecdb_node.storage import native
 from dvecdb_node.storage.filters import Clause, MetadataIndex
 from dvecdb_node.storage.found import Found, Hit, Rows, hit_rows
 from dvecdb_node.storage.parallel import Splitter
 from dvecdb_node.storage.records import CollectionConfig, Float32Matrix, Metadata
 
 INITIAL_CAPACITY = 1024
+# Largest upsert chunk (one exclusive hold; hnswlib inserts its rows on several threads).
 UPSERT_CHUNK = 512
+# While searches run, an upsert chunk is sized to hold the index about this long.
+UPSERT_HOLD_SECONDS = 0.002
+MIN_UPSERT_CHUNK = 8
 # A filtered search whose candidates are at most this many is answered exactly by brute force.
 BRUTE_FORCE_LIMIT = 4096
+# Filters whose allowed labels are kept between searches (until the next write).
+SELECTION_CACHE = 16
 
 
 class RWLock:
-    """Many readers or one writer; waiting writers block new readers (no writer starvation).
+    """Many readers or one writer.
 
-    The reader side takes the bare mutex, not the condition: searches take and drop a read
-    hold on every request, and ``Condition.__enter__`` is a Python-level call.
+    Waiting writers block new readers (no writer starvation), and readers that waited for a
+    writer go before the next writer (no reader starvation behind a writer that re-takes the
+    lock chunk after chunk). The reader side takes the bare mutex, not the condition: searches
+    take and drop a read hold on every request, and ``Condition.__enter__`` is a Python-level
+    call. ``reads`` counts read holds taken or refused, so a writer can tell whether searches
+    are running.
     """
 
     def __init__(self) -> None:
@@ -57,12 +77,26 @@ class RWLock:
         self._readers = 0
         self._writer = False
         self._writers_waiting = 0
+        self._readers_waiting = 0
+        self._admit_readers = False  # a writer left while readers waited: they go first
+        self.reads = 0
+
+    def _blocks_readers(self) -> bool:
+        return self._writer or (self._writers_waiting > 0 and not self._admit_readers)
 
     @contextmanager
     def read(self) -> Iterator[None]:
         with self._cond:
-            while self._writer or self._writers_waiting:
-                self._cond.wait()
+            self.reads += 1
+            if self._blocks_readers():
+                self._readers_waiting += 1
+                try:
+                    while self._blocks_readers():
+                        self._cond.wait()
+                finally:
+                    self._readers_waiting -= 1
+                    if not self._readers_waiting:
+                        self._admit_readers = False
             self._readers += 1
         try:
             yield
@@ -72,7 +106,8 @@ class RWLock:
     def try_acquire_read(self) -> bool:
         """Take a shared hold only if no writer holds or waits; never blocks for long."""
         with self._mutex:
-            if self._writer or self._writers_waiting:
+            self.reads += 1
+            if self._blocks_readers():
                 return False
             self._readers += 1
             return True
@@ -87,7 +122,7 @@ class RWLock:
     def write(self) -> Iterator[None]:
         with self._cond:
             self._writers_waiting += 1
-            while self._writer or self._readers:
+            while self._writer or self._readers or self._admit_readers:
                 self._cond.wait()
             self._writers_waiting -= 1
             self._writer = True
@@ -96,7 +131,17 @@ class RWLock:
         finally:
             with self._cond:
                 self._writer = False
+                if self._readers_waiting:
+                    self._admit_readers = True
                 self._cond.notify_all()
+
+
+class Selection(NamedTuple):
+    """A filter's allowed labels as of one collection version (valid under the read lock)."""
+
+    version: int
+    labels: np.ndarray[Any, Any]  # sorted int64
+    mask: np.ndarray[Any, Any]  # uint8 per label slot: 1 where allowed
 
 
 class FrozenCollection(NamedTuple):
@@ -143,7 +188,15 @@ class Collection:
         self._free: list[int] = []
         self._by_hash: dict[int, int] = {}
         self.resizes = 0
-        self.search_cost = 0.0
+        self._init_runtime()
+
+    def _init_runtime(self) -> None:
+        """State that is not persisted: write version, filter cache, insert cost."""
+        self._version = 0  # bumped by every exclusive write hold
+        self._selections: OrderedDict[tuple[Clause, ...], Selection] = OrderedDict()
+        self._selections_lock = threading.Lock()
+        self._insert_seconds = 0.0  # moving average of one vector's insert, under the hold
+        self._reads_seen = 0  # the lock's read count when the last upsert chunk began
 
     # ------------------------------------------------------------------ reads
     @property
@@ -180,15 +233,30 @@ class Collection:
     def upsert(
         self, ids: list[str], vectors: Float32Matrix, metadata: list[Metadata | None]
     ) -> None:
-        """Insert or replace; ids must be unique within the call."""
-        for start in range(0, len(ids), UPSERT_CHUNK):
-            stop = start + UPSERT_CHUNK
+        """Insert or replace; ids must be unique within the call.
+
+        Chunk by chunk (see the module docstring): the largest chunks unless a search came
+        since the previous chunk began, else chunks sized to a short hold.
+        """
+        start = 0
+        while start < len(ids):
+            searched = self._lock.reads != self._reads_seen
+            self._reads_seen = self._lock.reads
+            stop = start + (short_chunk(self._insert_seconds) if searched else UPSERT_CHUNK)
             with self._lock.write():
+                began = time.perf_counter()
                 self._upsert_chunk(ids[start:stop], vectors[start:stop], metadata[start:stop])
+                held = time.perf_counter() - began
+            per_vector = held / len(ids[start:stop])
+            if self._insert_seconds:
+                per_vector = 0.8 * self._insert_seconds + 0.2 * per_vector
+            self._insert_seconds = per_vector
+            start = stop
 
     def _upsert_chunk(
         self, ids: list[str], vectors: Float32Matrix, metadata: list[Metadata | None]
     ) -> None:
+        self._version += 1
         labels: list[int] = []
         fresh = 0
         for item_id in ids:
@@ -241,6 +309,7 @@ class Collection:
         """Delete the ids that exist; returns how many did."""
         deleted = 0
         with self._lock.write():
+            self._version += 1
             for item_id in ids:
                 label = self._labels.pop(item_id, None)
                 if label is None:
@@ -268,10 +337,12 @@ class Collection:
     ) -> Rows:
         """Top-``k`` per query row; distances as hnswlib reports them for the metric.
 
-        ``threads`` > 1 lets hnswlib spread a large batch over that many threads.
+        ``threads`` > 1 lets hnswlib spread a large batch over that many threads. An ef below
+        the collection's takes the index exclusively (hnswlib keeps ef index-wide); a larger
+        one does not (see :meth:`_knn`).
         """
-        custom_ef = ef is not None and ef != self.config.hnsw.ef_search
-        with self._lock.write() if custom_ef else self._lock.read():
+        narrow_ef = ef is not None and ef < self.config.hnsw.ef_search
+        with self._lock.write() if narrow_ef else self._lock.read():
             return self._search_held(queries, k, ef, clauses, threads)
 
     def try_search_now(
@@ -298,28 +369,40 @@ class Collection:
         threads: int = 1,
         splitter: Splitter | None = None,
     ) -> Rows:
-        # CPU time of this thread, not wall time: on a busy machine wall time grows with the
-        # wait for a core, and would push cheap searches off the event loop when it hurts most.
-        started = time.thread_time()
-        allowed: set[int] | None = None
+        selection: Selection | None = None
         if clauses:
-            allowed = self._meta_index.select(clauses)
-            rows = self._search_filtered(queries, k, ef, allowed)
+            selection = self._selection(clauses)
+            rows = self._search_filtered(queries, k, ef, selection)
         else:
             rows = self._search_all(queries, k, ef, threads, splitter)
         if self.config.metric != "ip":
-            rows = self._promote_exacts(queries, rows, k, allowed)
-        if not clauses and threads == 1:
-            # Moving average of seconds per query: lets the engine run cheap searches inline.
-            # This thread's CPU time covers the rows it searched itself (all, or the first
-            # slice of a split batch), not hnswlib's own threads: those searches do not count.
-            own = len(queries) if splitter is None else splitter.own_rows(len(queries))
-            per_query = (time.thread_time() - started) / max(1, own)
-            self.search_cost = 0.9 * self.search_cost + 0.1 * per_query
+            mask = None if selection is None else selection.mask
+            rows = self._promote_exacts(queries, rows, k, mask)
         return rows
 
+    def _selection(self, clauses: list[Clause]) -> Selection:
+        """The filter's allowed labels, from the cache unless a write came since."""
+        key = tuple(clauses)
+        with self._selections_lock:
+            cached = self._selections.get(key)
+            if cached is not None and cached.version == self._version:
+                self._selections.move_to_end(key)
+                return cached
+        allowed = self._meta_index.select(clauses)
+        labels = np.fromiter(allowed, np.int64, count=len(allowed))
+        labels.sort()
+        mask = np.zeros(max(len(self._ids_by_label), 1), dtype=np.uint8)
+        mask[labels] = 1
+        made = Selection(self._version, labels, mask)
+        with self._selections_lock:
+            self._selections[key] = made
+            self._selections.move_to_end(key)
+            while len(self._selections) > SELECTION_CACHE:
+                self._selections.popitem(last=False)
+        return made
+
     def _promote_exacts(
-        self, queries: Float32Matrix, rows: Rows, k: int, allowed: set[int] | None
+        self, queries: Float32Matrix, rows: Rows, k: int, mask: np.ndarray[Any, Any] | None
     ) -> Rows:
         """Put a stored vector equal to a query first in its row (see the module docstring)."""
         by_hash = self._by_hash
@@ -332,7 +415,7 @@ class Collection:
                 return rows
         out = hit_rows(rows)
         for query, label, row in zip(queries, equal, out, strict=True):
-            if label is not None and (allowed is None or label in allowed):
+            if label is not None and (mask is None or (label < len(mask) and mask[label])):
                 self._promote_exact(query, label, row, k)
         return out
 
@@ -372,32 +455,60 @@ class Collection:
         return self._found(labels, distances)
 
     def _search_filtered(
-        self, queries: Float32Matrix, k: int, ef: int | None, allowed: set[int]
+        self, queries: Float32Matrix, k: int, ef: int | None, selection: Selection
     ) -> Rows:
-        k = min(k, len(allowed))
+        candidates = selection.labels
+        k = min(k, len(candidates))
         if k <= 0:
             return [[] for _ in range(len(queries))]
-        candidates = np.fromiter(allowed, np.int64, count=len(allowed))
-        if len(allowed) <= BRUTE_FORCE_LIMIT:
+        if len(candidates) <= BRUTE_FORCE_LIMIT:
             return self._brute_force(queries, k, candidates)
         try:
-            labels, distances = self._knn(queries, k, ef, allowed.__contains__)
+            labels, distances = self._knn(queries, k, ef, selection)
         except RuntimeError:
             return self._brute_force(queries, k, candidates)
         return self._found(labels, distances)
 
     def _knn(
-        self, queries: Float32Matrix, k: int, ef: int | None, flt: Any, threads: int = 1
+        self,
+        queries: Float32Matrix,
+        k: int,
+        ef: int | None,
+        selection: Selection | None = None,
+        threads: int = 1,
     ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-        if ef is None or ef == self.config.hnsw.ef_search:
-            # Positional arguments: pybind11 matches keywords by name on every call.
-            return self._index.knn_query(queries, k, threads, flt)  # type: ignore[no-any-return]
-        # Caller holds the exclusive lock: ef is index-wide state in hnswlib.
-        self._index.set_ef(max(ef, k))
+        """hnswlib's search at ``ef``, among ``selection``'s labels if given.
+
+        hnswlib searches at ``max(ef, k)``: a larger ef is asking for ``ef`` results and
+        keeping the first ``k`` (the same walk, no index-wide state). A smaller ef changes the
+        index's ef, so the caller holds the exclusive lock for it.
+        """
+        default = self.config.hnsw.ef_search
+        available = self.count if selection is None else len(selection.labels)
+        search_ef = default if ef is None else ef
+        wanted = min(max(k, search_ef), available) if search_ef > default else k
+        narrow = search_ef < default
+        if narrow:
+            self._index.set_ef(max(search_ef, k))
         try:
-            return self._index.knn_query(queries, k, threads, flt)  # type: ignore[no-any-return]
+            if selection is None:
+                # Positional arguments: pybind11 matches keywords by name on every call.
+                labels, distances = self._index.knn_query(queries, wanted, threads, None)
+            elif native.AVAILABLE:
+                mask = selection.mask
+                labels, distances = native.filtered_knn(self._index, queries, wanted, mask)
+            else:
+                mask = selection.mask
+                size = len(mask)  # the slow path: a Python call per candidate
+                labels, distances = self._index.knn_query(
+                    queries, wanted, 1, lambda label: label < size and bool(mask[label])
+                )
         finally:
-            self._index.set_ef(self.config.hnsw.ef_search)
+            if narrow:
+                self._index.set_ef(default)
+        if wanted != k:
+            return labels[:, :k], distances[:, :k]
+        return labels, distances
 
     def _found(self, labels: np.ndarray[Any, Any], distances: np.ndarray[Any, Any]) -> Rows:
         """The search's hits, their ids looked up now (the read lock is held)."""
@@ -519,11 +630,11 @@ class Collection:
         for label, meta in self._metadata.items():
             self._meta_index.add(label, meta)
         self._free = list(state["free"])
-        self.search_cost = 0.0
         self._by_hash = {
             hash(self._vectors[label].tobytes()): label for label in self._labels.values()
         }
         self.resizes = 0
+        self._init_runtime()
         return self
 
 
@@ -532,3 +643,11 @@ def _normalise(matrix: Float32Matrix) -> Float32Matrix:
     norms[norms == 0] = 1.0
     normalised: Float32Matrix = (matrix / norms).astype(np.float32)
     return normalised
+
+
+def short_chunk(insert_seconds: float) -> int:
+    """Vectors one upsert chunk takes while searches run: about ``UPSERT_HOLD_SECONDS`` of
+    inserts at ``insert_seconds`` each, within [MIN_UPSERT_CHUNK, UPSERT_CHUNK]."""
+    if insert_seconds <= 0:
+        return MIN_UPSERT_CHUNK
+    return max(MIN_UPSERT_CHUNK, min(UPSERT_CHUNK, int(UPSERT_HOLD_SECONDS / insert_seconds)))

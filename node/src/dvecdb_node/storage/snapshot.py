@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from dvecdb_node.storage.index import Collection, FrozenCollection
+from dvecdb_node.storage.wal import fsync_path
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -37,14 +38,6 @@ class CheckpointInfo:
     seq: int
     epoch: int
     path: Path
-
-
-def fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _crc_file(path: Path) -> int:

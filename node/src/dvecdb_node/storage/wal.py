@@ -169,7 +169,8 @@ def decode_frames(data: bytes) -> list[Record]:
     return records
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """fsync a file or a folder (a folder's fsync makes its entries' creation durable)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -463,7 +464,7 @@ class WriteAheadLog:
             if unlinked:
                 # Before the cut below: a crash must not leave a cut segment and a later one
                 # (a gap that recovery refuses); without the cut the log is merely longer.
-                _fsync_dir(self._dir)
+                fsync_path(self._dir)
             segment = self._segments[-1]
             keep = seq - segment.first_seq + 1
             cut = segment.offsets[keep] if keep < len(segment.offsets) else segment.size
@@ -486,7 +487,7 @@ class WriteAheadLog:
             self._segments.pop(0).path.unlink()
             dropped += 1
         if dropped:
-            _fsync_dir(self._dir)
+            fsync_path(self._dir)
             self._epochs.drop_before(self.first_seq)
         return dropped
 
@@ -501,7 +502,7 @@ class WriteAheadLog:
                 segment.path.unlink(missing_ok=True)
             # Old segments must be gone for good before the new one appears: an old one
             # surviving a crash next to it would be a gap, which recovery refuses.
-            _fsync_dir(self._dir)
+            fsync_path(self._dir)
             fresh = _create_segment(self._dir, next_seq)
             self._segments = [fresh]
             self._epochs.clear()
@@ -604,7 +605,7 @@ def _create_segment(directory: Path, first_seq: int) -> _Segment:
         os.fsync(fd)
     finally:
         os.close(fd)
-    _fsync_dir(directory)
+    fsync_path(directory)
     return _Segment(path=path, first_seq=first_seq)
 
 

@@ -1,0 +1,82 @@
+"""``python -m dvecbench.mixed_run``: the mixed rows against one standalone node.
+
+Loads the clustered set with metadata ``{"g": i % 7}`` into a fresh node pinned like every
+bench server, then measures :mod:`dvecbench.mixed` and prints its table and JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+from dvecbench import mixed, nodeapi
+from dvecbench.datasets import clustered
+from dvecbench.httpc import Client
+from dvecbench.inprocess import HnswParams
+from dvecbench.procs import Processes, free_port, parse_cpus
+from dvecdb_client.bulk import CONTENT_TYPE, encode_batch
+
+
+def load_node(client: Client, base: mixed.F32, params: HnswParams, batch: int = 2000) -> None:
+    client.json(
+        "POST",
+        "/v1/collections",
+        {
+            "name": nodeapi.COLLECTION,
+            "dimension": int(base.shape[1]),
+            "metric": "l2",
+            "hnsw": {
+                "m": params.m,
+                "ef_construction": params.ef_construction,
+                "ef_search": params.ef_search,
+            },
+        },
+    )
+    groups = mixed.groups_of(len(base))
+    for start in range(0, len(base), batch):
+        rows = range(start, min(start + batch, len(base)))
+        body = encode_batch(
+            [str(i) for i in rows], base[start : rows.stop], [{"g": int(groups[i])} for i in rows]
+        )
+        status, data = client.request(
+            "PUT", nodeapi.upsert_path("leader"), body, content_type=CONTENT_TYPE
+        )
+        if status != 200:
+            raise RuntimeError(f"load failed: {status} {data[:300]!r}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--n", type=int, default=50_000)
+    parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--server-cpus", default="0", help="cores the server is pinned to")
+    parser.add_argument("--client-cpus", default="1", help="cores wrk and the writer use")
+    parser.add_argument("--out", type=Path, help="write the rows as JSON here")
+    args = parser.parse_args(argv)
+    base, queries = clustered(n=args.n, dim=args.dim, n_queries=1000)
+    params = HnswParams(m=16, ef_construction=100, ef_search=64)
+    cfg = mixed.MixedConfig(seconds=args.seconds)
+    with tempfile.TemporaryDirectory(prefix="dvec-mixed-") as tmp, Processes(Path(tmp)) as procs:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        argv_node = nodeapi.server_argv(port=port, data_dir=Path(tmp) / "data")
+        procs.start("node", argv_node, cpus=parse_cpus(args.server_cpus))
+        procs.wait_ready("node", url + "/readyz", timeout=60)
+        client = Client(url)
+        print(f"loading {args.n:,} x {args.dim}-d into the node")
+        load_node(client, base, params)
+        client.close()
+        api = mixed.node_api(url, nodeapi.COLLECTION)
+        client_cpus = parse_cpus(args.client_cpus)
+        results = {"d-vecDB": mixed.measure(api, base, queries, cfg, cpus=client_cpus)}
+    print(mixed.table(results))
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,2 @@
+"""Search scheduling: where a search runs (:mod:`.plan`), the threads that run it
+(:mod:`.searcher`)."""

@@ -1,0 +1,77 @@
+"""Filtered k-NN inside hnswlib's graph walk: the compiled part (``node/native``) and its checks.
+
+hnswlib's binding takes a filter only as a Python callable, called (with the GIL) for each
+candidate the walk considers; on a busy node every call waits for the event loop thread to
+let go of the GIL, so one filtered search took milliseconds of waiting. ``_filtered_knn`` walks
+the same index with a byte mask instead and releases the GIL throughout.
+
+It reads the index through the binding's memory layout (see ``filtered_knn.cpp``), so it is
+used only when the installed hnswlib is the version whose headers it was compiled from and a
+probe of a fresh index reads back what the binding itself reports. Otherwise :data:`REASON`
+says why and callers use the callable filter.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+from typing import Any
+
+import hnswlib
+import numpy as np
+
+from dvecdb_node.storage.records import Float32Matrix
+
+log = logging.getLogger(__name__)
+
+# The hnswlib release whose headers node/native/hnswlib holds.
+HNSWLIB_VERSION = "0.8.0"
+
+KnnResult = tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]
+
+
+def _load() -> tuple[Any, str | None]:
+    try:
+        from dvecdb_node.storage import _filtered_knn as module  # type: ignore[attr-defined]
+    except ImportError as exc:
+        return None, f"the compiled filter is not built ({exc})"
+    try:
+        installed = importlib.metadata.version("hnswlib")
+    except importlib.metadata.PackageNotFoundError:
+        installed = "unknown"
+    if installed != HNSWLIB_VERSION:
+        return None, f"hnswlib {installed} installed, the filter was built for {HNSWLIB_VERSION}"
+    index = hnswlib.Index(space="l2", dim=3)
+    index.init_index(max_elements=7, M=4, ef_construction=8)
+    index.add_items(np.eye(3, dtype=np.float32), np.arange(3))
+    index.set_ef(5)
+    expected = ("l2", 3, 7, 3, 5, False, True)
+    probed = module.probe(index)
+    if probed != expected:
+        return None, f"the filter reads hnswlib's index as {probed}, expected {expected}"
+    return module, None
+
+
+_MODULE, REASON = _load()
+AVAILABLE = _MODULE is not None
+if REASON is not None:
+    log.warning("filtered searches call back into Python: %s", REASON)
+
+
+def filtered_knn(
+    index: Any, queries: Float32Matrix, k: int, mask: np.ndarray[Any, Any]
+) -> KnnResult:
+    """Top-``k`` labels and distances per query row among labels whose ``mask`` byte is set.
+
+    At the index's ef (``max(ef, k)``, as hnswlib searches). Raises ``RuntimeError`` when a
+    row finds fewer than ``k`` allowed labels, as hnswlib's ``knn_query`` does.
+    """
+    if _MODULE is None:
+        raise RuntimeError(f"no compiled filter: {REASON}")
+    rows = np.ascontiguousarray(queries, dtype=np.float32)
+    labels = np.empty((len(rows), k), dtype=np.uint64)
+    distances = np.empty((len(rows), k), dtype=np.float32)
+    fewest = _MODULE.filtered_knn(index, rows, k, mask, labels, distances)
+    if fewest < k:
+        raise RuntimeError(f"found {fewest} of {k} allowed neighbours")
+    return labels, distances

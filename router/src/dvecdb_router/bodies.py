@@ -1,0 +1,83 @@
+"""Request bodies the router reads and rewrites: pure, no I/O.
+
+A search body keeps its form (JSON, or the client's binary ``application/x-dvec-queries``);
+the router only edits its options: it takes out its own fields (``allow_partial``,
+``min_token``) and sets each shard's ``min_seq``/``min_epoch``. An upsert or delete is split by
+the owning shard of each id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from dvecdb_client import querybody
+
+
+class BodyError(ValueError):
+    """The body is not one the router can route (answered 400 with ``code``)."""
+
+    def __init__(self, message: str, code: str = "invalid_input") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class SearchBody:
+    options: dict[str, Any]
+    rebuild: Callable[[dict[str, Any]], bytes]
+    content_type: str
+
+    @property
+    def k(self) -> int:
+        k = self.options.get("k", 10)
+        return k if isinstance(k, int) and not isinstance(k, bool) else 10
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BodyError(f"the body is not JSON: {exc}", code="invalid_json") from exc
+    if not isinstance(doc, dict):
+        raise BodyError("the body must be a JSON object")
+    return doc
+
+
+def parse_search(raw: bytes, content_type: str | None) -> SearchBody:
+    if content_type == querybody.CONTENT_TYPE:
+        size = querybody.HEADER.size
+        if len(raw) < size:
+            raise BodyError("the binary search body is shorter than its header")
+        magic, count, dim, options_len = querybody.HEADER.unpack_from(raw)
+        matrix_end = size + 4 * count * dim
+        if magic != querybody.MAGIC or len(raw) != matrix_end + options_len:
+            raise BodyError("the binary search body does not match its header")
+        options = parse_json_object(raw[matrix_end:]) if options_len else {}
+        matrix = raw[size:matrix_end]
+
+        def rebuild_binary(new: dict[str, Any]) -> bytes:
+            extra = orjson.dumps(new) if new else b""
+            head = querybody.HEADER.pack(querybody.MAGIC, count, dim, len(extra))
+            return head + matrix + extra
+
+        return SearchBody(options, rebuild_binary, querybody.CONTENT_TYPE)
+    return SearchBody(parse_json_object(raw), orjson.dumps, "application/json")
+
+
+def ids_of(items: object, field: str) -> list[str]:
+    """The ids of an upsert's ``vectors`` (objects with ``id``) or a delete's ``ids``."""
+    if not isinstance(items, list) or not items:
+        raise BodyError(f"{field} must be a non-empty list")
+    out: list[str] = []
+    for item in items:
+        item_id = item.get("id") if isinstance(item, dict) else item
+        if field == "ids" and isinstance(item, dict):
+            item_id = None
+        if not isinstance(item_id, str) or not item_id:
+            raise BodyError(f"every entry of {field} needs a non-empty string id")
+        out.append(item_id)
+    return out

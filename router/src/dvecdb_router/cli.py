@@ -1,0 +1,78 @@
+"""``dvecdb-router``: serve the data API of a sharded cluster on one port.
+
+Shards are given in order, each as its members' URLs (comma-separated); the slot map spreads
+the 4,096 slots evenly over them (``slots.SlotMap.even``)::
+
+    dvecdb-router --port 8080 --shard http://a0:8080,http://a1:8080 --shard http://b0:8080
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from aiohttp import web
+
+from dvecdb_router.app import create_app
+from dvecdb_router.cluster import Cluster
+from dvecdb_router.slots import MAX_SHARDS
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="dvecdb-router", description=__doc__.split("\n")[0])
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument(
+        "--shard",
+        action="append",
+        required=True,
+        help="one shard's member URLs, comma-separated; repeat in shard order",
+    )
+    parser.add_argument("--cluster-token", default=os.environ.get("DVECDB_CLUSTER_TOKEN"))
+    parser.add_argument("--request-timeout", type=float, default=30.0)
+    parser.add_argument(
+        "--leader-wait-seconds",
+        type=float,
+        default=10.0,
+        help="how long a write waits for a shard's leader during a failover",
+    )
+    parser.add_argument("--poll-seconds", type=float, default=1.0)
+    parser.add_argument("--max-body-bytes", type=int, default=64 << 20)
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    if len(args.shard) > MAX_SHARDS:
+        parser.error(f"at most {MAX_SHARDS} shards")
+    for group in args.shard:
+        for url in group.split(","):
+            if not url.startswith(("http://", "https://")):
+                parser.error(f"member URL {url!r} must start with http:// or https://")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
+        pass
+    cluster = Cluster(
+        [group.split(",") for group in args.shard],
+        cluster_token=args.cluster_token,
+        request_timeout=args.request_timeout,
+        leader_wait_seconds=args.leader_wait_seconds,
+        poll_seconds=args.poll_seconds,
+    )
+    app = create_app(cluster, max_body_bytes=args.max_body_bytes)
+    web.run_app(app, host=args.host, port=args.port, access_log=None, print=None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,303 @@
+"""The shards as the router sees them, and the sending of requests to their members.
+
+Each shard is a list of member URLs. A poller asks every member for ``/v1/status`` and
+``/readyz`` each ``poll_seconds``; between polls the answers themselves teach the router (a
+``not_leader`` answer names the leader, a failure counts towards opening a member's circuit).
+Writes and leader reads retry at the new leader while a shard fails over, up to
+``leader_wait_seconds``; every write the router sends is idempotent (an upsert of the same
+vector, a delete, a create or drop that tolerates "already so"), so a retry after a lost
+answer is safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+
+from dvecdb_router.members import Member, leader_of, open_circuits, pick_reader
+from dvecdb_router.metrics import RouterMetrics
+from dvecdb_router.slots import SlotMap
+
+log = logging.getLogger(__name__)
+
+# Node answers that mean "not here, not now": wait and retry at the (new) leader.
+RETRY_CODES = frozenset(
+    {"not_leader", "recovering", "lease_expired", "leadership_lost", "shutting_down", "not_ready"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    body: bytes
+    member: str
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+    @property
+    def code(self) -> str | None:
+        """The node's error code, if the answer is an error body."""
+        if self.status < 400:
+            return None
+        try:
+            error = orjson.loads(self.body).get("error", {})
+        except (orjson.JSONDecodeError, AttributeError):
+            return None
+        code = error.get("code") if isinstance(error, dict) else None
+        return code if isinstance(code, str) else None
+
+
+class ShardUnavailable(Exception):
+    """No member of the shard could serve the request."""
+
+    def __init__(self, shard: int, reason: str) -> None:
+        super().__init__(f"shard {shard}: {reason}")
+        self.shard = shard
+        self.reason = reason
+
+
+class Cluster:
+    def __init__(
+        self,
+        shards: Sequence[Sequence[str]],
+        *,
+        cluster_token: str | None = None,
+        request_timeout: float = 30.0,
+        leader_wait_seconds: float = 10.0,
+        poll_seconds: float = 1.0,
+        metrics: RouterMetrics | None = None,
+    ) -> None:
+        if not shards or any(not urls for urls in shards):
+            raise ValueError("every shard needs at least one member URL")
+        self.shards = [[Member(url.rstrip("/")) for url in urls] for urls in shards]
+        self.slot_map = SlotMap.even(len(self.shards))
+        self.cluster_token = cluster_token
+        self.request_timeout = request_timeout
+        self.leader_wait_seconds = leader_wait_seconds
+        self.poll_seconds = poll_seconds
+        self.metrics = metrics or RouterMetrics()
+        self._session: aiohttp.ClientSession | None = None
+        self._poller: asyncio.Task[None] | None = None
+        self.polled = asyncio.Event()  # set after the first full poll
+
+    # ------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=64)
+        self._session = aiohttp.ClientSession(
+            connector=connector, timeout=aiohttp.ClientTimeout(total=self.request_timeout)
+        )
+        await self.poll()
+        self._poller = asyncio.create_task(self._poll_forever(), name="router poller")
+
+    async def close(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+        if self._session is not None:
+            await self._session.close()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("the cluster is not started")
+        return self._session
+
+    # --------------------------------------------------------------- polling
+    async def _poll_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_seconds)
+            try:
+                await self.poll()
+            except Exception:  # one bad poll must not stop the next
+                log.exception("polling the members failed")
+
+    async def poll(self, shard: int | None = None) -> None:
+        """Refresh every member's role, epoch and readiness (of one shard, if given)."""
+        groups = self.shards if shard is None else [self.shards[shard]]
+        await asyncio.gather(*(self._poll_member(m) for members in groups for m in members))
+        now = time.monotonic()
+        self.metrics.open_circuits.set(sum(open_circuits(s, now) for s in self.shards))
+        self.metrics.leaders.set(sum(leader_of(s, now) is not None for s in self.shards))
+        self.polled.set()
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.cluster_token}"} if self.cluster_token else {}
+
+    async def _poll_member(self, member: Member) -> None:
+        timeout = aiohttp.ClientTimeout(total=max(0.5, self.poll_seconds))
+        try:
+            async with self.session.get(
+                member.url + "/v1/status", headers=self._headers(), timeout=timeout
+            ) as resp:
+                status = orjson.loads(await resp.read()) if resp.status == 200 else {}
+            async with self.session.get(member.url + "/readyz", timeout=timeout) as resp:
+                member.ready = resp.status == 200
+        except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError):
+            member.ready = False
+            member.role = "unknown"
+            return
+        member.role = str(status.get("role", "unknown"))
+        epoch = status.get("epoch")
+        member.epoch = epoch if isinstance(epoch, int) else 0
+
+    # --------------------------------------------------------------- sending
+    async def send(
+        self,
+        member: Member,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None = None,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Answer:
+        """One request to one member; failures (no answer, 5xx) count towards its circuit."""
+        started = time.monotonic()
+        member.in_flight += 1
+        try:
+            async with self.session.request(
+                method, member.url + path, data=body, params=params, headers=headers
+            ) as resp:
+                data = await resp.read()
+                answer = Answer(resp.status, data, member.url)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            member.ready = False
+            if member.failed(time.monotonic()):
+                log.warning("circuit opened for %s: %s", member.url, exc)
+            raise
+        finally:
+            member.in_flight -= 1
+        if answer.status >= 500 and answer.code not in RETRY_CODES:
+            member.failed(time.monotonic())
+        else:
+            member.answered(time.monotonic() - started)
+        return answer
+
+    def _learn_leader(self, shard: int, answer: Answer) -> None:
+        """A ``not_leader`` answer: the sender is not leader; the URL it names may be."""
+        members = self.shards[shard]
+        for member in members:
+            if member.url == answer.member:
+                member.role = "follower"
+        try:
+            named = answer.json().get("error", {}).get("leader")
+        except (orjson.JSONDecodeError, AttributeError):
+            named = None
+        if isinstance(named, str):
+            for member in members:
+                if member.url == named.rstrip("/"):
+                    member.role = "leader"
+
+    async def to_leader(
+        self,
+        shard: int,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None = None,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Answer:
+        """Send to the shard's leader, following it across a failover (see the docstring)."""
+        deadline = time.monotonic() + self.leader_wait_seconds
+        delay = 0.05
+        reason = "no member reports itself leader"
+        while True:
+            leader = leader_of(self.shards[shard], time.monotonic())
+            if leader is not None:
+                try:
+                    answer = await self.send(
+                        leader, method, path, body=body, params=params, headers=headers
+                    )
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    reason = f"leader {leader.url} did not answer: {exc}"
+                    leader.role = "unknown"
+                    self.metrics.retries.labels("leader_unreachable").inc()
+                else:
+                    code = answer.code
+                    if code not in RETRY_CODES:
+                        return answer
+                    reason = f"{leader.url} answered {answer.status} {code}"
+                    if code == "not_leader":
+                        self._learn_leader(shard, answer)
+                    self.metrics.retries.labels(code or "retry").inc()
+                    if code == "not_leader" and leader_of(self.shards[shard], time.monotonic()):
+                        continue  # it named the new leader: go there now
+            if time.monotonic() + delay > deadline:
+                self.metrics.unavailable.labels(str(shard)).inc()
+                raise ShardUnavailable(shard, reason)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+            await self.poll(shard)
+
+    async def to_reader(
+        self,
+        shard: int,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None = None,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Answer:
+        """Send an eventual read to the best serving member; once more elsewhere on failure."""
+        tried: set[str] = set()
+        reason = "no member is ready"
+        for _ in range(2):
+            member = pick_reader(self.shards[shard], time.monotonic(), frozenset(tried))
+            if member is None:
+                break
+            tried.add(member.url)
+            try:
+                answer = await self.send(
+                    member, method, path, body=body, params=params, headers=headers
+                )
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                reason = f"{member.url} did not answer: {exc}"
+                self.metrics.retries.labels("member_unreachable").inc()
+                continue
+            if answer.status == 503:
+                reason = f"{member.url} answered 503 {answer.code}"
+                member.ready = False
+                self.metrics.retries.labels(answer.code or "unavailable").inc()
+                continue
+            return answer
+        self.metrics.unavailable.labels(str(shard)).inc()
+        raise ShardUnavailable(shard, reason)
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Per shard: its slot ranges and what the router last saw of each member."""
+        now = time.monotonic()
+        out = []
+        for index, members in enumerate(self.shards):
+            leader = leader_of(members, now)
+            out.append(
+                {
+                    "shard": index,
+                    "slots": [list(r) for r in self.slot_map.ranges(index)],
+                    "leader": None if leader is None else leader.url,
+                    "members": [
+                        {
+                            "url": m.url,
+                            "role": m.role,
+                            "epoch": m.epoch,
+                            "ready": m.ready,
+                            "circuit": "closed" if m.closed(now) else "open",
+                            "in_flight": m.in_flight,
+                            "latency_ms": round(m.latency * 1000, 3),
+                        }
+                        for m in members
+                    ],
+                }
+            )
+        return out

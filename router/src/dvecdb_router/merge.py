@@ -1,0 +1,39 @@
+"""One top-k from each shard's top-k: pure, so the answer equals a single node's."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+Hit = dict[str, Any]
+
+
+def merge_rows(per_shard: Sequence[Sequence[Sequence[Hit]]], k: int) -> list[list[Hit]]:
+    """Merge shards' answers row by row (one row per query vector).
+
+    Nearest first, ties by id (a node breaks ties the same way only by chance, so the order
+    of equal distances is made deterministic here); an id answered by two shards (a slot
+    being moved) counts once, at its nearest distance.
+    """
+    if not per_shard:
+        return []
+    rows = len(per_shard[0])
+    if any(len(answer) != rows for answer in per_shard):
+        raise ValueError("shards answered different numbers of query rows")
+    merged: list[list[Hit]] = []
+    for row in range(rows):
+        hits = sorted(
+            (hit for answer in per_shard for hit in answer[row]),
+            key=lambda hit: (hit["distance"], hit["id"]),
+        )
+        seen: set[str] = set()
+        out: list[Hit] = []
+        for hit in hits:
+            if hit["id"] in seen:
+                continue
+            seen.add(hit["id"])
+            out.append(hit)
+            if len(out) == k:
+                break
+        merged.append(out)
+    return merged

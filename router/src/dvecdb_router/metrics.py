@@ -1,0 +1,50 @@
+"""The router's Prometheus metrics: what an operator pages on in front of the shards."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class RouterMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "dvecdb_router_requests",
+            "Requests answered by the router, by route and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.fanout_seconds = Histogram(
+            "dvecdb_router_fanout_seconds",
+            "Time from sending a request to every shard to the last answer.",
+            ["operation"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=self.registry,
+        )
+        self.partial = Counter(
+            "dvecdb_router_partial_answers",
+            "Searches answered without every shard (allow_partial).",
+            registry=self.registry,
+        )
+        self.unavailable = Counter(
+            "dvecdb_router_shard_unavailable",
+            "Requests that found no member of a shard to serve them, by shard.",
+            ["shard"],
+            registry=self.registry,
+        )
+        self.retries = Counter(
+            "dvecdb_router_retries",
+            "Requests sent again to another member or a new leader, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.open_circuits = Gauge(
+            "dvecdb_router_open_circuits",
+            "Members the router is not sending to after repeated failures.",
+            registry=self.registry,
+        )
+        self.leaders = Gauge(
+            "dvecdb_router_shards_with_leader",
+            "Shards whose leader the router knows.",
+            registry=self.registry,
+        )

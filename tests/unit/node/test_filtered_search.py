@@ -1,0 +1,165 @@
+"""Filtered search in the graph walk, and searches that do not wait for whole upserts."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import hnswlib
+import numpy as np
+import pytest
+
+from dvecdb_node.storage import index as index_module
+from dvecdb_node.storage import native
+from dvecdb_node.storage.filters import parse_filter
+from dvecdb_node.storage.index import Collection, RWLock, short_chunk
+from dvecdb_node.storage.records import CollectionConfig, HnswParams
+
+pytestmark = pytest.mark.unit
+
+
+def _vectors(n: int, dim: int = 8, seed: int = 0) -> np.ndarray[Any, Any]:
+    return np.random.default_rng(seed).random((n, dim), dtype=np.float32)
+
+
+def _filled(metric: str = "l2", n: int = 2000, dim: int = 8) -> tuple[Collection, np.ndarray]:
+    col = Collection(CollectionConfig("c", dim, metric, HnswParams(16, 100, 40)), n)
+    data = _vectors(n, dim)
+    col.upsert([str(i) for i in range(n)], data, [{"g": i % 7} for i in range(n)])
+    return col, data
+
+
+def test_the_compiled_filter_is_in_use_here() -> None:
+    """CI builds the node with its compiled filter; a silent fallback would hide a slow path."""
+    assert native.AVAILABLE, native.REASON
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine", "ip"])
+def test_the_compiled_filter_answers_as_hnswlib_callable_filter(metric: str) -> None:
+    dim, n = 16, 3000
+    index = hnswlib.Index(space=metric, dim=dim)
+    index.init_index(max_elements=n, M=16, ef_construction=100, random_seed=7)
+    index.add_items(_vectors(n, dim), np.arange(n))
+    index.set_ef(50)
+    mask = (np.arange(n) % 5 == 2).astype(np.uint8)
+    queries = _vectors(20, dim, seed=3)
+    labels, distances = native.filtered_knn(index, queries, 10, mask)
+    want_labels, want_distances = index.knn_query(queries, 10, 1, lambda label: bool(mask[label]))
+    assert np.array_equal(labels, want_labels)
+    assert np.array_equal(distances, want_distances)
+    assert np.all(labels % 5 == 2)
+
+
+def test_too_few_allowed_labels_raise_as_hnswlib_does() -> None:
+    index = hnswlib.Index(space="l2", dim=4)
+    index.init_index(max_elements=100, M=8, ef_construction=50)
+    index.add_items(_vectors(100, 4), np.arange(100))
+    mask = np.zeros(100, dtype=np.uint8)
+    mask[[3, 9]] = 1
+    with pytest.raises(RuntimeError, match="2 of 5"):
+        native.filtered_knn(index, _vectors(1, 4), 5, mask)
+
+
+def test_a_filter_past_the_brute_force_limit_walks_the_graph_with_high_recall(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    col, data = _filled(n=3000)
+    monkeypatch.setattr(index_module, "BRUTE_FORCE_LIMIT", 100)  # 1/7 of 3000 is past it
+    queries = _vectors(30, seed=5)
+    clauses = parse_filter({"g": 3})
+    allowed = np.flatnonzero(np.arange(3000) % 7 == 3)
+    found = 0
+    for query, row in zip(queries, col.search(queries, 10, clauses=clauses), strict=True):
+        assert all(int(hit.id) % 7 == 3 for hit in row) and len(row) == 10
+        exact = allowed[np.argsort(((data[allowed] - query) ** 2).sum(axis=1))[:10]]
+        found += len({int(hit.id) for hit in row} & set(exact.tolist()))
+    assert found / 300 >= 0.95
+
+
+def test_a_filter_sees_writes_made_after_it_was_cached() -> None:
+    col, data = _filled(n=500)
+    clauses = parse_filter({"g": 99})
+    assert col.search(data[:1], 3, clauses=clauses) == [[]]
+    col.upsert(["new"], data[:1], [{"g": 99}])
+    assert [h.id for h in col.search(data[:1], 3, clauses=clauses)[0]] == ["new"]
+    col.delete(["new"])
+    assert col.search(data[:1], 3, clauses=clauses) == [[]]
+
+
+def test_a_wider_ef_searches_beside_other_readers() -> None:
+    """An ef above the collection's asks hnswlib for more results instead of changing the
+    index-wide ef, so it needs no exclusive hold: it answers while another reader holds on."""
+    col, data = _filled(n=500)
+    held, done = threading.Event(), threading.Event()
+
+    def reader() -> None:
+        with col._lock.read():
+            held.set()
+            done.wait(3)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    held.wait(5)
+    try:
+        wide = col.search(data[7:8], 3, ef=300)
+        assert thread.is_alive()  # answered while the other reader still held the lock
+        assert wide[0][0].id == "7"
+    finally:
+        done.set()
+        thread.join()
+    narrow = col.search(data[7:8], 3, ef=10)  # below the collection's: exclusive, still right
+    assert narrow[0][0].id == "7"
+
+
+def test_readers_that_waited_go_before_the_next_writer() -> None:
+    """A writer that re-takes the lock chunk after chunk lets the waiting readers in between."""
+    lock = RWLock()
+    order: list[str] = []
+    first_hold = threading.Event()
+    reader_waiting = threading.Event()
+
+    def writer() -> None:
+        with lock.write():
+            first_hold.set()
+            reader_waiting.wait(5)
+            # Give the reader time to block on the lock (it waits for this hold to end).
+            threading.Event().wait(0.05)
+        with lock.write():
+            order.append("writer")
+
+    def reader() -> None:
+        first_hold.wait(5)
+        reader_waiting.set()
+        with lock.read():
+            order.append("reader")
+
+    threads = [threading.Thread(target=writer), threading.Thread(target=reader)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert order == ["reader", "writer"]
+
+
+def test_searches_answer_during_a_large_upsert() -> None:
+    """Searches running beside a large upsert are answered between its chunks, not after it."""
+    col, data = _filled(n=200)
+    big = _vectors(6000, seed=11)
+    answered_during = 0
+    writer = threading.Thread(
+        target=lambda: col.upsert([f"b{i}" for i in range(6000)], big, [None] * 6000)
+    )
+    writer.start()
+    while writer.is_alive():
+        col.search(data[:1], 1)
+        answered_during += writer.is_alive()
+    writer.join()
+    assert col.count == 6200
+    assert answered_during >= 20
+
+
+@pytest.mark.parametrize(
+    ("seconds", "size"), [(0.0, 8), (1e-3, 8), (1e-4, 20), (1e-5, 200), (1e-7, 512)]
+)
+def test_short_chunks_hold_the_index_about_two_milliseconds(seconds: float, size: int) -> None:
+    assert short_chunk(seconds) == size
