@@ -61,7 +61,8 @@ def test_node_image_holds_the_node_but_not_the_operator(built_images: dict[str, 
         "import importlib.util as u, json, os; "
         "print(json.dumps({'uid': os.getuid(), "
         "'present': {m: u.find_spec(m) is not None for m in "
-        "('dvecdb_node', 'dvecdb_client', 'hnswlib', 'kopf', 'kubernetes', 'pip')}}))"
+        "('dvecdb_node', 'dvecdb_node.storage._filtered_knn', 'dvecdb_client', 'hnswlib', "
+        "'kopf', 'kubernetes', 'pip')}}))"
     )
     out = podman(
         "run", "--rm", "--network", "host", *build.ulimit_args(),
@@ -71,6 +72,8 @@ def test_node_image_holds_the_node_but_not_the_operator(built_images: dict[str, 
     assert seen["uid"] == int(RUN_USER)
     assert seen["present"] == {
         "dvecdb_node": True,
+        # The compiled filter, built in the image's own build stage.
+        "dvecdb_node.storage._filtered_knn": True,
         "dvecdb_client": True,
         "hnswlib": True,
         "kopf": False,
@@ -101,6 +104,9 @@ def test_node_container_serves_writes_its_volume_and_keeps_data_across_container
         assert wrote["count"] == 3
         hits = client.search("docs", [0.9, 0.9, 0.9], k=2)
         assert [h["id"] for h in hits["results"][0]] == ["b", "a"]
+        # A filtered search walks hnswlib's graph through the compiled filter.
+        hits = client.search("docs", [4, 4, 4], k=2, filter={"g": {"in": ["x"]}})
+        assert [h["id"] for h in hits["results"][0]] == ["a"]
 
     # The node wrote its WAL into the volume as its own user, through the group's write bit.
     written = [p for p in fs_group_volume.rglob("*") if p.is_file()]
