@@ -53,7 +53,7 @@ def healthy_leader(status: Json) -> str | None:
 def member_cell(member: Json) -> str:
     """`demo-1 follower ready lag 0` for one `status.members` item."""
     ready = "ready" if member.get("ready") else "not-ready"
-    lag = member.get("lag_seq")
+    lag = member.get("lagSeq", member.get("lag_seq"))  # lag_seq: older operators
     lag_text = "lag ?" if lag is None else f"lag {lag}"
     return f"{member.get('name', '?')} {member.get('role', '?')} {ready} {lag_text}"
 

@@ -17,7 +17,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from localkube import net, procs
+from localkube import net, podlogs, procs
 from localkube.build import BuildError, default_cache_root, ensure_binaries
 from localkube.netplan import NetPlan
 from localkube.plane import (
@@ -121,13 +121,22 @@ def cmd_logs(args: argparse.Namespace) -> int:
     )
     if not folders:
         raise PlaneError(f"no logs for pod {args.pod} under {args.state_dir / 'pods'}")
-    logs = sorted(folders[-1].glob(f"{args.container or '*'}.log"))
-    if not logs:
+    containers = sorted(
+        {log.stem for f in folders for log in f.glob(f"{args.container or '*'}.log")}
+    )
+    if not containers:
         raise PlaneError(f"pod {args.pod} has no log for container {args.container}")
-    for log in logs:
-        if len(logs) > 1:
-            print(f"==> {log.stem} <==")
-        sys.stdout.write(log.read_text(errors="replace"))
+    for container in containers:
+        files = [f / f"{container}.log" for f in folders if (f / f"{container}.log").exists()]
+        texts = [f.read_text(errors="replace") for f in files]
+        chosen = podlogs.select(texts, previous=args.previous)
+        if chosen is None:
+            raise PlaneError(
+                f"previous terminated container {container!r} in pod {args.pod} not found"
+            )
+        if len(containers) > 1:
+            print(f"==> {container} <==")
+        sys.stdout.write(chosen)
     return 0
 
 
@@ -153,6 +162,12 @@ def parser() -> argparse.ArgumentParser:
     logs = sub.add_parser("logs", help="print a pod's container logs")
     logs.add_argument("pod", help="NAMESPACE/NAME")
     logs.add_argument("-c", "--container", default=None)
+    logs.add_argument(
+        "-p",
+        "--previous",
+        action="store_true",
+        help="the container's previous run (or the last run of the pod it replaced)",
+    )
     logs.set_defaults(func=cmd_logs)
     return top
 

@@ -75,7 +75,31 @@ def create_pod_network(plan: NetPlan, pod_uid: str, ip: str) -> tuple[str, str]:
     except NetError:
         delete_pod_network(pod_uid)
         raise
+    forget_neighbour(plan, ip, keep=netns)
     return netns, veth
+
+
+def forget_neighbour(plan: NetPlan, ip: str, *, keep: str) -> list[str]:
+    """Drop the neighbour (ARP) entry for `ip` on the host's bridge and in every other pod's
+    namespace; returns where one was dropped.
+
+    A pod made again (a StatefulSet member deleted and recreated) takes the lowest free
+    address, usually the one it had, behind a new veth with a new MAC. The entries its peers
+    hold for the old MAC stay REACHABLE for up to `base_reachable_time` and then take the
+    stale/delay/probe path, so the pod was unreachable for 40-55 s (issue #15). Without the
+    entry, the next packet asks again and the new MAC answers at once.
+    """
+    targets = [("host", ["ip", "neigh", "del", ip, "dev", plan.bridge])]
+    targets += [
+        (netns, ["ip", "-n", netns, "neigh", "del", ip, "dev", "eth0"])
+        for netns in list_netns()
+        if netns.startswith(NETNS_PREFIX) and netns != keep
+    ]
+    dropped = []
+    for where, command in targets:
+        if subprocess.run(command, capture_output=True, check=False).returncode == 0:
+            dropped.append(where)  # `ip neigh del` fails when there was no entry
+    return dropped
 
 
 def netns_pids(netns: str) -> list[int]:

@@ -38,7 +38,7 @@ def _write(path: Path, data: bytes) -> None:
     path.chmod(0o600)
 
 
-def _key_pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
+def key_pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -46,14 +46,14 @@ def _key_pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
     )
 
 
-def _name(common_name: str, organization: str | None = None) -> x509.Name:
+def name(common_name: str, organization: str | None = None) -> x509.Name:
     parts = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
     if organization:
         parts.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
     return x509.Name(parts)
 
 
-def _issue(
+def issue(
     subject: x509.Name,
     key: ec.EllipticCurvePrivateKey,
     issuer: x509.Name,
@@ -62,16 +62,20 @@ def _issue(
     ca: bool = False,
     usages: list[x509.ObjectIdentifier] | None = None,
     sans: list[x509.GeneralName] | None = None,
+    valid: tuple[dt.datetime, dt.datetime] | None = None,
 ) -> x509.Certificate:
+    """A certificate for ``key`` signed by ``issuer_key``; valid from five minutes ago for
+    VALIDITY unless ``valid`` gives (not before, not after) (tests make expired ones)."""
     now = dt.datetime.now(dt.UTC)
+    not_before, not_after = valid or (now - dt.timedelta(minutes=5), now + VALIDITY)
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(issuer)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + VALIDITY)
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -95,7 +99,7 @@ def _issue(
     return builder.sign(issuer_key, hashes.SHA256())
 
 
-def _cert_pem(cert: x509.Certificate) -> bytes:
+def cert_pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
@@ -103,8 +107,8 @@ def generate(folder: Path, server_ips: list[str], service_ip: str) -> Pki:
     """Create the CA, serving and admin certificates, and the service-account key pair."""
     folder.mkdir(parents=True, exist_ok=True)
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = _name("localkube-ca")
-    ca_cert = _issue(ca_name, ca_key, ca_name, ca_key, ca=True)
+    ca_name = name("localkube-ca")
+    ca_cert = issue(ca_name, ca_key, ca_name, ca_key, ca=True)
 
     serving_key = ec.generate_private_key(ec.SECP256R1())
     dns = [
@@ -117,8 +121,8 @@ def generate(folder: Path, server_ips: list[str], service_ip: str) -> Pki:
     sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
     for ip in [*server_ips, service_ip, "127.0.0.1"]:
         sans.append(x509.IPAddress(ipaddress.ip_address(ip)))
-    serving_cert = _issue(
-        _name("kube-apiserver"),
+    serving_cert = issue(
+        name("kube-apiserver"),
         serving_key,
         ca_name,
         ca_key,
@@ -129,8 +133,8 @@ def generate(folder: Path, server_ips: list[str], service_ip: str) -> Pki:
     # system:masters is the built-in group RBAC always allows: the admin kubeconfig, the
     # controller-manager and the kubelet all use this one identity.
     admin_key = ec.generate_private_key(ec.SECP256R1())
-    admin_cert = _issue(
-        _name("localkube-admin", "system:masters"),
+    admin_cert = issue(
+        name("localkube-admin", "system:masters"),
         admin_key,
         ca_name,
         ca_key,
@@ -149,13 +153,13 @@ def generate(folder: Path, server_ips: list[str], service_ip: str) -> Pki:
         sa_key=folder / "sa.key",
         sa_pub=folder / "sa.pub",
     )
-    _write(pki.ca_cert, _cert_pem(ca_cert))
-    _write(pki.ca_key, _key_pem(ca_key))
-    _write(pki.serving_cert, _cert_pem(serving_cert))
-    _write(pki.serving_key, _key_pem(serving_key))
-    _write(pki.admin_cert, _cert_pem(admin_cert))
-    _write(pki.admin_key, _key_pem(admin_key))
-    _write(pki.sa_key, _key_pem(sa_key))
+    _write(pki.ca_cert, cert_pem(ca_cert))
+    _write(pki.ca_key, key_pem(ca_key))
+    _write(pki.serving_cert, cert_pem(serving_cert))
+    _write(pki.serving_key, key_pem(serving_key))
+    _write(pki.admin_cert, cert_pem(admin_cert))
+    _write(pki.admin_key, key_pem(admin_key))
+    _write(pki.sa_key, key_pem(sa_key))
     _write(
         pki.sa_pub,
         sa_key.public_key().public_bytes(

@@ -16,6 +16,7 @@ event loop for scripts.
 from __future__ import annotations
 
 import asyncio
+import ssl as ssl_module
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from types import TracebackType
@@ -87,8 +88,11 @@ class NodeClient:
         retries: int = 3,
         retry_delay: float = 0.1,
         follow_leader: bool = True,
+        ssl: ssl_module.SSLContext | bool = True,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        # For https URLs: an SSLContext trusting the cluster's CA (True: the system's CAs).
+        self.ssl = ssl
         self.leader_url: str | None = None
         self.token = token
         self.api_key = api_key
@@ -120,7 +124,7 @@ class NodeClient:
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession()
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self.ssl))
             self._own_session = True
         return self._session
 
@@ -165,6 +169,11 @@ class NodeClient:
                     if resp.status < 400:
                         return orjson.loads(raw) if raw else {}
                     error = _error_from(resp.status, raw, resp.headers)
+            except aiohttp.ClientConnectorCertificateError as exc:
+                # Not transient: retrying cannot make an untrusted certificate trusted.
+                raise NodeError(
+                    0, "tls_untrusted", f"{base}: the server's certificate is not trusted: {exc}"
+                ) from exc
             except (aiohttp.ClientError, TimeoutError) as exc:
                 error = NodeError(0, "unreachable", f"{base}: {type(exc).__name__}: {exc}")
             if isinstance(error, NotLeader) and redirects > 0 and error.leader:

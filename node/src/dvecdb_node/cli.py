@@ -36,8 +36,16 @@ def build_parser() -> argparse.ArgumentParser:
     add("--advertise-url", help="URL others reach this node at [DVECDB_ADVERTISE_URL]")
     add("--fsync", choices=[m.value for m in FsyncMode], help="durability mode [batch]")
     add("--default-ack", choices=["leader", "one", "quorum"], help="ack level [one]")
-    add("--api-key", help="bearer key for the data API [DVECDB_API_KEY]")
+    add("--api-key", help="bearer keys for the data API, comma-separated [DVECDB_API_KEY]")
+    add(
+        "--read-only-key",
+        help="bearer keys that may only list, get and search [DVECDB_READ_ONLY_KEY]",
+    )
     add("--cluster-token", help="bearer token for admin/replication [DVECDB_CLUSTER_TOKEN]")
+    add(
+        "--secrets-dir",
+        help="folder of files apiKey, readOnlyKey, clusterToken, re-read while running",
+    )
     add("--log-level", help="logging level [INFO]")
     add("--checkpoint-interval-seconds", type=float, help="checkpoint at least this often")
     add("--checkpoint-wal-bytes", type=int, help="checkpoint after this much WAL")

@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from dvecdb_node.credentials import Credentials, split_secrets
 from dvecdb_node.storage.engine import EngineOptions, FsyncMode
 from dvecdb_node.storage.policy import CheckpointPolicy
+from dvecdb_node.tls import TlsFiles
 
 AckLevel = Literal["leader", "one", "quorum"]
 
@@ -27,8 +29,19 @@ class NodeSettings(BaseSettings):
     advertise_url: str | None = None
     fsync: FsyncMode = FsyncMode.BATCH
     default_ack: AckLevel = "one"
+    # Secrets (dvecdb_node.credentials): comma-separated values, several during a rotation.
     api_key: str | None = None
+    read_only_key: str | None = None
     cluster_token: str | None = None
+    # A folder of files apiKey, readOnlyKey, clusterToken (a mounted Secret), re-read while
+    # the node runs; a file there replaces the setting of its kind.
+    secrets_dir: Path | None = None
+    secrets_refresh_seconds: float = Field(5.0, gt=0)
+    # TLS (dvecdb_node.tls): with a certificate and key the port serves HTTPS only; the CA is
+    # what members verify each other against. Files are re-read when they change.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_ca_file: Path | None = None
     log_level: str = "INFO"
 
     # Defaults for collections created without an ``hnsw`` object (the operator sets them
@@ -74,13 +87,33 @@ class NodeSettings(BaseSettings):
     # heard from one (the read-only Service is not emptied by a failover).
     max_read_staleness_seconds: float = Field(60.0, ge=0)
 
+    @model_validator(mode="after")
+    def _tls_pair(self) -> NodeSettings:
+        self.tls_files()  # a certificate without its key (or the reverse) is refused here
+        return self
+
     @property
     def self_url(self) -> str:
         """The URL other members and clients reach this node at."""
         if self.advertise_url:
             return self.advertise_url.rstrip("/")
         host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
-        return f"http://{host}:{self.port}"
+        scheme = "https" if self.tls_files() is not None else "http"
+        return f"{scheme}://{host}:{self.port}"
+
+    def tls_files(self) -> TlsFiles | None:
+        if self.tls_cert_file is None and self.tls_key_file is None:
+            return None
+        if self.tls_cert_file is None or self.tls_key_file is None:
+            raise ValueError("TLS needs both tls_cert_file and tls_key_file")
+        return TlsFiles(self.tls_cert_file, self.tls_key_file, self.tls_ca_file)
+
+    def credentials(self) -> Credentials:
+        return Credentials(
+            api_keys=split_secrets(self.api_key),
+            read_only_keys=split_secrets(self.read_only_key),
+            cluster_tokens=split_secrets(self.cluster_token),
+        )
 
     def engine_options(self) -> EngineOptions:
         return EngineOptions(

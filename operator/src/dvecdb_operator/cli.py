@@ -11,13 +11,13 @@ of a failover, is also guarded by a resourceVersion precondition on the cluster'
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import random
 from collections.abc import Sequence
 
 import kopf
 
+from dvecdb_operator import logs
 from dvecdb_operator.runtime import RuntimeConfig
 
 DEFAULT_PEERING = "dvecdb-operator"
@@ -63,15 +63,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--monitor-interval", type=float, default=2.0)
     parser.add_argument("--node-timeout", type=float, default=3.0)
     parser.add_argument("--catchup-timeout", type=float, default=30.0)
+    parser.add_argument(
+        "--max-lag-seq",
+        type=int,
+        default=100,
+        help="a follower lacking more records of the leader's log than this does not count: "
+        "the phase is not Healthy and a rolling upgrade waits before the next restart",
+    )
     parser.add_argument("--watch-timeout", type=int, default=300)
+    parser.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default=env("DVECDB_OPERATOR_LOG_FORMAT", "text"),
+        help="text (full logger names) or one JSON object per line",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    kopf.configure(verbose=args.verbose, log_prefix=True)
-    logging.getLogger("dvecdb_operator").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    logs.configure(log_format=args.log_format, verbose=args.verbose)
 
     from dvecdb_operator import handlers  # noqa: F401  (registers the handlers)
 
@@ -80,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         monitor_interval=args.monitor_interval,
         node_timeout=args.node_timeout,
         catchup_timeout=args.catchup_timeout,
+        max_lag_seq=args.max_lag_seq,
         watch_server_timeout=args.watch_timeout,
         peering_name=None if args.standalone or not args.create_peering else args.peering,
         namespaces=tuple(namespaces),

@@ -37,12 +37,17 @@ from dvecdb_operator.observation import (
     LeaderPod,
     MemberObservation,
 )
-from dvecdb_operator.upgrade import LeaderLast, RestartPod, next_upgrade_step
+from dvecdb_operator.upgrade import LeaderLast, RestartPod, Waiting, next_upgrade_step
 
 PHASE_CREATING = "Creating"
+PHASE_HEALTHY = "Healthy"
 PHASE_DEGRADED = "Degraded"
+PHASE_SWITCHING = "Switching"
+PHASE_UPGRADING = "Upgrading"
+PHASE_SCALING = "Scaling"
 PHASE_FAILING_OVER = "FailingOver"
 PHASE_FAILED = "Failed"
+PHASE_DELETING = "Deleting"
 
 
 # --- steps ------------------------------------------------------------------------------------
@@ -178,6 +183,9 @@ class Policy:
     # A planned switchover starts once the target is this close (in log records); it is
     # fenced with the rest, so anything it lacks then makes a more advanced member win.
     switchover_slack: int = 0
+    # A follower lacking more records than this does not count for the group: the phase is
+    # not Healthy and a rolling upgrade does not restart the next member.
+    max_lag_seq: int = 100
 
 
 @dataclass(frozen=True)
@@ -286,12 +294,7 @@ def needs_follow(member: MemberObservation, leader: MemberObservation, epoch: in
     """A reachable non-leader that does not follow this leader at this epoch must be told."""
     if not member.reachable or member.terminating or member.name == leader.name:
         return False
-    return not (
-        member.role == c.ROLE_FOLLOWER
-        and member.epoch == epoch
-        and member.leader_url is not None
-        and member.leader_url.rstrip("/") == (leader.url or "").rstrip("/")
-    )
+    return not member.streams_from(leader, epoch)
 
 
 def rank(members: Iterable[MemberObservation]) -> list[MemberObservation]:
@@ -712,9 +715,11 @@ def _steady(cluster: ClusterObservation, policy: Policy, held: bool, now: str) -
         else:
             notes.append("scale-down waits for a follower to take over")
     else:
-        step = next_upgrade_step(cluster)
+        step = next_upgrade_step(cluster, policy.max_lag_seq)
         if isinstance(step, RestartPod):
             restart = step
+        elif isinstance(step, Waiting):
+            notes.append(step.reason)
         elif isinstance(step, LeaderLast):
             best = best_follower(cluster, among=step.updated)
             if best is not None:
@@ -733,4 +738,6 @@ def _steady(cluster: ClusterObservation, policy: Policy, held: bool, now: str) -
 
 def kind_phase(kind: Kind) -> str:
     """The cluster's `status.phase` while a change of this kind is in flight."""
-    return {"bootstrap": PHASE_CREATING, "switchover": "Switching"}.get(kind, PHASE_FAILING_OVER)
+    return {"bootstrap": PHASE_CREATING, "switchover": PHASE_SWITCHING}.get(
+        kind, PHASE_FAILING_OVER
+    )

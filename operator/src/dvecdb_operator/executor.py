@@ -35,11 +35,10 @@ from dvecdb_operator.decisions import (
     Steady,
     Step,
     group_size,
-    kind_phase,
 )
 from dvecdb_operator.members import AdminError, Members
 from dvecdb_operator.observation import ClusterObservation, LeaderPod
-from dvecdb_operator.status import PassReport
+from dvecdb_operator.status import PassReport, in_flight_phase
 
 log = logging.getLogger(__name__)
 
@@ -157,10 +156,17 @@ class Executor:
 
     async def begin(self, step: Begin, state: PassState) -> bool:
         record, before = step.record, state.cluster.epoch
-        patch = {"epoch": record.epoch, "failover": record.to_status()}
-        if not await self.write(state, {**patch, "phase": kind_phase(record.kind)}):
+        # The epoch and the leader are written together: no leader at the new epoch until
+        # one is promoted at it (a watcher never sees the new epoch beside the old leader).
+        patch = {
+            "epoch": record.epoch,
+            "leader": None,
+            "failover": record.to_status(),
+            "phase": in_flight_phase(state.cluster, record),
+        }
+        if not await self.write(state, patch):
             return False
-        state.cluster = replace(state.cluster, epoch=record.epoch, failover=record)
+        state.cluster = replace(state.cluster, epoch=record.epoch, leader=None, failover=record)
         if step.replaces is not None:
             self.event(
                 state,
@@ -267,7 +273,8 @@ class Executor:
             )
             return False
         moved = record.at("repointing")
-        if not await self.write(state, {"leader": candidate.name, "failover": moved.to_status()}):
+        patch = {"leader": candidate.name, "epoch": record.epoch, "failover": moved.to_status()}
+        if not await self.write(state, patch):
             return False
         # No lease token of its leadership is known yet: a renewal in this pass reads one.
         leader = replace(

@@ -6,6 +6,7 @@ before `kopf.run`.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import kopf
@@ -35,10 +36,33 @@ async def reconcile(memo: kopf.Memo, body: kopf.Body, spec: kopf.Spec, **_: Any)
 
 @kopf.daemon(*_CR, cancellation_timeout=10.0)
 async def monitor(
-    memo: kopf.Memo, namespace: str | None, name: str, stopped: kopf.DaemonStopped, **_: Any
+    memo: kopf.Memo,
+    namespace: str | None,
+    name: str,
+    uid: str | None,
+    stopped: kopf.DaemonStopped,
+    **_: Any,
 ) -> None:
     assert namespace is not None  # DVecCluster is namespaced
-    await runtime.monitor(memo, namespace, name, stopped)
+    await runtime.monitor(memo, namespace, name, stopped, uid=uid)
+
+
+def _monitor_needs_no_finalizer(registry: kopf.OperatorRegistry) -> None:
+    """kopf puts a finalizer on every object a daemon serves, only so that the daemon is
+    stopped before the object goes. Nothing outside the cluster needs cleaning (every child
+    is owned and collected by Kubernetes), and the monitor stops by itself once the object is
+    gone or replaced (`runtime.monitor`); with the finalizer, deleting a cluster after the
+    operator was uninstalled hung forever (issue #15). Without it kopf also takes the
+    finalizer off objects an older operator left it on. kopf's decorator offers no switch,
+    hence the registry's own list is rewritten.
+    """
+    spawning = registry._spawning
+    spawning._handlers = [
+        dataclasses.replace(h, requires_finalizer=False) for h in spawning.get_all_handlers()
+    ]
+
+
+_monitor_needs_no_finalizer(kopf.get_default_registry())
 
 
 @kopf.on.event(

@@ -20,7 +20,7 @@ from typing import Any
 from dvecdb_operator import constants as c
 from dvecdb_operator import kube as kube_api
 from dvecdb_operator.builders.common import ClusterRef, ordinal_of, selector_labels
-from dvecdb_operator.decisions import FINAL, PHASE_FAILED, Policy, decide, watched
+from dvecdb_operator.decisions import FINAL, PHASE_DELETING, PHASE_FAILED, Policy, decide, watched
 from dvecdb_operator.drift import contains
 from dvecdb_operator.executor import Executor, PassState, now_iso
 from dvecdb_operator.members import Members, PodView
@@ -43,6 +43,8 @@ class MonitorSettings:
     operation_backoff: float = 30.0
     # A planned switchover starts once its target is this many records from the leader.
     switchover_slack: int = 0
+    # A member lacking more records than this does not count (phase, upgrade restarts).
+    max_lag_seq: int = 100
     # Steps one pass may take (a whole failover takes about six).
     max_steps: int = 16
 
@@ -102,6 +104,13 @@ def pod_view(pod: Mapping[str, Any]) -> PodView:
     )
 
 
+def revision_pending(sts: Mapping[str, Any] | None) -> bool:
+    """The StatefulSet controller has not observed the StatefulSet's latest generation."""
+    generation = ((sts or {}).get("metadata") or {}).get("generation")
+    observed = ((sts or {}).get("status") or {}).get("observedGeneration")
+    return isinstance(generation, int) and (not isinstance(observed, int) or observed < generation)
+
+
 async def observe_cluster(
     kube: kube_api.Kube, members: Members, body: Mapping[str, Any], spec: ClusterSpec
 ) -> ClusterObservation:
@@ -118,11 +127,14 @@ async def observe_cluster(
     sts = await kube.get("apps/v1", "StatefulSet", ref.namespace, ref.name)
     status = body.get("status") or {}
     annotations = meta.get("annotations") or {}
+    # `last_seq`: the field's name before the status went camelCase (an operator upgrade
+    # reads the members an older operator wrote).
     recorded = {
-        str(m["name"]): int(m.get("last_seq") or 0)
+        str(m["name"]): int(m.get("lastSeq") or m.get("last_seq") or 0)
         for m in status.get("members") or []
         if isinstance(m, Mapping) and m.get("name")
     }
+    healthy = status.get("healthyReplicas")
     return ClusterObservation(
         name=ref.name,
         namespace=ref.namespace,
@@ -131,11 +143,14 @@ async def observe_cluster(
         leader=status.get("leader") or None,
         members=tuple(sorted(observed, key=lambda m: m.ordinal)),
         update_revision=((sts or {}).get("status") or {}).get("updateRevision"),
+        revision_pending=revision_pending(sts),
         failover=FailoverRecord.from_status(status.get("failover")),
         leader_pod=LeaderPod.from_status(status.get("leaderPod")),
         switchover_to=annotations.get(c.ANNOTATION_SWITCHOVER) or None,
         force_promote=annotations.get(c.ANNOTATION_FORCE_PROMOTE) or None,
         recorded_seqs=recorded,
+        healthy_replicas=healthy if isinstance(healthy, int) else None,
+        previous_phase=status.get("phase") or None,
     )
 
 
@@ -198,6 +213,11 @@ class ClusterMonitor:
         if body is None:
             body = await self.kube.get_cluster(self.ref.namespace, self.ref.name)
         if body.get("metadata", {}).get("deletionTimestamp"):
+            # Only another finalizer (foreground deletion) keeps it: say so, touch nothing.
+            if (body.get("status") or {}).get("phase") != PHASE_DELETING:
+                message = "deleting: the children go with it (owner references)"
+                patch = {"phase": PHASE_DELETING, "message": message}
+                await self.kube.patch_cluster_status(self.ref.namespace, self.ref.name, patch)
             return PassResult()
         if spec is None:
             try:
@@ -220,6 +240,7 @@ class ClusterMonitor:
             detection_seconds=spec.failover.detection_seconds,
             lease_seconds=spec.failover.lease,
             switchover_slack=self.settings.switchover_slack,
+            max_lag_seq=self.settings.max_lag_seq,
         )
         for _ in range(self.settings.max_steps):
             step = decide(
@@ -258,6 +279,7 @@ class ClusterMonitor:
             previous_conditions=current.get("conditions") or [],
             now=now_iso(),
             report=state.report(),
+            max_lag_seq=self.settings.max_lag_seq,
         )
         same_members = len(current.get("members") or []) == len(patch["members"])
         if same_members and contains(current, patch):

@@ -80,6 +80,27 @@ class MemberObservation:
     def leads_at(self, epoch: int) -> bool:
         return self.reachable and self.role == c.ROLE_LEADER and self.epoch == epoch
 
+    def streams_from(self, leader: MemberObservation, epoch: int) -> bool:
+        """Answers as a follower of `leader` (by URL) at `epoch`, and is not going away."""
+        return (
+            self.reachable
+            and not self.terminating
+            and self.role == c.ROLE_FOLLOWER
+            and self.epoch == epoch
+            and self.leader_url is not None
+            and leader.url is not None
+            and self.leader_url.rstrip("/") == leader.url.rstrip("/")
+        )
+
+    def lag_behind(self, leader: MemberObservation) -> int:
+        """Records of the leader's log this member has not applied (both read in one pass)."""
+        return 0 if self is leader else max(0, leader.last_seq - self.applied_seq)
+
+    def in_step(self, leader: MemberObservation, epoch: int, max_lag_seq: int) -> bool:
+        """Streams from `leader` and lacks at most `max_lag_seq` of its records: a member
+        that counts for the group (a Healthy phase, the next restart of an upgrade)."""
+        return self.streams_from(leader, epoch) and self.lag_behind(leader) <= max_lag_seq
+
 
 @dataclass(frozen=True)
 class LeaderPod:
@@ -189,7 +210,7 @@ class FailoverRecord:
 class ClusterObservation:
     """The cluster's recorded state (from its object) plus the members observed now.
 
-    `replicas` is the spec's; `recorded_seqs` are the members' `last_seq` as the previous
+    `replicas` is the spec's; `recorded_seqs` are the members' `lastSeq` as the previous
     pass wrote them to `status.members` (the failed leader's last known position).
     """
 
@@ -200,11 +221,18 @@ class ClusterObservation:
     leader: str | None = None
     members: tuple[MemberObservation, ...] = field(default_factory=tuple)
     update_revision: str | None = None
+    # The StatefulSet's controller has not yet observed its latest spec: `update_revision`
+    # may be the one before a template change (not Healthy, no restart until it has).
+    revision_pending: bool = False
     failover: FailoverRecord | None = None
     leader_pod: LeaderPod | None = None
     switchover_to: str | None = None
     force_promote: str | None = None
     recorded_seqs: Mapping[str, int] = field(default_factory=dict)
+    # `status.healthyReplicas`: the group's size at its last Healthy pass (None: never
+    # recorded); the phase is Scaling while the spec asks for another size.
+    healthy_replicas: int | None = None
+    previous_phase: str | None = None  # `status.phase` as the pass read it
 
     def member(self, name: str | None) -> MemberObservation | None:
         if name is None:

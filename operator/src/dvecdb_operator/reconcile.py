@@ -61,8 +61,15 @@ def desired_children(
 
 
 def leader_ordinal(status: Mapping[str, Any] | None) -> int | None:
-    leader = (status or {}).get("leader")
-    return ordinal_of(leader) if isinstance(leader, str) and ordinal_of(leader) >= 0 else None
+    """The highest ordinal that leads or may lead: the recorded leader, or while a change is
+    in flight (no leader is recorded at its epoch yet) the one it replaces and its candidate."""
+    status = status or {}
+    change = status.get("failover")
+    if not isinstance(change, Mapping):
+        change = {}
+    names = [status.get("leader"), change.get("from"), change.get("candidate")]
+    ordinals = [ordinal_of(n) for n in names if isinstance(n, str) and ordinal_of(n) >= 0]
+    return max(ordinals) if ordinals else None
 
 
 async def ensure_token_secret(
@@ -84,6 +91,15 @@ async def ensure_token_secret(
     return name
 
 
+def storage_unchanged(want: Any, have: Any) -> str:
+    """The Event for a `storage.size` the claims do not get (shrinking is refused at
+    admission; growing existing claims is not done by this operator yet)."""
+    return (
+        f"storage.size {want} not applied: the existing claims keep {have} (the operator does"
+        " not grow claims yet; a StatefulSet's claim template cannot change)"
+    )
+
+
 async def _fit_immutable(kube: kube_api.Kube, body: Mapping[str, Any], sts: dict[str, Any]) -> None:
     """Keep the live volumeClaimTemplates: the API refuses to change them on a StatefulSet."""
     meta = sts["metadata"]
@@ -98,7 +114,7 @@ async def _fit_immutable(kube: kube_api.Kube, body: Mapping[str, Any], sts: dict
             kube_api.post_event(
                 body,
                 reason="StorageUnchanged",
-                message=f"storage {want} not applied: existing claims keep {have}",
+                message=storage_unchanged(want.get("storage"), have.get("storage")),
                 warning=True,
             )
         sts["spec"]["volumeClaimTemplates"] = [

@@ -7,6 +7,7 @@ Everything long-lived (the Kubernetes connection, the node HTTP session) lives i
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping
@@ -37,6 +38,7 @@ class RuntimeConfig:
     reconcile_every: float = 30.0
     watch_server_timeout: int = 300
     catchup_timeout: float = 30.0
+    max_lag_seq: int = 100
     # The peering object to create at start-up; None: standalone, or someone else (the
     # Helm chart) creates it.
     peering_name: str | None = None
@@ -106,7 +108,26 @@ async def reconcile(memo: Any, body: Mapping[str, Any], spec: Mapping[str, Any])
         parsed = parse_spec(dict(spec))
     except InvalidSpecError as exc:
         raise kopf.PermanentError(str(exc)) from exc
-    await reconcile_children(memo.kube, body, parsed)
+    await converge(memo, body, parsed)
+
+
+async def converge(memo: Any, body: Mapping[str, Any], spec: ClusterSpec) -> None:
+    """`reconcile_children`, one call per cluster at a time.
+
+    The create handler and the monitor's first pass both converge a new cluster; two
+    server-side applies creating the same Service at once make the API server allocate a
+    ClusterIP for the loser too, and its repair loop then posts an `IPAddressWrongReference`
+    Warning (kubernetes/kubernetes#132321). One after the other, the second finds the
+    children there and only patches them.
+    """
+    meta = body.get("metadata") or {}
+    key = (str(meta.get("namespace")), str(meta.get("name")))
+    locks: dict[tuple[str, str], asyncio.Lock] | None = getattr(memo, "converging", None)
+    if locks is None:
+        locks = {}
+        memo.converging = locks
+    async with locks.setdefault(key, asyncio.Lock()):
+        await reconcile_children(memo.kube, body, spec)
 
 
 async def child_changed(
@@ -126,7 +147,7 @@ async def child_changed(
         parsed = parse_spec(body.get("spec"))
     except InvalidSpecError:
         return
-    await reconcile_children(memo.kube, body, parsed)
+    await converge(memo, body, parsed)
 
 
 async def _cluster_token(kube: kube_api.Kube, ref: ClusterRef, spec: ClusterSpec) -> str | None:
@@ -145,8 +166,13 @@ def pass_interval(config: RuntimeConfig, spec: ClusterSpec | None) -> float:
     return max(0.05, min(config.monitor_interval, spec.failover.lease / 3))
 
 
-async def monitor(memo: Any, namespace: str, name: str, stopped: Any) -> None:
+async def monitor(
+    memo: Any, namespace: str, name: str, stopped: Any, *, uid: str | None = None
+) -> None:
     """The cluster's daemon: a monitoring pass every interval, children every so often.
+
+    It ends when the object is gone, or replaced by one of the same name (another `uid`):
+    the object carries no finalizer (see `handlers`), so kopf may not stop it first.
 
     Each iteration reads the cluster object once and parses its spec once; the pass gets
     both. Children are converged on the first pass (which creates the token Secret the
@@ -157,7 +183,9 @@ async def monitor(memo: Any, namespace: str, name: str, stopped: Any) -> None:
     config = config_of(memo)
     kube: kube_api.Kube = memo.kube
     settings = MonitorSettings(
-        interval=config.monitor_interval, catchup_timeout=config.catchup_timeout
+        interval=config.monitor_interval,
+        catchup_timeout=config.catchup_timeout,
+        max_lag_seq=config.max_lag_seq,
     )
     ref = ClusterRef(name=name, namespace=namespace)
     members: Members | None = None
@@ -171,6 +199,8 @@ async def monitor(memo: Any, namespace: str, name: str, stopped: Any) -> None:
             started = time.monotonic()
             try:
                 body = await kube.get_cluster(namespace, name)
+                if uid is not None and body.get("metadata", {}).get("uid") not in (None, uid):
+                    return  # a new object of the same name has its own daemon
                 try:
                     spec = parse_spec(body.get("spec"))
                 except InvalidSpecError:
@@ -180,7 +210,7 @@ async def monitor(memo: Any, namespace: str, name: str, stopped: Any) -> None:
                 fresh = token
                 if spec is not None and due:
                     last_reconcile, reconcile_due = now, False
-                    await reconcile_children(kube, body, spec)
+                    await converge(memo, body, spec)
                     fresh = await _cluster_token(kube, ref, spec)
                 if watcher is None or members is None or fresh != token:
                     if members is not None:

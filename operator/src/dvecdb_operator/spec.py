@@ -36,6 +36,10 @@ class StorageSpec(_Model):
     storage_class_name: str | None = None
     # Whether PersistentVolumeClaims go with the cluster when it is deleted.
     reclaim_policy: Literal["Retain", "Delete"] = "Retain"
+    # Whether a member's claim goes when a scale-down removes the member. Retain: a later
+    # scale-up reuses it and the member catches up from where it was (not counted, nor
+    # Healthy, until it is within the lag bound); Delete: it starts empty and copies the log.
+    scale_down_policy: Literal["Retain", "Delete"] = "Retain"
 
 
 class HnswSpec(_Model):

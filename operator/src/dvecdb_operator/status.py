@@ -17,13 +17,19 @@ from dvecdb_operator.decisions import (
     PHASE_CREATING,
     PHASE_DEGRADED,
     PHASE_FAILED,
+    PHASE_FAILING_OVER,
+    PHASE_HEALTHY,
+    PHASE_SCALING,
+    PHASE_SWITCHING,
+    PHASE_UPGRADING,
+    Policy,
     kind_phase,
     leader_failure,
-    needs_follow,
 )
-from dvecdb_operator.observation import ClusterObservation, MemberObservation
+from dvecdb_operator.observation import ClusterObservation, FailoverRecord, MemberObservation
+from dvecdb_operator.upgrade import not_in_step, outdated
 
-PHASE_HEALTHY = "Healthy"
+DEFAULT_MAX_LAG_SEQ = Policy().max_lag_seq
 
 
 @dataclass(frozen=True)
@@ -67,9 +73,9 @@ def member_entry(
     leader: MemberObservation | None,
     recorded: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
-    """One `status.members` item; `lag_seq` is the leader's last_seq minus what this applied.
+    """One `status.members` item; `lagSeq` is the leader's lastSeq minus what this applied.
 
-    An unreachable member keeps the `last_seq` last recorded for it: a failed leader's last
+    An unreachable member keeps the `lastSeq` last recorded for it: a failed leader's last
     known position is what `lastFailover.fromSeq` reports.
     """
     role = member.role if member.reachable and member.role else "unreachable"
@@ -78,81 +84,159 @@ def member_entry(
         "name": member.name,
         "role": role,
         "ready": member.pod_ready,
-        "last_seq": last_seq,
-        "applied_seq": member.applied_seq,
+        "lastSeq": last_seq,
+        "appliedSeq": member.applied_seq,
     }
     if member.reachable and leader is not None and leader.reachable:
-        entry["lag_seq"] = 0 if member is leader else max(0, leader.last_seq - member.applied_seq)
+        entry["lagSeq"] = member.lag_behind(leader)
     return entry
 
 
-def conditions_for(cluster: ClusterObservation, report: PassReport) -> list[Condition]:
+@dataclass(frozen=True)
+class Health:
+    """The phase, the message and the conditions of one pass: what `kubectl wait` reads."""
+
+    phase: str
+    message: str
+    conditions: tuple[Condition, ...]
+
+
+# Phases during which the operator is carrying out a change (Progressing is True).
+MOVING = (PHASE_CREATING, PHASE_SWITCHING, PHASE_UPGRADING, PHASE_SCALING, PHASE_FAILING_OVER)
+
+
+def _replicating(
+    cluster: ClusterObservation, leader: MemberObservation | None, max_lag_seq: int
+) -> Condition:
+    if leader is None:
+        return Condition("Replicating", False, "NoLeader", "no leader to stream from")
+    expected = [m for m in cluster.members if m.ordinal < cluster.replicas and m is not leader]
+    stray = sorted(m.name for m in expected if not m.streams_from(leader, cluster.epoch))
+    if stray:
+        return Condition(
+            "Replicating",
+            False,
+            "FollowersNotStreaming",
+            f"not following {leader.name}: {', '.join(stray)}",
+        )
+    lagging = sorted(
+        f"{m.name} ({m.lag_behind(leader)})" for m in expected if m.lag_behind(leader) > max_lag_seq
+    )
+    if lagging:
+        return Condition(
+            "Replicating",
+            False,
+            "FollowersLagging",
+            f"more than {max_lag_seq} records behind {leader.name}: {', '.join(lagging)}",
+        )
+    return Condition(
+        "Replicating",
+        True,
+        "AllFollowersStreaming",
+        f"every follower streams from {leader.name} within {max_lag_seq} records",
+    )
+
+
+def _never_healthy(cluster: ClusterObservation) -> bool:
+    """No Healthy pass was ever recorded (an object from before `healthyReplicas` that was
+    past Creating counts as having been Healthy at its spec's size)."""
+    return cluster.healthy_replicas is None and cluster.previous_phase in (None, PHASE_CREATING)
+
+
+def in_flight_phase(cluster: ClusterObservation, record: FailoverRecord) -> str:
+    """The phase while `record` is in flight: a switchover while members run an older
+    revision is the leader's turn in a rolling upgrade."""
+    if record.kind == "switchover" and outdated(cluster):
+        return PHASE_UPGRADING
+    return kind_phase(record.kind)
+
+
+def derive_health(cluster: ClusterObservation, report: PassReport, *, max_lag_seq: int) -> Health:
+    """The phase, message and conditions of the cluster as this pass saw it (pure).
+
+    `Healthy` only when every member of the spec's size has a ready pod on the current
+    revision and streams from the serving leader within `max_lag_seq` records, no member
+    beyond the spec's size is left, and nothing is in flight. Otherwise the phase names what
+    happens: a leadership change in flight (`Creating`, `Switching`, `FailingOver`, or
+    `Upgrading` for the leader's turn of an upgrade), `Upgrading` while members run an older
+    revision, `Scaling` while the group differs from the size it was last Healthy at,
+    `Creating` until the first Healthy pass, else `Degraded`; `message` says why.
+    """
     leader = serving_leader(cluster)
-    expected = [m for m in cluster.members if m.ordinal < cluster.replicas]
-    ready = [m for m in expected if m.pod_ready]
-    all_ready = len(ready) == cluster.replicas
-    conditions = [
-        Condition(
+    stale = outdated(cluster)
+    behind = not_in_step(cluster, max_lag_seq) if leader is not None else []
+    extra = sorted(m.name for m in cluster.members if m.ordinal >= cluster.replicas)
+    problems = [*behind]
+    problems += [f"{m.name} runs an older revision" for m in stale]
+    if cluster.revision_pending:
+        problems.append("the StatefulSet controller has not applied the latest pod template yet")
+    problems += [f"{name} is beyond {cluster.replicas} replicas" for name in extra]
+    failure = leader_failure(cluster)
+    if failure is not None:
+        problems.insert(0, failure.reason)
+    if report.message:  # the pass's own account; what it already says is not repeated
+        problems = [p for p in problems if p not in report.message] + [report.message]
+
+    if report.failed:
+        phase = PHASE_FAILED
+    elif cluster.failover is not None:
+        record = cluster.failover
+        phase = in_flight_phase(cluster, record)
+        why = f" ({record.reason})" if record.reason else ""
+        problems.insert(0, f"{record.kind} at epoch {record.epoch}{why}: {record.phase}")
+    elif report.blocked is not None:
+        phase = PHASE_FAILING_OVER
+    elif cluster.leader is None:
+        phase = PHASE_CREATING
+        problems = problems or ["electing a leader"]
+    elif failure is not None:
+        phase = PHASE_DEGRADED
+    elif cluster.switchover_to:
+        phase = PHASE_SWITCHING
+        problems = problems or [f"switchover requested to {cluster.switchover_to}"]
+    elif not problems:
+        phase = PHASE_HEALTHY
+    elif stale or cluster.revision_pending:
+        phase = PHASE_UPGRADING
+    elif extra or (
+        cluster.healthy_replicas is not None and cluster.healthy_replicas != cluster.replicas
+    ):
+        phase = PHASE_SCALING
+        before = cluster.healthy_replicas or len(cluster.members)
+        problems.insert(0, f"scaling {before} -> {cluster.replicas} members")
+    elif _never_healthy(cluster):
+        phase = PHASE_CREATING
+    else:
+        phase = PHASE_DEGRADED
+    message = "" if phase == PHASE_HEALTHY else "; ".join(dict.fromkeys(problems))
+
+    in_range = [m for m in cluster.members if m.ordinal < cluster.replicas]
+    if phase == PHASE_HEALTHY:
+        ready = Condition(
             "Ready",
-            all_ready,
-            "AllMembersReady" if all_ready else "MembersNotReady",
-            f"{len(ready)}/{cluster.replicas} members ready",
-        ),
-        Condition(
-            "LeaderElected",
-            leader is not None,
-            "LeaderServing" if leader is not None else "NoLeader",
-            f"{cluster.leader} leads at epoch {cluster.epoch}"
-            if leader is not None
-            else "no member serves as leader",
-        ),
-    ]
-    if leader is not None:
-        stray = [
-            m.name
-            for m in expected
-            if m.name != leader.name and (not m.reachable or needs_follow(m, leader, cluster.epoch))
-        ]
-        conditions.append(
-            Condition(
-                "Replicating",
-                not stray,
-                "AllFollowersStreaming" if not stray else "FollowersNotStreaming",
-                "every follower streams from the leader"
-                if not stray
-                else f"not following the leader: {', '.join(sorted(stray))}",
-            )
+            True,
+            "ClusterIsHealthy",
+            f"{len(in_range)}/{cluster.replicas} members follow {cluster.leader} at epoch"
+            f" {cluster.epoch} within {max_lag_seq} records",
         )
     else:
-        conditions.append(Condition("Replicating", False, "NoLeader", "no leader to stream from"))
-    record = cluster.failover
+        ready = Condition("Ready", False, phase, message or phase)
     if report.blocked is not None:
         progressing = Condition("Progressing", False, "FailoverBlocked", report.blocked)
-    elif record is not None:
-        progressing = Condition(
-            "Progressing",
-            True,
-            kind_phase(record.kind),
-            f"{record.kind} at epoch {record.epoch}: {record.phase}",
-        )
+    elif phase in MOVING:
+        progressing = Condition("Progressing", True, phase, message)
     else:
-        progressing = Condition("Progressing", False, "Stable", "no leadership change in flight")
-    conditions.append(progressing)
-    return conditions
-
-
-def phase_for(
-    cluster: ClusterObservation, conditions: Sequence[Condition], report: PassReport
-) -> str:
-    if cluster.failover is not None:
-        return kind_phase(cluster.failover.kind)
-    if report.failed:
-        return PHASE_FAILED
-    if cluster.leader is None:
-        return PHASE_CREATING
-    if all(cond.status for cond in conditions if cond.type != "Progressing"):
-        return PHASE_HEALTHY
-    return PHASE_DEGRADED
+        progressing = Condition("Progressing", False, phase, message or "no change in flight")
+    elected = Condition(
+        "LeaderElected",
+        leader is not None,
+        "LeaderServing" if leader is not None else "NoLeader",
+        f"{cluster.leader} leads at epoch {cluster.epoch}"
+        if leader is not None
+        else "no member serves as leader",
+    )
+    conditions = (ready, progressing, elected, _replicating(cluster, leader, max_lag_seq))
+    return Health(phase, message, conditions)
 
 
 def render_conditions(
@@ -183,19 +267,21 @@ def compute_status(
     previous_conditions: Sequence[Mapping[str, Any]] = (),
     now: str,
     report: PassReport | None = None,
+    max_lag_seq: int = DEFAULT_MAX_LAG_SEQ,
 ) -> dict[str, Any]:
     """The status patch for this pass (merge-patched onto the status subresource).
 
     While the leader serves, its pod's uid and restart count are kept as `leaderPod`: the
-    baseline against which a restart is a certain death signal.
+    baseline against which a restart is a certain death signal. A Healthy pass records the
+    group's size as `healthyReplicas`.
     """
     report = report or PassReport()
     leader = serving_leader(cluster)
-    conditions = conditions_for(cluster, report)
+    health = derive_health(cluster, report, max_lag_seq=max_lag_seq)
     selector = {c.LABEL_NAME: c.APP_NAME, c.LABEL_CLUSTER: cluster.name}
     expected = [m for m in cluster.members if m.ordinal < cluster.replicas]
     patch: dict[str, Any] = {
-        "phase": phase_for(cluster, conditions, report),
+        "phase": health.phase,
         "readyMembers": f"{sum(1 for m in expected if m.pod_ready)}/{cluster.replicas}",
         "replicas": len(cluster.members),
         "selector": ",".join(f"{k}={v}" for k, v in sorted(selector.items())),
@@ -203,9 +289,11 @@ def compute_status(
             member_entry(m, leader, cluster.recorded_seqs)
             for m in sorted(cluster.members, key=_ordinal)
         ],
-        "conditions": render_conditions(conditions, previous_conditions, now),
-        "message": report.message or "",
+        "conditions": render_conditions(health.conditions, previous_conditions, now),
+        "message": health.message,
     }
+    if health.phase == PHASE_HEALTHY:
+        patch["healthyReplicas"] = cluster.replicas
     if leader is not None and cluster.failover is None:
         patch["leaderPod"] = {
             "name": leader.name,

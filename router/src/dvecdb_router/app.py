@@ -27,7 +27,7 @@ from prometheus_client import generate_latest
 
 from dvecdb_router import bodies, tokens
 from dvecdb_router.bodies import BodyError
-from dvecdb_router.cluster import Answer, Cluster, ShardUnavailable
+from dvecdb_router.cluster import Answer, Call, Cluster, ShardUnavailable
 from dvecdb_router.merge import merge_rows
 
 log = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ async def _every_leader(
     return list(
         await asyncio.gather(
             *(
-                cluster.to_leader(shard, method, path, body=body, params=params)
+                cluster.to_leader(shard, Call(method, path, body, params))
                 for shard in range(len(cluster.shards))
             )
         )
@@ -153,9 +153,8 @@ async def _create_everywhere(cluster: Cluster, body: bytes, params: dict[str, st
     wanted = bodies.parse_json_object(body)
     for answer in answers:
         if answer.status == 409 and answer.code == "collection_exists":
-            existing = await cluster.send(
-                _member(cluster, answer.member), "GET", f"/v1/collections/{wanted.get('name')}"
-            )
+            described = Call("GET", f"/v1/collections/{wanted.get('name')}")
+            existing = await cluster.send(_member(cluster, answer.member), described)
             if existing.status != 200 or not _same_config(existing.json(), wanted):
                 return [answer]
     return answers
@@ -201,7 +200,7 @@ async def create_collection(request: web.Request) -> web.Response:
 async def list_collections(request: web.Request) -> web.Response:
     cluster = request.app[CLUSTER]
     answers = await asyncio.gather(
-        *(cluster.to_reader(s, "GET", "/v1/collections") for s in range(len(cluster.shards)))
+        *(cluster.to_reader(s, Call("GET", "/v1/collections")) for s in range(len(cluster.shards)))
     )
     for answer in answers:
         if answer.status != 200:
@@ -239,7 +238,7 @@ async def _describe_all(cluster: Cluster, names: list[str]) -> web.Response:
 async def _describe(cluster: Cluster, name: str) -> dict[str, Any] | None:
     answers = await asyncio.gather(
         *(
-            cluster.to_reader(s, "GET", f"/v1/collections/{name}")
+            cluster.to_reader(s, Call("GET", f"/v1/collections/{name}"))
             for s in range(len(cluster.shards))
         )
     )
@@ -258,7 +257,7 @@ async def get_collection(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     answers = await asyncio.gather(
         *(
-            cluster.to_reader(s, "GET", f"/v1/collections/{name}")
+            cluster.to_reader(s, Call("GET", f"/v1/collections/{name}"))
             for s in range(len(cluster.shards))
         )
     )
@@ -308,9 +307,8 @@ async def _split_write(request: web.Request, path: str, field: str) -> web.Respo
 
     async def part(shard: int) -> Answer:
         body = orjson.dumps({**doc, field: [items[i] for i in groups[shard]]})
-        return await cluster.to_leader(
-            shard, request.method, path, body=body, params=params, headers={"Content-Type": JSON}
-        )
+        call = Call(request.method, path, body, params, {"Content-Type": JSON})
+        return await cluster.to_leader(shard, call)
 
     results = await asyncio.gather(*(part(s) for s in shards), return_exceptions=True)
     cluster.metrics.fanout_seconds.labels("write").observe(time.perf_counter() - started)
@@ -361,7 +359,7 @@ async def get_vector(request: web.Request) -> web.Response:
     cluster = request.app[CLUSTER]
     item_id = request.match_info["id"]
     shard = cluster.slot_map.shard_of(item_id)
-    answer = await cluster.to_reader(shard, "GET", request.path)
+    answer = await cluster.to_reader(shard, Call("GET", request.path))
     return relay(answer)
 
 
@@ -395,13 +393,12 @@ async def search(request: web.Request) -> web.Response:
         own = dict(options)
         if shard in positions:
             own["min_epoch"], own["min_seq"] = positions[shard]
-        payload = body.rebuild(own)
-        headers = {"Content-Type": body.content_type}
+        call = Call(
+            "POST", request.path, body.rebuild(own), None, {"Content-Type": body.content_type}
+        )
         if leader_read:
-            return await cluster.to_leader(
-                shard, "POST", request.path, body=payload, headers=headers
-            )
-        return await cluster.to_reader(shard, "POST", request.path, body=payload, headers=headers)
+            return await cluster.to_leader(shard, call)
+        return await cluster.to_reader(shard, call)
 
     started = time.perf_counter()
     results = await asyncio.gather(*(ask(s) for s in range(shard_count)), return_exceptions=True)

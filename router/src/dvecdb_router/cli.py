@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import ssl
 import sys
 
 from aiohttp import web
@@ -31,6 +32,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="one shard's member URLs, comma-separated; repeat in shard order",
     )
     parser.add_argument("--cluster-token", default=os.environ.get("DVECDB_CLUSTER_TOKEN"))
+    parser.add_argument(
+        "--ca-file", help="CA that https members' certificates are verified against"
+    )
     parser.add_argument("--request-timeout", type=float, default=30.0)
     parser.add_argument(
         "--leader-wait-seconds",
@@ -68,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         request_timeout=args.request_timeout,
         leader_wait_seconds=args.leader_wait_seconds,
         poll_seconds=args.poll_seconds,
+        ssl_context=None
+        if args.ca_file is None
+        else ssl.create_default_context(cafile=args.ca_file),
     )
     app = create_app(cluster, max_body_bytes=args.max_body_bytes)
     web.run_app(app, host=args.host, port=args.port, access_log=None, print=None)

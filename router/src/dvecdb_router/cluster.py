@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +33,17 @@ log = logging.getLogger(__name__)
 RETRY_CODES = frozenset(
     {"not_leader", "recovering", "lease_expired", "leadership_lost", "shutting_down", "not_ready"}
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One request, as sent to whichever member serves it."""
+
+    method: str
+    path: str
+    body: bytes | None = None
+    params: Mapping[str, str] | None = None
+    headers: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +87,10 @@ class Cluster:
         leader_wait_seconds: float = 10.0,
         poll_seconds: float = 1.0,
         metrics: RouterMetrics | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        # For https members: trusts the cluster's CA (None: the system's CAs).
+        self.ssl_context = ssl_context
         if not shards or any(not urls for urls in shards):
             raise ValueError("every shard needs at least one member URL")
         self.shards = [[Member(url.rstrip("/")) for url in urls] for urls in shards]
@@ -91,7 +106,9 @@ class Cluster:
 
     # ------------------------------------------------------------- lifecycle
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0, limit_per_host=64)
+        connector = aiohttp.TCPConnector(
+            limit=0, limit_per_host=64, ssl=True if self.ssl_context is None else self.ssl_context
+        )
         self._session = aiohttp.ClientSession(
             connector=connector, timeout=aiohttp.ClientTimeout(total=self.request_timeout)
         )
@@ -151,22 +168,17 @@ class Cluster:
         member.epoch = epoch if isinstance(epoch, int) else 0
 
     # --------------------------------------------------------------- sending
-    async def send(
-        self,
-        member: Member,
-        method: str,
-        path: str,
-        *,
-        body: bytes | None = None,
-        params: Mapping[str, str] | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> Answer:
+    async def send(self, member: Member, call: Call) -> Answer:
         """One request to one member; failures (no answer, 5xx) count towards its circuit."""
         started = time.monotonic()
         member.in_flight += 1
         try:
             async with self.session.request(
-                method, member.url + path, data=body, params=params, headers=headers
+                call.method,
+                member.url + call.path,
+                data=call.body,
+                params=call.params,
+                headers=call.headers,
             ) as resp:
                 data = await resp.read()
                 answer = Answer(resp.status, data, member.url)
@@ -198,16 +210,7 @@ class Cluster:
                 if member.url == named.rstrip("/"):
                     member.role = "leader"
 
-    async def to_leader(
-        self,
-        shard: int,
-        method: str,
-        path: str,
-        *,
-        body: bytes | None = None,
-        params: Mapping[str, str] | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> Answer:
+    async def to_leader(self, shard: int, call: Call) -> Answer:
         """Send to the shard's leader, following it across a failover (see the docstring)."""
         deadline = time.monotonic() + self.leader_wait_seconds
         delay = 0.05
@@ -216,9 +219,7 @@ class Cluster:
             leader = leader_of(self.shards[shard], time.monotonic())
             if leader is not None:
                 try:
-                    answer = await self.send(
-                        leader, method, path, body=body, params=params, headers=headers
-                    )
+                    answer = await self.send(leader, call)
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     reason = f"leader {leader.url} did not answer: {exc}"
                     leader.role = "unknown"
@@ -240,16 +241,7 @@ class Cluster:
             delay = min(delay * 2, 0.5)
             await self.poll(shard)
 
-    async def to_reader(
-        self,
-        shard: int,
-        method: str,
-        path: str,
-        *,
-        body: bytes | None = None,
-        params: Mapping[str, str] | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> Answer:
+    async def to_reader(self, shard: int, call: Call) -> Answer:
         """Send an eventual read to the best serving member; once more elsewhere on failure."""
         tried: set[str] = set()
         reason = "no member is ready"
@@ -259,9 +251,7 @@ class Cluster:
                 break
             tried.add(member.url)
             try:
-                answer = await self.send(
-                    member, method, path, body=body, params=params, headers=headers
-                )
+                answer = await self.send(member, call)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 reason = f"{member.url} did not answer: {exc}"
                 self.metrics.retries.labels("member_unreachable").inc()

@@ -57,13 +57,15 @@ def test_status_row_shows_phase_leader_epoch_and_members() -> None:
         "epoch": 1,
         "members": [
             {"name": "demo-0", "role": "unreachable", "ready": False},
-            {"name": "demo-1", "role": "follower", "ready": True, "lag_seq": 3},
+            {"name": "demo-1", "role": "follower", "ready": True, "lagSeq": 3},
+            {"name": "demo-2", "role": "follower", "ready": True, "lag_seq": 4},  # older operator
         ],
     }
     row = view.status_row(status, 2.25)
     assert row.split()[:4] == ["t+2.2s", "FailingOver", "leader=demo-0", "epoch=1"]
     assert "demo-0 unreachable not-ready lag ?" in row
     assert "demo-1 follower ready lag 3" in row
+    assert "demo-2 follower ready lag 4" in row
     assert view.status_row({}).startswith("-")
 
 

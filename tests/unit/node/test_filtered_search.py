@@ -64,7 +64,7 @@ def test_a_filter_past_the_brute_force_limit_walks_the_graph_with_high_recall(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     col, data = _filled(n=3000)
-    monkeypatch.setattr(index_module, "BRUTE_FORCE_LIMIT", 100)  # 1/7 of 3000 is past it
+    monkeypatch.setattr(index_module, "brute_force_limit", lambda count: 100)  # 1/7 is past it
     queries = _vectors(30, seed=5)
     clauses = parse_filter({"g": 3})
     allowed = np.flatnonzero(np.arange(3000) % 7 == 3)
@@ -163,3 +163,12 @@ def test_searches_answer_during_a_large_upsert() -> None:
 )
 def test_short_chunks_hold_the_index_about_two_milliseconds(seconds: float, size: int) -> None:
     assert short_chunk(seconds) == size
+
+
+@pytest.mark.parametrize(
+    ("count", "limit"), [(0, 1024), (2_000, 1024), (50_000, 4272), (1_000_000, 19104)]
+)
+def test_brute_force_covers_filters_up_to_where_the_walk_gets_cheaper(
+    count: int, limit: int
+) -> None:
+    assert index_module.brute_force_limit(count) == limit

@@ -85,7 +85,7 @@ def test_filtered_search_brute_force_and_hnsw_agree(monkeypatch: pytest.MonkeyPa
     clauses = parse_filter({"g": {"in": [1]}})
     exact = col.search(query, 5, clauses=clauses)[0]
     assert all(int(h.id) % 3 == 1 for h in exact)
-    monkeypatch.setattr(index_module, "BRUTE_FORCE_LIMIT", 0)  # force the hnswlib filter path
+    monkeypatch.setattr(index_module, "brute_force_limit", lambda count: 0)  # the graph walk
     approx = col.search(query, 5, ef=200, clauses=clauses)[0]
     assert all(int(h.id) % 3 == 1 for h in approx)
     assert [h.id for h in approx][:3] == [h.id for h in exact][:3]

@@ -55,6 +55,14 @@ def test_statefulset_validates(raw: dict[str, Any]) -> None:
     validate(build_statefulset(REF, parse_spec(raw), token_secret="demo-token"))
 
 
+def test_scale_down_policy_decides_whether_a_removed_members_claim_goes() -> None:
+    """Issue #15: claims left by a scale-down were kept silently; now it is the spec's say."""
+    spec = parse_spec({"storage": {"scaleDownPolicy": "Delete", "reclaimPolicy": "Delete"}})
+    sts = build_statefulset(REF, spec, token_secret="demo-token")
+    policy = sts["spec"]["persistentVolumeClaimRetentionPolicy"]
+    assert policy == {"whenDeleted": "Delete", "whenScaled": "Delete"}
+
+
 def test_statefulset_shape() -> None:
     spec = parse_spec({"replicas": 4, "storage": {"size": "3Gi", "storageClassName": "fast"}})
     sts = build_statefulset(REF, spec, token_secret="demo-token")
@@ -70,7 +78,10 @@ def test_statefulset_shape() -> None:
     assert claim["metadata"]["name"] == c.DATA_VOLUME
     assert claim["spec"]["resources"]["requests"]["storage"] == "3Gi"
     assert claim["spec"]["storageClassName"] == "fast"
-    assert s["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Retain"
+    assert s["persistentVolumeClaimRetentionPolicy"] == {
+        "whenDeleted": "Retain",
+        "whenScaled": "Retain",
+    }
     ctr = container(sts)
     assert ctr["image"] == "dvecdb/node:0.1.0"
     assert "command" not in ctr  # the image's entry point is dvecdb-node

@@ -15,6 +15,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from dvecdb_operator import cli
+
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -102,6 +104,15 @@ def test_default_render_validates() -> None:
     assert "--all-namespaces" in args and "--peering=dvecdb-operator" in args
     # The chart creates the peering: the operator must not race it (helm: "already exists").
     assert "--no-create-peering" in args
+    assert "--log-format=text" in args and "--max-lag-seq=100" in args
+    # Every argument the chart passes is one the operator takes.
+    cli.build_parser().parse_args(args)
+
+
+@pytest_plan
+def test_json_logs_by_value() -> None:
+    args = by_kind(render("operator.logFormat=json"))["Deployment"][0]["spec"]["template"]
+    assert "--log-format=json" in args["spec"]["containers"][0]["args"]
 
 
 @pytest_plan

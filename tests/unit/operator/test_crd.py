@@ -13,8 +13,14 @@ import pytest
 import yaml
 
 from dvecdb_operator import constants as c
-from dvecdb_operator.observation import FailoverRecord, LeaderPod
+from dvecdb_operator.observation import (
+    ClusterObservation,
+    FailoverRecord,
+    LeaderPod,
+    MemberObservation,
+)
 from dvecdb_operator.spec import ClusterSpec, InvalidSpecError, parse_spec
+from dvecdb_operator.status import compute_status
 
 pytestmark = pytest.mark.unit
 
@@ -136,7 +142,7 @@ def test_status_schema_accepts_what_the_operator_writes() -> None:
         "message": "",
         "observedGeneration": 2,
         "members": [
-            {"name": "demo-0", "role": "leader", "ready": True, "last_seq": 9, "applied_seq": 9}
+            {"name": "demo-0", "role": "leader", "ready": True, "lastSeq": 9, "appliedSeq": 9}
         ],
         "conditions": [
             {
@@ -202,3 +208,48 @@ def test_spec_model_error_names_every_bad_field() -> None:
     with pytest.raises(InvalidSpecError) as info:
         parse_spec({"replicas": 0, "node": {"fsync": "x"}})
     assert "spec.replicas" in str(info.value) and "spec.node.fsync" in str(info.value)
+
+
+def undeclared(node: dict[str, Any], value: Any, path: str = "status") -> list[str]:
+    """Keys of `value` the structural schema does not declare: the API server prunes them."""
+    if isinstance(value, dict) and node.get("type") == "object":
+        props = node.get("properties") or {}
+        if node.get("x-kubernetes-preserve-unknown-fields"):
+            return []
+        out = [f"{path}.{k}" for k in value if k not in props]
+        return out + [
+            miss for k, v in value.items() if k in props
+            for miss in undeclared(props[k], v, f"{path}.{k}")
+        ]  # fmt: skip
+    if isinstance(value, list) and node.get("type") == "array":
+        return [miss for item in value for miss in undeclared(node["items"], item, f"{path}[]")]
+    return []
+
+
+@pytest.mark.parametrize("revision", ["r1", "r2"])
+def test_every_status_field_the_pass_writes_is_declared_and_valid(revision: str) -> None:
+    """A field the schema does not declare would be pruned silently (phases included)."""
+    url = "http://10.0.0.1:8080"
+    members = (
+        MemberObservation("db-0", 0, "10.0.0.1", pod_ready=True, reachable=True, role="leader",
+                          epoch=2, last_seq=9, applied_seq=9, revision=revision, pod_uid="u0",
+                          restarts=0),
+        MemberObservation("db-1", 1, "10.0.0.2", pod_ready=True, reachable=True, role="follower",
+                          epoch=2, last_seq=9, applied_seq=8, leader_url=url, revision="r2"),
+    )  # fmt: skip
+    cluster = ClusterObservation(
+        name="db", namespace="ns", replicas=2, epoch=2, leader="db-0", members=members,
+        update_revision="r2", previous_phase="Healthy",
+    )  # fmt: skip
+    status = compute_status(cluster, generation=3, now="2026-01-01T00:00:00Z")
+    assert status["phase"] == ("Upgrading" if revision == "r1" else "Healthy")
+    check({"status": status})
+    assert undeclared(schema()["properties"]["status"], status) == []
+
+
+def test_the_status_schema_still_declares_the_snake_case_member_fields_older_operators_wrote() -> (
+    None
+):
+    """Pruned on read, they could not be read by the operator that upgrades an older one."""
+    item = schema()["properties"]["status"]["properties"]["members"]["items"]["properties"]
+    assert {"last_seq", "applied_seq", "lag_seq", "lastSeq", "appliedSeq", "lagSeq"} <= set(item)

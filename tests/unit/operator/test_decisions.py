@@ -36,12 +36,13 @@ from dvecdb_operator.observation import (
     LeaderPod,
     MemberObservation,
 )
-from dvecdb_operator.upgrade import LeaderLast, RestartPod, next_upgrade_step, outdated
+from dvecdb_operator.upgrade import LeaderLast, RestartPod, Waiting, next_upgrade_step, outdated
 
 pytestmark = pytest.mark.unit
 
 LEADER_URL = "http://10.0.0.1:8080"
 POLICY = Policy(failover_enabled=True, detection_seconds=10)
+LAG = POLICY.max_lag_seq
 
 
 def m(
@@ -567,7 +568,7 @@ def test_effective_replicas_never_drops_the_leader(
 
 def test_upgrade_restarts_highest_outdated_follower_first() -> None:
     members = [m(0, "leader", revision="old"), m(1, revision="old"), m(2, revision="old")]
-    assert next_upgrade_step(obs(members)) == RestartPod(
+    assert next_upgrade_step(obs(members), LAG) == RestartPod(
         "db-2", "restart follower db-2 on the new revision"
     )
     step = decide(obs(members), policy=POLICY)
@@ -576,17 +577,49 @@ def test_upgrade_restarts_highest_outdated_follower_first() -> None:
 
 def test_upgrade_waits_while_a_member_is_not_ready() -> None:
     members = [m(0, "leader", revision="old"), m(1, revision="old"), m(2, ready=False)]
-    assert next_upgrade_step(obs(members)) is None
+    assert next_upgrade_step(obs(members), LAG) == Waiting("upgrade waits: db-2 is not ready")
+
+
+def test_upgrade_waits_for_a_restarted_member_ready_in_standby_to_follow() -> None:
+    """Issue #15: db-2 came back Ready in standby; restarting db-1 then would leave the
+    leader without a follower, and every ack=quorum write would time out."""
+    members = [m(0, "leader", revision="old"), m(1, revision="old"), m(2, "standby")]
+    step = next_upgrade_step(obs(members), LAG)
+    assert step == Waiting("upgrade waits: db-2 does not follow db-0 yet")
+    decided = decide(obs(members), policy=POLICY)
+    assert isinstance(decided, Steady) and decided.restart is None
+    assert decided.follow == ("db-2",)
+    assert decided.notes == ("upgrade waits: db-2 does not follow db-0 yet",)
+
+
+def test_upgrade_waits_for_a_follower_to_catch_up_within_the_lag_bound() -> None:
+    lagging = [m(0, "leader", revision="old", last=500), m(1, revision="old", last=500)]
+    lagging.append(m(2, last=500, applied=500 - LAG - 1))
+    assert next_upgrade_step(obs(lagging), LAG) == Waiting(
+        f"upgrade waits: db-2 lags {LAG + 1} records (bound {LAG})"
+    )
+    caught_up = [*lagging[:2], m(2, last=500, applied=500 - LAG)]
+    assert next_upgrade_step(obs(caught_up), LAG) == RestartPod(
+        "db-1", "restart follower db-1 on the new revision"
+    )
 
 
 def test_upgrade_switches_over_to_the_best_updated_follower_before_the_leader() -> None:
     members = [m(0, "leader", revision="old", last=9), m(1, last=9), m(2, last=8)]
-    assert next_upgrade_step(obs(members)) == LeaderLast(("db-1", "db-2"))
+    assert next_upgrade_step(obs(members), LAG) == LeaderLast(("db-1", "db-2"))
     step = decide(obs(members), policy=POLICY)
     assert isinstance(step, Begin) and step.record.target == "db-1"
 
 
 def test_upgrade_done_when_every_pod_is_current() -> None:
     assert outdated(obs(healthy())) == []
-    assert next_upgrade_step(obs(healthy())) is None
-    assert next_upgrade_step(obs(healthy(), revision=None)) is None
+    assert next_upgrade_step(obs(healthy()), LAG) is None
+    assert next_upgrade_step(obs(healthy(), revision=None), LAG) is None
+
+
+def test_upgrade_restarts_nothing_while_the_statefulset_controller_has_not_caught_up() -> None:
+    members = [m(0, "leader", revision="old"), m(1, revision="old"), m(2, revision="old")]
+    pending = replace(obs(members), revision_pending=True)
+    assert next_upgrade_step(pending, LAG) == Waiting(
+        "upgrade waits for the StatefulSet controller to apply the pod template"
+    )

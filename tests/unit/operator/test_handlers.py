@@ -3,6 +3,7 @@ kopf with the scope, peering and liveness it was given."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import kopf
@@ -21,8 +22,8 @@ class Recorder:
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
 
     def __call__(self, name: str) -> Any:
-        async def record(*args: Any) -> None:
-            self.calls.append((name, args))
+        async def record(*args: Any, **kwargs: Any) -> None:
+            self.calls.append((name, (*args, *kwargs.values())))
 
         return record
 
@@ -43,13 +44,13 @@ async def test_handlers_delegate_to_runtime(recorder: Recorder) -> None:
     stopped: Any = object()
     await handlers.startup(settings=settings, memo=memo)
     await handlers.reconcile(memo=memo, body=body, spec=spec)
-    await handlers.monitor(memo=memo, namespace="ns", name="db", stopped=stopped)
+    await handlers.monitor(memo=memo, namespace="ns", name="db", uid="u1", stopped=stopped)
     await handlers.child_changed(memo=memo, type="DELETED", labels={"a": "b"}, namespace="ns")
     await handlers.cleanup(memo=memo)
     assert recorder.calls == [
         ("startup", (settings, memo)),
         ("reconcile", (memo, body, spec)),
-        ("monitor", (memo, "ns", "db", stopped)),
+        ("monitor", (memo, "ns", "db", stopped, "u1")),
         ("child_changed", (memo, "DELETED", {"a": "b"}, "ns")),
         ("cleanup", (memo,)),
     ]
@@ -97,7 +98,7 @@ async def test_child_changed_reconciles_only_modified_or_deleted_children(
 def test_cli_runs_kopf_with_scope_peering_and_liveness(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: dict[str, Any] = {}
     monkeypatch.setattr(kopf, "run", lambda **kwargs: seen.update(kwargs))
-    monkeypatch.setattr(kopf, "configure", lambda **kwargs: None)
+    monkeypatch.setattr(cli.logs, "configure", lambda **kwargs: None)
     assert cli.main(["-n", "a", "-n", "b", "--priority", "7", "--monitor-interval", "0.5"]) == 0
     assert seen["namespaces"] == ["a", "b"] and seen["clusterwide"] is False
     assert seen["peering_name"] == "dvecdb-operator" and seen["priority"] == 7
@@ -225,3 +226,56 @@ async def test_monitor_daemon_ends_when_the_cluster_is_gone() -> None:
     passes = Passes(100)
     await runtime.monitor(memo, "ns", "db", passes)
     assert passes.left > 0  # it returned on NotFound, not because kopf stopped it
+
+
+async def test_monitor_daemon_ends_when_the_cluster_is_replaced_by_one_of_the_same_name() -> None:
+    """No finalizer stops it first: a daemon of a deleted object must not serve its successor."""
+    kube = FakeKube(
+        {
+            "apiVersion": c.API_VERSION,
+            "kind": c.KIND,
+            "metadata": {"name": "db", "namespace": "ns", "uid": "new"},
+            "spec": {"replicas": 1},
+        }
+    )
+    memo = kopf.Memo(kube=kube, node_session=None, config=runtime.RuntimeConfig())
+    passes = Passes(100)
+    await runtime.monitor(memo, "ns", "db", passes, uid="old")
+    assert passes.left > 0 and kube.objects == {} and kube.status == {}
+
+
+def test_clusters_carry_no_finalizer_so_deleting_one_never_waits_for_the_operator() -> None:
+    """Issue #15: deleting a cluster after the operator was uninstalled hung on the finalizer
+    kopf puts on every object a daemon serves; nothing outside Kubernetes needs cleaning."""
+    spawning = kopf.get_default_registry()._spawning.get_all_handlers()
+    assert [h.id for h in spawning] == ["monitor"]
+    assert all(h.requires_finalizer is False for h in spawning)
+
+
+async def test_converging_one_cluster_twice_at_once_runs_one_after_the_other(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The create handler and the monitor's first pass both converge a new cluster: at once,
+    both create its Services and the API server warns IPAddressWrongReference."""
+    running: list[str] = []
+    overlaps: list[tuple[str, bool]] = []  # (cluster, another one ran meanwhile)
+
+    async def slow(kube: Any, body: Any, spec: Any) -> None:
+        name = body["metadata"]["name"]
+        overlaps.append((name, name in running))
+        running.append(name)
+        await asyncio.sleep(0.05)
+        running.remove(name)
+
+    monkeypatch.setattr(runtime, "reconcile_children", slow)
+    memo = kopf.Memo(kube=None)
+    body = {"metadata": {"name": "db", "namespace": "ns"}}
+    other = {"metadata": {"name": "other", "namespace": "ns"}}
+    spec: Any = None
+    await asyncio.gather(
+        runtime.converge(memo, body, spec),
+        runtime.converge(memo, body, spec),
+        runtime.converge(memo, other, spec),
+    )
+    assert sorted(overlaps) == [("db", False), ("db", False), ("other", False)]
+    assert len(running) == 0

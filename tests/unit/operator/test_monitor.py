@@ -185,7 +185,8 @@ async def test_failover_waits_out_the_unfenced_leaders_lease_before_promoting(
     assert h.calls("fence") == [("db-1", 2), ("db-2", 2)]
     assert h.calls("promote") == []
     status = h.kube.status
-    assert status["failover"]["phase"] == "fencing" and status["leader"] == "db-0"
+    assert status["failover"]["phase"] == "fencing" and status["failover"]["from"] == "db-0"
+    assert status.get("leader") is None  # no leader at epoch 2 yet: never the old one beside it
     assert "lease of db-0" in status["message"]
     for i in (1, 2):
         h.node(i).ack_age = 6.0  # the default lease is detectionSeconds / 2 = 5 s
@@ -269,7 +270,8 @@ async def test_a_minority_is_never_promoted_and_the_missing_members_are_named(
     await h.monitor.tick()
     assert h.calls("promote") == []
     status = h.kube.status
-    assert (status["phase"], status["epoch"], status["leader"]) == ("FailingOver", 2, "db-0")
+    assert (status["phase"], status["epoch"], status.get("leader")) == ("FailingOver", 2, None)
+    assert status["failover"]["from"] == "db-0"
     assert status["failover"]["phase"] == "fencing"
     assert status["failover"]["fenced"] == ["db-1"]
     assert "db-2" in status["message"]
@@ -557,3 +559,31 @@ async def test_a_leader_that_times_out_is_failed_from_when_the_read_began(
     await h.monitor.tick()  # 4 s since the first read began: due
     assert h.calls("fence") == [("db-1", 2), ("db-2", 2)]
     assert h.kube.status["epoch"] == 2
+
+
+async def test_a_cluster_being_deleted_says_deleting_and_is_left_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    h = Harness(monkeypatch)
+    await h.bootstrapped()
+    h.kube.cluster["metadata"]["deletionTimestamp"] = "2026-11-30T00:00:00Z"
+    h.node(0).reachable = False  # no failover for a cluster on its way out
+    await h.monitor.tick()
+    await h.monitor.tick()
+    assert (h.kube.status["phase"], h.kube.status["leader"]) == ("Deleting", "db-0")
+    assert h.calls("fence") == [] and h.events == []
+
+
+async def test_members_written_by_an_older_operator_in_snake_case_are_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An operator upgrade reads the last known position of a leader the old one recorded."""
+    h = Harness(monkeypatch)
+    await h.bootstrapped()
+    h.kube.cluster["status"]["members"] = [
+        {"name": "db-0", "role": "leader", "ready": True, "last_seq": 42, "applied_seq": 42}
+    ]
+    h.node(0).reachable = False
+    h.restart_container(0)
+    await h.monitor.tick()
+    assert h.kube.status["lastFailover"]["fromSeq"] == 42

@@ -155,4 +155,19 @@ async def test_storage_change_keeps_existing_claims_and_warns(
     await run(kube)
     claim = kube.objects[("StatefulSet", "db")]["spec"]["volumeClaimTemplates"][0]
     assert claim["spec"]["resources"]["requests"]["storage"] == "1Gi"
-    assert any(reason == "StorageUnchanged" for reason, _ in events)
+    # Said in plain quantities (issue #15: the Event printed Python dicts).
+    assert (
+        "StorageUnchanged",
+        "storage.size 5Gi not applied: the existing claims keep 1Gi (the operator does not grow"
+        " claims yet; a StatefulSet's claim template cannot change)",
+    ) in events
+
+
+async def test_a_leader_change_in_flight_keeps_the_statefulset_up_to_its_members(
+    events: list[tuple[str, str]],
+) -> None:
+    """While a change is in flight no leader is recorded at its epoch: the one it replaces
+    and its candidate still count, or a scale-down would take them mid-switchover."""
+    kube = make({"replicas": 2}, {"failover": {"from": "db-2", "candidate": "db-1"}})
+    await run(kube)
+    assert kube.objects[("StatefulSet", "db")]["spec"]["replicas"] == 3

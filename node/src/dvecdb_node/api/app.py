@@ -22,6 +22,7 @@ from dvecdb_node.api.auth import auth_middleware
 from dvecdb_node.api.errors import Handler, error_middleware
 from dvecdb_node.api.gates import read_gate
 from dvecdb_node.api.keys import (
+    CREDENTIALS,
     ENGINE,
     HOOKS,
     METRICS,
@@ -31,13 +32,16 @@ from dvecdb_node.api.keys import (
     RECOVERY_ERROR,
     ROLE,
     SETTINGS,
+    TLS,
 )
 from dvecdb_node.api.search import SEARCH, SearchContext
+from dvecdb_node.credentials import CredentialStore
 from dvecdb_node.metrics import NodeMetrics
 from dvecdb_node.role import NodeRole, SingleNodeHooks
 from dvecdb_node.search.searcher import Searcher
 from dvecdb_node.settings import NodeSettings
 from dvecdb_node.storage.engine import Engine
+from dvecdb_node.tls import Tls
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +123,22 @@ async def engine_context(app: web.Application) -> AsyncIterator[None]:
     log.info("engine closed at seq %d", engine.last_seq)
 
 
+async def credentials_context(app: web.Application) -> AsyncIterator[None]:
+    """Re-read the secrets folder and the TLS files while the node runs (when set)."""
+    store, settings, tls = app[CREDENTIALS], app[SETTINGS], app.get(TLS)
+    every = settings.secrets_refresh_seconds
+    watchers = []
+    if store.folder is not None:
+        watchers.append(asyncio.create_task(store.watch(every)))
+    if tls is not None:
+        watchers.append(asyncio.create_task(tls.reloader.watch(every)))
+    yield
+    for watcher in watchers:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+
+
 def create_app(
     settings: NodeSettings,
     *,
@@ -135,6 +155,10 @@ def create_app(
     engine = engine or Engine(settings.data_dir, settings.engine_options(), observer=metrics)
     role = NodeRole(node_id=settings.node_id)
     app[SETTINGS] = settings
+    app[CREDENTIALS] = CredentialStore(settings.credentials(), settings.secrets_dir)
+    tls_files = settings.tls_files()
+    if tls_files is not None:
+        app[TLS] = Tls(tls_files)
     app[ENGINE] = engine
     app[ROLE] = role
     app[HOOKS] = SingleNodeHooks(role)
@@ -147,6 +171,7 @@ def create_app(
     for table in (system.routes, collections.routes, vectors.routes, search.routes):
         app.add_routes(table)
     app.cleanup_ctx.append(engine_context)
+    app.cleanup_ctx.append(credentials_context)
     for register in extra_routes:
         register(app)
     app[SEARCH] = SearchContext(

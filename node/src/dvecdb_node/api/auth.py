@@ -1,8 +1,10 @@
-"""Bearer-token checks: the cluster token guards admin and replication, the API key the data.
+"""Bearer-token checks (DESIGN.md "Access"; the secrets are :mod:`dvecdb_node.credentials`).
 
-Paths under ``/v1/admin`` and ``/v1/replication`` need the cluster token when one is set;
-other ``/v1`` paths need the API key (or the cluster token, so cluster components can read
-status) when one is set. Health, metrics and the OpenAPI document stay open for probes.
+- ``/v1/admin`` and ``/v1/replication`` need a cluster token when one is set.
+- Other ``/v1`` paths, once an API key or a read-only key is set, need an API key or a
+  cluster token, or a read-only key for reads: ``GET`` and searches. A read-only key on a
+  write answers 403 ``read_only``.
+- Health, metrics and the OpenAPI document stay open for probes.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import hmac
 from aiohttp import web
 
 from dvecdb_node.api.errors import Handler
-from dvecdb_node.api.keys import SETTINGS
+from dvecdb_node.api.keys import CREDENTIALS
+from dvecdb_node.credentials import Credentials
 from dvecdb_node.errors import Forbidden, Unauthorized
 
 _CLUSTER_PREFIXES = ("/v1/admin", "/v1/replication")
@@ -30,28 +33,45 @@ def bearer_token(request: web.Request) -> str | None:
     return parse_bearer(request.headers.get("Authorization", ""))
 
 
-def _matches(token: str | None, secret: str | None) -> bool:
-    return token is not None and secret is not None and hmac.compare_digest(token, secret)
+def is_read(method: str, path: str) -> bool:
+    """Requests a read-only key may make: GETs and searches."""
+    return method in ("GET", "HEAD") or (method == "POST" and path.endswith("/search"))
 
 
-def check_access(path: str, token: str | None, api_key: str | None, cluster: str | None) -> None:
-    """Pure decision: raise 401/403 unless ``token`` opens ``path``."""
+def _any_matches(token: str, secrets: tuple[str, ...]) -> bool:
+    # Every secret is compared (no early exit), in constant time each.
+    return sum(hmac.compare_digest(token, secret) for secret in secrets) > 0
+
+
+def check_access(method: str, path: str, token: str | None, creds: Credentials) -> None:
+    """Pure decision: raise 401/403 unless ``token`` opens ``method path``."""
     if not path.startswith("/v1/"):
         return
     if path.startswith(_CLUSTER_PREFIXES):
-        allowed = [cluster]
+        if not creds.cluster_tokens:
+            return
+        allowed = creds.cluster_tokens
     else:
-        allowed = [api_key, cluster] if api_key else []
-    if not any(secret for secret in allowed):
-        return
+        if not creds.data_closed:
+            return
+        allowed = creds.api_keys + creds.cluster_tokens
     if token is None:
         raise Unauthorized("missing bearer token")
-    if not any(_matches(token, secret) for secret in allowed):
-        raise Forbidden("invalid token")
+    if _any_matches(token, allowed):
+        return
+    if (
+        creds.read_only_keys
+        and _any_matches(token, creds.read_only_keys)
+        and not path.startswith(_CLUSTER_PREFIXES)
+    ):
+        if is_read(method, path):
+            return
+        raise Forbidden("this key may only read (list, get, search)", code="read_only")
+    raise Forbidden("invalid token")
 
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    settings = request.app[SETTINGS]
-    check_access(request.path, bearer_token(request), settings.api_key, settings.cluster_token)
+    creds = request.app[CREDENTIALS].current
+    check_access(request.method, request.path, bearer_token(request), creds)
     return await handler(request)

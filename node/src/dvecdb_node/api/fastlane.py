@@ -42,7 +42,7 @@ from dvecdb_node.api.auth import check_access, parse_bearer
 from dvecdb_node.api.errors import error_body, node_error_parts
 from dvecdb_node.api.gates import check_serving
 from dvecdb_node.api.http1 import Head, parse_head
-from dvecdb_node.api.keys import METRICS, SETTINGS
+from dvecdb_node.api.keys import CREDENTIALS, METRICS, SETTINGS
 from dvecdb_node.errors import NodeError
 from dvecdb_node.search.plan import Placement
 from dvecdb_node.storage.index import Collection
@@ -108,6 +108,7 @@ class SearchLane:
         self.app = app
         self.aiohttp_factory = aiohttp_factory
         self.settings = app[SETTINGS]
+        self.credentials = app[CREDENTIALS]
         self.metrics = app[METRICS]
         self.search = app[search.SEARCH]
         self.connections: set[LaneProtocol] = set()
@@ -202,7 +203,7 @@ class SearchLane:
         if head.authorization is not None:
             token = parse_bearer(head.authorization.decode("latin-1"))
         path = head.path.decode("ascii")
-        check_access(path, token, self.settings.api_key, self.settings.cluster_token)
+        check_access("POST", path, token, self.credentials.current)
         check_serving(self.app)
         raw_type = head.content_type
         content_type = None if raw_type is None else raw_type.decode("latin-1")

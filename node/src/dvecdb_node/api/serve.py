@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 
 from aiohttp import web
 
 from dvecdb_node.api.fastlane import LaneProtocol, SearchLane
+from dvecdb_node.api.keys import TLS
 from dvecdb_node.diagnostics import install_task_dump
 from dvecdb_node.settings import NodeSettings
 
@@ -23,9 +25,17 @@ class LaneSite(web.BaseSite):
     """A TCP site whose connections start in the fast lane (``fast_search``), else aiohttp."""
 
     def __init__(
-        self, runner: web.AppRunner, host: str, port: int, *, fast: bool, grace: float
+        self,
+        runner: web.AppRunner,
+        host: str,
+        port: int,
+        *,
+        fast: bool,
+        grace: float,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         super().__init__(runner)
+        self._ssl = ssl_context
         self._host = host
         self._port = port
         self._fast = fast
@@ -34,7 +44,8 @@ class LaneSite(web.BaseSite):
 
     @property
     def name(self) -> str:
-        return f"http://{self._host}:{self._port}"
+        scheme = "https" if self._ssl is not None else "http"
+        return f"{scheme}://{self._host}:{self._port}"
 
     async def start(self) -> None:
         await super().start()
@@ -42,12 +53,14 @@ class LaneSite(web.BaseSite):
         assert server is not None
         loop = asyncio.get_running_loop()
         if not self._fast:
-            self._server = await loop.create_server(server, self._host, self._port)
+            self._server = await loop.create_server(server, self._host, self._port, ssl=self._ssl)
             return
         assert isinstance(self._runner, web.AppRunner)
         lane = self.lane = SearchLane(self._runner.app, server)
         lane.start()
-        self._server = await loop.create_server(lambda: LaneProtocol(lane), self._host, self._port)
+        self._server = await loop.create_server(
+            lambda: LaneProtocol(lane), self._host, self._port, ssl=self._ssl
+        )
 
     async def stop(self) -> None:
         await super().stop()
@@ -72,6 +85,7 @@ async def _serve(app: web.Application, settings: NodeSettings) -> None:
             settings.port,
             fast=settings.fast_search,
             grace=settings.shutdown_grace_seconds,
+            ssl_context=None if (tls := app.get(TLS)) is None else tls.server,
         )
         await site.start()
         await asyncio.Event().wait()  # until a signal raises GracefulExit

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -115,8 +116,10 @@ class Follower:
         headers: dict[str, str],
         on_epoch: Callable[[int], None],
         options: FollowerOptions,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.engine = engine
+        self.ssl_context = ssl_context  # verifies the leader (TLS), None: plain HTTP
         self.leader_url = leader_url
         self.epoch = epoch
         self.node_id = node_id
@@ -186,7 +189,10 @@ class Follower:
         timeout = aiohttp.ClientTimeout(
             total=None, connect=opts.connect_timeout, sock_read=opts.read_timeout
         )
-        async with aiohttp.ClientSession(headers=self.headers, timeout=timeout) as session:
+        connector = aiohttp.TCPConnector(ssl=True if self.ssl_context is None else self.ssl_context)
+        async with aiohttp.ClientSession(
+            headers=self.headers, timeout=timeout, connector=connector
+        ) as session:
             acker = asyncio.create_task(self._ack_loop(session))
             try:
                 while True:

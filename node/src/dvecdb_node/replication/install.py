@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from dvecdb_node.api.keys import (
+    CREDENTIALS,
     ENGINE,
     HOOKS,
     METRICS,
@@ -20,6 +21,7 @@ from dvecdb_node.api.keys import (
     RECOVERED,
     ROLE,
     SETTINGS,
+    TLS,
 )
 from dvecdb_node.errors import NotReady
 from dvecdb_node.replication import admin, leader
@@ -44,7 +46,14 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
 
 
 def install(app: web.Application) -> None:
-    manager = ReplicationManager(app[SETTINGS], app[ENGINE], app[ROLE], app[RECOVERED])
+    manager = ReplicationManager(
+        app[SETTINGS],
+        app[ENGINE],
+        app[ROLE],
+        app[RECOVERED],
+        app[CREDENTIALS],
+        None if (tls := app.get(TLS)) is None else tls.client,
+    )
     app[MANAGER] = manager
     app[HOOKS] = manager
     app.add_routes(admin.routes)

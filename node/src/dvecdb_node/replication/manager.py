@@ -15,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
+from dvecdb_node.credentials import CredentialStore
 from dvecdb_node.errors import Conflict, InvalidInput, NotLeader, NotReady
 from dvecdb_node.replication import acks, lease
 from dvecdb_node.replication.epochs import (
@@ -90,8 +92,14 @@ class ReplicationManager:
         engine: Engine,
         role: NodeRole,
         recovered: asyncio.Event,
+        credentials: CredentialStore | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        # Verifies other members against the cluster CA and presents ours (None: plain HTTP).
+        self.ssl_context = ssl_context
         self.settings = settings
+        # What this member sends to others: the first cluster token in force.
+        self.credentials = credentials or CredentialStore(settings.credentials())
         self.engine = engine
         self.role = role
         self.recovered = recovered
@@ -126,13 +134,18 @@ class ReplicationManager:
         if self._session is not None:
             await self._session.close()
 
+    def _ssl(self) -> ssl.SSLContext | bool:
+        return True if self.ssl_context is None else self.ssl_context
+
     def _auth(self) -> dict[str, str]:
-        token = self.settings.cluster_token
+        token = self.credentials.current.cluster_token
         return {"Authorization": f"Bearer {token}"} if token else {}
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(headers=self._auth())
+            self._session = aiohttp.ClientSession(
+                headers=self._auth(), connector=aiohttp.TCPConnector(ssl=self._ssl())
+            )
         return self._session
 
     # ------------------------------------------------------------ transitions
@@ -328,6 +341,7 @@ class ReplicationManager:
             node_id=self.settings.node_id,
             self_url=self.settings.self_url,
             headers=self._auth(),
+            ssl_context=self.ssl_context,
             on_epoch=lambda e: self.observe_epoch(e, f"leader {leader}"),
             # Acks renew the leader's lease: several per lease even when nothing is written.
             options=FollowerOptions(ack_interval=min(1.0, self.settings.lease_seconds / 4)),

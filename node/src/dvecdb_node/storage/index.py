@@ -30,6 +30,7 @@ inside hnswlib's walk (:mod:`.native`), without a Python call per candidate.
 from __future__ import annotations
 
 import copy as _copy
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -54,8 +55,13 @@ UPSERT_CHUNK = 512
 # While searches run, an upsert chunk is sized to hold the index about this long.
 UPSERT_HOLD_SECONDS = 0.002
 MIN_UPSERT_CHUNK = 8
-# A filtered search whose candidates are at most this many is answered exactly by brute force.
-BRUTE_FORCE_LIMIT = 4096
+# A filtered search with at most brute_force_limit(count) candidates is answered exactly by
+# brute force, else by the graph walk. Measured on 50,000 clustered 64-d vectors (M 16, ef 64):
+# brute force costs ~0.17 us per candidate, the filtered walk ~0.062 ms per unit of
+# count / candidates (1/7: 0.44 ms, 1/50: 2.9 ms, 1/500: 32 ms), so they cross where
+# candidates^2 = 365 * count (4,300 at 50,000; 19,000 at 1,000,000).
+BRUTE_FORCE_FACTOR = 365
+BRUTE_FORCE_LIMIT = 1024  # at least this many candidates are always brute-forced
 # Filters whose allowed labels are kept between searches (until the next write).
 SELECTION_CACHE = 16
 
@@ -461,7 +467,7 @@ class Collection:
         k = min(k, len(candidates))
         if k <= 0:
             return [[] for _ in range(len(queries))]
-        if len(candidates) <= BRUTE_FORCE_LIMIT:
+        if len(candidates) <= brute_force_limit(self.count):
             return self._brute_force(queries, k, candidates)
         try:
             labels, distances = self._knn(queries, k, ef, selection)
@@ -651,3 +657,9 @@ def short_chunk(insert_seconds: float) -> int:
     if insert_seconds <= 0:
         return MIN_UPSERT_CHUNK
     return max(MIN_UPSERT_CHUNK, min(UPSERT_CHUNK, int(UPSERT_HOLD_SECONDS / insert_seconds)))
+
+
+def brute_force_limit(count: int) -> int:
+    """Most candidates a filtered search over ``count`` vectors answers by brute force (see
+    BRUTE_FORCE_FACTOR): below it, exact and cheaper than walking the graph."""
+    return max(BRUTE_FORCE_LIMIT, math.isqrt(BRUTE_FORCE_FACTOR * count))

@@ -165,7 +165,7 @@ def build_statefulset(
             "updateStrategy": {"type": "OnDelete"},
             "persistentVolumeClaimRetentionPolicy": {
                 "whenDeleted": spec.storage.reclaim_policy,
-                "whenScaled": "Retain",
+                "whenScaled": spec.storage.scale_down_policy,
             },
             "selector": {"matchLabels": selector_labels(cluster)},
             "template": {
