@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from images import build
+from tests.conftest import LOOPBACK, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 # A fresh machine makes the base and compiles hnswlib: minutes, on two shared cores.
@@ -91,6 +92,10 @@ class Containers:
         proc = podman("logs", cid, check=False)
         return proc.stdout + proc.stderr
 
+    def remove(self, cid: str) -> None:
+        podman("rm", "--force", "--volumes", cid, timeout=60, check=False)
+        self.ids.remove(cid)
+
     def stop(self, cid: str) -> None:
         podman("stop", "--time", "20", cid, timeout=60)
 
@@ -109,22 +114,50 @@ def containers() -> Iterator[Containers]:
         made.remove_all()
 
 
-def wait_healthy(url: str, containers: Containers, cid: str, timeout: float = 90) -> None:
-    """Until ``/healthz`` answers 200; the container's log in the failure otherwise."""
+def start_node(
+    containers: Containers, image: str, volume: Path, *, node_id: str, attempts: int = 3
+) -> tuple[str, str]:
+    """A standalone node container on a free loopback port serving ``volume`` as ``/data``;
+    returns (container id, URL). A port is free when chosen, not always when the container binds
+    it (other tests on this machine take ports too): a node that could not bind starts again on
+    another, and ``/v1/status`` must name this node, never another process on that port."""
+    for _ in range(attempts):
+        port = free_port()
+        url = f"http://{LOOPBACK}:{port}"
+        args = ("--port", str(port), "--data-dir", "/data", "--node-id", node_id)
+        cid = containers.run(
+            image, "--standalone", "--host", LOOPBACK, *args, volumes={volume: "/data"}
+        )
+        if _healthy(url, cid) and _status(url).get("node_id") == node_id:
+            return cid, url
+        log = containers.logs(cid)
+        if "address already in use" not in log.lower():
+            pytest.fail(f"{url}/healthz never answered for {node_id}; log:\n{log[-3000:]}")
+        containers.remove(cid)
+    pytest.fail(f"no free loopback port for {node_id} in {attempts} tries")
+
+
+def _healthy(url: str, cid: str, timeout: float = 90) -> bool:
+    """Until ``/healthz`` answers 200 (True), or the container exits or the time runs out."""
     deadline = time.monotonic() + timeout
-    last: object = None
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(f"{url}/healthz", timeout=2) as resp:
                 if resp.status == 200:
-                    return
-        except (OSError, urllib.error.URLError) as exc:
-            last = exc
+                    return True
+        except (OSError, urllib.error.URLError):
+            pass
         state = podman("inspect", "--format", "{{.State.Status}}", cid, check=False).stdout
         if state.strip() in ("exited", "stopped"):
-            break
+            return False
         time.sleep(0.3)
-    pytest.fail(f"{url}/healthz never answered ({last}); log:\n{containers.logs(cid)[-3000:]}")
+    return False
+
+
+def _status(url: str) -> dict[str, object]:
+    with urllib.request.urlopen(f"{url}/v1/status", timeout=5) as resp:
+        body: dict[str, object] = json.loads(resp.read())
+    return body
 
 
 def assert_image_holds_checkout(image: str, packages: dict[str, str]) -> None:

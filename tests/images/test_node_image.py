@@ -15,14 +15,13 @@ import pytest
 
 from dvecdb_client import SyncNodeClient
 from images import build
-from tests.conftest import LOOPBACK, free_port
 from tests.images.conftest import (
     BUILD_TIMEOUT,
     RUN_USER,
     Containers,
     assert_image_holds_checkout,
     podman,
-    wait_healthy,
+    start_node,
 )
 
 pytestmark = [pytest.mark.images, pytest.mark.timeout(BUILD_TIMEOUT + 300)]
@@ -85,11 +84,8 @@ def test_node_image_holds_the_node_but_not_the_operator(built_images: dict[str, 
 def test_node_container_serves_writes_its_volume_and_keeps_data_across_containers(
     built_images: dict[str, str], containers: Containers, fs_group_volume: Path
 ) -> None:
-    port = free_port()
-    url = f"http://{LOOPBACK}:{port}"
-    args = ("--standalone", "--host", LOOPBACK, "--port", str(port), "--data-dir", "/data")
-    first = containers.run(built_images["node"], *args, volumes={fs_group_volume: "/data"})
-    wait_healthy(url, containers, first)
+    image = built_images["node"]
+    first, url = start_node(containers, image, fs_group_volume, node_id="image-test-0")
     with SyncNodeClient(url) as client:
         client.create_collection("docs", 3)
         wrote = client.upsert(
@@ -119,8 +115,7 @@ def test_node_container_serves_writes_its_volume_and_keeps_data_across_container
     # SIGTERM through podman stop, then a new container on the same volume.
     containers.stop(first)
     assert podman("inspect", "--format", "{{.State.ExitCode}}", first).stdout.strip() == "0"
-    second = containers.run(built_images["node"], *args, volumes={fs_group_volume: "/data"})
-    wait_healthy(url, containers, second)
+    _, url = start_node(containers, image, fs_group_volume, node_id="image-test-0")
     with SyncNodeClient(url) as client:
         hits = client.search("docs", [4.8, 5, 5], k=1, include_metadata=True)
         assert [h["id"] for h in hits["results"][0]] == ["c"]
