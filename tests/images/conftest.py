@@ -1,6 +1,7 @@
 """The images as users get them: built once by ``images.build`` (cached layers, so seconds when
-nothing changed), then run with podman the way these machines allow (runc, cgroupfs, an explicit
-``nofile`` limit, the host's network on loopback). Every container a test starts is removed.
+nothing changed), then run with podman the way these machines allow (runc, cgroupfs, explicit
+``nofile`` and ``nproc`` limits, the host's network on loopback). Every container a test starts
+is removed.
 
 Skips, with the reason, where podman cannot run a container here; a build that fails is a
 failure.
