@@ -16,7 +16,7 @@ from aiohttp import web
 from dvecdb_node.api import querybody
 from dvecdb_node.api.gates import check_gates
 from dvecdb_node.api.keys import ENGINE, HOOKS, ROLE, SETTINGS
-from dvecdb_node.api.validation import SearchRequest, check_name, parse_json, parse_search
+from dvecdb_node.api.validation import SearchRequest, check_name, parse_search
 from dvecdb_node.errors import Conflict, NodeError
 from dvecdb_node.storage.engine import Engine
 from dvecdb_node.storage.found import Found, Rows
@@ -58,7 +58,7 @@ def prepare(
     if content_type == querybody.CONTENT_TYPE:
         query = querybody.decode_queries(raw, collection.config, app[SETTINGS])
     else:
-        query = parse_search(parse_json(raw), collection.config, app[SETTINGS])
+        query = parse_search(raw, collection.config, app[SETTINGS])
     return PreparedSearch(collection.name, collection, query)
 
 

@@ -11,7 +11,6 @@ from dvecdb_node.api.validation import (
     check_id,
     check_name,
     parse_delete,
-    parse_json,
     parse_upsert_json,
 )
 from dvecdb_node.api.writes import write
@@ -27,11 +26,12 @@ async def upsert_vectors(request: web.Request) -> web.Response:
     name = check_name(request.match_info["name"])
     config = request.app[ENGINE].collection(name).config
     body = await request.read()
+    ack = request.query.get("ack")
     if request.content_type == bulk.CONTENT_TYPE:
         batch = bulk.decode_batch(body, name, config.dimension, settings)
-        ack = request.query.get("ack")
     else:
-        batch, ack = parse_upsert_json(parse_json(body), config, settings)
+        batch, body_ack = parse_upsert_json(body, config, settings)
+        ack = body_ack or ack  # the body's ack, else the query parameter's
     result = await write(request, batch, ack)
     return json_response({**result.token(), "count": result.count})
 
@@ -51,6 +51,6 @@ async def get_vector(request: web.Request) -> web.Response:
 async def delete_vectors(request: web.Request) -> web.Response:
     name = check_name(request.match_info["name"])
     request.app[ENGINE].collection(name)
-    ids, ack = parse_delete(parse_json(await request.read()), request.app[SETTINGS])
+    ids, ack = parse_delete(await request.read(), request.app[SETTINGS])
     result = await write(request, DeleteBatch(name, ids), ack)
     return json_response({**result.token(), "count": result.count})
