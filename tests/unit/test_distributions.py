@@ -26,6 +26,7 @@ DISTRIBUTION = {
     "hnswlib": "hnswlib",
     "kopf": "kopf",
     "kubernetes": "kubernetes",
+    "msgspec": "msgspec",
     "numpy": "numpy",
     "orjson": "orjson",
     "aiohttp": "aiohttp",

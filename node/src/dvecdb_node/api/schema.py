@@ -243,8 +243,8 @@ class Follow(_Body):
     leader: Annotated[
         str,
         Meta(
-            min_length=1,
-            description="The leader's URL (not this member's own)",
+            pattern="^https?://",
+            description="The leader's http(s) URL (not this member's own: 400 invalid_leader)",
             extra=_codes("invalid_leader"),
         ),
     ]
@@ -266,6 +266,9 @@ class FollowerAck(_Body):
     received_seq: Seq
     applied_seq: Seq
     lease_token: Seq | None = None
+
+
+ADMIN_BODIES: tuple[type[Struct], ...] = (Promote, Follow, Fence, Confirm, FollowerAck)
 
 
 # ------------------------------------------------------------------ responses
@@ -416,9 +419,14 @@ class Limits:
         return cls(settings.max_dimension, settings.max_batch, settings.max_k, settings.max_queries)
 
 
+# Typing's forms, to build types from values at run time (a checker reads them as Any).
+_ANNOTATED: Any = Annotated
+_LIST: Any = list
+
+
 def _most(base: Any, limit: int) -> Any:
     """``base`` with at most ``limit`` items."""
-    return Annotated[base, Meta(max_length=limit)]
+    return _ANNOTATED[base, Meta(max_length=limit)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -445,18 +453,16 @@ def _limited(base: type[Struct], fields: list[tuple[str, Any] | tuple[str, Any, 
 def bodies(limits: Limits) -> Bodies:
     """The request types with ``limits`` in their constraints (built once per limits)."""
     vector = _most(Vector, limits.max_dimension)
-    queries = _most(Annotated[list[vector], _QUERIES], limits.max_queries)  # type: ignore[valid-type]
+    queries = _most(_ANNOTATED[_LIST[vector], _QUERIES], limits.max_queries)
     item = _limited(VectorItem, [("vector", vector)])
+    items = _most(_ANNOTATED[_LIST[item], _BATCH], limits.max_batch)
+    ids = _most(Annotated[list[ItemId], _BATCH], limits.max_batch)
     k = ("k", Annotated[K, Meta(le=limits.max_k)], 10)
     dimension = Annotated[int, Meta(ge=1, le=limits.max_dimension)]
     return Bodies(
         collection=_limited(CollectionCreate, [("dimension", dimension)]),
-        upsert=_limited(
-            Upsert, [("vectors", _most(Annotated[list[item], _BATCH], limits.max_batch))]
-        ),  # type: ignore[valid-type]
-        delete=_limited(
-            Delete, [("ids", _most(Annotated[list[ItemId], _BATCH], limits.max_batch))]
-        ),
+        upsert=_limited(Upsert, [("vectors", items)]),
+        delete=_limited(Delete, [("ids", ids)]),
         search=_limited(
             Search,
             [k, ("vector", vector | UnsetType, UNSET), ("vectors", queries | UnsetType, UNSET)],
@@ -477,7 +483,7 @@ def _decoder(kind: type[Any]) -> msgspec.json.Decoder[Any]:
 def decode(kind: type[T], raw: bytes) -> T:
     """Decode and validate a JSON body (raises a 4xx :class:`NodeError`)."""
     try:
-        return cast(T, _decoder(kind).decode(raw))
+        return cast(T, _decoder(cast(Any, kind)).decode(raw))
     except msgspec.ValidationError as exc:
         raise invalid(exc, kind) from None
     except msgspec.DecodeError as exc:

@@ -98,8 +98,4 @@ async def metrics(request: web.Request) -> web.Response:
 
 @routes.get("/openapi.json")
 async def openapi(request: web.Request) -> web.Response:
-    document = openapi_document()
-    extra = request.app[OPENAPI_PATHS]
-    if extra:
-        document = {**document, "paths": {**document["paths"], **extra}}
-    return json_response(document)
+    return json_response(openapi_document(request.app[SETTINGS], request.app[OPENAPI_PATHS]))
