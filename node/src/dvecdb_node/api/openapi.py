@@ -171,6 +171,8 @@ _PATHS: dict[str, Any] = {
         "parameters": [_NAME, _ID],
         "get": {
             "summary": "One vector with its metadata",
+            "description": "As OpenAPI matches a concrete path before a templated one, "
+            "GET .../vectors/delete is not this operation (405: that path takes POST).",
             "responses": {"200": _ok("StoredVector"), **errors(*_DATA_ERRORS)},
         },
     },

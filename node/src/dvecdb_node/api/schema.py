@@ -243,7 +243,7 @@ class Follow(_Body):
     leader: Annotated[
         str,
         Meta(
-            pattern="^https?://",
+            pattern="^https?://[^/]",
             description="The leader's http(s) URL (not this member's own: 400 invalid_leader)",
             extra=_codes("invalid_leader"),
         ),
@@ -485,18 +485,53 @@ def decode(kind: type[T], raw: bytes) -> T:
     try:
         return cast(T, _decoder(cast(Any, kind)).decode(raw))
     except msgspec.ValidationError as exc:
-        raise invalid(exc, kind) from None
+        if not _INT_AS_FLOAT.match(str(exc)):
+            raise invalid(exc, kind) from None
     except msgspec.DecodeError as exc:
         message = "request body is empty" if not raw else f"malformed JSON: {exc}"
         raise InvalidInput(message, code="malformed_json") from None
+    return convert(kind, msgspec.json.decode(raw))  # rare: an integer written as 3.0
+
+
+# JSON Schema's integers include 3.0 (a number with no fraction); msgspec's take only 3.
+_INT_AS_FLOAT = re.compile(r"Expected `int(?: \| null)?`, got `float`")
 
 
 def convert(kind: type[T], data: Any) -> T:
-    """Validate an already decoded JSON value as :func:`decode` validates bytes."""
+    """Validate an already decoded JSON value as :func:`decode` validates bytes.
+
+    An integer field given a float with no fraction (``3.0``) takes it as that integer, as
+    JSON Schema counts it; one such field is mended per try.
+    """
+    while True:
+        try:
+            return msgspec.convert(data, kind)
+        except msgspec.ValidationError as exc:
+            if not (_INT_AS_FLOAT.match(str(exc)) and _mend_integer(data, str(exc))):
+                raise invalid(exc, kind) from None
+
+
+def _mend_integer(data: Any, message: str) -> bool:
+    """Replace the integral float the message points at by its int; False if it cannot."""
+    match = _AT.search(message)
+    steps = _steps(match.group("path") if match else "")
+    if not steps:
+        return False
+    parent = data
+    for step in steps[:-1]:
+        try:
+            parent = parent[step]
+        except (KeyError, IndexError, TypeError):
+            return False
+    last = steps[-1]
     try:
-        return msgspec.convert(data, kind)
-    except msgspec.ValidationError as exc:
-        raise invalid(exc, kind) from None
+        value = parent[last]
+    except (KeyError, IndexError, TypeError):
+        return False
+    if not (isinstance(value, float) and value.is_integer()):
+        return False
+    parent[last] = int(value)
+    return True
 
 
 # ------------------------------------------------------------------ errors
@@ -527,10 +562,7 @@ def invalid(exc: msgspec.ValidationError, kind: type[Any]) -> NodeError:
 def _codes_along(node: mi.Type, path: str) -> dict[str, str]:
     """The codes of the innermost constraint along ``path`` that names any."""
     found: dict[str, str] = {}
-    steps: list[str | int] = [
-        m.group(1) if m.group(1) is not None else (int(m.group(2)) if m.group(2) != "..." else "")
-        for m in _STEP.finditer(path)
-    ]
+    steps = _steps(path)
     current: mi.Type | None = node
     while current is not None:
         current, codes = _unwrap(current)
@@ -539,6 +571,14 @@ def _codes_along(node: mi.Type, path: str) -> dict[str, str]:
             break
         current = _child(current, steps.pop(0))
     return found
+
+
+def _steps(path: str) -> list[str | int]:
+    """``.name[3].other[...]`` as ``["name", 3, "other", ""]`` (``""``: a dict value)."""
+    return [
+        m.group(1) if m.group(1) is not None else (int(m.group(2)) if m.group(2) != "..." else "")
+        for m in _STEP.finditer(path)
+    ]
 
 
 def _unwrap(node: mi.Type) -> tuple[mi.Type, dict[str, str]]:

@@ -159,6 +159,13 @@ def parse_ack(value: Any, default: str) -> str:
     return str(ack)
 
 
+def query_ack(value: str | None) -> str | None:
+    """The ``ack`` query parameter, checked even where a body's own ``ack`` wins."""
+    if value is not None and value not in ACKS:
+        raise InvalidInput(f"ack must be one of {list(ACKS)}", code="invalid_ack")
+    return value
+
+
 def parse_upsert_json(
     data: Any, collection: CollectionConfig, settings: NodeSettings
 ) -> tuple[UpsertBatch, str | None]:

@@ -12,6 +12,7 @@ from dvecdb_node.api.validation import (
     check_name,
     parse_delete,
     parse_upsert_json,
+    query_ack,
 )
 from dvecdb_node.api.writes import write
 from dvecdb_node.errors import NotFound
@@ -26,7 +27,7 @@ async def upsert_vectors(request: web.Request) -> web.Response:
     name = check_name(request.match_info["name"])
     config = request.app[ENGINE].collection(name).config
     body = await request.read()
-    ack = request.query.get("ack")
+    ack = query_ack(request.query.get("ack"))
     if request.content_type == bulk.CONTENT_TYPE:
         batch = bulk.decode_batch(body, name, config.dimension, settings)
     else:
@@ -36,7 +37,9 @@ async def upsert_vectors(request: web.Request) -> web.Response:
     return json_response({**result.token(), "count": result.count})
 
 
-@routes.get("/v1/collections/{name}/vectors/{id:.+}")
+# Not the id ``delete``: that path is the delete endpoint's (OpenAPI matches a concrete path
+# before a templated one), so a GET there answers 405 with ``Allow: POST``.
+@routes.get("/v1/collections/{name}/vectors/{id:(?!delete$).+}")
 async def get_vector(request: web.Request) -> web.Response:
     name = check_name(request.match_info["name"])
     item_id = check_id(request.match_info["id"])
