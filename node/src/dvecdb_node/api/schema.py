@@ -329,7 +329,10 @@ class StoredVector(Struct):
 
 class Hit(Struct):
     id: str
-    distance: float
+    distance: Annotated[
+        float | None,
+        Meta(description="null where the float32 distance overflowed (inf or NaN)"),
+    ]
     metadata: dict[str, Scalar] | UnsetType = UNSET
 
 
