@@ -6,7 +6,7 @@ them, so the two cannot drift: what the document calls valid is what the node ac
 
 msgspec rather than pydantic or hand-written checks: it validates while it decodes, in C,
 and on the search and upsert paths it costs less than ``orjson.loads`` plus the checks it
-replaces (``tests/perf_api_bodies.py`` measures the three); it emits JSON Schema 2020-12,
+replaces (``tests/support/bench_api_bodies.py`` measures the three); it emits JSON Schema 2020-12,
 the dialect of OpenAPI 3.1.
 
 Limits that are node settings (``max_dimension``, ``max_batch``, ``max_k``,
@@ -475,7 +475,14 @@ def bodies(limits: Limits) -> Bodies:
 
 
 def bodies_for(settings: NodeSettings) -> Bodies:
-    return bodies(Limits.of(settings))
+    """:func:`bodies` for these settings (remembered per settings object: a hot path)."""
+    known = _BY_SETTINGS.get(id(settings))
+    if known is None or known[0] is not settings:
+        known = _BY_SETTINGS[id(settings)] = (settings, bodies(Limits.of(settings)))
+    return known[1]
+
+
+_BY_SETTINGS: dict[int, tuple[NodeSettings, Bodies]] = {}
 
 
 @functools.cache
