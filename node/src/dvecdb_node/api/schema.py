@@ -6,8 +6,8 @@ them, so the two cannot drift: what the document calls valid is what the node ac
 
 msgspec rather than pydantic or hand-written checks: it validates while it decodes, in C,
 and on the search and upsert paths it costs less than ``orjson.loads`` plus the checks it
-replaces (``tests/support/bench_api_bodies.py`` measures the three); it emits JSON Schema 2020-12,
-the dialect of OpenAPI 3.1.
+replaces (``tests/support/bench_api_bodies.py`` measures the three); it emits JSON Schema
+2020-12, the dialect of OpenAPI 3.1.
 
 Limits that are node settings (``max_dimension``, ``max_batch``, ``max_k``,
 ``max_queries``) are part of the types: :func:`bodies` builds subclasses that carry them, so
@@ -24,7 +24,7 @@ turns a :class:`msgspec.ValidationError` into that error by following its path.
 import functools
 import re
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, TypeVar, cast
+from typing import Annotated, Any, Literal, TypeVar, cast, get_args
 
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
@@ -44,9 +44,12 @@ MAX_INT64 = 2**63 - 1
 # The smallest magnitude a float32 cast rounds to infinity (FLT_MAX plus half an ulp):
 # every number strictly inside is a finite float32 (the largest ones round to FLT_MAX).
 FLOAT32_BOUND = float(2**128 - 2**103)
-METRICS = ("l2", "cosine", "ip")
-ACKS = ("leader", "one", "quorum")
-CONSISTENCY = ("eventual", "strong", "min_seq", "quorum")
+Metric = Literal["l2", "cosine", "ip"]
+Ack = Literal["leader", "one", "quorum"]
+Consistency = Literal["eventual", "strong", "min_seq", "quorum"]
+METRICS: tuple[str, ...] = get_args(Metric)
+ACKS: tuple[str, ...] = get_args(Ack)
+CONSISTENCY: tuple[str, ...] = get_args(Consistency)
 
 
 def _codes(code: str = "invalid_input", **kinds: str) -> dict[str, str]:
@@ -85,7 +88,7 @@ Metadata = Annotated[
 ]
 # The binary bulk form's metadata: one object (or null) per id.
 BulkMetadata = list[Metadata | None]
-AckLevel = Annotated[Literal["leader", "one", "quorum"], Meta(extra=_codes("invalid_ack"))]
+AckLevel = Annotated[Ack, Meta(extra=_codes("invalid_ack"))]
 Seq = Annotated[int, Meta(ge=0, le=MAX_INT64)]
 Epoch = Annotated[int, Meta(ge=1, le=MAX_INT64, extra=_codes("invalid_epoch"))]
 LeaseToken = Annotated[
@@ -136,7 +139,7 @@ class Hnsw(_Body, omit_defaults=True):
 class CollectionCreate(_Body):
     name: Name
     dimension: Annotated[int, Meta(ge=1)]
-    metric: Annotated[Literal["l2", "cosine", "ip"], Meta(extra=_codes("invalid_metric"))] = "l2"
+    metric: Annotated[Metric, Meta(extra=_codes("invalid_metric"))] = "l2"
     hnsw: Hnsw | UnsetType = UNSET
 
 
@@ -178,7 +181,7 @@ class SearchOptions(_Body):
     ef: Annotated[int, Meta(ge=1, le=4096)] | None = None
     filter: Filter | None = None
     include_metadata: bool = False
-    consistency: Literal["eventual", "strong", "min_seq", "quorum"] | None = None
+    consistency: Consistency | None = None
     min_seq: (
         Annotated[
             int,
@@ -291,7 +294,7 @@ class HnswParams(Struct):
 class Collection(Struct):
     name: str
     dimension: int
-    metric: Literal["l2", "cosine", "ip"]
+    metric: Metric
     hnsw: HnswParams
     count: int
 

@@ -35,9 +35,7 @@ from dvecdb_node.storage.records import (
 )
 
 NAME_RE = re.compile(schema.NAME_PATTERN)
-METRICS = schema.METRICS
 ACKS = schema.ACKS
-CONSISTENCY = schema.CONSISTENCY
 MAX_ID_CHARS = schema.MAX_ID_CHARS
 T = TypeVar("T")
 
