@@ -4,6 +4,7 @@ and agree (the drift an OpenAPI fuzzer found: valid requests refused, invalid on
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import orjson
@@ -136,3 +137,13 @@ def test_path_parameters_carry_the_rules_the_handlers_check() -> None:
     assert name["pattern"] == schema.NAME_PATTERN
     item_id = paths["/v1/collections/{name}/vectors/{id}"]["parameters"][1]["schema"]
     assert (item_id["minLength"], item_id["maxLength"]) == (1, schema.MAX_ID_CHARS)
+
+
+def test_the_document_says_a_member_follows_no_leader_at_its_own_url() -> None:
+    """Found by schemathesis: it offered the node its own URL, which the node refuses."""
+    settings = NodeSettings(host="10.0.0.7", port=8080)
+    leader = _schemas(settings)["Follow"]["properties"]["leader"]
+    own = re.compile(leader["not"]["pattern"])
+    assert own.match("http://10.0.0.7:8080") and own.match("http://10.0.0.7:8080//")
+    assert not own.match("http://10.0.0.7:8081") and not own.match("http://10.0.0.7:8080/x")
+    assert "not" not in _schemas(NodeSettings(port=9)).get("Promote", {})

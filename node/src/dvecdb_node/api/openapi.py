@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import re
 from typing import Any
 
 import msgspec
@@ -215,6 +216,15 @@ def components(limits: schema.Limits) -> dict[str, Any]:
     return found
 
 
+def _own(schemas: dict[str, Any], settings: NodeSettings) -> dict[str, Any]:
+    """The schemas with what only this node knows: it follows no leader at its own URL
+    (``ReplicationManager.follow`` refuses it, trailing slashes ignored)."""
+    own = copy.deepcopy(schemas)
+    leader = own["Follow"]["properties"]["leader"]
+    leader["not"] = {"pattern": f"^{re.escape(settings.self_url)}/*$"}
+    return own
+
+
 def _security(path: str, settings: NodeSettings) -> list[dict[str, list[str]]] | None:
     """Who may call ``path`` (``auth.check_access`` with this node's keys): None if anyone."""
     key, token = settings.api_key, settings.cluster_token
@@ -249,7 +259,7 @@ def openapi_document(settings: NodeSettings, extra_paths: dict[str, Any] | None 
         "openapi": "3.1.0",
         "info": {"title": "d-vecDB node API", "version": "1"},
         "paths": paths,
-        "components": {"schemas": components(schema.Limits.of(settings))},
+        "components": {"schemas": _own(components(schema.Limits.of(settings)), settings)},
     }
     if secured:
         document["components"]["securitySchemes"] = {

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from dvecdb_node.api.errors import json_response
 from dvecdb_node.api.keys import ENGINE, ROLE
-from dvecdb_node.api.schema import FollowerAck, decode
+from dvecdb_node.api.schema import MAX_INT64, FollowerAck, decode
 from dvecdb_node.errors import Conflict, InvalidInput, NotReady
 from dvecdb_node.replication import lease, logview
 from dvecdb_node.replication.keys import MANAGER
@@ -46,8 +46,8 @@ def _int_param(request: web.Request, name: str, default: int | None = None) -> i
         value = int(raw)
     except ValueError:
         raise InvalidInput(f"query parameter {name!r} must be an integer") from None
-    if value < 0:
-        raise InvalidInput(f"query parameter {name!r} must not be negative")
+    if not 0 <= value <= MAX_INT64:  # epochs and seqs are stored as 64-bit integers
+        raise InvalidInput(f"query parameter {name!r} must be an integer from 0 to 2**63-1")
     return value
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from dvecdb_node.api.openapi import body, errors
+from dvecdb_node.api.schema import MAX_INT64
 
 _STATUS = {"application/json": {"schema": {"$ref": "#/components/schemas/Status"}}}
 
@@ -34,8 +35,8 @@ def _query(name: str, required: bool, schema: dict[str, Any]) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": required, "schema": schema}
 
 
-# Query integers as ``leader._int_param`` reads them: decimal, not negative, any size.
-_COUNT = {"type": "integer", "minimum": 0}
+# Query integers as ``leader._int_param`` reads them: decimal, 0 to 2**63-1.
+_COUNT = {"type": "integer", "minimum": 0, "maximum": MAX_INT64}
 _NODE_ID = {"type": "string", "minLength": 1, "maxLength": 256}
 
 PATHS: dict[str, Any] = {
@@ -70,7 +71,7 @@ PATHS: dict[str, Any] = {
             "409 log_diverged {truncate_to} or snapshot_required when the follower's log "
             "(ending at from_seq-1 with prev_epoch) does not continue the leader's.",
             "parameters": [
-                _query("from_seq", True, {"type": "integer", "minimum": 1}),
+                _query("from_seq", True, {**_COUNT, "minimum": 1}),
                 _query("epoch", True, _COUNT),
                 _query("prev_epoch", False, _COUNT),
                 _query("node_id", True, _NODE_ID),
