@@ -146,4 +146,3 @@ def test_the_document_says_a_member_follows_no_leader_at_its_own_url() -> None:
     own = re.compile(leader["not"]["pattern"])
     assert own.match("http://10.0.0.7:8080") and own.match("http://10.0.0.7:8080//")
     assert not own.match("http://10.0.0.7:8081") and not own.match("http://10.0.0.7:8080/x")
-    assert "not" not in _schemas(NodeSettings(port=9)).get("Promote", {})
