@@ -501,7 +501,7 @@ def decode(kind: type[T], raw: bytes) -> T:
         if not _INT_AS_FLOAT.match(str(exc)):
             raise invalid(exc, kind) from None
     except msgspec.DecodeError as exc:
-        message = "request body is empty" if not raw else f"malformed JSON: {exc}"
+        message = "request body is empty" if not raw else f"not JSON: {exc}"
         raise InvalidInput(message, code="malformed_json") from None
     return convert(kind, msgspec.json.decode(raw))  # rare: an integer written as 3.0
 
