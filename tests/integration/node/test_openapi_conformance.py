@@ -44,7 +44,9 @@ RUNS = {
 
 
 @pytest.mark.parametrize("run", RUNS)
-def test_schemathesis_with_every_check_finds_nothing(node_factory: NodeFactory, run: str) -> None:
+def test_schemathesis_with_every_check_finds_nothing(
+    node_factory: NodeFactory, run: str, tmp_path: Path
+) -> None:
     token, selection, operations = RUNS[run]
     node = node_factory(
         args=["--api-key", API_KEY, "--cluster-token", CLUSTER_TOKEN],
@@ -71,7 +73,14 @@ def test_schemathesis_with_every_check_finds_nothing(node_factory: NodeFactory, 
         "PYTHONPATH": str(ROOT),
     }
     done = subprocess.run(
-        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False
+        # In a temporary folder: schemathesis keeps a cache in its working directory.
+        command,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     report = done.stdout[-8000:] + done.stderr[-2000:]
     assert done.returncode == 0, report
