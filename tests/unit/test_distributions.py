@@ -28,6 +28,7 @@ DISTRIBUTION = {
     "hnswlib": "hnswlib",
     "kopf": "kopf",
     "kubernetes": "kubernetes",
+    "msgspec": "msgspec",
     "numpy": "numpy",
     "orjson": "orjson",
     "aiohttp": "aiohttp",

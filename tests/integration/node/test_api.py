@@ -277,3 +277,44 @@ async def test_restart_keeps_data(make_client: Callable[..., Any]) -> None:
     again: Client = await make_client()
     got = await (await again.get("/v1/collections/c/vectors/a")).json()
     assert got["vector"] == [1, 2, 3]
+
+
+async def test_undeclared_methods_answer_405_with_allow(client: Client) -> None:
+    resp = await client.patch("/v1/collections")
+    await _error(resp, 405, "method_not_allowed")
+    assert set(resp.headers["Allow"].split(",")) == {"GET", "HEAD", "POST"}
+    resp = await client.request("TRACE", "/v1/collections/c/search")
+    await _error(resp, 405, "method_not_allowed")
+    assert resp.headers["Allow"] == "POST"
+
+
+async def test_the_delete_path_is_not_a_vector_id(client: Client) -> None:
+    """OpenAPI matches ``/vectors/delete`` before ``/vectors/{id}``: a GET there is 405."""
+    body = {
+        "vectors": [{"id": "delete", "vector": [1, 2, 3]}, {"id": "x/delete", "vector": [3, 2, 1]}]
+    }
+    assert (await client.put("/v1/collections/c/vectors", json=body)).status == 200
+    resp = await client.get("/v1/collections/c/vectors/delete")
+    await _error(resp, 405, "method_not_allowed")
+    assert resp.headers["Allow"] == "POST"
+    assert (await client.get("/v1/collections/c/vectors/x%2Fdelete")).status == 200
+
+
+async def test_the_ack_query_parameter_is_checked_and_taken_by_json_upserts(
+    client: Client,
+) -> None:
+    body = {"vectors": [{"id": "a", "vector": [1, 2, 3]}]}
+    before = await _snapshot(client)
+    resp = await client.put("/v1/collections/c/vectors?ack=all", json=body)
+    await _error(resp, 400, "invalid_ack")
+    resp = await client.put("/v1/collections/c/vectors?ack=", json={**body, "ack": "leader"})
+    await _error(resp, 400, "invalid_ack")
+    assert await _snapshot(client) == before
+    assert (await client.put("/v1/collections/c/vectors?ack=leader", json=body)).status == 200
+
+
+async def test_the_document_is_openapi_3_1_with_this_node_limits(client: Client) -> None:
+    doc = await (await client.get("/openapi.json")).json()
+    assert doc["openapi"] == "3.1.0"
+    upsert = doc["components"]["schemas"]["Upsert"]
+    assert upsert["properties"]["vectors"]["maxItems"] == 100  # the fixture's max_batch

@@ -334,3 +334,18 @@ async def test_a_promote_that_arrives_late_makes_a_leader_whose_lease_already_la
         # A promote read from a fresh status (the client's default) starts a valid lease.
         assert (await client.promote(1))["lease"]["valid"] is True
         await client.create_collection("c", 2, ack="leader")
+
+
+async def test_replication_query_integers_beyond_64_bits_are_refused(
+    make_member: Callable[..., Any],
+) -> None:
+    """An epoch beyond 2**63-1 reached the epoch file and answered 500 (found by schemathesis)."""
+    member: Client = await make_member()
+    for path in (
+        f"/v1/replication/snapshot?epoch={2**70}",
+        f"/v1/replication/stream?from_seq=1&epoch={2**63}&node_id=f",
+    ):
+        resp = await member.get(path, headers=ADMIN)
+        assert resp.status == 400, await resp.text()
+        assert (await resp.json())["error"]["code"] == "invalid_input"
+    assert (await (await member.get("/v1/status")).json())["epoch"] == 0

@@ -22,7 +22,7 @@ from dvecdb_client.bulk import CONTENT_TYPE as CONTENT_TYPE
 from dvecdb_client.bulk import HEADER as _HEAD
 from dvecdb_client.bulk import ID_LENGTH as _U16
 from dvecdb_client.bulk import MAGIC
-from dvecdb_node.api import validation
+from dvecdb_node.api import schema, validation
 from dvecdb_node.errors import InvalidInput, dimension_mismatch
 from dvecdb_node.settings import NodeSettings
 from dvecdb_node.storage.records import Metadata, UpsertBatch
@@ -65,8 +65,8 @@ def decode_batch(
     pos += need
     metadata: list[Metadata | None] = [None] * count
     if meta_len:
-        raw = validation.parse_json(bytes(view[pos:]))
-        if not isinstance(raw, list) or len(raw) != count:
+        raw = schema.decode(schema.BulkMetadata, bytes(view[pos:]))
+        if len(raw) != count:
             raise InvalidInput("bulk metadata must be a list of one entry per id")
         metadata = [validation.check_metadata(m, settings) for m in raw]
     ids, vectors, metadata = validation.dedupe_last_wins(ids, vectors, metadata)

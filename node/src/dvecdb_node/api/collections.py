@@ -8,7 +8,7 @@ from aiohttp import web
 
 from dvecdb_node.api.errors import json_response
 from dvecdb_node.api.keys import ENGINE, SETTINGS
-from dvecdb_node.api.validation import check_name, parse_collection, parse_json
+from dvecdb_node.api.validation import check_name, parse_collection
 from dvecdb_node.api.writes import write
 from dvecdb_node.storage.index import Collection
 from dvecdb_node.storage.records import CreateCollection, DropCollection
@@ -22,7 +22,7 @@ def describe(collection: Collection) -> dict[str, Any]:
 
 @routes.post("/v1/collections")
 async def create_collection(request: web.Request) -> web.Response:
-    config = parse_collection(parse_json(await request.read()), request.app[SETTINGS])
+    config = parse_collection(await request.read(), request.app[SETTINGS])
     result = await write(request, CreateCollection(config), request.query.get("ack"))
     return json_response({**config.to_dict(), "count": 0, **result.token()}, status=201)
 

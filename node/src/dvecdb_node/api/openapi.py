@@ -1,362 +1,289 @@
-"""The OpenAPI 3 document of the node's HTTP API (v1), served at ``GET /openapi.json``."""
+"""The OpenAPI 3.1 document of the node's HTTP API (v1), served at ``GET /openapi.json``.
+
+Its schemas are generated from ``schema``'s types, the ones the node validates with, and with
+this node's limits in them; which operations need a token follows ``auth.check_access``
+with this node's keys. Paths and responses are listed here.
+"""
 
 from __future__ import annotations
 
-from functools import cache
+import copy
+import functools
+import re
 from typing import Any
 
+import msgspec
+
+from dvecdb_node.api import schema
+from dvecdb_node.api.auth import check_access
 from dvecdb_node.api.bulk import CONTENT_TYPE as BULK_TYPE
 from dvecdb_node.api.querybody import CONTENT_TYPE as QUERIES_TYPE
+from dvecdb_node.credentials import Credentials
+from dvecdb_node.errors import NodeError
+from dvecdb_node.settings import NodeSettings
 
 _BULK_DESCRIPTION = (
     "Binary bulk upsert. Little-endian: `b'DVB1' | u32 count | u32 dim | u32 meta_len`, then "
     "`count` ids as `u16 byte_len | utf-8`, then `count*dim` float32, then `meta_len` bytes of "
-    "a JSON array with one object or null per id (omitted when meta_len is 0). "
-    "Query parameter `ack` sets the acknowledgement level."
+    "a JSON array with one object or null per id (omitted when meta_len is 0). The ids, "
+    "vectors and metadata obey the JSON form's rules; a body not of this layout answers 400 "
+    "malformed_batch."
 )
 _QUERIES_DESCRIPTION = (
     "Binary search body. Little-endian: `b'DVQ1' | u32 count | u32 dim | u32 options_len`, "
-    "then `count*dim` float32 query vectors, then `options_len` bytes of a JSON object with the "
-    "JSON form's other fields (k, ef, filter, include_metadata, consistency, min_seq, min_epoch; "
-    "omitted when options_len is 0). The answer is the JSON form's."
+    "then `count*dim` float32 query vectors, then `options_len` bytes of a JSON object "
+    "(SearchOptions: the JSON form's fields but the vectors; omitted when options_len is 0). "
+    "A body not of this layout answers 400 malformed_queries. The answer is the JSON form's."
 )
+_ERRORS = {
+    "400": "Invalid input (the error code names the rule)",
+    "401": "Missing bearer token",
+    "403": "Wrong bearer token",
+    "404": "Unknown path, collection or id",
+    "409": "Conflict, not_leader (also a strong/quorum read on a non-leader) or stale",
+    "413": "Body, batch, query count or metadata too large",
+    "503": "recovering (with Retry-After: the store is still loading), storage_error (a "
+    "corrupt log or a failed fsync, named), lease_expired (a leader that heard from neither a "
+    "majority nor the operator within its lease: no write of any ack level, no strong/quorum "
+    "read), ack_timeout / leadership_lost (the write may or may not persist), or a refused "
+    "read (see the error code)",
+}
 
 
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _json(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"content": {"application/json": {"schema": schema}}}
+def _json(schema_: dict[str, Any]) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": schema_}}}
 
 
-def _ok(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
-    return {"description": description, **_json(schema)}
+def _ok(name: str, description: str = "OK") -> dict[str, Any]:
+    return {"description": description, **_json(_ref(name))}
 
 
-_ERRORS = {
-    "400": {"description": "Invalid input", **_json(_ref("Error"))},
-    "404": {"description": "Unknown collection or id", **_json(_ref("Error"))},
-    "409": {
-        "description": "Conflict, not_leader (also a strong/quorum read on a non-leader) or stale",
-        **_json(_ref("Error")),
-    },
-    "413": {"description": "Body or batch too large", **_json(_ref("Error"))},
-    "503": {
-        "description": "recovering (with Retry-After: the store is still loading), "
-        "storage_error (a corrupt log or a failed fsync, named), lease_expired (a leader "
-        "that heard from neither a majority nor the operator within its lease: no write of "
-        "any ack level, no strong/quorum read), ack_timeout / leadership_lost (the write may "
-        "or may not persist), or a refused read (see the error code)",
-        **_json(_ref("Error")),
-    },
+def errors(*codes: str) -> dict[str, Any]:
+    """Error responses (the ``Error`` body) for these statuses."""
+    return {code: {"description": _ERRORS[code], **_json(_ref("Error"))} for code in codes}
+
+
+def body(name: str) -> dict[str, Any]:
+    """A required JSON request body of component ``name``."""
+    return {"required": True, **_json(_ref(name))}
+
+
+_DATA_ERRORS = ("400", "404", "409", "413", "503")
+_NAME = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": schema.NAME_PATTERN},
 }
-_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+_ID = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1, "maxLength": schema.MAX_ID_CHARS},
+}
 _ACK = {
     "name": "ack",
     "in": "query",
     "required": False,
-    "schema": {"type": "string", "enum": ["leader", "one", "quorum"]},
+    "description": "Acknowledgement level (a JSON body's own ack wins)",
+    "schema": {"type": "string", "enum": list(schema.ACKS)},
 }
 
-_SCHEMAS: dict[str, Any] = {
-    "Error": {
-        "type": "object",
-        "required": ["error"],
-        "properties": {
-            "error": {
-                "type": "object",
-                "required": ["code", "message"],
-                "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+
+def _binary(description: str) -> dict[str, Any]:
+    return {"schema": {"type": "string", "contentEncoding": "binary"}, "description": description}
+
+
+_PATHS: dict[str, Any] = {
+    "/healthz": {
+        "get": {
+            "summary": "Liveness: the process serves",
+            "responses": {
+                "200": _ok("Probe"),
+                "500": {"description": "recovery_failed", **_json(_ref("Error"))},
             },
-            "leader": {"type": "string", "nullable": True},
-        },
+        }
     },
-    "Hnsw": {
-        "type": "object",
-        "properties": {
-            "m": {"type": "integer", "default": 16},
-            "ef_construction": {"type": "integer", "default": 200},
-            "ef_search": {"type": "integer", "default": 64},
-        },
+    "/readyz": {
+        "get": {
+            "summary": "Readiness: recovered (and replicating within bounds)",
+            "responses": {"200": _ok("Probe", "Ready"), **errors("503")},
+        }
     },
-    "CollectionCreate": {
-        "type": "object",
-        "required": ["name", "dimension"],
-        "properties": {
-            "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"},
-            "dimension": {"type": "integer", "minimum": 1},
-            "metric": {"type": "string", "enum": ["l2", "cosine", "ip"], "default": "l2"},
-            "hnsw": _ref("Hnsw"),
-        },
-    },
-    "Collection": {
-        "allOf": [
-            _ref("CollectionCreate"),
-            {"type": "object", "properties": {"count": {"type": "integer"}}},
-        ]
-    },
-    "Metadata": {
-        "type": "object",
-        "description": "Flat object of string, number, boolean or null values.",
-        "additionalProperties": {"nullable": True},
-    },
-    "VectorItem": {
-        "type": "object",
-        "required": ["id", "vector"],
-        "properties": {
-            "id": {"type": "string", "minLength": 1, "maxLength": 256},
-            "vector": {"type": "array", "items": {"type": "number"}},
-            "metadata": _ref("Metadata"),
-        },
-    },
-    "Upsert": {
-        "type": "object",
-        "required": ["vectors"],
-        "description": "Duplicate ids in one batch: the last occurrence wins.",
-        "properties": {
-            "vectors": {"type": "array", "items": _ref("VectorItem")},
-            "ack": {"type": "string", "enum": ["leader", "one", "quorum"]},
-        },
-    },
-    "Delete": {
-        "type": "object",
-        "required": ["ids"],
-        "properties": {
-            "ids": {"type": "array", "items": {"type": "string"}},
-            "ack": {"type": "string", "enum": ["leader", "one", "quorum"]},
-        },
-    },
-    "WriteResult": {
-        "type": "object",
-        "description": "The write token is (epoch, seq): pass both to a search as min_seq and "
-        "min_epoch to read this write on any member.",
-        "properties": {
-            "seq": {"type": "integer"},
-            "epoch": {"type": "integer", "description": "The leader's epoch the write was made at"},
-            "count": {"type": "integer"},
-        },
-    },
-    "Search": {
-        "type": "object",
-        "properties": {
-            "vector": {"type": "array", "items": {"type": "number"}},
-            "vectors": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
-            "k": {"type": "integer", "default": 10, "minimum": 1},
-            "ef": {"type": "integer"},
-            "filter": {
-                "type": "object",
-                "description": '{"key": value} equality, or {"key": {"in": [values]}}',
+    "/metrics": {
+        "get": {
+            "summary": "Prometheus metrics",
+            "responses": {
+                "200": {"description": "text format", "content": {"text/plain": {}}},
             },
-            "include_metadata": {"type": "boolean", "default": False},
-            "consistency": {
-                "type": "string",
-                "enum": ["eventual", "strong", "min_seq", "quorum"],
-                "default": "eventual",
-            },
-            "min_seq": {
-                "type": "integer",
-                "description": "Wait (up to a bound) until this member applied this seq, else "
-                "409 stale",
-            },
-            "min_epoch": {
-                "type": "integer",
-                "description": "With min_seq: the write token's epoch. 409 stale when this "
-                "member's record at min_seq has another epoch (that write was lost here)",
-            },
+        }
+    },
+    "/openapi.json": {
+        "get": {
+            "summary": "This document",
+            "responses": {"200": {"description": "OpenAPI 3.1", **_json({"type": "object"})}},
+        }
+    },
+    "/v1/status": {
+        "get": {"summary": "Node status", "responses": {"200": _ok("Status"), **errors("503")}}
+    },
+    "/v1/collections": {
+        "get": {
+            "summary": "List collections",
+            "responses": {"200": _ok("Collections"), **errors("503")},
+        },
+        "post": {
+            "summary": "Create a collection",
+            "parameters": [_ACK],
+            "requestBody": body("CollectionCreate"),
+            "responses": {"201": _ok("Created", "Created"), **errors(*_DATA_ERRORS)},
         },
     },
-    "SearchResult": {
-        "type": "object",
-        "properties": {
-            "results": {
-                "type": "array",
-                "items": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "properties": {
-                            "id": {"type": "string"},
-                            "distance": {"type": "number"},
-                            "metadata": _ref("Metadata"),
-                        },
-                    },
+    "/v1/collections/{name}": {
+        "parameters": [_NAME],
+        "get": {
+            "summary": "Describe a collection (with count)",
+            "responses": {"200": _ok("Collection"), **errors(*_DATA_ERRORS)},
+        },
+        "delete": {
+            "summary": "Drop a collection",
+            "parameters": [_ACK],
+            "responses": {"200": _ok("Dropped", "Dropped"), **errors(*_DATA_ERRORS)},
+        },
+    },
+    "/v1/collections/{name}/vectors": {
+        "parameters": [_NAME, _ACK],
+        "put": {
+            "summary": "Upsert a batch of vectors",
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": _ref("Upsert")},
+                    BULK_TYPE: _binary(_BULK_DESCRIPTION),
                 },
             },
-            "seq": {"type": "integer"},
+            "responses": {"200": _ok("WriteResult"), **errors(*_DATA_ERRORS)},
         },
     },
-    "Status": {
-        "type": "object",
-        "properties": {
-            "node_id": {"type": "string"},
-            "role": {"type": "string", "enum": ["leader", "follower", "standby"]},
-            "epoch": {"type": "integer", "description": "Highest epoch this member has seen"},
-            "last_epoch": {"type": "integer", "description": "Epoch of the last log record"},
-            "last_seq": {"type": "integer", "description": "Seq of the last log record"},
-            "received_seq": {
-                "type": "integer",
-                "description": "Log end held durably (the failover compares positions)",
-            },
-            "applied_seq": {"type": "integer"},
-            "durable_seq": {"type": "integer", "description": "Same as received_seq"},
-            "lease_token": {
-                "type": "integer",
-                "description": "This member's clock (ms): pass it to /v1/admin/promote or "
-                "/v1/admin/confirm, whose lease then runs from this moment",
-            },
-            "last_ack_seconds": {
-                "type": "number",
-                "nullable": True,
-                "description": "On a non-leader: seconds since it last acked a leader with a "
-                "lease token (null: never since start). That leader's lease may run up to "
-                "lease_seconds past it: a failover that could not fence the old leader waits "
-                "it out before promoting.",
-            },
-            "storage_error": {
-                "type": "string",
-                "nullable": True,
-                "description": "Why the store cannot serve (corrupt log, failed fsync)",
-            },
-            "leader": {"type": "string", "nullable": True},
-            "followers": {"type": "array", "items": {"type": "object"}},
-            "lease": {
-                "type": "object",
-                "description": "On a leader: its lease (DESIGN.md). Pass token to "
-                "POST /v1/admin/confirm as lease_token.",
-                "properties": {
-                    "valid": {"type": "boolean"},
-                    "expires_in_seconds": {
-                        "type": "number",
-                        "nullable": True,
-                        "description": "null: never lapses (standalone)",
-                    },
-                    "token": {"type": "integer"},
+    "/v1/collections/{name}/vectors/{id}": {
+        "parameters": [_NAME, _ID],
+        "get": {
+            "summary": "One vector with its metadata",
+            "description": "As OpenAPI matches a concrete path before a templated one, "
+            "GET .../vectors/delete is not this operation (405: that path takes POST).",
+            "responses": {"200": _ok("StoredVector"), **errors(*_DATA_ERRORS)},
+        },
+    },
+    "/v1/collections/{name}/vectors/delete": {
+        "parameters": [_NAME],
+        "post": {
+            "summary": "Delete vectors by id",
+            "requestBody": body("Delete"),
+            "responses": {"200": _ok("WriteResult"), **errors(*_DATA_ERRORS)},
+        },
+    },
+    "/v1/collections/{name}/search": {
+        "parameters": [_NAME],
+        "post": {
+            "summary": "k-nearest-neighbour search",
+            "description": "Distances as hnswlib reports them: squared L2, 1-cos, 1-ip.",
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": _ref("Search")},
+                    QUERIES_TYPE: _binary(_QUERIES_DESCRIPTION),
                 },
             },
+            "responses": {"200": _ok("SearchResult"), **errors(*_DATA_ERRORS)},
         },
     },
 }
 
 
-@cache
-def openapi_document() -> dict[str, Any]:
-    """The document (built once)."""
-    paths: dict[str, Any] = {
-        "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "OK"}}}},
-        "/readyz": {
-            "get": {
-                "summary": "Readiness: recovered (and replicating within bounds)",
-                "responses": {"200": {"description": "Ready"}, "503": _ERRORS["409"]},
-            }
-        },
-        "/metrics": {
-            "get": {
-                "summary": "Prometheus metrics",
-                "responses": {"200": {"description": "text format", "content": {"text/plain": {}}}},
-            }
-        },
-        "/v1/status": {
-            "get": {"summary": "Node status", "responses": {"200": _ok(_ref("Status"))}}
-        },
-        "/v1/collections": {
-            "get": {
-                "summary": "List collections",
-                "responses": {
-                    "200": _ok(
-                        {
-                            "type": "object",
-                            "properties": {
-                                "collections": {"type": "array", "items": _ref("Collection")}
-                            },
-                        }
-                    )
-                },
-            },
-            "post": {
-                "summary": "Create a collection",
-                "requestBody": {"required": True, **_json(_ref("CollectionCreate"))},
-                "responses": {"201": _ok(_ref("Collection"), "Created"), **_ERRORS},
-            },
-        },
-        "/v1/collections/{name}": {
-            "parameters": [_NAME],
-            "get": {
-                "summary": "Describe a collection (with count)",
-                "responses": {"200": _ok(_ref("Collection")), **_ERRORS},
-            },
-            "delete": {
-                "summary": "Drop a collection",
-                "responses": {"200": {"description": "Dropped"}, **_ERRORS},
-            },
-        },
-        "/v1/collections/{name}/vectors": {
-            "parameters": [_NAME, _ACK],
-            "put": {
-                "summary": "Upsert a batch of vectors",
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {"schema": _ref("Upsert")},
-                        BULK_TYPE: {
-                            "schema": {
-                                "type": "string",
-                                "format": "binary",
-                                "description": _BULK_DESCRIPTION,
-                            }
-                        },
-                    },
-                },
-                "responses": {"200": _ok(_ref("WriteResult")), **_ERRORS},
-            },
-        },
-        "/v1/collections/{name}/vectors/{id}": {
-            "parameters": [
-                _NAME,
-                {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}},
-            ],
-            "get": {
-                "summary": "One vector with its metadata",
-                "responses": {"200": _ok(_ref("VectorItem")), **_ERRORS},
-            },
-        },
-        "/v1/collections/{name}/vectors/delete": {
-            "parameters": [_NAME],
-            "post": {
-                "summary": "Delete vectors by id",
-                "requestBody": {"required": True, **_json(_ref("Delete"))},
-                "responses": {"200": _ok(_ref("WriteResult")), **_ERRORS},
-            },
-        },
-        "/v1/collections/{name}/search": {
-            "parameters": [_NAME],
-            "post": {
-                "summary": "k-nearest-neighbour search",
-                "description": "Distances as hnswlib reports them: squared L2, 1-cos, 1-ip.",
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {"schema": _ref("Search")},
-                        QUERIES_TYPE: {
-                            "schema": {
-                                "type": "string",
-                                "format": "binary",
-                                "description": _QUERIES_DESCRIPTION,
-                            }
-                        },
-                    },
-                },
-                "responses": {"200": _ok(_ref("SearchResult")), **_ERRORS},
-            },
-        },
-    }
-    return {
-        "openapi": "3.0.3",
+@functools.cache
+def components(limits: schema.Limits) -> dict[str, Any]:
+    """The schemas of every body, request and response, from ``schema``'s types."""
+    kinds = schema.bodies(limits)
+    types = [*kinds.types(), *schema.ADMIN_BODIES, *schema.RESPONSES]
+    _, found = msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")
+    for name in found:
+        found[name].pop("title", None)
+    found["Search"].update(schema.SEARCH_RULES)
+    found["SearchOptions"].update(schema.OPTIONS_RULES)
+    return found
+
+
+def _own(schemas: dict[str, Any], settings: NodeSettings) -> dict[str, Any]:
+    """The schemas with what only this node knows: it follows no leader at its own URL
+    (``ReplicationManager.follow`` refuses it, trailing slashes ignored)."""
+    own = copy.deepcopy(schemas)
+    leader = own["Follow"]["properties"]["leader"]
+    leader["not"] = {"pattern": f"^{re.escape(settings.self_url)}/*$"}
+    return own
+
+
+def _security(method: str, path: str, creds: Credentials) -> list[dict[str, list[str]]] | None:
+    """Who may call ``method path`` (``auth.check_access`` with these keys): None if anyone."""
+
+    def opens(offered: str | None) -> bool:
+        try:
+            check_access(method.upper(), path, offered, creds)
+        except NodeError:
+            return False
+        return True
+
+    if opens(None):
+        return None
+    schemes = [
+        ("apiKey", creds.api_keys[0] if creds.api_keys else None),
+        ("readOnlyKey", creds.read_only_keys[0] if creds.read_only_keys else None),
+        ("clusterToken", creds.cluster_token),
+    ]
+    return [{scheme: []} for scheme, secret in schemes if secret and opens(secret)]
+
+
+def openapi_document(
+    settings: NodeSettings,
+    extra_paths: dict[str, Any] | None = None,
+    credentials: Credentials | None = None,
+) -> Any:
+    """The document of a node with these settings, with ``extra_paths`` (replication's);
+    its security from ``credentials`` (the ones in force; the settings' when not given)."""
+    creds = credentials if credentials is not None else settings.credentials()
+    paths: dict[str, Any] = copy.deepcopy({**_PATHS, **(extra_paths or {})})
+    secured = False
+    for path, item in paths.items():
+        for method, operation in item.items():
+            if method == "parameters":
+                continue
+            security = _security(method, path, creds)
+            if security is None:
+                continue
+            secured = True
+            operation["security"] = security
+            operation["responses"].update(errors("401", "403"))
+    document: dict[str, Any] = {
+        "openapi": "3.1.0",
         "info": {"title": "d-vecDB node API", "version": "1"},
         "paths": paths,
-        "components": {
-            "schemas": _SCHEMAS,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-        },
-        "security": [{}, {"bearer": []}],
+        "components": {"schemas": _own(components(schema.Limits.of(settings)), settings)},
     }
+    if secured:
+        document["components"]["securitySchemes"] = {
+            "apiKey": {"type": "http", "scheme": "bearer", "description": "The data API key"},
+            "readOnlyKey": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "A key that may list, describe, get and search (not write)",
+            },
+            "clusterToken": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "The cluster token (admin and replication; also the data API)",
+            },
+        }
+    return document

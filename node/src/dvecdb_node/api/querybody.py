@@ -18,7 +18,6 @@ type checks, float32 conversion), as much as searching ten of them; this form co
 from __future__ import annotations
 
 import struct
-from typing import Any
 
 import numpy as np
 import orjson
@@ -26,7 +25,7 @@ import orjson
 from dvecdb_client.querybody import CONTENT_TYPE as CONTENT_TYPE
 from dvecdb_client.querybody import HEADER as _HEAD
 from dvecdb_client.querybody import MAGIC
-from dvecdb_node.api import validation
+from dvecdb_node.api import schema, validation
 from dvecdb_node.errors import InvalidInput, PayloadTooLarge, dimension_mismatch
 from dvecdb_node.settings import NodeSettings
 from dvecdb_node.storage.records import CollectionConfig
@@ -58,11 +57,8 @@ def decode_queries(
     queries = np.frombuffer(body, dtype="<f4", count=count * dim, offset=_HEAD.size)
     queries = queries.astype(np.float32).reshape(count, dim)  # a native, writable copy
     validation.check_finite(queries)
-    options: Any = {}
-    if options_len:
-        options = validation.require_object(validation.parse_json(body[end:]))
-        if "vector" in options or "vectors" in options:
-            raise InvalidInput("the vectors of a binary query body go before its options")
+    kind = schema.bodies_for(settings).options  # the JSON form's fields but the vectors
+    options = validation.typed(kind, body[end:]) if options_len else kind()
     return validation.search_options(options, queries, single=False, settings=settings)
 
 

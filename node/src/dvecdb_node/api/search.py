@@ -18,7 +18,7 @@ import orjson
 from aiohttp import web
 
 from dvecdb_node.api import querybody
-from dvecdb_node.api.validation import SearchRequest, check_name, parse_json, parse_search
+from dvecdb_node.api.validation import SearchRequest, check_name, parse_search
 from dvecdb_node.errors import Conflict, NodeError
 from dvecdb_node.role import ClusterHooks, NodeRole
 from dvecdb_node.search.plan import Placement, needs_lease
@@ -82,7 +82,7 @@ def prepare(
     if content_type == querybody.CONTENT_TYPE:
         query = querybody.decode_queries(raw, collection.config, ctx.settings)
     else:
-        query = parse_search(parse_json(raw), collection.config, ctx.settings)
+        query = parse_search(raw, collection.config, ctx.settings)
     return PreparedSearch(collection.name, collection, query)
 
 

@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from dvecdb_node.api.errors import error_response, json_response
 from dvecdb_node.api.gates import storage_error
 from dvecdb_node.api.keys import (
+    CREDENTIALS,
     ENGINE,
     HOOKS,
     METRICS,
@@ -98,8 +99,6 @@ async def metrics(request: web.Request) -> web.Response:
 
 @routes.get("/openapi.json")
 async def openapi(request: web.Request) -> web.Response:
-    document = openapi_document()
-    extra = request.app[OPENAPI_PATHS]
-    if extra:
-        document = {**document, "paths": {**document["paths"], **extra}}
+    app = request.app
+    document = openapi_document(app[SETTINGS], app[OPENAPI_PATHS], app[CREDENTIALS].current)
     return json_response(document)

@@ -1,8 +1,11 @@
-"""Request bodies to store changes: every check a bad input must fail, as pure functions.
+"""Request bodies to store changes: the checks the types of ``schema`` cannot state.
 
-Hand-written rather than pydantic on the vector paths: a batch of 10,000 vectors would cost a
-model object per element, and the checks that matter (finite float32 of the right dimension,
-numbers not strings or booleans) are a few numpy calls.
+Bodies are decoded and validated against ``schema``'s types (the same ones the OpenAPI
+document is made from); what is left here needs the collection or the settings at hand: a
+vector's dimension, the metadata's size, a search's cross-field rules, the float32 matrix.
+
+Every parser takes the raw JSON bytes (the handlers' fast path: decoded and validated in
+one msgspec pass) or an already decoded value (validated the same way).
 
 Duplicate ids in one batch: the last occurrence wins (as if the batch were applied in order).
 """
@@ -10,18 +13,19 @@ Duplicate ids in one batch: the last occurrence wins (as if the batch were appli
 from __future__ import annotations
 
 import functools
-import math
 import re
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import orjson
+from msgspec import UNSET
 
+from dvecdb_node.api import schema
 from dvecdb_node.errors import InvalidInput, PayloadTooLarge, dimension_mismatch
 from dvecdb_node.settings import NodeSettings
-from dvecdb_node.storage.filters import Clause, FilterError, is_scalar, parse_filter
+from dvecdb_node.storage.filters import Clause, FilterError, parse_filter
 from dvecdb_node.storage.records import (
     CollectionConfig,
     Float32Matrix,
@@ -30,16 +34,21 @@ from dvecdb_node.storage.records import (
     UpsertBatch,
 )
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
-METRICS = ("l2", "cosine", "ip")
-ACKS = ("leader", "one", "quorum")
-CONSISTENCY = ("eventual", "strong", "min_seq", "quorum")
-_PLAIN_SEARCH = frozenset({"vector", "k"})
-MAX_ID_CHARS = 256
-_NUMBER = frozenset({int, float})
+NAME_RE = re.compile(schema.NAME_PATTERN)
+ACKS = schema.ACKS
+MAX_ID_CHARS = schema.MAX_ID_CHARS
+T = TypeVar("T")
+
+
+def typed(kind: type[T], data: Any) -> T:
+    """``data`` (JSON bytes, or a decoded value) as a validated ``kind``."""
+    if isinstance(data, bytes | bytearray | memoryview):
+        return schema.decode(kind, bytes(data))
+    return schema.convert(kind, data)
 
 
 def parse_json(body: bytes) -> Any:
+    """An untyped JSON body (the typed ones go through :func:`typed`)."""
     if not body:
         raise InvalidInput("request body is empty", code="malformed_json")
     try:
@@ -48,84 +57,46 @@ def parse_json(body: bytes) -> Any:
         raise InvalidInput(f"malformed JSON: {exc}", code="malformed_json") from exc
 
 
-def require_object(data: Any) -> dict[str, Any]:
-    if not isinstance(data, dict):
-        raise InvalidInput("request body must be a JSON object")
-    return data
-
-
-def _int_field(data: dict[str, Any], key: str, default: int, lo: int, hi: int) -> int:
-    value = data.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise InvalidInput(f"{key!r} must be an integer in [{lo}, {hi}]")
-    return value
-
-
 def check_name(name: Any) -> str:
+    """A collection name from a path (bodies check theirs through ``schema.Name``)."""
     if not isinstance(name, str) or not NAME_RE.match(name):
-        raise InvalidInput(
-            "collection name must be 1-63 characters of letters, digits, '_' or '-', "
-            "starting with a letter or digit",
-            code="invalid_name",
-        )
+        raise InvalidInput(schema.NAME_MESSAGE, code="invalid_name")
     return name
 
 
 def check_id(item_id: Any) -> str:
+    """An id from a path or a bulk body (JSON bodies check theirs through ``schema.ItemId``)."""
     if not isinstance(item_id, str) or not 1 <= len(item_id) <= MAX_ID_CHARS:
         raise InvalidInput(f"ids must be strings of 1-{MAX_ID_CHARS} characters", code="invalid_id")
-    if len(item_id.encode()) > 65535:
-        raise InvalidInput("id too long in bytes", code="invalid_id")
     return item_id
 
 
 def parse_collection(data: Any, settings: NodeSettings) -> CollectionConfig:
-    body = require_object(data)
-    unknown = set(body) - {"name", "dimension", "metric", "hnsw"}
-    if unknown:
-        raise InvalidInput(f"unknown fields: {sorted(unknown)}")
-    name = check_name(body.get("name"))
-    dimension = _int_field(body, "dimension", 0, 1, settings.max_dimension)
-    metric = body.get("metric", "l2")
-    if metric not in METRICS:
-        raise InvalidInput(f"metric must be one of {list(METRICS)}", code="invalid_metric")
-    hnsw_raw = body.get("hnsw") or {}
-    if not isinstance(hnsw_raw, dict) or set(hnsw_raw) - {"m", "ef_construction", "ef_search"}:
-        raise InvalidInput("hnsw takes {m, ef_construction, ef_search}")
-    hnsw = HnswParams(
-        m=_int_field(hnsw_raw, "m", settings.hnsw_m, 2, 128),
-        ef_construction=_int_field(
-            hnsw_raw, "ef_construction", settings.hnsw_ef_construction, 1, 4096
+    """``{name, dimension, metric?, hnsw?}``; absent HNSW parameters take the settings'."""
+    body = typed(schema.bodies_for(settings).collection, data)
+    hnsw = schema.Hnsw() if body.hnsw is UNSET else body.hnsw
+    params = HnswParams(
+        m=settings.hnsw_m if hnsw.m is UNSET else hnsw.m,
+        ef_construction=(
+            settings.hnsw_ef_construction if hnsw.ef_construction is UNSET else hnsw.ef_construction
         ),
-        ef_search=_int_field(hnsw_raw, "ef_search", settings.hnsw_ef_search, 1, 4096),
+        ef_search=settings.hnsw_ef_search if hnsw.ef_search is UNSET else hnsw.ef_search,
     )
-    return CollectionConfig(name=name, dimension=dimension, metric=metric, hnsw=hnsw)
+    return CollectionConfig(body.name, body.dimension, body.metric, params)
 
 
-def to_matrix(rows: Any, dimension: int) -> Float32Matrix:
-    """JSON number lists to a finite float32 matrix of ``dimension`` columns.
+def to_matrix(rows: list[list[float]], dimension: int) -> Float32Matrix:
+    """Validated rows (finite float32 numbers, ``schema.Float32``) to a float32 matrix.
 
-    ``struct`` packs each row: it converts to float32 the way numpy's cast does and raises
-    OverflowError where that cast would give inf, for less than ``np.asarray`` plus a finite
-    scan costs on lists of Python floats. A row's sum is inf or NaN exactly when one of its
-    numbers is.
+    ``struct`` packs each row: it converts to float32 the way numpy's cast does, for less
+    than ``np.asarray`` costs on lists of Python floats.
     """
     packer = _row_packer(dimension)
     packed = bytearray()
     for row in rows:
-        if not isinstance(row, list):
-            raise InvalidInput("a vector must be a list of numbers", code="invalid_vector")
         if len(row) != dimension:
             raise dimension_mismatch(dimension, len(row))
-        if not _NUMBER.issuperset(map(type, row)):  # bool and str are not numbers here
-            raise InvalidInput("vectors must hold only numbers", code="invalid_vector")
-        try:
-            packed += packer.pack(*row)
-            finite = math.isfinite(sum(row))
-        except (OverflowError, struct.error):  # beyond float32, or an int beyond float
-            finite = False
-        if not finite:
-            raise _non_finite()
+        packed += packer.pack(*row)
     return np.frombuffer(packed, dtype=np.float32).reshape(len(rows), dimension)
 
 
@@ -134,30 +105,18 @@ def _row_packer(dimension: int) -> struct.Struct:
     return struct.Struct(f"={dimension}f")
 
 
-def _non_finite() -> InvalidInput:
-    return InvalidInput(
-        "vectors must be finite float32 (no NaN, inf or out-of-range values)",
-        code="non_finite",
-    )
-
-
 def check_finite(matrix: Float32Matrix) -> None:
+    """The binary forms' check of what ``schema.Float32`` states for JSON numbers."""
     if not np.isfinite(matrix).all():
-        raise _non_finite()
+        raise InvalidInput(
+            "vectors must be finite float32 (no NaN, inf or out-of-range values)",
+            code="non_finite",
+        )
 
 
-def check_metadata(meta: Any, settings: NodeSettings) -> Metadata | None:
-    if meta is None:
-        return None
-    if not isinstance(meta, dict):
-        raise InvalidInput("metadata must be a flat JSON object", code="invalid_metadata")
-    for key, value in meta.items():
-        if not is_scalar(value) or (isinstance(value, float) and not math.isfinite(value)):
-            raise InvalidInput(
-                f"metadata {key!r}: values must be strings, numbers, booleans or null",
-                code="invalid_metadata",
-            )
-    if len(orjson.dumps(meta)) > settings.max_metadata_bytes:
+def check_metadata(meta: dict[str, Any] | None, settings: NodeSettings) -> Metadata | None:
+    """Validated metadata (``schema.Metadata``) within the size limit; ``{}`` is none."""
+    if meta and len(orjson.dumps(meta)) > settings.max_metadata_bytes:
         raise PayloadTooLarge(
             f"metadata larger than {settings.max_metadata_bytes} bytes", code="metadata_too_large"
         )
@@ -165,6 +124,7 @@ def check_metadata(meta: Any, settings: NodeSettings) -> Metadata | None:
 
 
 def check_batch_size(count: int, settings: NodeSettings) -> None:
+    """The binary bulk form's check of what ``schema``'s batch limit states for JSON."""
     if count == 0:
         raise InvalidInput("the batch is empty", code="empty_batch")
     if count > settings.max_batch:
@@ -185,43 +145,37 @@ def dedupe_last_wins(
 
 
 def parse_ack(value: Any, default: str) -> str:
+    """An ``ack`` from a query parameter (or a validated body's), ``default`` when absent."""
     ack = default if value is None else value
     if ack not in ACKS:
         raise InvalidInput(f"ack must be one of {list(ACKS)}", code="invalid_ack")
     return str(ack)
 
 
+def query_ack(value: str | None) -> str | None:
+    """The ``ack`` query parameter, checked even where a body's own ``ack`` wins."""
+    if value is not None and value not in ACKS:
+        raise InvalidInput(f"ack must be one of {list(ACKS)}", code="invalid_ack")
+    return value
+
+
 def parse_upsert_json(
     data: Any, collection: CollectionConfig, settings: NodeSettings
-) -> tuple[UpsertBatch, Any]:
-    """``{vectors: [{id, vector, metadata?}], ack?}`` -> (batch, raw ack)."""
-    body = require_object(data)
-    items = body.get("vectors")
-    if not isinstance(items, list):
-        raise InvalidInput("'vectors' must be a list of {id, vector, metadata?}")
-    check_batch_size(len(items), settings)
-    ids: list[str] = []
-    rows: list[Any] = []
-    metadata: list[Metadata | None] = []
-    for item in items:
-        if not isinstance(item, dict) or "id" not in item or "vector" not in item:
-            raise InvalidInput("each item needs 'id' and 'vector'")
-        ids.append(check_id(item["id"]))
-        rows.append(item["vector"])
-        metadata.append(check_metadata(item.get("metadata"), settings))
-    matrix = to_matrix(rows, collection.dimension)
+) -> tuple[UpsertBatch, str | None]:
+    """``{vectors: [{id, vector, metadata?}], ack?}`` -> (batch, ack or None)."""
+    body = typed(schema.bodies_for(settings).upsert, data)
+    items = body.vectors
+    ids = [item.id for item in items]
+    metadata = [check_metadata(item.metadata, settings) for item in items]
+    matrix = to_matrix([item.vector for item in items], collection.dimension)
     ids, matrix, metadata = dedupe_last_wins(ids, matrix, metadata)
-    return UpsertBatch(collection.name, ids, matrix, metadata), body.get("ack")
+    return UpsertBatch(collection.name, ids, matrix, metadata), body.ack
 
 
-def parse_delete(data: Any, settings: NodeSettings) -> tuple[list[str], Any]:
-    body = require_object(data)
-    ids = body.get("ids")
-    if not isinstance(ids, list):
-        raise InvalidInput("'ids' must be a list of strings")
-    check_batch_size(len(ids), settings)
-    unique = list(dict.fromkeys(check_id(i) for i in ids))
-    return unique, body.get("ack")
+def parse_delete(data: Any, settings: NodeSettings) -> tuple[list[str], str | None]:
+    """``{ids: [...], ack?}`` -> (unique ids in order, ack or None)."""
+    body = typed(schema.bodies_for(settings).delete, data)
+    return list(dict.fromkeys(body.ids)), body.ack
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,53 +193,47 @@ class SearchRequest:
 
 
 def parse_search(data: Any, collection: CollectionConfig, settings: NodeSettings) -> SearchRequest:
-    body = require_object(data)
-    if "vector" in body and body.keys() <= _PLAIN_SEARCH:
-        # The common call, ``{vector, k?}``: the same checks, without the option lookups.
-        queries = to_matrix([body["vector"]], collection.dimension)
-        k = _int_field(body, "k", 10, 1, settings.max_k)
-        return SearchRequest(queries, True, k, None, None, False, "eventual", None)
-    if "vector" in body and "vectors" in body:
-        raise InvalidInput("give either 'vector' or 'vectors', not both")
-    if "vector" in body:
-        rows, single = [body["vector"]], True
-    elif "vectors" in body:
-        rows, single = body["vectors"], False
-        if not isinstance(rows, list) or not rows:
-            raise InvalidInput("'vectors' must be a non-empty list of vectors")
-        if len(rows) > settings.max_queries:
-            raise PayloadTooLarge(f"at most {settings.max_queries} query vectors per request")
+    """``{vector | vectors, k?, ...}`` (``schema.Search``) against ``collection``."""
+    body = typed(schema.bodies_for(settings).search, data)
+    if body.vector is not UNSET:
+        if body.vectors is not UNSET:
+            raise InvalidInput("give either 'vector' or 'vectors', not both")
+        queries = to_matrix([body.vector], collection.dimension)
+        single = True
+    elif body.vectors is not UNSET:
+        queries, single = to_matrix(body.vectors, collection.dimension), False
     else:
         raise InvalidInput("'vector' or 'vectors' is required")
-    return search_options(body, to_matrix(rows, collection.dimension), single, settings)
+    return search_options(body, queries, single, settings)
 
 
 def search_options(
-    body: dict[str, Any], queries: Float32Matrix, single: bool, settings: NodeSettings
+    body: schema.SearchOptions, queries: Float32Matrix, single: bool, settings: NodeSettings
 ) -> SearchRequest:
     """The search fields other than the vectors (shared by the JSON and binary forms)."""
-    k = _int_field(body, "k", 10, 1, settings.max_k)
-    ef_raw = body.get("ef")
-    ef = None if ef_raw is None else _int_field(body, "ef", 0, 1, 4096)
+    if body.filter is None and body.consistency is None and body.min_seq is body.min_epoch is None:
+        # The common call, ``{vector, k?}``: nothing more to check.
+        return SearchRequest(queries, single, body.k, body.ef, None, body.include_metadata,
+                             "eventual", None, None)  # fmt: skip
     clauses: list[Clause] | None = None
-    if body.get("filter") is not None:
+    if body.filter is not None:
         try:
-            clauses = parse_filter(body["filter"]) or None
+            clauses = parse_filter(_filter_object(body.filter)) or None
         except FilterError as exc:
             raise InvalidInput(str(exc), code="invalid_filter") from exc
-    include = body.get("include_metadata", False)
-    if not isinstance(include, bool):
-        raise InvalidInput("'include_metadata' must be a boolean")
-    min_seq_raw = body.get("min_seq")
-    min_seq = None if min_seq_raw is None else _int_field(body, "min_seq", 0, 0, 2**63 - 1)
-    consistency = body.get("consistency") or ("min_seq" if min_seq is not None else "eventual")
-    if consistency not in CONSISTENCY:
-        raise InvalidInput(f"consistency must be one of {list(CONSISTENCY)}")
+    min_seq = body.min_seq
+    consistency = body.consistency or ("min_seq" if min_seq is not None else "eventual")
     if consistency == "min_seq" and min_seq is None:
         raise InvalidInput("consistency 'min_seq' needs 'min_seq'")
-    min_epoch = None
-    if body.get("min_epoch") is not None:
-        if min_seq is None:
-            raise InvalidInput("'min_epoch' goes with 'min_seq' (the write token's two parts)")
-        min_epoch = _int_field(body, "min_epoch", 0, 1, 2**63 - 1)
-    return SearchRequest(queries, single, k, ef, clauses, include, consistency, min_seq, min_epoch)
+    if body.min_epoch is not None and min_seq is None:
+        raise InvalidInput("'min_epoch' goes with 'min_seq' (the write token's two parts)")
+    return SearchRequest(queries, single, body.k, body.ef, clauses, body.include_metadata,
+                         consistency, min_seq, body.min_epoch)  # fmt: skip
+
+
+def _filter_object(value: dict[str, Any]) -> dict[str, Any]:
+    """A validated filter back in its JSON shape, for ``parse_filter``."""
+    return {
+        key: {"in": cond.in_} if isinstance(cond, schema.InFilter) else cond
+        for key, cond in value.items()
+    }

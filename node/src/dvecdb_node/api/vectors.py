@@ -11,8 +11,8 @@ from dvecdb_node.api.validation import (
     check_id,
     check_name,
     parse_delete,
-    parse_json,
     parse_upsert_json,
+    query_ack,
 )
 from dvecdb_node.api.writes import write
 from dvecdb_node.errors import NotFound
@@ -27,16 +27,19 @@ async def upsert_vectors(request: web.Request) -> web.Response:
     name = check_name(request.match_info["name"])
     config = request.app[ENGINE].collection(name).config
     body = await request.read()
+    ack = query_ack(request.query.get("ack"))
     if request.content_type == bulk.CONTENT_TYPE:
         batch = bulk.decode_batch(body, name, config.dimension, settings)
-        ack = request.query.get("ack")
     else:
-        batch, ack = parse_upsert_json(parse_json(body), config, settings)
+        batch, body_ack = parse_upsert_json(body, config, settings)
+        ack = body_ack or ack  # the body's ack, else the query parameter's
     result = await write(request, batch, ack)
     return json_response({**result.token(), "count": result.count})
 
 
-@routes.get("/v1/collections/{name}/vectors/{id:.+}")
+# Not the id ``delete``: that path is the delete endpoint's (OpenAPI matches a concrete path
+# before a templated one), so a GET there answers 405 with ``Allow: POST``.
+@routes.get("/v1/collections/{name}/vectors/{id:(?!delete$).+}")
 async def get_vector(request: web.Request) -> web.Response:
     name = check_name(request.match_info["name"])
     item_id = check_id(request.match_info["id"])
@@ -51,6 +54,6 @@ async def get_vector(request: web.Request) -> web.Response:
 async def delete_vectors(request: web.Request) -> web.Response:
     name = check_name(request.match_info["name"])
     request.app[ENGINE].collection(name)
-    ids, ack = parse_delete(parse_json(await request.read()), request.app[SETTINGS])
+    ids, ack = parse_delete(await request.read(), request.app[SETTINGS])
     result = await write(request, DeleteBatch(name, ids), ack)
     return json_response({**result.token(), "count": result.count})

@@ -15,13 +15,12 @@ import contextlib
 import logging
 import math
 import time
-from typing import Any
 
 from aiohttp import web
 
 from dvecdb_node.api.errors import json_response
 from dvecdb_node.api.keys import ENGINE, ROLE
-from dvecdb_node.api.validation import parse_json, require_object
+from dvecdb_node.api.schema import MAX_INT64, FollowerAck, decode
 from dvecdb_node.errors import Conflict, InvalidInput, NotReady
 from dvecdb_node.replication import lease, logview
 from dvecdb_node.replication.keys import MANAGER
@@ -47,8 +46,8 @@ def _int_param(request: web.Request, name: str, default: int | None = None) -> i
         value = int(raw)
     except ValueError:
         raise InvalidInput(f"query parameter {name!r} must be an integer") from None
-    if value < 0:
-        raise InvalidInput(f"query parameter {name!r} must not be negative")
+    if not 0 <= value <= MAX_INT64:  # epochs and seqs are stored as 64-bit integers
+        raise InvalidInput(f"query parameter {name!r} must be an integer from 0 to 2**63-1")
     return value
 
 
@@ -171,33 +170,17 @@ async def snapshot(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def _ack_fields(body: dict[str, Any]) -> tuple[str, int, int, int, int | None]:
-    try:
-        node_id = str(body["node_id"])
-        epoch, received, applied = (int(body[k]) for k in ("epoch", "received_seq", "applied_seq"))
-        raw_token = body.get("lease_token")
-        token = None if raw_token is None else int(raw_token)
-    except (KeyError, TypeError, ValueError):
-        raise InvalidInput(
-            "ack needs node_id, epoch, received_seq and applied_seq (integers)"
-        ) from None
-    if min(epoch, received, applied, token or 0) < 0 or not node_id:
-        raise InvalidInput("ack positions must not be negative")
-    return node_id, epoch, received, applied, token
-
-
 @routes.post("/v1/replication/ack")
 async def ack(request: web.Request) -> web.Response:
     app = request.app
     manager, engine, role = app[MANAGER], app[ENGINE], app[ROLE]
-    node_id, epoch, received, applied, token = _ack_fields(
-        require_object(parse_json(await request.read()))
-    )
+    body = decode(FollowerAck, await request.read())
+    node_id, epoch = body.node_id, body.epoch
     manager.check_peer(epoch, f"ack from {node_id}")
     role.require_leader()
     if epoch != role.epoch:
         raise Conflict(f"ack epoch {epoch} is not {role.epoch}", code="stale_epoch",
                        epoch=role.epoch)  # fmt: skip
-    manager.tracker.acked(node_id, min(received, engine.last_seq), applied)
-    manager.heard_from(node_id, token)
+    manager.tracker.acked(node_id, min(body.received_seq, engine.last_seq), body.applied_seq)
+    manager.heard_from(node_id, body.lease_token)
     return json_response({"epoch": role.epoch, "last_seq": engine.last_seq})
