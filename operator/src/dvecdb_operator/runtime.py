@@ -217,18 +217,19 @@ async def monitor(
                         last_reconcile, reconcile_due = now, False
                         await converge(memo, body, spec)
                     fresh = await _cluster_token(kube, ref, spec)
-                factory = client_factory(
-                    token=fresh, timeout=config.node_timeout, session=memo.node_session
-                )
-                if watcher is None or members is None:
-                    members = Members(factory)
-                    watcher = ClusterMonitor(
-                        kube, members, namespace=namespace, name=name, settings=settings
+                if watcher is None or members is None or fresh != token:
+                    factory = client_factory(
+                        token=fresh, timeout=config.node_timeout, session=memo.node_session
                     )
-                elif fresh != token:
-                    log.info("cluster %s/%s: the cluster token changed", namespace, name)
-                    await members.use(factory)
-                token = fresh
+                    if watcher is None or members is None:
+                        members = Members(factory)
+                        watcher = ClusterMonitor(
+                            kube, members, namespace=namespace, name=name, settings=settings
+                        )
+                    else:
+                        log.info("cluster %s/%s: the cluster token changed", namespace, name)
+                        await members.use(factory)
+                    token = fresh
                 if spec is not None and token is None:
                     log.info("cluster %s/%s: waiting for its auth Secret", namespace, name)
                     reconcile_due = True
