@@ -68,6 +68,7 @@ class Demo:
             (options.count, options.dim)
         ).astype(np.float32)
         self.ids = [f"vec-{i:06d}" for i in range(options.count)]
+        self.api_key: str | None = None  # read from the cluster's Secret once it exists
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -86,13 +87,38 @@ class Demo:
 
     def node_status(self, name: str) -> Json | None:
         try:
-            with SyncNodeClient(self.member_url(name), timeout=2.0, retries=0) as client:
+            with self.client(self.member_url(name), timeout=2.0, retries=0) as client:
                 result: Json = client.status()
                 return result
         except (NodeError, DemoError):
             return None
 
+    def client(self, url: str, **options: float) -> SyncNodeClient:
+        return SyncNodeClient(url, api_key=self.api_key, **options)
+
     # -- steps ------------------------------------------------------------------------------
+
+    def read_keys(self) -> None:
+        """The API key from the Secret the operator made, as the chart's NOTES show; then
+        a request without it, to show the cluster is closed."""
+        secret = f"{self.cluster}-token"
+        step(f"the API key from Secret {secret} (the operator generated it)")
+        say(
+            f"kubectl -n {NAMESPACE} get secret {secret} -o jsonpath='{{.data.apiKey}}' | base64 -d"
+        )
+        self.api_key = setup.wait_for(
+            lambda: self.kube.secret_value(NAMESPACE, secret, "apiKey"),
+            60,
+            f"apiKey in Secret {secret}",
+        )
+        url = self.rw_url()
+        try:
+            with SyncNodeClient(url, timeout=5.0, retries=0) as anonymous:
+                anonymous.list_collections()
+        except NodeError as err:
+            say(f"without a key: {err.status} {err.code} (the data API is closed by default)")
+        else:
+            raise DemoError(f"{url} answered a request without a key: the cluster is open")
 
     def wait_healthy(self, timeout: float, not_leader: str | None = None) -> Json:
         started, last_row = time.monotonic(), ""
@@ -123,7 +149,7 @@ class Demo:
         url = self.rw_url()
         step(f"loading {self.options.count:,} vectors with ack=one through {self.cluster}-rw")
         say(f"{self.cluster}-rw EndpointSlice -> {url} (no kube-proxy: the client resolves it)")
-        with SyncNodeClient(url, timeout=30.0) as client:
+        with self.client(url, timeout=30.0) as client:
             client.create_collection(
                 COLLECTION, self.options.dim, "l2", hnsw={"m": 16, "ef_construction": 100}
             )
@@ -140,7 +166,7 @@ class Demo:
 
     def search(self) -> None:
         step(f"searching through {self.cluster}-rw")
-        with SyncNodeClient(self.rw_url(), timeout=10.0) as client:
+        with self.client(self.rw_url(), timeout=10.0) as client:
             found = client.search(COLLECTION, self.vectors[42], k=3, include_metadata=True)
             for hit in found["results"][0]:
                 say(f"{hit['id']}  distance {hit['distance']:.4f}  metadata {hit.get('metadata')}")
@@ -223,7 +249,7 @@ class Demo:
         acks = writer.snapshot()
         expected = self.options.count + len(acks)
         step(f"checking every acknowledged vector on the new leader {leader}")
-        with SyncNodeClient(self.member_url(leader), timeout=10.0) as client:
+        with self.client(self.member_url(leader), timeout=10.0) as client:
             count = int(client.get_collection(COLLECTION)["count"])
             say(f"count {count:,} (loaded {self.options.count:,} + {len(acks)} probe writes)")
             missing = [a.item_id for a in acks if not self._holds(client, a)]
@@ -283,8 +309,8 @@ class Demo:
         )
         acks = writer.snapshot()
         with (
-            SyncNodeClient(self.member_url(old), timeout=10.0) as there,
-            SyncNodeClient(self.member_url(new), timeout=10.0) as here,
+            self.client(self.member_url(old), timeout=10.0) as there,
+            self.client(self.member_url(new), timeout=10.0) as here,
         ):
             counts = [int(c.get_collection(COLLECTION)["count"]) for c in (there, here)]
             missing = [a.item_id for a in acks if not self._holds(there, a)]
@@ -320,9 +346,10 @@ def demo_cluster(kube: Kube, cluster: str, manifest: str, options: Options) -> N
     demo = Demo(kube, cluster, options)
     step("waiting for the cluster to be Healthy (bootstrap: ordinal 0 leads at epoch 1)")
     demo.wait_healthy(HEALTHY_TIMEOUT)
+    demo.read_keys()
     demo.load()
     demo.search()
-    writer = ProbeWriter(demo.rw_addresses, COLLECTION, options.dim)
+    writer = ProbeWriter(demo.rw_addresses, COLLECTION, options.dim, api_key=demo.api_key)
     try:
         old, epoch, killed_at = demo.kill_leader(writer)
         status, _ = demo.watch_failover(writer, old, epoch, killed_at)

@@ -7,6 +7,7 @@ failover view polls several objects every half second; changes go through the pi
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -89,6 +90,13 @@ class Kube:
 
     def cluster(self, namespace: str, name: str) -> Json | None:
         return self.get(f"/apis/dvecdb.io/v1alpha1/namespaces/{namespace}/dvecclusters/{name}")
+
+    def secret_value(self, namespace: str, name: str, key: str) -> str | None:
+        """One key of a Secret, decoded (what `kubectl get secret -o jsonpath` and base64 -d
+        give a user)."""
+        found = self.get(f"/api/v1/namespaces/{namespace}/secrets/{name}") or {}
+        encoded = (found.get("data") or {}).get(key)
+        return base64.b64decode(encoded).decode() if encoded else None
 
     def pod(self, namespace: str, name: str) -> Json | None:
         return self.get(f"/api/v1/namespaces/{namespace}/pods/{name}")

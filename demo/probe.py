@@ -42,6 +42,7 @@ class ProbeWriter:
     resolve: Callable[[], list[str]]
     collection: str
     dimension: int
+    api_key: str | None = None
     interval: float = 0.05
     timeout: float = 1.0
     acks: list[Ack] = field(default_factory=list)
@@ -94,6 +95,7 @@ class ProbeWriter:
                 if client is None:
                     client = clients[address] = NodeClient(
                         f"http://{address}:{NODE_PORT}",
+                        api_key=self.api_key,
                         timeout=self.timeout,
                         retries=0,
                         follow_leader=False,

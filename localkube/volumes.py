@@ -2,15 +2,20 @@
 
 PVC volumes resolve to the hostPath folder of the PersistentVolume the claim is bound to, so
 their data outlive the pod; emptyDir, Secret, ConfigMap, Downward API and projected volumes
-live in the pod's own folder and go with it. The projected service-account volume that the API
-server's admission adds to every pod gets a real bound token from the TokenRequest API, so
-in-cluster clients (the operator) authenticate as the pod's service account.
+live in the pod's own folder and go with it. Secret and ConfigMap volumes are brought up to
+date while the pod runs (`refresh`), as the kubelet does (file by file here, each replaced
+by a rename, where the kubelet swaps a `..data` symlink to a new folder). The projected
+service-account volume that the API server's admission adds to every pod gets a real bound
+token from the TokenRequest API, so in-cluster clients (the operator) authenticate as the
+pod's service account.
 """
 
 from __future__ import annotations
 
 import base64
+import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -190,6 +195,66 @@ async def prepare(
             kinds = sorted(k for k in volume if k != "name")
             raise ConfigError(f"volume {name}: unsupported volume type {kinds}")
     return result
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    return (
+        b.is_file()
+        and a.read_bytes() == b.read_bytes()
+        and (a.stat().st_mode & 0o7777) == (b.stat().st_mode & 0o7777)
+    )
+
+
+def _sync_folder(fresh: Path, live: Path) -> bool:
+    """Make `live` hold exactly the files of `fresh`: changed ones replaced by a rename (a
+    reader sees the old or the new content, never a mix), gone ones removed. True if any
+    file changed."""
+    changed = False
+    wanted = {p.relative_to(fresh) for p in fresh.rglob("*") if p.is_file()}
+    for rel in sorted(wanted):
+        source, target = fresh / rel, live / rel
+        if _same_file(source, target):
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staged = target.parent / f".{target.name}.localkube-tmp"
+        shutil.copyfile(source, staged)
+        staged.chmod(source.stat().st_mode & 0o7777)
+        os.replace(staged, target)
+        changed = True
+    for path in sorted(live.rglob("*"), reverse=True):
+        if path.is_file() and path.relative_to(live) not in wanted:
+            path.unlink()
+            changed = True
+    return changed
+
+
+def refresh(pod: Json, volumes: dict[str, Path], objects: Objects) -> list[str]:
+    """Rewrite the pod's Secret and ConfigMap volumes from the objects as they are now;
+    returns the names of the volumes that changed. A missing object leaves its volume as it
+    was (the kubelet keeps the last content too); projected volumes are not refreshed."""
+    changed = []
+    for volume in pod["spec"].get("volumes") or []:
+        name = volume["name"]
+        if name not in volumes or not ("secret" in volume or "configMap" in volume):
+            continue
+        kind, source = (
+            ("Secret", volume["secret"])
+            if "secret" in volume
+            else ("ConfigMap", volume["configMap"])
+        )
+        ref = source["secretName"] if kind == "Secret" else source["name"]
+        if objects.get((kind, ref)) is None:
+            continue
+        with tempfile.TemporaryDirectory(prefix="localkube-volume-") as tmp:
+            staged = Path(tmp)
+            try:
+                mode = int(source.get("defaultMode", DEFAULT_MODE))
+                _write_keys(staged, kind, source, ref, objects, mode)
+            except (VolumeNotReady, ConfigError):
+                continue
+            if _sync_folder(staged, volumes[name]):
+                changed.append(name)
+    return changed
 
 
 def mounts(container: Json, volumes: dict[str, Path]) -> list[Mount]:

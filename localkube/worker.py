@@ -29,6 +29,10 @@ Json = dict[str, Any]
 log = logging.getLogger("localkube.kubelet")
 
 MAX_GRACE_SECONDS = 30.0
+# How often a running pod's Secret and ConfigMap volumes are brought up to date. The real
+# kubelet does it on its periodic pod sync (about a minute); faster here so tests of key
+# rotation do not wait that long.
+VOLUME_REFRESH_SECONDS = 2.0
 HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -159,6 +163,7 @@ class PodWorker:
         self.init_done = True
         self.changed()
         tasks = [asyncio.create_task(r.run(), name=f"{self.key}/{r.name}") for r in self.runners]
+        tasks.append(asyncio.create_task(self._refresh_volumes(), name=f"{self.key} volumes"))
         # Containers restart on their own; even a finished pod stays until it is deleted.
         await self._stop.wait()
         await asyncio.gather(*(r.stop() for r in self.runners))
@@ -196,6 +201,19 @@ class PodWorker:
             except (ApiError, aiohttp.ClientError, TimeoutError) as err:
                 self._waiting_all("ContainerCreating", f"API server: {err}")
             await asyncio.sleep(1.0)
+
+    async def _refresh_volumes(self) -> None:
+        """Edited Secrets and ConfigMaps reach the running containers' mounted files."""
+        while True:
+            await asyncio.sleep(VOLUME_REFRESH_SECONDS)
+            try:
+                objects = await self._objects()
+                changed = await asyncio.to_thread(volumes.refresh, self.pod, self.volumes, objects)
+            except (ApiError, aiohttp.ClientError, TimeoutError, OSError) as err:
+                log.warning("refreshing the volumes of %s: %s", self.key, err)
+                continue
+            if changed:
+                log.info("pod %s: updated volumes %s", self.key, ", ".join(changed))
 
     def _waiting_all(self, reason: str, message: str) -> None:
         for runner in [*self.init_runners, *self.runners]:

@@ -6,6 +6,7 @@ so the long cold build prints its progress and does not count against a test's t
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import subprocess
@@ -202,14 +203,37 @@ def wait_until(check: Callable[[], T | None], timeout: float, what: str, every: 
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
-def http(method: str, url: str, body: Any = None, timeout: float = 10) -> tuple[int, Any]:
-    """One JSON request to a pod (by IP: there is no kube-proxy); (status, decoded body)."""
+def http(
+    method: str, url: str, body: Any = None, timeout: float = 10, *, token: str | None = None
+) -> tuple[int, Any]:
+    """One JSON request to a pod (by IP: there is no kube-proxy); (status, decoded body).
+    `token` goes as `Authorization: Bearer` (an API key, read-only key or cluster token)."""
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(
-        url, data=data, method=method, headers={"Content-Type": "application/json"}
-    )
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as resp:
             return resp.status, json.loads(resp.read() or b"null")
     except urllib.error.HTTPError as err:
         return err.code, err.read().decode(errors="replace")
+
+
+def secret_key(kubectl: Kubectl, namespace: str, key: str, secret: str = "demo-token") -> str:
+    """One key of a cluster's auth Secret, read as the chart's NOTES tell a user to (waits
+    for the operator to have written it)."""
+
+    def read() -> str | None:
+        found = kubectl.run(
+            "get", "secret", secret, "-n", namespace, "-o", f"jsonpath={{.data.{key}}}",
+            check=False,
+        )  # fmt: skip
+        return found.stdout.strip() if found.returncode == 0 and found.stdout.strip() else None
+
+    encoded = wait_until(read, 120, f"{key} in Secret {namespace}/{secret}")
+    return base64.b64decode(encoded).decode()
+
+
+def api_key(kubectl: Kubectl, namespace: str, secret: str = "demo-token") -> str:
+    return secret_key(kubectl, namespace, "apiKey", secret)

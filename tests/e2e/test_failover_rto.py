@@ -39,7 +39,7 @@ import pytest
 from localkube import net
 from localkube.netplan import netns_name
 
-from .conftest import NEEDS_CONSOLE_SCRIPTS, Kubectl, http, wait_until
+from .conftest import NEEDS_CONSOLE_SCRIPTS, Kubectl, api_key, http, secret_key, wait_until
 from .test_operator_cluster import (
     base_url,
     healthy_with,
@@ -83,6 +83,9 @@ class Load:
 
     def __init__(self, kubectl: Kubectl, namespace: str) -> None:
         self.kubectl, self.namespace = kubectl, namespace
+        # Writes with the API key; searches with the read-only key, as a reader would.
+        self.key = api_key(kubectl, namespace)
+        self.read_key = secret_key(kubectl, namespace, "readOnlyKey")
         self.acked: list[tuple[float, float, str]] = []  # (sent, acknowledged, id)
         self.reads_ok = 0
         self.reads_failed: list[str] = []
@@ -128,7 +131,11 @@ class Load:
                 sent = time.monotonic()
                 try:
                     code, _ = http(
-                        "PUT", url, {"vectors": [{"id": item, "vector": vector}], "ack": "one"}, 2
+                        "PUT",
+                        url,
+                        {"vectors": [{"id": item, "vector": vector}], "ack": "one"},
+                        2,
+                        token=self.key,
                     )
                 except (urllib.error.URLError, OSError):
                     code = 0
@@ -147,7 +154,11 @@ class Load:
             for address in addresses[:2]:
                 try:
                     code, answer = http(
-                        "POST", f"http://{address}:8080/v1/collections/e2e/search", body, 2
+                        "POST",
+                        f"http://{address}:8080/v1/collections/e2e/search",
+                        body,
+                        2,
+                        token=self.read_key,
                     )
                 except (urllib.error.URLError, OSError) as exc:
                     code, answer = 0, str(exc)
@@ -235,6 +246,7 @@ def cluster(kubectl: Kubectl, namespace: str) -> Iterator[str]:
             "POST",
             f"{rw_url(kubectl, namespace)}/v1/collections",
             {"name": "e2e", "dimension": 4},
+            token=api_key(kubectl, namespace),
         )
         assert code == 201, body
         yield namespace
@@ -329,13 +341,14 @@ def test_failover_rto_kill_hang_and_operator_cut(kubectl: Kubectl, cluster: str)
     assert load.reads_failed == [], load.reads_failed[:5]
     # Nothing acknowledged is lost, on the leader or on any member once they converge.
     leader_url = base_url(kubectl, namespace, final)
-    assert missing_on(leader_url, acked) == []
-    top = (node_status(leader_url) or {}).get("last_seq")
+    key = api_key(kubectl, namespace)
+    assert missing_on(leader_url, acked, key) == []
+    top = (node_status(leader_url, key) or {}).get("last_seq")
     for name in NAMES:
         url = base_url(kubectl, namespace, name)
 
         def caught_up(url: str = url) -> bool:
-            return (node_status(url) or {}).get("applied_seq") == top
+            return (node_status(url, key) or {}).get("applied_seq") == top
 
         wait_until(caught_up, 120, f"{name} caught up with {final}")
-        assert missing_on(url, acked) == [], name
+        assert missing_on(url, acked, key) == [], name

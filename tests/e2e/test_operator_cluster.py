@@ -24,7 +24,7 @@ import pytest
 
 from localkube import net
 
-from .conftest import NEEDS_CONSOLE_SCRIPTS, Kubectl, http, wait_until
+from .conftest import NEEDS_CONSOLE_SCRIPTS, Kubectl, api_key, http, wait_until
 
 pytestmark = [
     pytest.mark.e2e,
@@ -104,22 +104,24 @@ def write_batch(kubectl: Kubectl, namespace: str, prefix: str, size: int = 25) -
         "PUT",
         f"{rw_url(kubectl, namespace)}/v1/collections/e2e/vectors",
         {"vectors": vectors, "ack": "one"},
+        token=api_key(kubectl, namespace),
     )
     assert code == 200, body
     return int(body["seq"])
 
 
-def node_status(url: str) -> dict[str, Any] | None:
+def node_status(url: str, key: str) -> dict[str, Any] | None:
     try:
-        code, body = http("GET", f"{url}/v1/status", timeout=3)
+        code, body = http("GET", f"{url}/v1/status", timeout=3, token=key)
     except (urllib.error.URLError, OSError):
         return None
     return dict(body) if code == 200 else None
 
 
-def missing_on(url: str, ids: list[str]) -> list[str]:
+def missing_on(url: str, ids: list[str], key: str) -> list[str]:
     """The ids that `url` does not hold."""
-    return [i for i in ids if http("GET", f"{url}/v1/collections/e2e/vectors/{i}")[0] != 200]
+    path = f"{url}/v1/collections/e2e/vectors"
+    return [i for i in ids if http("GET", f"{path}/{i}", token=key)[0] != 200]
 
 
 class Writer:
@@ -129,6 +131,7 @@ class Writer:
 
     def __init__(self, kubectl: Kubectl, namespace: str) -> None:
         self.kubectl, self.namespace = kubectl, namespace
+        self.key = api_key(kubectl, namespace)
         self.acked: list[str] = []
         self.unacked: str | None = None
         self.failures = 0
@@ -152,7 +155,7 @@ class Writer:
                 if len(found) == 1:
                     url = f"http://{next(iter(found))}:8080/v1/collections/e2e/vectors"
                     body = {"vectors": [{"id": item, "vector": [1.0, 2.0, 3.0, float(number)]}]}
-                    code, _ = http("PUT", url, {**body, "ack": "one"}, timeout=3)
+                    code, _ = http("PUT", url, {**body, "ack": "one"}, timeout=3, token=self.key)
                     if code == 200:
                         self.acked.append(item)
                         self.unacked = None
@@ -178,9 +181,9 @@ def stale_promotions(kubectl: Kubectl, namespace: str) -> int:
     )
 
 
-def count_on(url: str) -> int | None:
+def count_on(url: str, key: str) -> int | None:
     try:
-        status, body = http("GET", f"{url}/v1/collections/e2e", timeout=3)
+        status, body = http("GET", f"{url}/v1/collections/e2e", timeout=3, token=key)
     except (urllib.error.URLError, OSError):
         return None
     return int(body["count"]) if status == 200 else None
@@ -232,8 +235,12 @@ def run_planned_operations(kubectl: Kubectl, namespace: str) -> None:
     kubectl.apply(CLUSTER, namespace)
     status = wait_until(lambda: healthy_with(kubectl, namespace), 300, "the cluster Healthy")
     assert status["leader"] == "demo-0"
+    key = api_key(kubectl, namespace)
     code, body = http(
-        "POST", f"{rw_url(kubectl, namespace)}/v1/collections", {"name": "e2e", "dimension": 4}
+        "POST",
+        f"{rw_url(kubectl, namespace)}/v1/collections",
+        {"name": "e2e", "dimension": 4},
+        token=key,
     )
     assert code == 201, body
     write_batch(kubectl, namespace, "before")
@@ -252,7 +259,7 @@ def run_planned_operations(kubectl: Kubectl, namespace: str) -> None:
     leader_uid = pod(kubectl, namespace, "demo-2")["metadata"]["uid"]
     top = write_batch(kubectl, namespace, "switched")
     written = [f"{p}-{i}" for p in ("before", "switched") for i in range(25)]
-    assert missing_on(base_url(kubectl, namespace, "demo-2"), written) == []
+    assert missing_on(base_url(kubectl, namespace, "demo-2"), written, key) == []
 
     # Scale up to 5: the new members follow the leader and catch up on the whole log.
     kubectl.run("scale", "dveccluster", "demo", "-n", namespace, "--replicas=5")
@@ -262,7 +269,7 @@ def run_planned_operations(kubectl: Kubectl, namespace: str) -> None:
         if not status or status["readyMembers"] != "5/5" or len(status["members"]) != 5:
             return None
         for name in ("demo-3", "demo-4"):
-            node = node_status(base_url(kubectl, namespace, name)) or {}
+            node = node_status(base_url(kubectl, namespace, name), key) or {}
             if (node.get("role"), node.get("epoch"), node.get("applied_seq")) != (
                 "follower",
                 2,
@@ -273,7 +280,7 @@ def run_planned_operations(kubectl: Kubectl, namespace: str) -> None:
 
     status = wait_until(grown, 240, "scale-up to 5 with demo-3 and demo-4 caught up")
     assert (status["leader"], status["epoch"]) == ("demo-2", 2)
-    assert count_on(base_url(kubectl, namespace, "demo-4")) == 50
+    assert count_on(base_url(kubectl, namespace, "demo-4"), key) == 50
 
     # Back to 3: the two newest members go; the leader (demo-2) is never touched.
     kubectl.run("scale", "dveccluster", "demo", "-n", namespace, "--replicas=3")
@@ -340,13 +347,13 @@ def run_planned_operations(kubectl: Kubectl, namespace: str) -> None:
     # No acknowledged write lost across the restarts and the switchover.
     final = base_url(kubectl, namespace, status["leader"])
     assert writer.acked, f"no write was acknowledged during the upgrade ({writer.failures} failed)"
-    assert missing_on(final, written + writer.acked) == []
+    assert missing_on(final, written + writer.acked, key) == []
     # Nothing beyond what was written: the acked writes, plus at most the last attempt whose
     # answer was lost (a write that is not acknowledged may or may not persist).
-    extra = (count_on(final) or 0) - len(written) - len(writer.acked)
+    extra = (count_on(final, key) or 0) - len(written) - len(writer.acked)
     if extra:
         assert extra == 1 and writer.unacked is not None, (extra, writer.unacked)
-        assert missing_on(final, [writer.unacked]) == []  # and it is that very write
+        assert missing_on(final, [writer.unacked], key) == []  # and it is that very write
     reasons = [
         e["reason"]
         for e in kubectl.json("get", "events", "-n", namespace)["items"]
@@ -378,6 +385,7 @@ def run_failovers(kubectl: Kubectl, namespace: str) -> None:
         ("service", "demo-rw"),
         ("service", "demo-ro"),
         ("poddisruptionbudget", "demo"),
+        ("networkpolicy", "demo"),
         ("secret", "demo-token"),
     ]:
         child = kubectl.get(kind, name, namespace)
@@ -391,8 +399,12 @@ def run_failovers(kubectl: Kubectl, namespace: str) -> None:
     # Writes with ack=one through the read-write Service's endpoint (no kube-proxy: the
     # client resolves the EndpointSlice to the leader's pod IP, as clients here must).
     leader = base_url(kubectl, namespace, "demo-0")
+    key = api_key(kubectl, namespace)
     code, body = http(
-        "POST", f"{rw_url(kubectl, namespace)}/v1/collections", {"name": "e2e", "dimension": 4}
+        "POST",
+        f"{rw_url(kubectl, namespace)}/v1/collections",
+        {"name": "e2e", "dimension": 4},
+        token=key,
     )
     assert code == 201, body
     for batch in range(4):
@@ -400,8 +412,10 @@ def run_failovers(kubectl: Kubectl, namespace: str) -> None:
     follower_urls = {n: base_url(kubectl, namespace, n) for n in NAMES[1:]}
     caught_up = wait_until(
         lambda: (
-            (top := (node_status(leader) or {}).get("last_seq"))
-            and all((node_status(u) or {}).get("last_seq") == top for u in follower_urls.values())
+            (top := (node_status(leader, key) or {}).get("last_seq"))
+            and all(
+                (node_status(u, key) or {}).get("last_seq") == top for u in follower_urls.values()
+            )
             and top
         ),
         60,
@@ -416,7 +430,7 @@ def run_failovers(kubectl: Kubectl, namespace: str) -> None:
         last_acked = write_batch(kubectl, namespace, "v4")
         received = {
             "demo-1": caught_up,
-            "demo-2": (node_status(follower_urls["demo-2"]) or {}).get("last_seq", 0),
+            "demo-2": (node_status(follower_urls["demo-2"], key) or {}).get("last_seq", 0),
         }
         assert received["demo-2"] >= last_acked > received["demo-1"], received
 
@@ -476,8 +490,8 @@ def run_failovers(kubectl: Kubectl, namespace: str) -> None:
     wait_until(lambda: rw_endpoints(kubectl, namespace) == {first_ip}, 60, f"demo-rw -> {first}")
     first_url = base_url(kubectl, namespace, first)
     every_id = [f"v{b}-{i}" for b in range(5) for i in range(25)]
-    assert count_on(first_url) == 125
-    assert missing_on(first_url, every_id) == []
+    assert count_on(first_url, key) == 125
+    assert missing_on(first_url, every_id, key) == []
     labels = {
         n: pod(kubectl, namespace, n)["metadata"]["labels"].get("dvecdb.io/role") for n in NAMES
     }
@@ -486,17 +500,17 @@ def run_failovers(kubectl: Kubectl, namespace: str) -> None:
     # The old leader's process was restarted by the kubelet: it follows at the new epoch
     # and holds every acknowledged write again; so does the member that was cut off.
     def rejoined(name: str) -> Any:
-        node = node_status(base_url(kubectl, namespace, name)) or {}
+        node = node_status(base_url(kubectl, namespace, name), key) or {}
         ok = (node.get("role"), node.get("epoch"), node.get("applied_seq")) == (
             "follower",
             epoch,
-            (node_status(first_url) or {}).get("last_seq"),
+            (node_status(first_url, key) or {}).get("last_seq"),
         )
         return node if ok else None
 
     for name in set(NAMES) - {first}:
         wait_until(lambda n=name: rejoined(n), 120, f"{name} following {first} at epoch {epoch}")
-    assert all(count_on(base_url(kubectl, namespace, n)) == 125 for n in NAMES)
+    assert all(count_on(base_url(kubectl, namespace, n), key) == 125 for n in NAMES)
     restarted = pod(kubectl, namespace, "demo-0")["status"]["containerStatuses"][0]
     assert (
         restarted["restartCount"] >= 1
@@ -530,9 +544,9 @@ def run_failovers(kubectl: Kubectl, namespace: str) -> None:
     )
     refused = stale_promotions(kubectl, namespace)
     assert (status["leader"], status["epoch"]) == (second, 3 + refused), status
-    code, body = http("GET", f"{base_url(kubectl, namespace, first)}/v1/status")
+    code, body = http("GET", f"{base_url(kubectl, namespace, first)}/v1/status", token=key)
     assert code == 200 and (body["role"], body["epoch"]) == ("follower", 3 + refused), body
-    assert count_on(base_url(kubectl, namespace, second)) == 125
+    assert count_on(base_url(kubectl, namespace, second), key) == 125
 
     # Deleting the cluster collects its children; the claims stay (reclaimPolicy Retain).
     kubectl.run("delete", "dveccluster", "demo", "-n", namespace, "--wait=false")

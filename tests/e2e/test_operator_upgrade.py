@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import NEEDS_CONSOLE_SCRIPTS, Kubectl, http, wait_until
+from .conftest import NEEDS_CONSOLE_SCRIPTS, Kubectl, api_key, http, wait_until
 from .test_operator_cluster import (
     CLUSTER,
     NAMES,
@@ -52,6 +52,7 @@ class QuorumWriter:
 
     kubectl: Kubectl
     namespace: str
+    key: str
     attempts: list[Attempt] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -86,7 +87,9 @@ class QuorumWriter:
             }
             started = time.monotonic()
             try:
-                code, answer = http("PUT", f"{url}/v1/collections/e2e/vectors", body, timeout=5)
+                code, answer = http(
+                    "PUT", f"{url}/v1/collections/e2e/vectors", body, timeout=5, token=self.key
+                )
                 ok, detail = code == 200, f"{code} {str(answer)[:80]}"
             except (urllib.error.URLError, OSError) as exc:
                 ok, detail = False, str(exc)[:80]
@@ -130,15 +133,16 @@ def url_of(kubectl: Kubectl, namespace: str, name: str) -> str | None:
 
 
 def all_follow_the_leader(kubectl: Kubectl, namespace: str, leader: str) -> bool:
+    key = api_key(kubectl, namespace)
     urls = {name: url_of(kubectl, namespace, name) for name in NAMES}
     leader_url = urls[leader]
     if leader_url is None or None in urls.values():
         return False
-    top = (node_status(leader_url) or {}).get("last_seq")
+    top = (node_status(leader_url, key) or {}).get("last_seq")
     for name in NAMES:
         if name == leader:
             continue
-        node = node_status(urls[name] or "") or {}
+        node = node_status(urls[name] or "", key) or {}
         if node.get("role") != "follower" or (node.get("leader") or "").rstrip("/") != leader_url:
             return False
         if top is None or int(node.get("applied_seq") or 0) < int(top) - 100:
@@ -186,8 +190,12 @@ def test_rolling_upgrade_under_quorum_writes_keeps_a_quorum_and_a_waitable_statu
 ) -> None:
     kubectl.apply(CLUSTER, namespace)
     wait_until(lambda: healthy_with(kubectl, namespace), 300, "the cluster Healthy")
+    key = api_key(kubectl, namespace)
     code, body = http(
-        "POST", f"{rw_url(kubectl, namespace)}/v1/collections", {"name": "e2e", "dimension": 4}
+        "POST",
+        f"{rw_url(kubectl, namespace)}/v1/collections",
+        {"name": "e2e", "dimension": 4},
+        token=key,
     )
     assert code == 201, body
     samples: list[Sample] = []
@@ -204,7 +212,7 @@ def test_rolling_upgrade_under_quorum_writes_keeps_a_quorum_and_a_waitable_statu
             time.sleep(0.2)
 
     watcher = threading.Thread(target=watch, daemon=True)
-    with QuorumWriter(kubectl, namespace) as writer:
+    with QuorumWriter(kubectl, namespace, key) as writer:
         time.sleep(3)  # a few quorum writes on the old revision
         steady = len(writer.attempts)
         watcher.start()

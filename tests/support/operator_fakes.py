@@ -141,13 +141,33 @@ class FakeKube:
         if key in self.objects:
             return False
         self.objects[key] = copy.deepcopy(dict(manifest))
+        self.objects[key]["metadata"]["resourceVersion"] = "1"
         return True
+
+    async def merge_patch(
+        self, api_version: str, kind: str, namespace: str, name: str, patch: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Merge-patch a child, honouring a resourceVersion precondition like the server."""
+        live = self.objects.get((kind, name))
+        if live is None:
+            raise kube_api.NotFoundError(404, name)
+        meta = live.setdefault("metadata", {})
+        wanted = (patch.get("metadata") or {}).get("resourceVersion")
+        if wanted is not None and wanted != meta.get("resourceVersion", "1"):
+            raise kube_api.ConflictError(409, "the object has been modified")
+        body = copy.deepcopy(dict(patch))
+        body.get("metadata", {}).pop("resourceVersion", None)
+        merge(live, body)
+        meta["resourceVersion"] = str(int(meta.get("resourceVersion", "1")) + 1)
+        return copy.deepcopy(live)
 
     async def request(self, method: str, path: str, **_: Any) -> dict[str, Any]:
         if method == "DELETE":
             name = path.rsplit("/", 1)[-1]
+            plural = path.split("/")[-2].lower()
+            singular = plural[:-3] + "y" if plural.endswith("ies") else plural[:-1]
             for key in [k for k in self.objects if k[1] == name]:
-                if path.split("/")[-2].lower().startswith(key[0].lower()):
+                if key[0].lower() == singular:
                     del self.objects[key]
             self.deleted.append(path)
             return {}

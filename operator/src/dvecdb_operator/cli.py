@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import kopf
 
 from dvecdb_operator import logs
+from dvecdb_operator.builders.networkpolicy import OperatorIdentity
 from dvecdb_operator.runtime import RuntimeConfig
 
 DEFAULT_PEERING = "dvecdb-operator"
@@ -77,8 +78,32 @@ def build_parser() -> argparse.ArgumentParser:
         default=env("DVECDB_OPERATOR_LOG_FORMAT", "text"),
         help="text (full logger names) or one JSON object per line",
     )
+    parser.add_argument(
+        "--pod-namespace",
+        default=env("POD_NAMESPACE", ""),
+        help="the namespace the operator's pods run in (the Helm chart sets POD_NAMESPACE): "
+        "each cluster's NetworkPolicy admits them",
+    )
+    parser.add_argument(
+        "--pod-labels",
+        type=parse_labels,
+        default=parse_labels(env("DVECDB_OPERATOR_POD_LABELS", "")),
+        help="labels selecting the operator's pods, k=v[,k=v] (the chart sets them); without "
+        "these and --pod-namespace the NetworkPolicy has no operator peer",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser
+
+
+def parse_labels(text: str) -> dict[str, str]:
+    """`a=b,c=d` -> {"a": "b", "c": "d"}."""
+    labels: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise argparse.ArgumentTypeError(f"not a label k=v: {item!r}")
+        labels[key.strip()] = value.strip()
+    return labels
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -96,6 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         watch_server_timeout=args.watch_timeout,
         peering_name=None if args.standalone or not args.create_peering else args.peering,
         namespaces=tuple(namespaces),
+        identity=OperatorIdentity(namespace=args.pod_namespace or None, labels=args.pod_labels),
     )
     kopf.run(
         standalone=args.standalone,

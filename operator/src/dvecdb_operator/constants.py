@@ -29,10 +29,19 @@ ANNOTATION_SWITCHOVER: Final = f"{GROUP}/switchover-to"
 # that lost its majority for good): acknowledged writes may be lost.
 ANNOTATION_FORCE_PROMOTE: Final = f"{GROUP}/force-promote"
 
-# The node's port and the key of the cluster token inside its Secret.
+# The node's port.
 NODE_PORT: Final = 8080
 NODE_PORT_NAME: Final = "http"
-TOKEN_KEY: Final = "token"
+# The keys of the auth Secret (`spec.auth.secretName`), named as the node's secrets folder
+# expects its files (dvecdb_node.credentials), and where members mount it.
+API_KEY: Final = "apiKey"
+READ_ONLY_KEY: Final = "readOnlyKey"
+CLUSTER_TOKEN_KEY: Final = "clusterToken"
+AUTH_KEYS: Final = (API_KEY, READ_ONLY_KEY, CLUSTER_TOKEN_KEY)
+# The one key operators before the access keys wrote (the cluster token).
+LEGACY_TOKEN_KEY: Final = "token"
+AUTH_VOLUME: Final = "auth"
+AUTH_DIR: Final = "/etc/dvecdb/auth"
 DATA_DIR: Final = "/data"
 DATA_VOLUME: Final = "data"
 

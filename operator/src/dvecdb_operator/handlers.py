@@ -77,6 +77,12 @@ _monitor_needs_no_finalizer(kopf.get_default_registry())
     labels={c.LABEL_MANAGED_BY: c.MANAGER, c.LABEL_CLUSTER: kopf.PRESENT},
 )
 @kopf.on.event(
+    "networking.k8s.io",
+    "v1",
+    "networkpolicies",
+    labels={c.LABEL_MANAGED_BY: c.MANAGER, c.LABEL_CLUSTER: kopf.PRESENT},
+)
+@kopf.on.event(
     "policy",
     "v1",
     "poddisruptionbudgets",

@@ -32,6 +32,7 @@ _COLLECTIONS: dict[tuple[str, str], tuple[str, str]] = {
     ("v1", "PersistentVolumeClaim"): ("/api/v1", "persistentvolumeclaims"),
     ("apps/v1", "StatefulSet"): ("/apis/apps/v1", "statefulsets"),
     ("policy/v1", "PodDisruptionBudget"): ("/apis/policy/v1", "poddisruptionbudgets"),
+    ("networking.k8s.io/v1", "NetworkPolicy"): ("/apis/networking.k8s.io/v1", "networkpolicies"),
     ("monitoring.coreos.com/v1", "ServiceMonitor"): (
         "/apis/monitoring.coreos.com/v1",
         "servicemonitors",
@@ -240,6 +241,17 @@ class Kube:
             params={"fieldManager": c.MANAGER, "force": "true"},
             body=manifest,
             content_type="application/apply-patch+yaml",
+        )
+
+    async def merge_patch(
+        self, api_version: str, kind: str, namespace: str, name: str, patch: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """JSON merge patch; a `metadata.resourceVersion` in it makes it conditional (409)."""
+        return await self.request(
+            "PATCH",
+            object_path(api_version, kind, namespace, name),
+            body=dict(patch),
+            content_type="application/merge-patch+json",
         )
 
     async def create(self, manifest: Mapping[str, Any]) -> bool:

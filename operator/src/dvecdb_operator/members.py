@@ -204,6 +204,15 @@ class Members:
             self._clients[url] = self._factory(url)
         return self._clients[url]
 
+    async def use(self, factory: ClientFactory) -> None:
+        """Make the next calls with clients from `factory` (a rotated cluster token), keeping
+        this object, and so the monitor's state, as it is."""
+        old = list(self._clients.values())
+        self._factory = factory
+        self._clients = {}
+        for client in old:
+            await client.close()
+
     async def observe_one(self, pod: PodView) -> MemberObservation:
         if not pod.ip:
             return unreachable(pod, "pod has no IP yet")

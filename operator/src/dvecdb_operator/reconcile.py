@@ -1,6 +1,7 @@
-"""One ordered, idempotent pass over a cluster's children: secret, workload, network, PDB,
-monitoring. Each child is built by a pure builder, adopted by the DVecCluster (owner
-reference, so deleting the cluster collects it) and applied only when it drifted.
+"""One ordered, idempotent pass over a cluster's children: auth Secret, workload, Services,
+NetworkPolicy, PDB, monitoring. Each child is built by a pure builder, adopted by the
+DVecCluster (owner reference, so deleting the cluster collects it) and applied only when it
+drifted.
 """
 
 from __future__ import annotations
@@ -18,8 +19,14 @@ from dvecdb_operator.builders.monitoring import (
     build_prometheus_rule,
     build_service_monitor,
 )
+from dvecdb_operator.builders.networkpolicy import OperatorIdentity, build_network_policy
 from dvecdb_operator.builders.pdb import build_pdb
-from dvecdb_operator.builders.secret import build_token_secret, new_token
+from dvecdb_operator.builders.secret import (
+    added_keys_patch,
+    build_auth_secret,
+    missing_values,
+    secret_values,
+)
 from dvecdb_operator.builders.services import build_services
 from dvecdb_operator.builders.statefulset import build_statefulset
 from dvecdb_operator.decisions import effective_replicas
@@ -29,21 +36,29 @@ from dvecdb_operator.spec import ClusterSpec
 log = logging.getLogger(__name__)
 
 
-def token_secret_name(ref: ClusterRef, spec: ClusterSpec) -> str:
-    return spec.auth.secret_name or ref.default_token_secret
+def auth_secret_name(ref: ClusterRef, spec: ClusterSpec) -> str:
+    return spec.auth.secret_name or ref.default_auth_secret
 
 
 def desired_children(
-    ref: ClusterRef, spec: ClusterSpec, *, replicas: int
+    ref: ClusterRef,
+    spec: ClusterSpec,
+    *,
+    replicas: int,
+    operator: OperatorIdentity | None = None,
 ) -> tuple[list[dict[str, Any]], list[tuple[str, str, str]]]:
     """The manifests to apply, and (apiVersion, kind, name) of optional children to remove."""
-    secret = token_secret_name(ref, spec)
+    secret = auth_secret_name(ref, spec)
     wanted: list[dict[str, Any]] = [
-        build_statefulset(ref, spec, token_secret=secret, replicas=replicas),
+        build_statefulset(ref, spec, auth_secret=secret, replicas=replicas),
         *build_services(ref),
     ]
     absent: list[tuple[str, str, str]] = []
+    policy = build_network_policy(
+        ref, operator=operator or OperatorIdentity(), allow_from=spec.network_policy.allow_from
+    )
     optional = [
+        (spec.network_policy.enabled, policy),
         (spec.pod_disruption_budget, build_pdb(ref)),
         (
             spec.monitoring.service_monitor,
@@ -72,22 +87,39 @@ def leader_ordinal(status: Mapping[str, Any] | None) -> int | None:
     return max(ordinals) if ordinals else None
 
 
-async def ensure_token_secret(
+async def ensure_auth_secret(
     kube: kube_api.Kube, body: Mapping[str, Any], ref: ClusterRef, spec: ClusterSpec
 ) -> str:
-    """Create the token Secret if absent (never rotating an existing token); returns its name.
+    """Create the auth Secret if absent, else add the keys it lacks; returns its name.
 
-    A Secret the user named in `spec.auth.secretName` is theirs: created if missing but not
-    owned, so it outlives the cluster like any user-supplied credential.
+    A Secret this creates is owned by the cluster and goes with it; one the user made stays
+    theirs (never adopted). Values already there are never changed, and keys are added with
+    a resourceVersion precondition: of two writers one wins, the other re-reads next pass.
     """
-    name = token_secret_name(ref, spec)
-    if await kube.get("v1", "Secret", ref.namespace, name) is not None:
-        return name
-    manifest = build_token_secret(ref, name, new_token())
-    if not spec.auth.secret_name:
+    name = auth_secret_name(ref, spec)
+    live = await kube.get("v1", "Secret", ref.namespace, name)
+    if live is None:
+        manifest = build_auth_secret(ref, name, missing_values({}))
         kopf.adopt(manifest, owner=dict(body))  # type: ignore[arg-type]
-    if await kube.create(manifest):
-        kube_api.post_event(body, reason="SecretCreated", message=f"cluster token Secret {name}")
+        if await kube.create(manifest):
+            kube_api.post_event(
+                body, reason="SecretCreated", message=f"auth Secret {name} with new keys"
+            )
+        return name
+    added = missing_values(secret_values(live))
+    if added:
+        version = (live.get("metadata") or {}).get("resourceVersion")
+        try:
+            await kube.merge_patch(
+                "v1", "Secret", ref.namespace, name, added_keys_patch(added, version)
+            )
+        except kube_api.ConflictError:
+            return name  # changed meanwhile: the next pass looks again
+        kube_api.post_event(
+            body,
+            reason="SecretKeysAdded",
+            message=f"auth Secret {name}: added {', '.join(sorted(added))}",
+        )
     return name
 
 
@@ -124,14 +156,18 @@ async def _fit_immutable(kube: kube_api.Kube, body: Mapping[str, Any], sts: dict
 
 
 async def reconcile_children(
-    kube: kube_api.Kube, body: Mapping[str, Any], spec: ClusterSpec
+    kube: kube_api.Kube,
+    body: Mapping[str, Any],
+    spec: ClusterSpec,
+    *,
+    operator: OperatorIdentity | None = None,
 ) -> list[str]:
     """Create or patch back every child; returns the kinds/names that were written."""
     meta = body["metadata"]
     ref = ClusterRef(name=meta["name"], namespace=meta["namespace"])
-    await ensure_token_secret(kube, body, ref, spec)
+    await ensure_auth_secret(kube, body, ref, spec)
     replicas = effective_replicas(spec.replicas, leader_ordinal(body.get("status")))
-    wanted, absent = desired_children(ref, spec, replicas=replicas)
+    wanted, absent = desired_children(ref, spec, replicas=replicas, operator=operator)
     written: list[str] = []
     for manifest in wanted:
         kopf.adopt(manifest, owner=dict(body))  # type: ignore[arg-type]

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -20,10 +20,11 @@ import kopf
 from dvecdb_operator import constants as c
 from dvecdb_operator import kube as kube_api
 from dvecdb_operator.builders.common import ClusterRef
-from dvecdb_operator.builders.secret import read_token
+from dvecdb_operator.builders.networkpolicy import OperatorIdentity
+from dvecdb_operator.builders.secret import read_cluster_token
 from dvecdb_operator.members import Members, client_factory
 from dvecdb_operator.monitor import ClusterMonitor, MonitorSettings
-from dvecdb_operator.reconcile import reconcile_children, token_secret_name
+from dvecdb_operator.reconcile import auth_secret_name, reconcile_children
 from dvecdb_operator.spec import ClusterSpec, InvalidSpecError, parse_spec
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,8 @@ class RuntimeConfig:
     # Helm chart) creates it.
     peering_name: str | None = None
     namespaces: tuple[str, ...] = ()  # empty: cluster-wide
+    # The operator's own pods, admitted by every cluster's NetworkPolicy.
+    identity: OperatorIdentity = field(default_factory=OperatorIdentity)
 
 
 def config_of(memo: Any) -> RuntimeConfig:
@@ -127,7 +130,7 @@ async def converge(memo: Any, body: Mapping[str, Any], spec: ClusterSpec) -> Non
         locks = {}
         memo.converging = locks
     async with locks.setdefault(key, asyncio.Lock()):
-        await reconcile_children(memo.kube, body, spec)
+        await reconcile_children(memo.kube, body, spec, operator=config_of(memo).identity)
 
 
 async def child_changed(
@@ -151,8 +154,8 @@ async def child_changed(
 
 
 async def _cluster_token(kube: kube_api.Kube, ref: ClusterRef, spec: ClusterSpec) -> str | None:
-    secret = await kube.get("v1", "Secret", ref.namespace, token_secret_name(ref, spec))
-    return read_token(secret) if secret else None
+    secret = await kube.get("v1", "Secret", ref.namespace, auth_secret_name(ref, spec))
+    return read_cluster_token(secret)
 
 
 def pass_interval(config: RuntimeConfig, spec: ClusterSpec | None) -> float:
@@ -175,10 +178,11 @@ async def monitor(
     the object carries no finalizer (see `handlers`), so kopf may not stop it first.
 
     Each iteration reads the cluster object once and parses its spec once; the pass gets
-    both. Children are converged on the first pass (which creates the token Secret the
+    both. Children are converged on the first pass (which creates the auth Secret the
     members need), every `reconcile_every` seconds as a safety net, and right after a pass
     that changed something (a finished switchover may let a held-back scale-down proceed).
-    The token Secret is read again on those occasions only.
+    The cluster token is read from the auth Secret on every pass: a rotated token is used
+    from the next pass on, with the same monitor (its detection state kept).
     """
     config = config_of(memo)
     kube: kube_api.Kube = memo.kube
@@ -208,24 +212,26 @@ async def monitor(
                 now = time.monotonic()
                 due = reconcile_due or now - last_reconcile >= config.reconcile_every
                 fresh = token
-                if spec is not None and due:
-                    last_reconcile, reconcile_due = now, False
-                    await converge(memo, body, spec)
+                if spec is not None:
+                    if due:
+                        last_reconcile, reconcile_due = now, False
+                        await converge(memo, body, spec)
                     fresh = await _cluster_token(kube, ref, spec)
                 if watcher is None or members is None or fresh != token:
-                    if members is not None:
-                        await members.close()
-                    token = fresh
-                    members = Members(
-                        client_factory(
-                            token=token, timeout=config.node_timeout, session=memo.node_session
+                    factory = client_factory(
+                        token=fresh, timeout=config.node_timeout, session=memo.node_session
+                    )
+                    if watcher is None or members is None:
+                        members = Members(factory)
+                        watcher = ClusterMonitor(
+                            kube, members, namespace=namespace, name=name, settings=settings
                         )
-                    )
-                    watcher = ClusterMonitor(
-                        kube, members, namespace=namespace, name=name, settings=settings
-                    )
+                    else:
+                        log.info("cluster %s/%s: the cluster token changed", namespace, name)
+                        await members.use(factory)
+                    token = fresh
                 if spec is not None and token is None:
-                    log.info("cluster %s/%s: waiting for its token Secret", namespace, name)
+                    log.info("cluster %s/%s: waiting for its auth Secret", namespace, name)
                     reconcile_due = True
                 else:
                     reconcile_due = (await watcher.tick(body, spec)).acted

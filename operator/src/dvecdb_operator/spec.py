@@ -90,7 +90,20 @@ class MonitoringSpec(_Model):
 
 
 class AuthSpec(_Model):
-    secret_name: str | None = None
+    """The Secret with the cluster's keys (`apiKey`, `readOnlyKey`, `clusterToken`); unset:
+    `<cluster>-token`. The operator adds any key that is missing and never changes one that
+    is there (an empty value turns that credential off)."""
+
+    secret_name: str | None = Field(default=None, min_length=1, max_length=253)
+
+
+class NetworkPolicySpec(_Model):
+    """Ingress to the members' port: from the cluster's own members, the operator, and the
+    peers in `allowFrom` (NetworkPolicyPeer objects, passed through as written; default:
+    every pod of the cluster's namespace)."""
+
+    enabled: bool = True
+    allow_from: list[dict[str, Any]] | None = None
 
 
 class ClusterSpec(_Model):
@@ -105,6 +118,7 @@ class ClusterSpec(_Model):
     pod_disruption_budget: bool = True
     monitoring: MonitoringSpec = MonitoringSpec()
     auth: AuthSpec = AuthSpec()
+    network_policy: NetworkPolicySpec = NetworkPolicySpec()
 
     @field_validator("resources")
     @classmethod

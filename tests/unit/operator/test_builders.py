@@ -11,8 +11,16 @@ import pytest
 
 from dvecdb_operator import constants as c
 from dvecdb_operator.builders.common import ClusterRef, ordinal_of
+from dvecdb_operator.builders.networkpolicy import OperatorIdentity, build_network_policy
 from dvecdb_operator.builders.pdb import build_pdb
-from dvecdb_operator.builders.secret import build_token_secret, new_token, read_token
+from dvecdb_operator.builders.secret import (
+    added_keys_patch,
+    build_auth_secret,
+    missing_values,
+    new_token,
+    read_cluster_token,
+    secret_values,
+)
 from dvecdb_operator.builders.services import build_services
 from dvecdb_operator.builders.statefulset import build_statefulset
 from dvecdb_operator.spec import parse_spec
@@ -52,20 +60,20 @@ def env(sts: dict[str, Any]) -> dict[str, Any]:
     ],
 )
 def test_statefulset_validates(raw: dict[str, Any]) -> None:
-    validate(build_statefulset(REF, parse_spec(raw), token_secret="demo-token"))
+    validate(build_statefulset(REF, parse_spec(raw), auth_secret="demo-token"))
 
 
 def test_scale_down_policy_decides_whether_a_removed_members_claim_goes() -> None:
     """Issue #15: claims left by a scale-down were kept silently; now it is the spec's say."""
     spec = parse_spec({"storage": {"scaleDownPolicy": "Delete", "reclaimPolicy": "Delete"}})
-    sts = build_statefulset(REF, spec, token_secret="demo-token")
+    sts = build_statefulset(REF, spec, auth_secret="demo-token")
     policy = sts["spec"]["persistentVolumeClaimRetentionPolicy"]
     assert policy == {"whenDeleted": "Delete", "whenScaled": "Delete"}
 
 
 def test_statefulset_shape() -> None:
     spec = parse_spec({"replicas": 4, "storage": {"size": "3Gi", "storageClassName": "fast"}})
-    sts = build_statefulset(REF, spec, token_secret="demo-token")
+    sts = build_statefulset(REF, spec, auth_secret="demo-token")
     assert sts["metadata"]["namespace"] == "prod"
     s = sts["spec"]
     assert s["replicas"] == 4
@@ -99,36 +107,47 @@ def test_statefulset_shape() -> None:
 
 
 def test_statefulset_probes_use_health_and_readiness_endpoints() -> None:
-    ctr = container(build_statefulset(REF, parse_spec({}), token_secret="t"))
+    ctr = container(build_statefulset(REF, parse_spec({}), auth_secret="t"))
     assert ctr["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert ctr["startupProbe"]["httpGet"]["path"] == "/healthz"
     assert ctr["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert ctr["readinessProbe"]["httpGet"]["port"] == c.NODE_PORT_NAME
 
 
-def test_statefulset_env_from_spec_and_token_secret() -> None:
+def test_statefulset_env_from_spec() -> None:
     spec = parse_spec(
         {"node": {"fsync": "always", "defaultAck": "quorum", "hnsw": {"m": 24, "efSearch": 80}}}
     )
-    values = env(build_statefulset(REF, spec, token_secret="my-token"))
+    values = env(build_statefulset(REF, spec, auth_secret="my-token"))
     assert values["DVECDB_FSYNC"] == "always"
     assert values["DVECDB_DEFAULT_ACK"] == "quorum"
     assert values["DVECDB_HNSW_M"] == "24"
     assert values["DVECDB_HNSW_EF_SEARCH"] == "80"
     assert values["DVECDB_HNSW_EF_CONSTRUCTION"] == "200"
-    assert values["DVECDB_CLUSTER_TOKEN"] == {
-        "secretKeyRef": {"name": "my-token", "key": c.TOKEN_KEY}
-    }
     assert values["POD_NAME"] == {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}}
+
+
+def test_members_mount_the_auth_secret_and_read_keys_from_it_not_from_env() -> None:
+    """Keys in variables would need a restart to rotate; a mounted Secret is updated in place
+    and the node re-reads the folder (DVECDB_SECRETS_DIR)."""
+    sts = build_statefulset(REF, parse_spec({}), auth_secret="my-keys")
+    pod = sts["spec"]["template"]["spec"]
+    values = env(sts)
+    assert values["DVECDB_SECRETS_DIR"] == c.AUTH_DIR
+    assert not {"DVECDB_CLUSTER_TOKEN", "DVECDB_API_KEY", "DVECDB_READ_ONLY_KEY"} & set(values)
+    assert {"name": c.AUTH_VOLUME, "secret": {"secretName": "my-keys", "defaultMode": 0o440}} in (
+        pod["volumes"]
+    )
+    mount = {"name": c.AUTH_VOLUME, "mountPath": c.AUTH_DIR, "readOnly": True}
+    assert mount in container(sts)["volumeMounts"]
 
 
 def test_statefulset_advertises_the_pod_ip() -> None:
     """Kubernetes expands $(POD_IP) only from variables defined earlier in the list."""
     names = [
-        e["name"]
-        for e in container(build_statefulset(REF, parse_spec({}), token_secret="t"))["env"]
+        e["name"] for e in container(build_statefulset(REF, parse_spec({}), auth_secret="t"))["env"]
     ]
-    values = env(build_statefulset(REF, parse_spec({}), token_secret="t"))
+    values = env(build_statefulset(REF, parse_spec({}), auth_secret="t"))
     assert values["DVECDB_ADVERTISE_URL"] == "http://$(POD_IP):8080"
     assert names.index("POD_IP") < names.index("DVECDB_ADVERTISE_URL")
 
@@ -142,7 +161,7 @@ def test_statefulset_advertises_the_pod_ip() -> None:
     ],
 )
 def test_anti_affinity_modes(mode: str, key: str | None) -> None:
-    pod = build_statefulset(REF, parse_spec({"antiAffinity": mode}), token_secret="t")["spec"][
+    pod = build_statefulset(REF, parse_spec({"antiAffinity": mode}), auth_secret="t")["spec"][
         "template"
     ]["spec"]
     if key is None:
@@ -153,10 +172,10 @@ def test_anti_affinity_modes(mode: str, key: str | None) -> None:
 
 def test_resources_passed_through_and_replicas_override() -> None:
     resources = {"requests": {"cpu": "1", "memory": "2Gi"}}
-    sts = build_statefulset(REF, parse_spec({"resources": resources}), token_secret="t", replicas=5)
+    sts = build_statefulset(REF, parse_spec({"resources": resources}), auth_secret="t", replicas=5)
     assert container(sts)["resources"] == resources
     assert sts["spec"]["replicas"] == 5
-    assert "resources" not in container(build_statefulset(REF, parse_spec({}), token_secret="t"))
+    assert "resources" not in container(build_statefulset(REF, parse_spec({}), auth_secret="t"))
 
 
 def test_services_validate_and_select_the_right_pods() -> None:
@@ -181,23 +200,98 @@ def test_pdb_validates_and_allows_one_disruption() -> None:
     assert pdb["spec"]["selector"]["matchLabels"][c.LABEL_CLUSTER] == "demo"
 
 
-def test_secret_round_trips_a_fresh_token() -> None:
+def test_a_new_auth_secret_holds_three_distinct_random_keys() -> None:
     token = new_token()
     assert len(token) >= 40 and token != new_token()
-    secret = build_token_secret(REF, "demo-token", token)
+    values = missing_values({})
+    assert set(values) == {c.API_KEY, c.READ_ONLY_KEY, c.CLUSTER_TOKEN_KEY}
+    assert len(set(values.values())) == 3
+    secret = build_auth_secret(REF, "demo-token", values)
     validate(secret)
-    assert read_token(secret) == token
-    assert base64.b64decode(secret["data"][c.TOKEN_KEY]).decode() == token
-    assert read_token({"data": {}}) is None
-    assert read_token({"data": {c.TOKEN_KEY: "%%%"}}) is None
+    assert secret_values(secret) == values
+    assert read_cluster_token(secret) == values[c.CLUSTER_TOKEN_KEY]
+
+
+def test_only_missing_keys_are_added_and_a_set_value_is_never_replaced() -> None:
+    present = {c.API_KEY: "mine", c.READ_ONLY_KEY: ""}
+    assert missing_values(present, generate=lambda: "fresh") == {c.CLUSTER_TOKEN_KEY: "fresh"}
+    assert missing_values({c.API_KEY: "a", c.READ_ONLY_KEY: "r", c.CLUSTER_TOKEN_KEY: "t"}) == {}
+
+
+def test_the_legacy_token_becomes_the_cluster_token() -> None:
+    """A Secret an older operator wrote holds only `token`: members keep trusting each other
+    while they move to the mounted Secret."""
+    added = missing_values({c.LEGACY_TOKEN_KEY: "old"}, generate=lambda: "new")
+    assert added == {c.API_KEY: "new", c.READ_ONLY_KEY: "new", c.CLUSTER_TOKEN_KEY: "old"}
+    legacy = build_auth_secret(REF, "demo-token", {c.LEGACY_TOKEN_KEY: "old"})
+    assert read_cluster_token(legacy) == "old"
+
+
+def test_the_operator_sends_the_first_of_several_cluster_tokens() -> None:
+    secret = build_auth_secret(REF, "s", {c.CLUSTER_TOKEN_KEY: " new , old\n"})
+    assert read_cluster_token(secret) == "new"
+    assert read_cluster_token(build_auth_secret(REF, "s", {c.CLUSTER_TOKEN_KEY: ""})) == ""
+    assert read_cluster_token({"data": {}}) is None
+    assert read_cluster_token(None) is None
+    assert read_cluster_token({"data": {c.CLUSTER_TOKEN_KEY: "%%%"}}) is None
+
+
+def test_adding_keys_is_conditional_on_the_version_read() -> None:
+    patch = added_keys_patch({c.API_KEY: "k"}, "42")
+    assert patch["metadata"] == {"resourceVersion": "42"}
+    assert base64.b64decode(patch["data"][c.API_KEY]).decode() == "k"
+
+
+OPERATOR = OperatorIdentity(namespace="dvecdb-system", labels={"app.kubernetes.io/name": "op"})
+
+
+def _peers(policy: dict[str, Any]) -> list[dict[str, Any]]:
+    [rule] = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"port": c.NODE_PORT, "protocol": "TCP"}]
+    return list(rule["from"])
+
+
+def test_network_policy_admits_members_operator_and_the_namespace_by_default() -> None:
+    policy = build_network_policy(REF, operator=OPERATOR)
+    validate(policy)
+    assert policy["spec"]["podSelector"] == {
+        "matchLabels": {c.LABEL_NAME: "dvecdb", c.LABEL_CLUSTER: "demo"}
+    }
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    assert _peers(policy) == [
+        {"podSelector": {"matchLabels": {c.LABEL_NAME: "dvecdb", c.LABEL_CLUSTER: "demo"}}},
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "dvecdb-system"}},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "op"}},
+        },
+        {"podSelector": {}},
+    ]
+
+
+def test_network_policy_allow_from_replaces_the_namespace_default() -> None:
+    router = {"podSelector": {"matchLabels": {"app": "router"}}}
+    office = {"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}}
+    policy = build_network_policy(REF, operator=OPERATOR, allow_from=[router, office])
+    validate(policy)
+    assert _peers(policy)[2:] == [router, office]
+
+
+def test_network_policy_never_has_an_empty_from_which_would_admit_everyone() -> None:
+    """With no operator identity and `allowFrom: []`, only the members remain."""
+    policy = build_network_policy(REF, operator=OperatorIdentity(), allow_from=[])
+    validate(policy)
+    assert _peers(policy) == [
+        {"podSelector": {"matchLabels": {c.LABEL_NAME: "dvecdb", c.LABEL_CLUSTER: "demo"}}}
+    ]
 
 
 def test_every_child_carries_common_labels() -> None:
     children = [
-        build_statefulset(REF, parse_spec({}), token_secret="t"),
+        build_statefulset(REF, parse_spec({}), auth_secret="t"),
         *build_services(REF),
         build_pdb(REF),
-        build_token_secret(REF, "x", "y"),
+        build_auth_secret(REF, "x", {"apiKey": "y"}),
+        build_network_policy(REF, operator=OPERATOR),
     ]
     for child in children:
         labels = child["metadata"]["labels"]

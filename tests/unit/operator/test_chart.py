@@ -110,6 +110,16 @@ def test_default_render_validates() -> None:
 
 
 @pytest_plan
+def test_the_operator_knows_its_namespace_and_labels_for_the_network_policy() -> None:
+    deployment = by_kind(render())["Deployment"][0]
+    pod = deployment["spec"]["template"]
+    env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    labels = cli.parse_labels(env["DVECDB_OPERATOR_POD_LABELS"]["value"])
+    assert labels == pod["metadata"]["labels"] == deployment["spec"]["selector"]["matchLabels"]
+
+
+@pytest_plan
 def test_json_logs_by_value() -> None:
     args = by_kind(render("operator.logFormat=json"))["Deployment"][0]["spec"]["template"]
     assert "--log-format=json" in args["spec"]["containers"][0]["args"]
@@ -152,6 +162,9 @@ def test_rbac_covers_the_operators_calls() -> None:
         ("", "pods", "patch"),
         ("", "pods", "delete"),
         ("", "secrets", "create"),
+        ("", "secrets", "patch"),
+        ("networking.k8s.io", "networkpolicies", "patch"),
+        ("networking.k8s.io", "networkpolicies", "delete"),
         ("apps", "statefulsets", "patch"),
         ("", "services", "patch"),
         ("policy", "poddisruptionbudgets", "patch"),

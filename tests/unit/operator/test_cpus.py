@@ -45,7 +45,7 @@ ENV_WITHOUT_LIMIT = [
     "DVECDB_HNSW_M",
     "DVECDB_HNSW_EF_CONSTRUCTION",
     "DVECDB_HNSW_EF_SEARCH",
-    "DVECDB_CLUSTER_TOKEN",
+    "DVECDB_SECRETS_DIR",
     "DVECDB_LEASE_SECONDS",
     "DVECDB_MAX_READ_STALENESS_SECONDS",
 ]
@@ -53,7 +53,7 @@ ENV_WITHOUT_LIMIT = [
 
 def statefulset(resources: dict[str, Any] | None = None) -> dict[str, Any]:
     raw = {} if resources is None else {"resources": resources}
-    return build_statefulset(REF, parse_spec(raw), token_secret="demo-token")
+    return build_statefulset(REF, parse_spec(raw), auth_secret="demo-token")
 
 
 def env_of(sts: dict[str, Any]) -> list[dict[str, Any]]:
@@ -201,9 +201,7 @@ def test_env_carries_the_limit(limit: object, value: str) -> None:
 def test_no_limit_leaves_the_statefulset_as_before(resources: dict[str, Any] | None) -> None:
     sts = statefulset(resources)
     assert [e["name"] for e in env_of(sts)] == ENV_WITHOUT_LIMIT
-    assert node_env(parse_spec({"resources": resources or {}}), "t") == node_env(
-        parse_spec({}), "t"
-    )
+    assert node_env(parse_spec({"resources": resources or {}})) == node_env(parse_spec({}))
     # The live object of an existing cluster (rendered the same way) is not drift: no apply,
     # so no new revision and no rolling restart.
     assert not drifted(statefulset(resources), sts)

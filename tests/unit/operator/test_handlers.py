@@ -4,6 +4,7 @@ kopf with the scope, peering and liveness it was given."""
 from __future__ import annotations
 
 import asyncio
+import base64
 from typing import Any
 
 import kopf
@@ -174,7 +175,7 @@ class Passes:
 async def test_monitor_daemon_converges_children_then_bootstraps_with_the_token(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from dvecdb_operator.builders.secret import read_token
+    from dvecdb_operator.builders.secret import read_cluster_token
     from tests.support.operator_fakes import FakeNode
 
     kube = FakeKube(
@@ -188,20 +189,84 @@ async def test_monitor_daemon_converges_children_then_bootstraps_with_the_token(
     for i in range(2):
         kube.add_pod(f"db-{i}", f"10.0.0.{i + 1}")
     nodes = {f"http://10.0.0.{i + 1}:8080": FakeNode(f"db-{i}") for i in range(2)}
-    tokens: list[str | None] = []
+    made: list[str | None] = []  # the token of every client made
 
     def factory(*, token: str | None, timeout: float, session: Any) -> Any:
-        tokens.append(token)
-        return lambda u: nodes[u]
+        def make(url: str) -> Any:
+            made.append(token)
+            return nodes[url]
+
+        return make
 
     monkeypatch.setattr(runtime, "client_factory", factory)
     monkeypatch.setattr(kube_api, "post_event", lambda *a, **k: None)
     memo = kopf.Memo(kube=kube, node_session=None, config=runtime.RuntimeConfig())
     await runtime.monitor(memo, "ns", "db", Passes(2))
     assert ("StatefulSet", "db") in kube.objects
-    assert tokens == [read_token(kube.objects[("Secret", "db-token")])]
+    token = read_cluster_token(kube.objects[("Secret", "db-token")])
+    assert token and set(made) == {token}
     assert (kube.status["leader"], kube.status["epoch"]) == ("db-0", 1)
     assert kube.status["phase"] == "Healthy"
+
+
+class RotateAfterFirstPass(Passes):
+    """Edits the Secret's clusterToken (new value first) once the first pass is done."""
+
+    def __init__(self, passes: int, kube: FakeKube) -> None:
+        super().__init__(passes)
+        self.kube = kube
+
+    async def wait(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 (kopf API)
+        if self.left == 3:
+            secret = self.kube.objects[("Secret", "db-token")]
+            secret["data"][c.CLUSTER_TOKEN_KEY] = base64.b64encode(b"new,old").decode()
+        await super().wait(timeout)
+
+
+async def test_monitor_uses_a_rotated_cluster_token_from_the_next_pass_keeping_its_state(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Members re-read the Secret; an operator that kept the old token would find every
+    member refusing its status reads once the old value is removed, i.e. all unreachable."""
+    from tests.support.operator_fakes import FakeNode
+
+    kube = FakeKube(
+        {
+            "apiVersion": c.API_VERSION,
+            "kind": c.KIND,
+            "metadata": {"name": "db", "namespace": "ns"},
+            "spec": {"replicas": 2},
+        }
+    )
+    for i in range(2):
+        kube.add_pod(f"db-{i}", f"10.0.0.{i + 1}")
+    nodes = {f"http://10.0.0.{i + 1}:8080": FakeNode(f"db-{i}") for i in range(2)}
+    made: list[str | None] = []
+    monitors: list[Any] = []
+
+    def factory(*, token: str | None, timeout: float, session: Any) -> Any:
+        def make(url: str) -> Any:
+            made.append(token)
+            return nodes[url]
+
+        return make
+
+    real_monitor = runtime.ClusterMonitor
+
+    def tracking_monitor(*args: Any, **kwargs: Any) -> Any:
+        monitors.append(real_monitor(*args, **kwargs))
+        return monitors[-1]
+
+    monkeypatch.setattr(runtime, "client_factory", factory)
+    monkeypatch.setattr(runtime, "ClusterMonitor", tracking_monitor)
+    monkeypatch.setattr(kube_api, "post_event", lambda *a, **k: None)
+    memo = kopf.Memo(kube=kube, node_session=None, config=runtime.RuntimeConfig())
+    await runtime.monitor(memo, "ns", "db", RotateAfterFirstPass(4, kube))
+    first = made[0]
+    assert first and first != "new"
+    assert made[:2] == [first, first]
+    assert set(made[2:]) == {"new"} and len(made) == 4  # one new client per member
+    assert len(monitors) == 1
 
 
 async def test_monitor_daemon_reports_an_invalid_spec(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -260,7 +325,7 @@ async def test_converging_one_cluster_twice_at_once_runs_one_after_the_other(
     running: list[str] = []
     overlaps: list[tuple[str, bool]] = []  # (cluster, another one ran meanwhile)
 
-    async def slow(kube: Any, body: Any, spec: Any) -> None:
+    async def slow(kube: Any, body: Any, spec: Any, **_: Any) -> None:
         name = body["metadata"]["name"]
         overlaps.append((name, name in running))
         running.append(name)

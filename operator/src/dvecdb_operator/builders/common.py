@@ -35,8 +35,12 @@ class ClusterRef:
         return self.name
 
     @property
-    def default_token_secret(self) -> str:
+    def default_auth_secret(self) -> str:
         return f"{self.name}-token"
+
+    @property
+    def network_policy(self) -> str:
+        return self.name
 
     @property
     def dashboard_configmap(self) -> str:

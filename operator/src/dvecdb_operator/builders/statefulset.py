@@ -15,10 +15,15 @@ from dvecdb_operator.builders.cpus import search_threads
 from dvecdb_operator.spec import ClusterSpec
 
 RUN_AS_USER = 10001
+AUTH_FILE_MODE = 0o440
 
 
-def node_env(spec: ClusterSpec, token_secret: str) -> list[dict[str, Any]]:
+def node_env(spec: ClusterSpec) -> list[dict[str, Any]]:
     """The node's settings: every flag has a `DVECDB_` environment variable.
+
+    The keys come from the auth Secret mounted at `AUTH_DIR` (`DVECDB_SECRETS_DIR`), not
+    from variables: the node re-reads that folder while it runs, and the kubelet updates a
+    mounted Secret in place, so an edited Secret rotates keys without a restart.
 
     `DVECDB_SEARCH_THREADS` comes last and only with a CPU limit, so that the pod template of a
     cluster without one stays as it was and no member restarts for it.
@@ -38,10 +43,7 @@ def node_env(spec: ClusterSpec, token_secret: str) -> list[dict[str, Any]]:
         {"name": "DVECDB_HNSW_M", "value": str(spec.node.hnsw.m)},
         {"name": "DVECDB_HNSW_EF_CONSTRUCTION", "value": str(spec.node.hnsw.ef_construction)},
         {"name": "DVECDB_HNSW_EF_SEARCH", "value": str(spec.node.hnsw.ef_search)},
-        {
-            "name": "DVECDB_CLUSTER_TOKEN",
-            "valueFrom": {"secretKeyRef": {"name": token_secret, "key": c.TOKEN_KEY}},
-        },
+        {"name": "DVECDB_SECRETS_DIR", "value": c.AUTH_DIR},
         # The leader's lease (it stops acknowledging without a majority or the operator's
         # confirmation for this long) and how long followers serve eventual reads without
         # hearing from a leader.
@@ -85,7 +87,7 @@ def affinity(cluster: ClusterRef, mode: str) -> dict[str, Any] | None:
     return None
 
 
-def container(spec: ClusterSpec, token_secret: str) -> dict[str, Any]:
+def container(spec: ClusterSpec) -> dict[str, Any]:
     """The node container; the image's entry point is `dvecdb-node`, so only args are set."""
     body: dict[str, Any] = {
         "name": "node",
@@ -101,7 +103,7 @@ def container(spec: ClusterSpec, token_secret: str) -> dict[str, Any]:
             "--node-id",
             "$(POD_NAME)",
         ],
-        "env": node_env(spec, token_secret),
+        "env": node_env(spec),
         "ports": [{"name": c.NODE_PORT_NAME, "containerPort": c.NODE_PORT, "protocol": "TCP"}],
         # Recovery replays the WAL before /healthz answers: give it minutes, then probe fast.
         "startupProbe": _probe("/healthz", period=2, timeout=2, failures=150),
@@ -109,7 +111,10 @@ def container(spec: ClusterSpec, token_secret: str) -> dict[str, Any]:
         "readinessProbe": _probe("/readyz", period=2, timeout=2, failures=2),
         # The root filesystem is read-only: the node writes only under its data folder
         # (temporary files included, so that renames stay atomic on the same filesystem).
-        "volumeMounts": [{"name": c.DATA_VOLUME, "mountPath": c.DATA_DIR}],
+        "volumeMounts": [
+            {"name": c.DATA_VOLUME, "mountPath": c.DATA_DIR},
+            {"name": c.AUTH_VOLUME, "mountPath": c.AUTH_DIR, "readOnly": True},
+        ],
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
@@ -137,7 +142,7 @@ def volume_claim_template(cluster: ClusterRef, spec: ClusterSpec) -> dict[str, A
 
 
 def build_statefulset(
-    cluster: ClusterRef, spec: ClusterSpec, *, token_secret: str, replicas: int | None = None
+    cluster: ClusterRef, spec: ClusterSpec, *, auth_secret: str, replicas: int | None = None
 ) -> dict[str, Any]:
     """The members' StatefulSet; `replicas` overrides the spec while a scale-down waits."""
     pod_spec: dict[str, Any] = {
@@ -149,7 +154,14 @@ def build_statefulset(
             "fsGroup": RUN_AS_USER,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "containers": [container(spec, token_secret)],
+        "containers": [container(spec)],
+        # Readable by the node's group only (fsGroup owns Secret volume files).
+        "volumes": [
+            {
+                "name": c.AUTH_VOLUME,
+                "secret": {"secretName": auth_secret, "defaultMode": AUTH_FILE_MODE},
+            }
+        ],
     }
     spread = affinity(cluster, spec.anti_affinity)
     if spread is not None:
