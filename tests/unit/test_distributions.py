@@ -71,6 +71,10 @@ def test_the_images_install_only_what_they_run() -> None:
     assert imported("client") <= {"aiohttp", "numpy", "orjson"}
     # The router holds no index and runs no operator.
     assert not {"hnswlib", "kopf", "kubernetes", "dvecdb-node"} & requirements("router")
-    for image, folder in (("Dockerfile.node", "node"), ("Dockerfile.operator", "operator")):
+    for image, folder in (
+        ("Dockerfile.node", "node"),
+        ("Dockerfile.operator", "operator"),
+        ("Dockerfile.router", "router"),
+    ):
         copied = re.findall(r"^COPY (\w+) ", (ROOT / image).read_text(), flags=re.M)
         assert copied == ["client", folder]
