@@ -144,14 +144,6 @@ def search_api(base_url: str, *, binary: bool = False) -> SearchApi:
     )
 
 
-def all_search_ids(client: Client, queries: F32, k: int, *, batch: int) -> list[list[int]]:
-    """Top-k ids for every query, `batch` queries per request (1 = single-vector form)."""
-    out: list[list[int]] = []
-    for start in range(0, len(queries), batch):
-        out.extend(search_ids(client, queries[start : start + batch], k))
-    return out
-
-
 def status(client: Client) -> dict[str, Any]:
     body: dict[str, Any] = client.json("GET", "/v1/status")
     return body

@@ -11,9 +11,13 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 Direction = Literal["higher", "lower"]
+
+if TYPE_CHECKING:
+    from dvecbench.config import Config
+    from dvecbench.datasets import Dataset
 
 
 @dataclasses.dataclass
@@ -252,6 +256,49 @@ def transport_lines(t: dict[str, Any] | None) -> list[str]:
             f"target ≤ {p50_bound:.3f}) | {b['least_cpu_us']:.0f} µs |"
         )
     return lines
+
+
+def header(
+    *,
+    date: str,
+    cfg: Config,
+    machine: dict[str, Any],
+    versions: dict[str, Any],
+    dataset: Dataset,
+    text_dataset: str | None,
+    profile: list[str] | None,
+    transport: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The result document's fields besides the figures: what ran, where, on which data."""
+    return {
+        "date": date,
+        "mode": cfg.mode,
+        "machine": machine,
+        "versions": versions,
+        "pinning": {
+            "server_cpus": sorted(cfg.server_cpus or []),
+            "client_cpus": sorted(cfg.client_cpus or []),
+            "follower_cpus": sorted(cfg.follower_cpus or []),
+            "text": cfg.pinning_text(),
+        },
+        "hnsw": {
+            "m": cfg.hnsw.m,
+            "ef_construction": cfg.hnsw.ef_construction,
+            "ef_search": cfg.hnsw.ef_search,
+            "k": cfg.hnsw.k,
+        },
+        "dataset": {
+            "name": dataset.name,
+            "description": dataset.description,
+            "vectors": dataset.size,
+            "queries": len(dataset.queries),
+            "dimension": dataset.dimension,
+        },
+        "text_dataset": text_dataset,
+        "profile_search8_gil_self": profile,
+        "transport": transport,
+        "phase_seconds": cfg.seconds,
+    }
 
 
 def write(out_dir: Path, stem: str, result: dict[str, Any], figures: list[Figure]) -> Path:

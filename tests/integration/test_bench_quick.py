@@ -86,12 +86,7 @@ def test_every_figure_is_present(table: dict[str, Any]) -> None:
     assert set(EVERY) <= set(figures)
     for key in EVERY:
         fig = figures[key]
-        if fig["skipped"]:
-            # Only the follower figures may be missing, and only while the node lacks
-            # replication endpoints: once it has them the bench must measure them.
-            assert key in ("ingest_follower", "replication_lag"), fig
-            assert fig["skipped"].startswith("node has no replication"), fig
-            continue
+        assert fig["skipped"] is None, fig
         assert fig["dvecdb"]["value"] > 0, fig
         assert fig["targets"] or key == "ingest_follower" or key.startswith("restart"), fig
 
