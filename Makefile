@@ -103,6 +103,12 @@ BENCH_MALLOC ?= glibc.malloc.hugetlb=1
 bench: dev
 	GLIBC_TUNABLES=$(BENCH_MALLOC) $(BIN)/python bench/run.py $(BENCH_ARGS)
 
+# Search under a filter and beside a writer (idle, unpaced, paced), d-vecDB and Qdrant in one
+# run (`--qdrant` needs the cached Qdrant binary: bench/dvecbench/qdrant.py); about 5 minutes.
+MIXED_ARGS ?= --qdrant --out bench/results/mixed.json
+bench-mixed: dev
+	cd bench && GLIBC_TUNABLES=$(BENCH_MALLOC) ../$(BIN)/python -m dvecbench.mixed_run $(MIXED_ARGS)
+
 # Local real Kubernetes (localkube/): pinned etcd, kube-apiserver, kube-controller-manager,
 # kubectl and helm built into ~/.cache/dvecdb/localkube (KUBEBUILDER_ASSETS honoured), then a
 # plane with the process kubelet. `localkube env` prints the KUBECONFIG/PATH exports.

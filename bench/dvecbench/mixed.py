@@ -246,3 +246,42 @@ def node_api(base_url: str, collection: str) -> MixedApi:
             raise HttpError("PUT", path, status, data)
 
     return MixedApi("d-vecDB", base_url, search_path, body, ids, upsert)
+
+
+def qdrant_api(base_url: str, collection: str, *, ef: int) -> MixedApi:
+    """Qdrant's REST API: payload-indexed ``g``, the same ef, upserts acknowledged once
+    applied (``wait=true``, as the node's ``ack=leader``)."""
+    import orjson
+
+    from dvecbench.httpc import HttpError
+
+    search_path = f"/collections/{collection}/points/search"
+
+    def body(query: F32, k: int, group: int | None) -> bytes:
+        doc: dict[str, Any] = {"vector": query.tolist(), "limit": k, "params": {"hnsw_ef": ef}}
+        if group is not None:
+            doc["filter"] = {"must": [{"key": "g", "match": {"value": group}}]}
+        return orjson.dumps(doc)
+
+    def ids(client: Client, query: F32, k: int, group: int | None) -> list[int]:
+        status, data = client.request("POST", search_path, body(query, k, group))
+        if status != 200:
+            raise HttpError("POST", search_path, status, data)
+        return [int(hit["id"]) for hit in orjson.loads(data)["result"]]
+
+    def upsert(client: Client, row_ids: list[int], vectors: F32, groups: list[int]) -> None:
+        path = f"/collections/{collection}/points?wait=true"
+        payload = orjson.dumps(
+            {
+                "batch": {
+                    "ids": row_ids,
+                    "vectors": vectors.tolist(),
+                    "payloads": [{"g": g} for g in groups],
+                }
+            }
+        )
+        status, data = client.request("PUT", path, payload)
+        if status != 200:
+            raise HttpError("PUT", path, status, data)
+
+    return MixedApi("Qdrant", base_url, search_path, body, ids, upsert)

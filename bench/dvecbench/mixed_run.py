@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+import time
 from pathlib import Path
 
-from dvecbench import mixed, nodeapi
+from dvecbench import mixed, nodeapi, qdrant
 from dvecbench.datasets import clustered
 from dvecbench.httpc import Client
 from dvecbench.inprocess import HnswParams
@@ -47,6 +48,49 @@ def load_node(client: Client, base: mixed.F32, params: HnswParams, batch: int = 
             raise RuntimeError(f"load failed: {status} {data[:300]!r}")
 
 
+# Qdrant builds a segment's HNSW index once it holds this many KB of vectors (default 20,000).
+INDEXING_THRESHOLD_KB = 1000
+
+
+def load_qdrant(client: Client, base: mixed.F32, params: HnswParams, batch: int = 1000) -> None:
+    """The same vectors and metadata into Qdrant: HNSW with the same M and ef_construction,
+    a payload index on ``g``, then wait until the optimizer has indexed every segment."""
+    name = nodeapi.COLLECTION
+    client.json(
+        "PUT",
+        f"/collections/{name}",
+        {
+            "vectors": {"size": int(base.shape[1]), "distance": "Euclid"},
+            "hnsw_config": {"m": params.m, "ef_construct": params.ef_construction},
+            # Index from the first MB (its default waits for 20 MB of vectors per segment).
+            "optimizers_config": {"indexing_threshold": INDEXING_THRESHOLD_KB},
+        },
+    )
+    client.json(
+        "PUT",
+        f"/collections/{name}/index?wait=true",
+        {"field_name": "g", "field_schema": "integer"},
+    )
+    api = mixed.qdrant_api(client.base_url, name, ef=params.ef_search)
+    groups = mixed.groups_of(len(base))
+    for start in range(0, len(base), batch):
+        rows = list(range(start, min(start + batch, len(base))))
+        api.upsert(client, rows, base[start : rows[-1] + 1], [int(groups[i]) for i in rows])
+    deadline = time.monotonic() + 600
+    while True:
+        info = client.json("GET", f"/collections/{name}")["result"]
+        # Segments under the indexing threshold are searched exactly, as Qdrant intends.
+        per_segment = base.nbytes / max(1, int(info.get("segments_count") or 1))
+        indexed = (info.get("indexed_vectors_count") or 0) >= len(base)
+        if info.get("status") == "green" and (
+            indexed or per_segment < INDEXING_THRESHOLD_KB * 1024
+        ):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Qdrant did not finish indexing: {info}")
+        time.sleep(1)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=50_000)
@@ -55,6 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server-cpus", default="0", help="cores the server is pinned to")
     parser.add_argument("--client-cpus", default="1", help="cores wrk and the writer use")
     parser.add_argument("--out", type=Path, help="write the rows as JSON here")
+    parser.add_argument(
+        "--qdrant",
+        action="store_true",
+        help="measure the cached Qdrant binary too (dvecbench.qdrant)",
+    )
     args = parser.parse_args(argv)
     base, queries = clustered(n=args.n, dim=args.dim, n_queries=1000)
     params = HnswParams(m=16, ef_construction=100, ef_search=64)
@@ -72,6 +121,15 @@ def main(argv: list[str] | None = None) -> int:
         api = mixed.node_api(url, nodeapi.COLLECTION)
         client_cpus = parse_cpus(args.client_cpus)
         results = {"d-vecDB": mixed.measure(api, base, queries, cfg, cpus=client_cpus)}
+        procs.stop("node")
+    if args.qdrant:
+        with qdrant.running(cpus=parse_cpus(args.server_cpus)) as (url, _):
+            client = Client(url)
+            print(f"loading {args.n:,} x {args.dim}-d into Qdrant {qdrant.VERSION}")
+            load_qdrant(client, base, params)
+            client.close()
+            api = mixed.qdrant_api(url, nodeapi.COLLECTION, ef=params.ef_search)
+            results["Qdrant"] = mixed.measure(api, base, queries, cfg, cpus=client_cpus)
     print(mixed.table(results))
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))

@@ -172,3 +172,44 @@ def test_brute_force_covers_filters_up_to_where_the_walk_gets_cheaper(
     count: int, limit: int
 ) -> None:
     assert index_module.brute_force_limit(count) == limit
+
+
+def test_a_reader_phase_admits_the_next_queued_search_too_not_one_per_writer_hold() -> None:
+    """The search pool on one core is one thread taking read holds one after another. When a
+    writer lets go with a search waiting, the thread's next search (a moment later, with the
+    next writer already waiting) still gets in: a reader phase, not one search per hold."""
+    lock = RWLock()
+    held, second_waiting = threading.Event(), threading.Event()
+    outcome: list[bool] = []
+
+    def first_writer() -> None:
+        with lock.write():
+            held.set()
+            second_waiting.wait(5)
+            threading.Event().wait(0.02)  # the reader is queued behind this hold by now
+
+    def second_writer() -> None:
+        held.wait(5)
+        second_waiting.set()
+        with lock.write():
+            pass
+
+    def pool_thread() -> None:
+        second_waiting.wait(5)
+        with lock.read():  # waits for the first writer's hold
+            pass
+        got = lock.try_acquire_read()  # the next queued search, the second writer waiting
+        outcome.append(got)
+        if got:
+            lock.release_read()
+
+    threads = [
+        threading.Thread(target=first_writer),
+        threading.Thread(target=second_writer),
+        threading.Thread(target=pool_thread),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert outcome == [True]

@@ -54,6 +54,8 @@ INITIAL_CAPACITY = 1024
 UPSERT_CHUNK = 512
 # While searches run, an upsert chunk is sized to hold the index about this long.
 UPSERT_HOLD_SECONDS = 0.002
+# After such a hold, readers that waited for it get this long before the next one.
+READER_PHASE_SECONDS = 0.002
 MIN_UPSERT_CHUNK = 8
 # A filtered search with at most brute_force_limit(count) candidates is answered exactly by
 # brute force, else by the graph walk. Measured on 50,000 clustered 64-d vectors (M 16, ef 64):
@@ -67,14 +69,16 @@ SELECTION_CACHE = 16
 
 
 class RWLock:
-    """Many readers or one writer.
+    """Many readers or one writer, phase-fair: neither side starves the other.
 
-    Waiting writers block new readers (no writer starvation), and readers that waited for a
-    writer go before the next writer (no reader starvation behind a writer that re-takes the
-    lock chunk after chunk). The reader side takes the bare mutex, not the condition: searches
-    take and drop a read hold on every request, and ``Condition.__enter__`` is a Python-level
-    call. ``reads`` counts read holds taken or refused, so a writer can tell whether searches
-    are running.
+    Waiting writers block new readers. When a writer lets go while readers wait, a reader
+    phase of ``READER_PHASE_SECONDS`` opens: every reader arriving in it gets in (the search
+    pool's next queued searches too, not only those already waiting), and the next writer
+    waits for the phase to end and its readers to finish. With upsert chunks sized to short
+    holds, searches and a back-to-back writer alternate in slices of a couple of milliseconds.
+    The reader side takes the bare mutex, not the condition: searches take and drop a read
+    hold on every request, and ``Condition.__enter__`` is a Python-level call. ``reads``
+    counts read holds taken or refused, so a writer can tell whether searches are running.
     """
 
     def __init__(self) -> None:
@@ -84,11 +88,13 @@ class RWLock:
         self._writer = False
         self._writers_waiting = 0
         self._readers_waiting = 0
-        self._admit_readers = False  # a writer left while readers waited: they go first
+        self._readers_until = 0.0  # a reader phase is open until this monotonic time
         self.reads = 0
 
     def _blocks_readers(self) -> bool:
-        return self._writer or (self._writers_waiting > 0 and not self._admit_readers)
+        if self._writer:
+            return True
+        return self._writers_waiting > 0 and time.monotonic() >= self._readers_until
 
     @contextmanager
     def read(self) -> Iterator[None]:
@@ -101,8 +107,6 @@ class RWLock:
                         self._cond.wait()
                 finally:
                     self._readers_waiting -= 1
-                    if not self._readers_waiting:
-                        self._admit_readers = False
             self._readers += 1
         try:
             yield
@@ -110,7 +114,8 @@ class RWLock:
             self.release_read()
 
     def try_acquire_read(self) -> bool:
-        """Take a shared hold only if no writer holds or waits; never blocks for long."""
+        """Take a shared hold only if no writer holds or waits (outside a reader phase);
+        never blocks for long."""
         with self._mutex:
             self.reads += 1
             if self._blocks_readers():
@@ -128,8 +133,14 @@ class RWLock:
     def write(self) -> Iterator[None]:
         with self._cond:
             self._writers_waiting += 1
-            while self._writer or self._readers or self._admit_readers:
-                self._cond.wait()
+            while True:
+                if self._writer or self._readers:
+                    self._cond.wait()
+                    continue
+                phase_left = self._readers_until - time.monotonic()
+                if phase_left <= 0:
+                    break
+                self._cond.wait(phase_left)
             self._writers_waiting -= 1
             self._writer = True
         try:
@@ -138,7 +149,7 @@ class RWLock:
             with self._cond:
                 self._writer = False
                 if self._readers_waiting:
-                    self._admit_readers = True
+                    self._readers_until = time.monotonic() + READER_PHASE_SECONDS
                 self._cond.notify_all()
 
 
