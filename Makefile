@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev tools image-tools images lint typecheck test test-unit test-integration test-e2e test-images faults demo bench cluster-up cluster-down localkube-build clean
+.PHONY: dev tools image-tools images lint typecheck test test-unit test-integration test-e2e test-images faults demo bench bench-mixed cluster-up cluster-down localkube-build clean
 
 # One environment: the four distributions editable, then the development project (the
 # single `dvecdb` distribution that held every package before the split goes first).
