@@ -33,7 +33,7 @@ def make_follower(engine: Engine, *, ack_interval: float) -> Follower:
         epoch=1,
         node_id="n1",
         self_url="http://127.0.0.1:8",
-        headers={},
+        auth=dict,
         on_epoch=lambda epoch: None,
         options=FollowerOptions(ack_interval=ack_interval),
     )

@@ -50,7 +50,7 @@ class _Session:
         self.bodies: list[dict[str, Any]] = []
         self.posted = asyncio.Event()
 
-    def post(self, url: str, *, json: dict[str, Any], timeout: Any) -> Any:
+    def post(self, url: str, *, json: dict[str, Any], timeout: Any, headers: dict[str, str]) -> Any:
         self.bodies.append(json)
         self.posted.set()
         raise OSError("the test leader does not answer")

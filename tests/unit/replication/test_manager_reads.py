@@ -140,3 +140,20 @@ async def test_a_fence_is_answered_only_once_the_store_has_recovered(tmp_path: P
     assert (made.role.role, made.role.epoch) == ("standby", 3)
     await made.close()
     await made.engine.close()
+
+
+async def test_a_member_sends_the_cluster_token_in_force_after_a_rotation(tmp_path: Path) -> None:
+    """Every call to another member (the stream, acks, snapshots, status) asks for the header
+    then, so a rotated token is sent from the next request on, not from the next restart."""
+    folder = tmp_path / "secrets"
+    folder.mkdir()
+    (folder / "clusterToken").write_text("old\n")
+    made = await make_manager(tmp_path / "node", secrets_dir=folder)
+    assert made._auth() == {"Authorization": "Bearer old"}
+    (folder / "clusterToken").write_text("new\nold\n")
+    assert made.credentials.refresh()
+    assert made._auth() == {"Authorization": "Bearer new"}
+    follower = made.follower
+    assert follower is None  # booted in standby: nothing streams yet
+    await made.close()
+    await made.engine.close()

@@ -113,7 +113,7 @@ class Follower:
         epoch: int,
         node_id: str,
         self_url: str,
-        headers: dict[str, str],
+        auth: Callable[[], dict[str, str]],
         on_epoch: Callable[[int], None],
         options: FollowerOptions,
         ssl_context: ssl.SSLContext | None = None,
@@ -124,7 +124,8 @@ class Follower:
         self.epoch = epoch
         self.node_id = node_id
         self.self_url = self_url
-        self.headers = headers
+        # The Authorization header to send, asked per request: the cluster token may rotate.
+        self.auth = auth
         self.on_epoch = on_epoch
         self.options = options
         self.state = "starting"
@@ -190,9 +191,7 @@ class Follower:
             total=None, connect=opts.connect_timeout, sock_read=opts.read_timeout
         )
         connector = aiohttp.TCPConnector(ssl=True if self.ssl_context is None else self.ssl_context)
-        async with aiohttp.ClientSession(
-            headers=self.headers, timeout=timeout, connector=connector
-        ) as session:
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
             acker = asyncio.create_task(self._ack_loop(session))
             try:
                 while True:
@@ -242,7 +241,7 @@ class Follower:
             "url": self.self_url,
         }
         url = f"{self.leader_url}/v1/replication/stream"
-        async with session.get(url, params=params) as resp:
+        async with session.get(url, params=params, headers=self.auth()) as resp:
             if resp.status != 200:
                 raise await _error_of(resp)
             self.connects += 1
@@ -365,7 +364,7 @@ class Follower:
         params = {"epoch": str(self.epoch), "node_id": self.node_id}
         loop = asyncio.get_running_loop()
         try:
-            async with session.get(url, params=params) as resp:
+            async with session.get(url, params=params, headers=self.auth()) as resp:
                 if resp.status != 200:
                     raise await _error_of(resp)
                 seq = int(resp.headers.get("X-DVec-Snapshot-Seq", "0"))
@@ -408,7 +407,9 @@ class Follower:
                 body["lease_token"] = self.lease_token
                 self.last_token_ack = time.monotonic()
             try:
-                async with session.post(url, json=body, timeout=timeout) as resp:
+                async with session.post(
+                    url, json=body, timeout=timeout, headers=self.auth()
+                ) as resp:
                     if resp.status != 200:
                         refused = await _error_of(resp)
                         theirs = int(refused.body.get("epoch", 0) or 0)

@@ -99,7 +99,9 @@ class ReplicationManager:
         self.ssl_context = ssl_context
         self.settings = settings
         # What this member sends to others: the first cluster token in force.
-        self.credentials = credentials or CredentialStore(settings.credentials())
+        self.credentials = credentials or CredentialStore(
+            settings.credentials(), settings.secrets_dir
+        )
         self.engine = engine
         self.role = role
         self.recovered = recovered
@@ -143,9 +145,7 @@ class ReplicationManager:
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                headers=self._auth(), connector=aiohttp.TCPConnector(ssl=self._ssl())
-            )
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self._ssl()))
         return self._session
 
     # ------------------------------------------------------------ transitions
@@ -343,7 +343,7 @@ class ReplicationManager:
             epoch=epoch,
             node_id=self.settings.node_id,
             self_url=self.settings.self_url,
-            headers=self._auth(),
+            auth=self._auth,
             ssl_context=self.ssl_context,
             on_epoch=lambda e: self.observe_epoch(e, f"leader {leader}"),
             # Acks renew the leader's lease: several per lease even when nothing is written.
@@ -440,7 +440,9 @@ class ReplicationManager:
 
         async def ask(url: str) -> int | None:
             try:
-                async with session.get(f"{url}/v1/status", timeout=timeout) as resp:
+                async with session.get(
+                    f"{url}/v1/status", timeout=timeout, headers=self._auth()
+                ) as resp:
                     body = await resp.json()
                     if resp.status != 200 or not isinstance(body, dict):
                         return None

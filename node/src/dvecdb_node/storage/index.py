@@ -17,9 +17,9 @@ Concurrency: hnswlib's ``add_items``/``resize_index``/``mark_deleted`` are not s
 ``knn_query`` (its authors say so: the search path takes no locks). Searches take a shared lock,
 writes an exclusive one. An upsert is applied in chunks, each its own exclusive hold; while
 searches are running a chunk is sized to hold the index about ``UPSERT_HOLD_SECONDS``, and
-readers that waited for a hold go before the next chunk, so a search waits for at most one
-short chunk, not for a whole batch. Capacity grows by doubling, so a resize (a copy of the
-index) is rare.
+after a hold that searches waited for they get a reader phase (:class:`RWLock`) before the
+next chunk, so a search waits for at most one short chunk, not for a whole batch. Capacity
+grows by doubling, so a resize (a copy of the index) is rare.
 
 Filters: a filter's allowed labels are a sorted label array and a byte mask, cached per
 filter until the next write (the read lock keeps them valid while a search uses them). Few
