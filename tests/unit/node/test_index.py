@@ -145,3 +145,47 @@ def test_split_searches_answer_alike() -> None:
     finally:
         splitter.close()
     assert got == want
+
+
+@pytest.mark.parametrize(
+    "metric", ["l2", "cosine"]
+)  # with "ip" a vector need not be its own nearest
+def test_updated_vectors_are_searched_where_they_moved_near_or_far(metric: str) -> None:
+    """Updates go through the compiled update (neighbours re-linked only for far moves):
+    every moved vector is found at its new place, deleted-then-reused labels included."""
+    n, dim = 2000, 16
+    col = Collection(CollectionConfig("c", dim, metric, HnswParams(16, 100, 64)), n)
+    data = _vectors(n, dim)
+    ids = [str(i) for i in range(n)]
+    col.upsert(ids, data, [None] * n)
+    rng = np.random.default_rng(4)
+    near = (data[:300] + 0.001 * rng.standard_normal((300, dim))).astype(np.float32)
+    far = (data[300:600][::-1] + 0.001).astype(np.float32)  # onto other points' places
+    col.upsert(ids[:300], near, [None] * 300)
+    col.upsert(ids[300:600], far, [None] * 300)
+    col.delete(ids[600:650])
+    reborn = _vectors(50, dim, seed=9)
+    col.upsert([f"new{i}" for i in range(50)], reborn, [None] * 50)  # reuse the 50 labels
+    assert col.count == n and col.capacity == n  # no growth: labels reused in place
+    moved = np.concatenate([near, far, reborn])
+    want = ids[:600] + [f"new{i}" for i in range(50)]
+    rows = col.search(moved, 1)
+    assert [row[0].id for row in rows] == want
+    for item_id, vector in zip(want, moved, strict=True):
+        got = col.get(item_id)
+        assert got is not None and np.array_equal(got[0], vector)
+    assert not {h.id for row in col.search(data[600:650], 10) for h in row} & set(ids[600:650])
+
+
+def test_the_compiled_update_relinks_neighbours_only_for_far_moves() -> None:
+    from dvecdb_node.storage import native
+
+    col, data = _collection(dim=8, capacity=500), _vectors(500)
+    col.upsert([str(i) for i in range(500)], data, [None] * 500)
+    labels = np.arange(10, dtype=np.int64)
+    index = col._index
+    assert native.update_items(index, data[:10], labels, 0.0) == 0  # unchanged
+    assert native.update_items(index, data[:10] + 1e-4, labels, 0.0) == 0  # within reach
+    assert native.update_items(index, data[:10] + 10.0, labels, 0.0) == 10  # far away
+    with pytest.raises(KeyError):
+        native.update_items(index, data[:1], np.asarray([999], np.int64), 0.0)

@@ -66,12 +66,36 @@ async def test_plain_searches_are_measured_per_collection_object(searcher: Searc
     assert inline_cost > 0.0
     await searcher.search_pooled(col, data[:1], 5, clauses=parse_filter({"g": 1}))
     await searcher.search_pooled(col, data[:1], 5, ef=200)
-    # Filtered and custom-ef searches do not count, nor a lone pooled search spread over
-    # both cores by hnswlib's own threads (this thread's CPU time misses theirs).
+    # Filtered searches count apart, custom-ef ones not at all, nor a lone pooled search
+    # spread over both cores by hnswlib's own threads (this thread's CPU time misses theirs).
     await searcher.search_pooled(col, data[:9], 5)
     assert searcher.cost(col) == inline_cost
+    assert searcher.cost(col, parse_filter({"g": 1})) is not None
     other, _ = _collection()  # e.g. the same name recreated, or rebuilt by a rewind
     assert searcher.cost(other) == 0.0
+
+
+async def test_a_filter_runs_pooled_until_measured_then_inline(searcher: Searcher) -> None:
+    col, data = _collection()
+    g1, g2 = parse_filter({"g": 1}), parse_filter({"g": 2})
+    assert searcher.cost(col, g1) is None  # unknown: it could allow few labels of many
+    pool_threads = set()
+    original = col.search
+
+    def search(*args: object, **kwargs: object) -> object:
+        pool_threads.add(threading.current_thread().name)
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    col.search = search  # type: ignore[method-assign]
+    first = await searcher.search(col, data[:1], 5, clauses=g1)
+    assert pool_threads and all(name.startswith("dvec-search") for name in pool_threads)
+    assert searcher.cost(col, g1) is not None
+    assert searcher.cost(col, g2) is None  # measured per filter
+    pool_threads.clear()
+    again = await searcher.search(col, data[:1], 5, clauses=g1)
+    assert not pool_threads  # answered inline: Collection.search (the pooled path) not called
+    assert again == first and all(int(h.id) % 3 == 1 for h in again[0])
+    assert searcher.search_inline(col, data[:2], 5, g1) == col.search(data[:2], 5, clauses=g1)
 
 
 async def test_a_one_thread_pooled_search_is_measured() -> None:

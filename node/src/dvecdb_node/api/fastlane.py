@@ -45,6 +45,7 @@ from dvecdb_node.api.http1 import Head, parse_head
 from dvecdb_node.api.keys import CREDENTIALS, METRICS, SETTINGS
 from dvecdb_node.errors import NodeError
 from dvecdb_node.search.plan import Placement
+from dvecdb_node.storage.filters import Clause
 from dvecdb_node.storage.index import Collection
 
 log = logging.getLogger(__name__)
@@ -157,18 +158,20 @@ class SearchLane:
         return None
 
     def _answer_batch(self) -> None:
-        """Answer the queued searches, one index search per (collection, k).
+        """Answer the queued searches, one index search per (collection, k, filter).
 
         Each search was planned inline on its own; their sum is not held against them (they
         are separate requests, and one index call costs less than one per request).
         """
         batch, self._batch = self._batch, []
-        groups: dict[tuple[Collection, int], list[_Queued]] = {}
+        groups: dict[tuple[Collection, int, tuple[Clause, ...] | None], list[_Queued]] = {}
         for item in batch:
             if item.conn.transport is not None:  # else the client has gone
-                key = (item.prepared.collection, item.prepared.query.k)
+                query = item.prepared.query
+                clauses = None if query.clauses is None else tuple(query.clauses)
+                key = (item.prepared.collection, query.k, clauses)
                 groups.setdefault(key, []).append(item)
-        for (collection, k), items in groups.items():
+        for (collection, k, _), items in groups.items():
             self._answer_group(collection, k, items)
 
     def _answer_group(self, collection: Collection, k: int, items: list[_Queued]) -> None:
@@ -176,7 +179,8 @@ class SearchLane:
             seq = self.search.engine.applied_seq
             queries = [item.prepared.query.queries for item in items]
             matrix = queries[0] if len(queries) == 1 else np.concatenate(queries)
-            rows = self.search.searcher.search_inline(collection, matrix, k)
+            clauses = items[0].prepared.query.clauses
+            rows = self.search.searcher.search_inline(collection, matrix, k, clauses)
         except Exception as exc:
             for item in items:
                 item.conn.answered(self._fail(exc, item.started), item.close)

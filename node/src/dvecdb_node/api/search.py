@@ -123,7 +123,7 @@ def answer_inline(ctx: SearchContext, prepared: PreparedSearch) -> bytes | None:
     """An ``INLINE`` search's answer now, or None if a write holds the index."""
     seq = ctx.engine.applied_seq
     query = prepared.query
-    rows = ctx.searcher.search_inline(prepared.collection, query.queries, query.k)
+    rows = ctx.searcher.search_inline(prepared.collection, query.queries, query.k, query.clauses)
     return None if rows is None else render(prepared, rows, seq)
 
 

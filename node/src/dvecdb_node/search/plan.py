@@ -1,11 +1,12 @@
 """Where a search runs, decided once: inline, pooled, or after a wait.
 
-- ``INLINE``: on the event loop, now. An unfiltered search at the collection's default ef whose
-  rows are expected to cost less than a thread hop (0.1-0.5 ms of wake-up). The fast lane
-  answers such searches together, one index call for all of them.
+- ``INLINE``: on the event loop, now. A search at the collection's default ef whose rows are
+  expected to cost less than a thread hop (0.1-0.5 ms of wake-up). The fast lane answers such
+  searches together, one index call per collection, ``k`` and filter.
 - ``POOLED``: on the search threads, where hnswlib (which releases the GIL) runs them in
-  parallel: filtered searches, a custom ef (index-wide state in hnswlib, so it takes the
-  index exclusively) and anything costlier.
+  parallel: a custom ef (a smaller one is index-wide state in hnswlib, so it takes the index
+  exclusively), a filter not measured yet (its cost depends on how many labels it allows) and
+  anything costlier.
 - ``WAIT``: something must be awaited before the index is read (a quorum read confirms the
   leadership, a ``min_seq`` read waits for that record); plan again with ``waited=True``.
 
@@ -56,22 +57,20 @@ def needs_wait(query: Query) -> bool:
 
 
 def place(
-    query: Query, default_ef: int, cost_per_query: float, *, waited: bool = False
+    query: Query, default_ef: int, cost_per_query: float | None, *, waited: bool = False
 ) -> Placement:
     """Where ``query`` runs on a collection searched at ``default_ef``, whose recent searches
-    cost ``cost_per_query`` seconds of CPU each; ``waited`` once its waits are over."""
+    like it (same filter, or none) cost ``cost_per_query`` seconds of CPU each (None: not
+    measured yet); ``waited`` once its waits are over."""
     if not waited and needs_wait(query):
         return Placement.WAIT
-    filtered = query.clauses is not None
-    if runs_inline(len(query.queries), query.ef, filtered, default_ef, cost_per_query):
+    if runs_inline(len(query.queries), query.ef, default_ef, cost_per_query):
         return Placement.INLINE
     return Placement.POOLED
 
 
-def runs_inline(
-    rows: int, ef: int | None, filtered: bool, default_ef: int, cost_per_query: float
-) -> bool:
-    """An unfiltered search at the default ef whose rows cost less than a thread hop."""
-    if filtered or (ef is not None and ef != default_ef):
+def runs_inline(rows: int, ef: int | None, default_ef: int, cost_per_query: float | None) -> bool:
+    """A search at the default ef whose rows are known to cost less than a thread hop."""
+    if cost_per_query is None or (ef is not None and ef != default_ef):
         return False
     return rows * cost_per_query < INLINE_SEARCH_SECONDS

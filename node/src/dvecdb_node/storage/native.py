@@ -1,4 +1,4 @@
-"""Filtered k-NN inside hnswlib's graph walk: the compiled part (``node/native``) and its checks.
+"""Filtered k-NN inside hnswlib's graph walk or by a scan: the compiled part (``node/native``).
 
 hnswlib's binding takes a filter only as a Python callable, called (with the GIL) for each
 candidate the walk considers; on a busy node every call waits for the event loop thread to
@@ -75,3 +75,49 @@ def filtered_knn(
     if fewest < k:
         raise RuntimeError(f"found {fewest} of {k} allowed neighbours")
     return labels, distances
+
+
+def internal_ids(index: Any, labels: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """hnswlib's internal ids of ``labels`` (int64), for :func:`scan_knn`; valid until the
+    next write to the index. Raises ``RuntimeError`` if the index lacks one of them."""
+    if _MODULE is None:
+        raise RuntimeError(f"no compiled filter: {REASON}")
+    wanted = np.ascontiguousarray(labels, dtype=np.int64)
+    out = np.empty(len(wanted), dtype=np.int64)
+    missing = _MODULE.internal_ids(index, wanted, out)
+    if missing:
+        raise RuntimeError(f"{missing} of {len(wanted)} labels are not in the index")
+    return out
+
+
+def scan_knn(
+    index: Any, queries: Float32Matrix, k: int, internal: np.ndarray[Any, Any]
+) -> KnnResult:
+    """Exact top-``k`` labels and distances per query row among the elements ``internal``
+    names, by hnswlib's distance function over the vectors the index holds.
+
+    ``k`` must not exceed the live elements among them (rows are padded otherwise).
+    """
+    if _MODULE is None:
+        raise RuntimeError(f"no compiled filter: {REASON}")
+    rows = np.ascontiguousarray(queries, dtype=np.float32)
+    labels = np.empty((len(rows), k), dtype=np.uint64)
+    distances = np.empty((len(rows), k), dtype=np.float32)
+    fewest = _MODULE.scan_knn(index, rows, k, internal, labels, distances)
+    if fewest < k:
+        raise RuntimeError(f"found {fewest} of {k} allowed neighbours")
+    return labels, distances
+
+
+def update_items(
+    index: Any, vectors: Float32Matrix, labels: np.ndarray[Any, Any], near_probability: float
+) -> int:
+    """Replace the vectors of ``labels`` the index holds (live or deleted; a deleted one is
+    un-deleted), re-linking neighbours only for elements moved beyond their neighbourhood
+    (see ``update_items`` in filtered_knn.cpp); returns how many were. Raises ``KeyError`` for
+    a label the index lacks."""
+    if _MODULE is None:
+        raise RuntimeError(f"no compiled filter: {REASON}")
+    rows = np.ascontiguousarray(vectors, dtype=np.float32)
+    wanted = np.ascontiguousarray(labels, dtype=np.int64)
+    return int(_MODULE.update_items(index, rows, wanted, near_probability))
