@@ -39,6 +39,7 @@ mask checked inside hnswlib's walk, without a Python call per candidate.
 from __future__ import annotations
 
 import copy as _copy
+import logging
 import math
 import threading
 import time
@@ -57,6 +58,11 @@ from dvecdb_node.storage.filters import Clause, MetadataIndex
 from dvecdb_node.storage.found import Found, Hit, Rows, hit_rows
 from dvecdb_node.storage.parallel import Splitter
 from dvecdb_node.storage.records import CollectionConfig, Float32Matrix, Metadata
+from dvecdb_node.storage.values import ValueGraphs, ValueKey
+from dvecdb_node.storage.values import build as build_value_graph
+from dvecdb_node.storage.values import value_keys as _value_keys
+
+log = logging.getLogger(__name__)
 
 INITIAL_CAPACITY = 1024
 # Largest upsert chunk (one exclusive hold; hnswlib inserts its rows on several threads).
@@ -229,6 +235,7 @@ class Collection:
         self._selections_lock = threading.Lock()
         self._insert_seconds = 0.0  # moving average of one vector's insert, under the hold
         self._reads_seen = 0  # the lock's read count when the last upsert chunk began
+        self._values = ValueGraphs(self.config)  # graphs per popular filter value (.values)
 
     # ------------------------------------------------------------------ reads
     @property
@@ -320,8 +327,9 @@ class Collection:
                 self._forget_hash(label)
             self._by_hash[hash(vector.tobytes())] = label
         self._vectors[label_array] = vectors
-        for item_id, label, meta in zip(ids, labels, metadata, strict=True):
+        for item_id, label, meta, vector in zip(ids, labels, metadata, vectors, strict=True):
             old = self._metadata.pop(label, None)
+            self._values.written(label, old, meta, vector)
             if old is not None:
                 self._meta_index.remove(label, old)
             if meta:
@@ -359,6 +367,7 @@ class Collection:
                 self._index.mark_deleted(label)
                 self._forget_hash(label)
                 meta = self._metadata.pop(label, None)
+                self._values.written(label, meta, None, None)
                 if meta is not None:
                     self._meta_index.remove(label, meta)
                 self._ids_by_label[label] = None
@@ -419,7 +428,7 @@ class Collection:
         selection: Selection | None = None
         if clauses:
             selection = self._selection(clauses)
-            rows = self._search_filtered(queries, k, ef, selection)
+            rows = self._search_filtered(queries, k, ef, selection, clauses)
         else:
             rows = self._search_all(queries, k, ef, threads, splitter)
         if self.config.metric != "ip":
@@ -505,8 +514,15 @@ class Collection:
         return self._found(labels, distances)
 
     def _search_filtered(
-        self, queries: Float32Matrix, k: int, ef: int | None, selection: Selection
+        self,
+        queries: Float32Matrix,
+        k: int,
+        ef: int | None,
+        selection: Selection,
+        clauses: list[Clause],
     ) -> Rows:
+        """Few allowed labels: an exact scan. More: the graph of a filtered value if one is
+        ready (:mod:`.values`), else the filtered walk of the whole graph."""
         candidates = selection.labels
         k = min(k, len(candidates))
         if k <= 0:
@@ -515,6 +531,23 @@ class Collection:
             return self._found(*native.scan_knn(self._index, queries, k, selection.internal))
         if len(candidates) <= brute_force_limit(self.count):
             return self._brute_force(queries, k, candidates)
+        if ef is None or ef == self.config.hnsw.ef_search:
+            graph = self._values.graph_for(clauses)
+            if graph is None:
+                self._values.searched(clauses, self._start_value_graph)
+            elif len(graph.live) >= k:
+                try:
+                    if len(clauses) == 1:  # the graph holds exactly the allowed labels
+                        labels, distances = graph.index.knn_query(queries, k, 1, None)
+                    elif native.AVAILABLE:
+                        labels, distances = native.filtered_knn(
+                            graph.index, queries, k, selection.mask
+                        )
+                    else:
+                        raise RuntimeError("no compiled filter for a narrowed value graph")
+                    return self._found(labels, distances)
+                except RuntimeError:
+                    pass  # too few reachable: the whole graph's walk below
         try:
             labels, distances = self._knn(queries, k, ef, selection)
         except RuntimeError:
@@ -561,6 +594,29 @@ class Collection:
         if wanted != k:
             return labels[:, :k], distances[:, :k]
         return labels, distances
+
+    def _start_value_graph(self, key: ValueKey) -> None:
+        """Build ``key``'s graph from a copy taken now (the read lock is held) on a thread of
+        its own; the write lock only to catch up with writes made meanwhile."""
+        clause = Clause(key[0], frozenset([key[1]]))
+        labels = np.fromiter(self._meta_index.select([clause]), np.int64)
+        labels.sort()
+        vectors = self._vectors[labels]
+        values = self._values
+
+        def matches(label: int) -> bool:
+            return key in _value_keys(self._metadata.get(label))
+
+        def run() -> None:
+            try:
+                graph = build_value_graph(self.config, labels, vectors)
+                with self._lock.write():
+                    values.finish(key, graph, matches, lambda label: self._vectors[label])
+            except Exception:
+                log.exception("building the graph for %s failed", key[0])
+                values.abandon(key)
+
+        threading.Thread(target=run, name=f"dvec-graph-{self.name}", daemon=True).start()
 
     def _found(self, labels: np.ndarray[Any, Any], distances: np.ndarray[Any, Any]) -> Rows:
         """The search's hits, their ids looked up now (the read lock is held)."""
