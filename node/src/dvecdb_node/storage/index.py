@@ -44,7 +44,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -425,16 +425,37 @@ class Collection:
         threads: int = 1,
         splitter: Splitter | None = None,
     ) -> Rows:
-        selection: Selection | None = None
-        if clauses:
+        allowed: Callable[[int], bool] | None = None
+        if not clauses:
+            rows = self._search_all(queries, k, ef, threads, splitter)
+        elif (found := self._search_value_graph(queries, k, ef, clauses)) is not None:
+            rows, allowed = found
+        else:
             selection = self._selection(clauses)
             rows = self._search_filtered(queries, k, ef, selection, clauses)
-        else:
-            rows = self._search_all(queries, k, ef, threads, splitter)
+            mask = selection.mask
+            allowed = lambda label: label < len(mask) and bool(mask[label])  # noqa: E731
         if self.config.metric != "ip":
-            mask = None if selection is None else selection.mask
-            rows = self._promote_exacts(queries, rows, k, mask)
+            rows = self._promote_exacts(queries, rows, k, allowed)
         return rows
+
+    def _search_value_graph(
+        self, queries: Float32Matrix, k: int, ef: int | None, clauses: list[Clause]
+    ) -> tuple[Rows, Callable[[int], bool]] | None:
+        """A one-clause filter on a value whose graph is ready (:mod:`.values`) and too large
+        to scan: that graph holds exactly the allowed labels, so no selection is made (after
+        every write, a selection of 1/7 of 50,000 labels costs ~1 ms to make again)."""
+        if len(clauses) != 1 or (ef is not None and ef != self.config.hnsw.ef_search):
+            return None
+        graph = self._values.graph_for(clauses)
+        if graph is None or len(graph.live) <= max(k, brute_force_limit(self.count)):
+            return None
+        try:
+            labels, distances = graph.index.knn_query(queries, k, 1, None)
+        except RuntimeError:
+            return None  # too few reachable: the filtered walk of the whole graph instead
+        live = graph.live
+        return self._found(labels, distances), live.__contains__
 
     def _selection(self, clauses: list[Clause]) -> Selection:
         """The filter's allowed labels, from the cache unless a write came since."""
@@ -461,7 +482,7 @@ class Collection:
         return made
 
     def _promote_exacts(
-        self, queries: Float32Matrix, rows: Rows, k: int, mask: np.ndarray[Any, Any] | None
+        self, queries: Float32Matrix, rows: Rows, k: int, allowed: Callable[[int], bool] | None
     ) -> Rows:
         """Put a stored vector equal to a query first in its row (see the module docstring)."""
         by_hash = self._by_hash
@@ -474,7 +495,7 @@ class Collection:
                 return rows
         out = hit_rows(rows)
         for query, label, row in zip(queries, equal, out, strict=True):
-            if label is not None and (mask is None or (label < len(mask) and mask[label])):
+            if label is not None and (allowed is None or allowed(label)):
                 self._promote_exact(query, label, row, k)
         return out
 
@@ -536,16 +557,12 @@ class Collection:
             if graph is None:
                 self._values.searched(clauses, self._start_value_graph)
             elif len(graph.live) >= k:
-                try:
-                    if len(clauses) == 1:  # the graph holds exactly the allowed labels
-                        labels, distances = graph.index.knn_query(queries, k, 1, None)
-                    elif native.AVAILABLE:
+                try:  # several clauses: the smallest value's graph, narrowed by the mask
+                    if native.AVAILABLE:
                         labels, distances = native.filtered_knn(
                             graph.index, queries, k, selection.mask
                         )
-                    else:
-                        raise RuntimeError("no compiled filter for a narrowed value graph")
-                    return self._found(labels, distances)
+                        return self._found(labels, distances)
                 except RuntimeError:
                     pass  # too few reachable: the whole graph's walk below
         try:
