@@ -58,7 +58,7 @@ from dvecdb_node.storage.filters import Clause, MetadataIndex
 from dvecdb_node.storage.found import Found, Hit, Rows, hit_rows
 from dvecdb_node.storage.parallel import Splitter
 from dvecdb_node.storage.records import CollectionConfig, Float32Matrix, Metadata
-from dvecdb_node.storage.values import ValueGraphs, ValueKey
+from dvecdb_node.storage.values import CATCH_UP_ROUNDS, FINISH_PENDING, ValueGraphs, ValueKey
 from dvecdb_node.storage.values import build as build_value_graph
 from dvecdb_node.storage.values import value_keys as _value_keys
 
@@ -621,14 +621,22 @@ class Collection:
         vectors = self._vectors[labels]
         values = self._values
 
+        def vector_of(label: int) -> Float32Matrix:
+            return self._vectors[label]
+
         def matches(label: int) -> bool:
             return key in _value_keys(self._metadata.get(label))
 
         def run() -> None:
             try:
                 graph = build_value_graph(self.config, labels, vectors)
+                for _ in range(CATCH_UP_ROUNDS):
+                    with self._lock.read():
+                        if values.pending(key) <= FINISH_PENDING:
+                            break
+                        values.catch_up(key, graph, matches, vector_of)
                 with self._lock.write():
-                    values.finish(key, graph, matches, lambda label: self._vectors[label])
+                    values.finish(key, graph, matches, vector_of)
             except Exception:
                 log.exception("building the graph for %s failed", key[0])
                 values.abandon(key)
