@@ -37,6 +37,7 @@ class Config:
     floor: bool
     transport: bool
     shared: bool
+    mixed: bool
     profile: bool
     out_dir: Path
     stem: str
@@ -104,6 +105,11 @@ def parse(argv: Sequence[str] | None = None) -> Config:
         action="store_true",
         help="skip the 8-client rows with server and wrk sharing the server and client CPUs",
     )
+    p.add_argument(
+        "--no-mixed",
+        action="store_true",
+        help="skip the rows under a filter and beside a writer (d-vecDB and Qdrant; full runs)",
+    )
     p.add_argument("--profile", action="store_true", help="py-spy the node under 8-client load")
     p.add_argument(
         "--text",
@@ -141,6 +147,7 @@ def parse(argv: Sequence[str] | None = None) -> Config:
         floor=not a.no_floor,
         transport=not a.no_transport,
         shared=not a.no_shared,
+        mixed=not (quick or a.no_mixed),
         profile=bool(a.profile),
         out_dir=a.out_dir,
         stem=a.stem or ("quick" if quick else "latest"),

@@ -16,8 +16,19 @@ import tempfile
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from dvecbench import chroma, config, figures, machine, report, textset, transport
+from dvecbench import (
+    chroma,
+    config,
+    figures,
+    machine,
+    mixed_run,
+    qdrant,
+    report,
+    textset,
+    transport,
+)
 from dvecbench import wrk as wrkmod
 from dvecbench.datasets import make_clustered
 from dvecbench.procs import Processes, signals_raise
@@ -85,6 +96,7 @@ def run(cfg: config.Config) -> Path:
             if cfg.text:
                 text_table, text_description = text_figures(cfg, procs, phases, say)
                 table += text_table
+            mixed_rows = mixed_figures(cfg, say) if cfg.mixed else None
         except BaseException:
             _dump_logs(procs)
             raise
@@ -101,6 +113,8 @@ def run(cfg: config.Config) -> Path:
         profile=node.profile,
         transport=trans.summary(base.single) if trans else None,
     )
+    if mixed_rows is not None:
+        result["mixed"] = mixed_rows
     path = report.write(cfg.out_dir, cfg.stem, result, table)
     say(f"results: {path} and {path.with_suffix('.json')}")
     print(path.read_text(), flush=True)
@@ -125,6 +139,26 @@ def text_figures(
     measured = figures.Measured(cfg=cfg, hnswlib=tbase.measured(), node=tnode.served())
     table = figures.table(measured, figures.CORE, key_prefix="text_", label_prefix="[text set] ")
     return table, tds.description
+
+
+def mixed_figures(cfg: config.Config, say: Progress) -> dict[str, Any]:
+    """The rows under a filter and beside a writer (:mod:`dvecbench.mixed`), with Qdrant in
+    the same run when its binary is cached here."""
+    try:
+        qdrant.cached_binary()
+        note = ""
+    except FileNotFoundError as exc:
+        note = f"Qdrant not measured: {exc}"
+        say(note)
+    say("mixed rows: 50,000 clustered 64-d vectors with metadata, filter, writer")
+    rows = mixed_run.measure_all(
+        server_cpus=cfg.server_cpus,
+        client_cpus=cfg.client_cpus,
+        seconds=cfg.seconds,
+        with_qdrant=not note,
+        say=say,
+    )
+    return {"rows": rows, "note": note}
 
 
 def _dump_logs(procs: Processes) -> None:

@@ -10,7 +10,9 @@ import argparse
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from dvecbench import mixed, nodeapi, qdrant
 from dvecbench.datasets import clustered
@@ -91,6 +93,48 @@ def load_qdrant(client: Client, base: mixed.F32, params: HnswParams, batch: int 
         time.sleep(1)
 
 
+def measure_all(
+    *,
+    n: int = 50_000,
+    dim: int = 64,
+    seconds: float = 10.0,
+    server_cpus: frozenset[int] | None,
+    client_cpus: frozenset[int] | None,
+    with_qdrant: bool,
+    say: Callable[[str], None] = print,
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Every mixed row for a fresh standalone node and, with ``with_qdrant``, the cached
+    Qdrant binary (:mod:`dvecbench.qdrant`), one after the other on the same cores."""
+    base, queries = clustered(n=n, dim=dim, n_queries=1000)
+    params = HnswParams(m=16, ef_construction=100, ef_search=64)
+    cfg = mixed.MixedConfig(seconds=seconds)
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    with tempfile.TemporaryDirectory(prefix="dvec-mixed-") as tmp, Processes(Path(tmp)) as procs:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        argv_node = nodeapi.server_argv(port=port, data_dir=Path(tmp) / "data")
+        procs.start("node", argv_node, cpus=server_cpus)
+        procs.wait_ready("node", url + "/readyz", timeout=60)
+        client = Client(url)
+        say(f"loading {n:,} x {dim}-d into the node")
+        load_node(client, base, params)
+        client.close()
+        api = mixed.node_api(url, nodeapi.COLLECTION)
+        results["d-vecDB"] = mixed.measure(api, base, queries, cfg, cpus=client_cpus, progress=say)
+        procs.stop("node")
+    if with_qdrant:
+        with qdrant.running(cpus=server_cpus) as (url, _):
+            client = Client(url)
+            say(f"loading {n:,} x {dim}-d into Qdrant {qdrant.VERSION}")
+            load_qdrant(client, base, params)
+            client.close()
+            api = mixed.qdrant_api(url, nodeapi.COLLECTION, ef=params.ef_search)
+            results["Qdrant"] = mixed.measure(
+                api, base, queries, cfg, cpus=client_cpus, progress=say
+            )
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=50_000)
@@ -105,31 +149,14 @@ def main(argv: list[str] | None = None) -> int:
         help="measure the cached Qdrant binary too (dvecbench.qdrant)",
     )
     args = parser.parse_args(argv)
-    base, queries = clustered(n=args.n, dim=args.dim, n_queries=1000)
-    params = HnswParams(m=16, ef_construction=100, ef_search=64)
-    cfg = mixed.MixedConfig(seconds=args.seconds)
-    with tempfile.TemporaryDirectory(prefix="dvec-mixed-") as tmp, Processes(Path(tmp)) as procs:
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        argv_node = nodeapi.server_argv(port=port, data_dir=Path(tmp) / "data")
-        procs.start("node", argv_node, cpus=parse_cpus(args.server_cpus))
-        procs.wait_ready("node", url + "/readyz", timeout=60)
-        client = Client(url)
-        print(f"loading {args.n:,} x {args.dim}-d into the node")
-        load_node(client, base, params)
-        client.close()
-        api = mixed.node_api(url, nodeapi.COLLECTION)
-        client_cpus = parse_cpus(args.client_cpus)
-        results = {"d-vecDB": mixed.measure(api, base, queries, cfg, cpus=client_cpus)}
-        procs.stop("node")
-    if args.qdrant:
-        with qdrant.running(cpus=parse_cpus(args.server_cpus)) as (url, _):
-            client = Client(url)
-            print(f"loading {args.n:,} x {args.dim}-d into Qdrant {qdrant.VERSION}")
-            load_qdrant(client, base, params)
-            client.close()
-            api = mixed.qdrant_api(url, nodeapi.COLLECTION, ef=params.ef_search)
-            results["Qdrant"] = mixed.measure(api, base, queries, cfg, cpus=client_cpus)
+    results = measure_all(
+        n=args.n,
+        dim=args.dim,
+        seconds=args.seconds,
+        server_cpus=parse_cpus(args.server_cpus),
+        client_cpus=parse_cpus(args.client_cpus),
+        with_qdrant=args.qdrant,
+    )
     print(mixed.table(results))
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))

@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from dvecbench import mixed
+
 Direction = Literal["higher", "lower"]
 
 if TYPE_CHECKING:
@@ -209,6 +211,8 @@ def markdown(result: dict[str, Any], figures: list[Figure]) -> str:
     notes = [f"- **{f.label}**: {f.note}" for f in figures if f.note]
     if notes:
         lines += ["", "Notes:", "", *notes]
+    if result.get("mixed"):
+        lines += mixed.section(result["mixed"]["rows"], result["mixed"].get("note", ""))
     return "\n".join(lines) + "\n"
 
 

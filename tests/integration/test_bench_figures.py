@@ -275,3 +275,30 @@ def test_the_result_document_round_trips(tmp_path: Path) -> None:
     data = json.loads(md.with_suffix(".json").read_text())
     assert [f["key"] for f in data["figures"]] == [f.key for f in table]
     assert "| Search QPS, 1 client (single vector) |" in md.read_text()
+
+
+def _mixed_row(rps: float, p99: float) -> dict[str, float]:
+    return {"rps": rps, "p50_ms": p99 / 4, "p99_ms": p99, "writes_per_second": 0.0}
+
+
+def test_the_mixed_goals_are_judged_from_the_rows() -> None:
+    from dvecbench import mixed
+
+    ours = {
+        "plain_idle": _mixed_row(4000, 2.0),
+        "filtered_idle": _mixed_row(1900, 4.0),  # 0.475x: short of half
+        "plain_writes": _mixed_row(900, 6.0),  # 3x idle: met
+        "filtered_writes": _mixed_row(400, 13.0),  # 3.25x idle: not met
+    }
+    peer = {"plain_idle": _mixed_row(3000, 3.0), "filtered_idle": _mixed_row(2000, 3.0)}
+    judged = dict(mixed.goals({"d-vecDB": ours, "Qdrant": peer}))
+    assert judged == {
+        "filtered ≥ 0.5x unfiltered QPS (0.47x)": False,
+        "plain p99 beside an unpaced writer ≤ 3x idle (3.0x)": True,
+        "filtered p99 beside an unpaced writer ≤ 3x idle (3.2x)": False,
+        "plain, idle ≥ Qdrant (1.33x)": True,
+        "filtered, idle ≥ Qdrant (0.95x)": False,
+    }
+    text = "\n".join(mixed.section({"d-vecDB": ours, "Qdrant": peer}, "Qdrant note"))
+    assert "❌ filtered ≥ 0.5x unfiltered" in text and "| filtered, idle | 1,900" in text
+    assert text.rstrip().endswith("Qdrant note")
