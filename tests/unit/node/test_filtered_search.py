@@ -12,7 +12,7 @@ import pytest
 from dvecdb_node.storage import index as index_module
 from dvecdb_node.storage import native
 from dvecdb_node.storage.filters import parse_filter
-from dvecdb_node.storage.index import Collection, RWLock, short_chunk
+from dvecdb_node.storage.index import UPSERT_CHUNK, Collection, RWLock, short_chunk
 from dvecdb_node.storage.records import CollectionConfig, HnswParams
 
 pytestmark = pytest.mark.unit
@@ -266,3 +266,44 @@ def test_a_reader_phase_admits_the_next_queued_search_too_not_one_per_writer_hol
     for thread in threads:
         thread.join(10)
     assert outcome == [True]
+
+
+def test_an_upsert_takes_short_chunks_while_searches_wait_though_none_arrives_meanwhile(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every search waiting for the writer's hold means none arrives during it: counting
+    arrivals since the previous chunk made the next chunk a whole 512 (holds of 130-360 ms)."""
+    col, data = _filled(n=2000)
+    sizes: list[int] = []
+    real = col._upsert_chunk
+
+    def chunk(ids: list[str], vectors: Any, metadata: Any) -> None:
+        sizes.append(len(ids))
+        real(ids, vectors, metadata)
+
+    monkeypatch.setattr(col, "_upsert_chunk", chunk)
+    monkeypatch.setattr(index_module, "SEARCHED_WITHIN_SECONDS", 0.0)  # only waiting counts
+    moved = data[:600] + 0.01
+    ids = [str(i) for i in range(600)]
+    col.upsert(ids, moved, [{"g": 1}] * 600)
+    assert sizes == [512, 88]  # nobody searching: the largest chunks
+    sizes.clear()
+    col._insert_seconds = 1e-4  # 2 ms of holds: 20 vectors
+    waiting = threading.Event()
+
+    def search_behind_the_writer() -> None:
+        waiting.set()
+        col.search(data[:1], 5)  # blocks while a chunk holds the index
+
+    with col._lock.write():  # a hold the search must wait for
+        reader = threading.Thread(target=search_behind_the_writer)
+        reader.start()
+        waiting.wait(5)
+        while not col._lock._readers_waiting:
+            threading.Event().wait(0.001)
+        assert col._lock.searched_within(0.0)  # a reader waits: searches are running
+    reader.join(5)
+    monkeypatch.setattr(index_module, "SEARCHED_WITHIN_SECONDS", 1.0)
+    col.upsert(ids, moved + 0.01, [{"g": 2}] * 600)
+    # A search a moment ago: chunks sized to ~2 ms holds (20 at first, then as measured).
+    assert sizes[0] == 20 and max(sizes) < UPSERT_CHUNK and sum(sizes) == 600

@@ -72,6 +72,11 @@ UPSERT_HOLD_SECONDS = 0.002
 # After such a hold, readers that waited for it get this long before the next one.
 READER_PHASE_SECONDS = 0.002
 MIN_UPSERT_CHUNK = 8
+# An upsert takes short chunks while searches came this recently (or wait now). A count of read
+# holds "since the previous chunk" was not enough: with every search waiting for the writer's
+# hold, none arrives during it, and the next chunk was a whole 512 (130-360 ms holds measured
+# beside 4 search connections).
+SEARCHED_WITHIN_SECONDS = 1.0
 # updateNeighborProbability for an update that moved an element within its neighbourhood.
 NEAR_UPDATE_PROBABILITY = 0.0
 # A filtered search with at most brute_force_limit(count) candidates is answered exactly by
@@ -96,8 +101,9 @@ class RWLock:
     waits for the phase to end and its readers to finish. With upsert chunks sized to short
     holds, searches and a back-to-back writer alternate in slices of a couple of milliseconds.
     The reader side takes the bare mutex, not the condition: searches take and drop a read
-    hold on every request, and ``Condition.__enter__`` is a Python-level call. ``reads``
-    counts read holds taken or refused, so a writer can tell whether searches are running.
+    hold on every request, and ``Condition.__enter__`` is a Python-level call. The time of the
+    last read hold taken or refused tells a writer whether searches are running
+    (:meth:`searched_within`).
     """
 
     def __init__(self) -> None:
@@ -108,7 +114,7 @@ class RWLock:
         self._writers_waiting = 0
         self._readers_waiting = 0
         self._readers_until = 0.0  # a reader phase is open until this monotonic time
-        self.reads = 0
+        self._last_read = -math.inf  # monotonic time of the last read hold taken or refused
 
     def _blocks_readers(self) -> bool:
         if self._writer:
@@ -118,7 +124,7 @@ class RWLock:
     @contextmanager
     def read(self) -> Iterator[None]:
         with self._cond:
-            self.reads += 1
+            self._last_read = time.monotonic()
             if self._blocks_readers():
                 self._readers_waiting += 1
                 try:
@@ -136,11 +142,16 @@ class RWLock:
         """Take a shared hold only if no writer holds or waits (outside a reader phase);
         never blocks for long."""
         with self._mutex:
-            self.reads += 1
+            self._last_read = time.monotonic()
             if self._blocks_readers():
                 return False
             self._readers += 1
             return True
+
+    def searched_within(self, seconds: float) -> bool:
+        """Whether a reader waits now, or one took or asked for a hold within ``seconds``."""
+        with self._mutex:
+            return self._readers_waiting > 0 or time.monotonic() - self._last_read < seconds
 
     def release_read(self) -> None:
         with self._mutex:
@@ -234,7 +245,6 @@ class Collection:
         self._selections: OrderedDict[tuple[Clause, ...], Selection] = OrderedDict()
         self._selections_lock = threading.Lock()
         self._insert_seconds = 0.0  # moving average of one vector's insert, under the hold
-        self._reads_seen = 0  # the lock's read count when the last upsert chunk began
         self._values = ValueGraphs(self.config)  # graphs per popular filter value (.values)
 
     # ------------------------------------------------------------------ reads
@@ -275,12 +285,11 @@ class Collection:
         """Insert or replace; ids must be unique within the call.
 
         Chunk by chunk (see the module docstring): the largest chunks unless a search came
-        since the previous chunk began, else chunks sized to a short hold.
+        or waited within ``SEARCHED_WITHIN_SECONDS``, else chunks sized to a short hold.
         """
         start = 0
         while start < len(ids):
-            searched = self._lock.reads != self._reads_seen
-            self._reads_seen = self._lock.reads
+            searched = self._lock.searched_within(SEARCHED_WITHIN_SECONDS)
             stop = start + (short_chunk(self._insert_seconds) if searched else UPSERT_CHUNK)
             with self._lock.write():
                 began = time.perf_counter()
@@ -622,7 +631,8 @@ class Collection:
         values = self._values
 
         def vector_of(label: int) -> Float32Matrix:
-            return self._vectors[label]
+            row: Float32Matrix = self._vectors[label]
+            return row
 
         def matches(label: int) -> bool:
             return key in _value_keys(self._metadata.get(label))
