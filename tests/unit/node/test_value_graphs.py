@@ -121,3 +121,28 @@ def test_writes_after_and_during_the_build_keep_the_graph_current(
     assert graph.live == {
         label for label, meta in col._metadata.items() if meta and meta.get("g") == 3
     }
+
+
+def test_a_graph_worn_by_churn_is_dropped_and_built_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Labels are reused across ids and values: without a bound, churn would make a value's
+    graph hold every label the collection has used."""
+    monkeypatch.setattr(values_module, "MIN_WORN", 10)
+    col, data = _filled()
+    for _ in range(values_module.BUILD_AFTER):
+        col.search(data[:1], 10, clauses=G3)
+    _wait_ready(col)
+    graph = next(iter(col._values._ready.values()))
+    members = sorted(label for label in graph.live)
+    col.delete([str(label) for label in members[: 2 * len(members) // 3]])
+    for i in range(len(members)):  # new ids reuse the freed labels, with another value
+        col.upsert([f"n{i}"], data[i : i + 1], [{"g": 5}])
+    assert len(col._values) == 0  # worn: dropped
+    for _ in range(values_module.BUILD_AFTER):
+        col.search(data[:1], 10, clauses=G3)
+    _wait_ready(col)
+    rebuilt = next(iter(col._values._ready.values()))
+    assert (
+        rebuilt.held
+        == rebuilt.live
+        == {label for label, meta in col._metadata.items() if meta and meta.get("g") == 3}
+    )

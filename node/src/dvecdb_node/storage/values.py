@@ -9,7 +9,9 @@ when the filter is that value alone, or with the filter's mask when more clauses
 
 Which values: only those whose filters walk (more allowed labels than the brute-force limit;
 fewer are scanned exactly, which is cheaper), after ``BUILD_AFTER`` such searches, at most
-``MAX_GRAPHS`` per collection, so memory stays within one more copy of the vectors per key.
+``MAX_GRAPHS`` per collection, so memory stays within one more copy of the vectors per key;
+a graph that deletes have worn (more deleted elements than live ones) is dropped and built
+again when walked again.
 
 How one is built without holding writes back: the labels and vectors are copied under the
 collection's read lock, the graph is built from the copy on a thread of its own, and labels
@@ -43,6 +45,9 @@ EF_FACTOR = 2
 # Catch-up rounds of a build (under the read lock) while more labels than this are pending.
 FINISH_PENDING = 64
 CATCH_UP_ROUNDS = 8
+# A graph is dropped (and built again when walked) once its deleted elements outnumber its
+# live ones by this many.
+MIN_WORN = 1024
 # Walked searches of a value before its graph is built.
 BUILD_AFTER = 3
 # Graphs per collection.
@@ -91,6 +96,13 @@ class ValueGraph:
         if label in self.live:
             self.index.mark_deleted(label)
             self.live.discard(label)
+
+    @property
+    def worn(self) -> bool:
+        """Deleted elements outnumber live ones (and a rebuild's cost): labels are reused
+        across ids and values, so under churn a value's graph would otherwise come to hold
+        every label the collection has used."""
+        return len(self.held) > 2 * max(len(self.live), MIN_WORN)
 
 
 def value_keys(metadata: Mapping[str, Any] | None) -> list[ValueKey]:
@@ -166,6 +178,10 @@ class ValueGraphs:
                 graph.put([label], vector[None, :])
             else:
                 graph.remove(label)
+                if graph.worn:  # built again from scratch once walked again
+                    with self._lock:
+                        del self._ready[key]
+                    log.info("graph for %s=%r dropped: worn by deletes", key[0], key[1][1])
 
     def catch_up(
         self,
