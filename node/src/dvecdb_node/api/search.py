@@ -167,13 +167,9 @@ async def answer(ctx: SearchContext, prepared: PreparedSearch, placement: Placem
         require_role(ctx, query)  # the lease may have lapsed while waiting
         # The collection as of the awaited record (created, or dropped, meanwhile).
         prepared = PreparedSearch(prepared.name, engine.collection(prepared.name), query)
-        placement = searcher.plan(query, prepared.collection, waited=True)
-    if placement is Placement.INLINE:
-        body = answer_inline(ctx, prepared)
-        if body is not None:
-            return body
     seq = engine.applied_seq
-    rows = await searcher.search_pooled(
+    # Inline if its plan says so and no write holds the index, else on the pool.
+    rows = await searcher.search(
         prepared.collection, query.queries, query.k, ef=query.ef, clauses=query.clauses
     )
     return render(prepared, rows, seq)
