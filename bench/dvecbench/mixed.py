@@ -55,7 +55,8 @@ class MixedApi:
 
     ``search_body(query, k, group)``: one search body (``group`` None: no filter);
     ``search_ids(client, query, k, group)``: the ids it answers (the recall pass);
-    ``upsert(client, ids, vectors, groups)``: one write of existing ids, returns when acked.
+    ``upsert(client, ids, vectors, groups)``: one write of existing ids, returns when acked;
+    ``delete(client, ids)``: one delete, returns when acked (None: the server's adapter has none).
     """
 
     name: str
@@ -64,6 +65,7 @@ class MixedApi:
     search_body: Callable[[F32, int, int | None], bytes]
     search_ids: Callable[[Client, F32, int, int | None], list[int]]
     upsert: Callable[[Client, list[int], F32, list[int]], None]
+    delete: Callable[[Client, list[int]], None] | None = None
 
 
 def groups_of(n: int) -> np.ndarray[Any, Any]:
@@ -79,7 +81,9 @@ def filtered_truth(base: F32, queries: F32, *, k: int) -> I64:
 
 
 class Writer:
-    """Upserts random existing ids in a thread until stopped; counts vectors acknowledged."""
+    """Upserts random existing ids in a thread until stopped, each vector moved a little
+    (``move``), deleting them first with ``delete_first`` (churn: the soak); counts vectors
+    acknowledged."""
 
     def __init__(
         self,
@@ -89,8 +93,12 @@ class Writer:
         batch: int,
         per_second: float | None,
         move: float = 0.1,
+        delete_first: bool = False,
         seed: int = 5,
     ) -> None:
+        if delete_first and api.delete is None:
+            raise ValueError(f"{api.name}'s adapter cannot delete")
+        self.delete_first = delete_first
         self.api, self.base, self.batch, self.per_second = api, base, batch, per_second
         self.scale = move * float(base.std(axis=0).mean())  # noise per dimension
         self.rng = np.random.default_rng(seed)
@@ -107,6 +115,8 @@ class Writer:
         try:
             while not self._stop.is_set():
                 ids = self.rng.choice(len(self.base), self.batch, replace=False)
+                if self.delete_first and self.api.delete is not None:
+                    self.api.delete(client, ids.tolist())
                 noise = self.rng.normal(0.0, self.scale, (len(ids), self.base.shape[1]))
                 moved = (self.base[ids] + noise).astype(np.float32)
                 self.api.upsert(client, ids.tolist(), moved, groups[ids].tolist())
@@ -270,7 +280,11 @@ def node_api(base_url: str, collection: str) -> MixedApi:
         if status != 200:
             raise HttpError("PUT", path, status, data)
 
-    return MixedApi("d-vecDB", base_url, search_path, body, ids, upsert)
+    def delete(client: Client, row_ids: list[int]) -> None:
+        path = f"/v1/collections/{collection}/vectors/delete?ack=leader"
+        client.json("POST", path, {"ids": [str(i) for i in row_ids]})
+
+    return MixedApi("d-vecDB", base_url, search_path, body, ids, upsert, delete)
 
 
 def qdrant_api(base_url: str, collection: str, *, ef: int) -> MixedApi:

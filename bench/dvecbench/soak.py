@@ -13,20 +13,16 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from dvecbench import mixed, nodeapi, wrk
 from dvecbench.datasets import clustered
-from dvecbench.httpc import Client, HttpError
+from dvecbench.httpc import Client
 from dvecbench.inprocess import HnswParams
 from dvecbench.mixed_run import load_node
 from dvecbench.procs import Processes, free_port, parse_cpus
-from dvecdb_client.bulk import CONTENT_TYPE, encode_batch
 
 
 def rss_bytes(pid: int) -> int:
@@ -34,50 +30,6 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
-class Churn:
-    """Deletes and re-inserts random ids until stopped; counts vectors churned."""
-
-    def __init__(self, url: str, base: np.ndarray[Any, Any], batch: int) -> None:
-        self.url, self.base, self.batch = url, base, batch
-        self.vectors = 0
-        self.error: BaseException | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="churn")
-
-    def _run(self) -> None:
-        client = Client(self.url)
-        rng = np.random.default_rng(11)
-        groups = mixed.groups_of(len(self.base))
-        delete_path = f"/v1/collections/{nodeapi.COLLECTION}/vectors/delete?ack=leader"
-        try:
-            while not self._stop.is_set():
-                ids = rng.choice(len(self.base), self.batch, replace=False)
-                names = [str(i) for i in ids]
-                client.json("POST", delete_path, {"ids": names})
-                fresh = (self.base[ids] + rng.normal(0, 0.05, self.base[ids].shape)).astype(
-                    np.float32
-                )
-                body = encode_batch(names, fresh, [{"g": int(groups[i])} for i in ids])
-                status, data = client.request(
-                    "PUT", nodeapi.upsert_path("leader"), body, content_type=CONTENT_TYPE
-                )
-                if status != 200:
-                    raise HttpError("PUT", nodeapi.upsert_path("leader"), status, data)
-                self.vectors += len(ids)
-        except BaseException as exc:
-            self.error = exc
-        finally:
-            client.close()
-
-    def __enter__(self) -> Churn:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(60)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
             for group in (None, mixed.CHOSEN_GROUP)
         }
         started = time.monotonic()
-        with Churn(url, base, args.batch) as churn:
+        churn = mixed.Writer(api, base, batch=args.batch, per_second=None, delete_first=True)
+        with churn:
             while time.monotonic() - started < args.minutes * 60:
                 group = None if len(samples) % 2 == 0 else mixed.CHOSEN_GROUP
                 result = wrk.run(
