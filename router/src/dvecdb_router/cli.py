@@ -90,10 +90,13 @@ def main(argv: list[str] | None = None) -> int:
         if first is None:
             return 2
         shards = [list(urls) for urls in first.shards]
+    # A Secret's value may hold several tokens while one is rotated: send the first.
+    tokens = (args.cluster_token or "").replace("\n", ",").split(",")
+    cluster_token = next((t.strip() for t in tokens if t.strip()), None)
     cluster = Cluster(
         shards,
         source=source,
-        cluster_token=args.cluster_token,
+        cluster_token=cluster_token,
         request_timeout=args.request_timeout,
         leader_wait_seconds=args.leader_wait_seconds,
         poll_seconds=args.poll_seconds,

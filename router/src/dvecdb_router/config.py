@@ -53,8 +53,8 @@ def parse_config(raw: bytes) -> ShardsConfig:
             if not url.startswith(("http://", "https://")):
                 raise ConfigError(f"shard {index}: {url!r} must start with http:// or https://")
         shards.append(tuple(u.rstrip("/") for u in members))
-    slot_map = doc.get("slotMap") if isinstance(doc.get("slotMap"), dict) else {}
-    version = slot_map.get("version", 1)
+    slot_map = doc.get("slotMap")
+    version = slot_map.get("version", 1) if isinstance(slot_map, dict) else 1
     return ShardsConfig(version if isinstance(version, int) else 1, tuple(shards))
 
 
