@@ -36,7 +36,7 @@ def test_service_monitor_scrapes_headless_service_with_pod_labels() -> None:
     assert spec["selector"]["matchLabels"][c.LABEL_SERVICE] == "headless"
     assert spec["selector"]["matchLabels"][c.LABEL_CLUSTER] == "demo"
     assert spec["namespaceSelector"] == {"matchNames": ["prod"]}
-    assert spec["podTargetLabels"] == [c.LABEL_CLUSTER, c.LABEL_ROLE]
+    assert spec["podTargetLabels"] == [c.LABEL_CLUSTER, c.LABEL_SHARD, c.LABEL_ROLE]
     assert spec["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "15s"}]
 
 
@@ -140,7 +140,8 @@ def test_promtool_alerts_fire_on_no_leader_member_down_and_lag(tmp_path: Path) -
                                 "exp_annotations": {
                                     "summary": "d-vecDB cluster demo has no leader",
                                     "description": "No member of prod/demo is an up leader: "
-                                    "writes fail until the operator promotes a follower.",
+                                    "writes to its slots fail until the operator promotes a "
+                                    "follower.",
                                 },
                             }
                         ],
@@ -320,6 +321,46 @@ def test_promtool_alerts_fire_on_no_leader_member_down_and_lag(tmp_path: Path) -
                         }
                     ],
                 },
+            ],
+        }
+    )
+    # Two shards: shard 0 has its leader, shard 1 none; the alert names shard 1 only.
+    tests["tests"].append(
+        {
+            "interval": "1m",
+            "input_series": [
+                _series(
+                    {"__name__": "up", **base, "pod": p, "dvecdb_io_shard": s, "dvecdb_io_role": r},
+                    "1x10",
+                )
+                for p, s, r in (
+                    ("demo-0", "0", "leader"),
+                    ("demo-1", "0", "follower"),
+                    ("demo-s1-0", "1", "standby"),
+                    ("demo-s1-1", "1", "follower"),
+                )
+            ],
+            "alert_rule_test": [
+                {
+                    "eval_time": "5m",
+                    "alertname": "DVecDBNoLeader",
+                    "exp_alerts": [
+                        {
+                            "exp_labels": {
+                                "severity": "critical",
+                                "namespace": "prod",
+                                "dvecdb_io_cluster": "demo",
+                                "dvecdb_io_shard": "1",
+                            },
+                            "exp_annotations": {
+                                "summary": "d-vecDB cluster demo shard 1 has no leader",
+                                "description": "No member of prod/demo shard 1 is an up "
+                                "leader: writes to its slots fail until the operator "
+                                "promotes a follower.",
+                            },
+                        }
+                    ],
+                }
             ],
         }
     )

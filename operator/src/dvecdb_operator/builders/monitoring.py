@@ -1,8 +1,10 @@
 """Monitoring children: ServiceMonitor, PrometheusRule and the Grafana dashboard ConfigMap.
 
-The ServiceMonitor copies the pods' `dvecdb.io/cluster` and `dvecdb.io/role` labels onto every
-scraped series (as `dvecdb_io_cluster` and `dvecdb_io_role`), so the "no leader" and "member
-down" alerts need nothing from the node but the scrape itself. The same rule and dashboard
+The ServiceMonitor copies the pods' `dvecdb.io/cluster`, `dvecdb.io/shard` and `dvecdb.io/role`
+labels onto every scraped series (as `dvecdb_io_cluster`, `dvecdb_io_shard` and
+`dvecdb_io_role`), so the "no leader" and "member down" alerts need nothing from the node but
+the scrape itself; "no leader" is per shard (a one-shard cluster's pods have no shard label:
+its one group is the empty value). The same rule and dashboard
 builders produce the Helm chart's cluster-wide files (`python -m
 dvecdb_operator.builders.monitoring rules|dashboard`), and a unit test keeps them equal.
 """
@@ -36,6 +38,7 @@ CHECKPOINT_PAUSE_THRESHOLD = 1.0
 
 CLUSTER_LABEL = "dvecdb_io_cluster"
 ROLE_LABEL = "dvecdb_io_role"
+SHARD_LABEL = "dvecdb_io_shard"
 # Matches every d-vecDB target, whichever cluster: used by the chart-wide rules.
 ALL_CLUSTERS = f'{CLUSTER_LABEL}!=""'
 
@@ -55,7 +58,7 @@ def build_service_monitor(cluster: ClusterRef, *, interval: str = "30s") -> dict
         "spec": {
             "selector": {"matchLabels": {**selector_labels(cluster), c.LABEL_SERVICE: "headless"}},
             "namespaceSelector": {"matchNames": [cluster.namespace]},
-            "podTargetLabels": [c.LABEL_CLUSTER, c.LABEL_ROLE],
+            "podTargetLabels": [c.LABEL_CLUSTER, c.LABEL_SHARD, c.LABEL_ROLE],
             "endpoints": [
                 {"port": c.NODE_PORT_NAME, "path": "/metrics", "interval": interval},
             ],
@@ -65,7 +68,7 @@ def build_service_monitor(cluster: ClusterRef, *, interval: str = "30s") -> dict
 
 def alert_rules(matcher: str) -> list[dict[str, Any]]:
     """The alerting rules for the targets selected by `matcher` (PromQL label matchers)."""
-    by = f"namespace, {CLUSTER_LABEL}"
+    by = f"namespace, {CLUSTER_LABEL}, {SHARD_LABEL}"
     return [
         {
             "alert": "DVecDBNoLeader",
@@ -76,10 +79,16 @@ def alert_rules(matcher: str) -> list[dict[str, Any]]:
             "for": "1m",
             "labels": {"severity": "critical"},
             "annotations": {
-                "summary": "d-vecDB cluster {{ $labels.dvecdb_io_cluster }} has no leader",
+                "summary": (
+                    "d-vecDB cluster {{ $labels.dvecdb_io_cluster }}"
+                    "{{ if $labels.dvecdb_io_shard }} shard {{ $labels.dvecdb_io_shard }}"
+                    "{{ end }} has no leader"
+                ),
                 "description": (
-                    "No member of {{ $labels.namespace }}/{{ $labels.dvecdb_io_cluster }} is an "
-                    "up leader: writes fail until the operator promotes a follower."
+                    "No member of {{ $labels.namespace }}/{{ $labels.dvecdb_io_cluster }}"
+                    "{{ if $labels.dvecdb_io_shard }} shard {{ $labels.dvecdb_io_shard }}"
+                    "{{ end }} is an up leader: writes to its slots fail until the operator "
+                    "promotes a follower."
                 ),
             },
         },
