@@ -22,7 +22,7 @@ from aiohttp import web
 
 from dvecdb_router.app import create_app
 from dvecdb_router.cluster import Cluster
-from dvecdb_router.config import ConfigError, FileSource
+from dvecdb_router.config import ConfigError, FileSource, TokenFile, first_token
 from dvecdb_router.slots import MAX_SHARDS
 
 
@@ -40,6 +40,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="JSON file of the shards' member URLs, re-read when it changes (instead of --shard)",
     )
     parser.add_argument("--cluster-token", default=os.environ.get("DVECDB_CLUSTER_TOKEN"))
+    parser.add_argument(
+        "--cluster-token-file",
+        help="file holding the cluster token (a mounted Secret key), re-read when it changes",
+    )
     parser.add_argument(
         "--ca-file", help="CA that https members' certificates are verified against"
     )
@@ -91,8 +95,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         shards = [list(urls) for urls in first.shards]
     # A Secret's value may hold several tokens while one is rotated: send the first.
-    tokens = (args.cluster_token or "").replace("\n", ",").split(",")
-    cluster_token = next((t.strip() for t in tokens if t.strip()), None)
+    cluster_token: str | TokenFile | None = first_token(args.cluster_token)
+    if args.cluster_token_file:
+        cluster_token = TokenFile(args.cluster_token_file)
     cluster = Cluster(
         shards,
         source=source,

@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from dvecdb_router.config import FileSource, ShardsConfig
+from dvecdb_router.config import FileSource, ShardsConfig, TokenFile
 from dvecdb_router.members import Member, leader_of, open_circuits, pick_reader
 from dvecdb_router.metrics import RouterMetrics
 from dvecdb_router.slots import SlotMap
@@ -91,7 +91,7 @@ class Cluster:
         self,
         shards: Sequence[Sequence[str]],
         *,
-        cluster_token: str | None = None,
+        cluster_token: str | TokenFile | None = None,
         request_timeout: float = 30.0,
         leader_wait_seconds: float = 10.0,
         poll_seconds: float = 1.0,
@@ -182,7 +182,10 @@ class Cluster:
         self.polled.set()
 
     def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.cluster_token}"} if self.cluster_token else {}
+        token = self.cluster_token
+        if isinstance(token, TokenFile):
+            token = token.current()
+        return {"Authorization": f"Bearer {token}"} if token else {}
 
     async def _poll_member(self, member: Member) -> None:
         timeout = aiohttp.ClientTimeout(total=max(0.5, self.poll_seconds))

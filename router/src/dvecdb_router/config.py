@@ -87,3 +87,33 @@ class FileSource:
             return None
         self.current = config
         return config
+
+
+class TokenFile:
+    """The cluster token from a mounted Secret key, read again whenever the file changes,
+    so that a rotated token is used without a restart (the members re-read theirs too).
+    Several values (comma or newline separated, during a rotation): the first is sent."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._stamp: tuple[int, int] | None = None
+        self._token: str | None = None
+
+    def current(self) -> str | None:
+        try:
+            stat = self.path.stat()
+            stamp = (stat.st_mtime_ns, stat.st_size)
+            if stamp != self._stamp:
+                self._token = first_token(self.path.read_text())
+                self._stamp = stamp
+        except OSError as exc:
+            if self._stamp is not None:
+                log.warning("cannot read the cluster token %s: %s", self.path, exc)
+            self._stamp = None
+        return self._token
+
+
+def first_token(text: str | None) -> str | None:
+    """The first non-blank of comma- or newline-separated values."""
+    values = (text or "").replace("\n", ",").split(",")
+    return next((v.strip() for v in values if v.strip()), None)

@@ -288,11 +288,14 @@ def test_the_router_deployment_reads_the_members_file_and_the_cluster_token() ->
     [container] = pod["spec"]["containers"]
     assert deployment["metadata"]["name"] == "db-router" and deployment["spec"]["replicas"] == 3
     assert container["command"] == ["dvecdb-router"] and container["image"] == "dvecdb/router:0.1.0"
-    assert "--members-file" in container["args"]
+    args = container["args"]
+    assert args[args.index("--members-file") + 1] == "/etc/dvecdb/router/members.json"
+    assert args[args.index("--cluster-token-file") + 1] == f"{c.AUTH_DIR}/{c.CLUSTER_TOKEN_KEY}"
     assert container["resources"] == {"limits": {"cpu": 1}}
-    token = container["env"][0]["valueFrom"]["secretKeyRef"]
-    assert (token["name"], token["key"]) == ("keys", c.CLUSTER_TOKEN_KEY)
-    assert pod["spec"]["volumes"] == [{"name": "members", "configMap": {"name": "db-router"}}]
+    members, auth = pod["spec"]["volumes"]
+    assert members == {"name": "members", "configMap": {"name": "db-router"}}
+    assert auth["secret"]["secretName"] == "keys"
+    assert auth["secret"]["items"] == [{"key": c.CLUSTER_TOKEN_KEY, "path": c.CLUSTER_TOKEN_KEY}]
     # The router's pods are not members: nothing selecting members may select them.
     assert c.LABEL_CLUSTER not in pod["metadata"]["labels"]
     service = build_router_service(ref)

@@ -8,7 +8,14 @@ import orjson
 import pytest
 
 from dvecdb_router.cluster import Cluster
-from dvecdb_router.config import ConfigError, FileSource, ShardsConfig, parse_config
+from dvecdb_router.config import (
+    ConfigError,
+    FileSource,
+    ShardsConfig,
+    TokenFile,
+    first_token,
+    parse_config,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -75,3 +82,20 @@ def test_a_file_source_allows_a_shard_without_members_yet(tmp_path: Path) -> Non
     assert Cluster([["http://a:1"], []], source=source).shards[1] == []
     with pytest.raises(ValueError):
         Cluster([["http://a:1"], []])
+
+
+def test_the_token_file_is_read_again_when_it_changes(tmp_path: Path) -> None:
+    path = tmp_path / "clusterToken"
+    tokens = TokenFile(path)
+    assert tokens.current() is None  # not mounted (yet)
+    path.write_text("old")
+    assert tokens.current() == "old"
+    path.write_text("new-one,old")  # rotation: the new value first, both accepted
+    assert tokens.current() == "new-one"
+    cluster = Cluster([["http://a:1"]], cluster_token=tokens)
+    assert cluster._headers() == {"Authorization": "Bearer new-one"}
+
+
+def test_first_token_skips_blanks() -> None:
+    assert first_token(" \n, a ,b") == "a"
+    assert first_token("") is None and first_token(None) is None

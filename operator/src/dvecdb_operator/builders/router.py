@@ -6,8 +6,9 @@
   learns leaders from the members' own `/v1/status` (a failover needs no new file).
 - Service `NAME` selecting the router's pods; a PDB keeping all but one of them.
 - The router forwards each client's `Authorization` header, so the members check the keys of
-  `spec.auth` exactly as for direct clients; its own status polls use the cluster token, read
-  from the auth Secret as the members read it.
+  `spec.auth` exactly as for direct clients; its own status polls use the cluster token, the
+  auth Secret's `clusterToken` mounted as a file that the router re-reads when it changes (a
+  rotated token is used without a restart, as by the members).
 
 The router's pods carry `dvecdb.io/router=NAME`, not `dvecdb.io/cluster`: that label selects
 a cluster's members (Services, PDB, NetworkPolicy, dashboards) and must keep meaning only them.
@@ -21,7 +22,7 @@ from typing import Any
 
 from dvecdb_operator import constants as c
 from dvecdb_operator.builders.common import ClusterRef, metadata
-from dvecdb_operator.builders.statefulset import RUN_AS_USER
+from dvecdb_operator.builders.statefulset import AUTH_FILE_MODE, RUN_AS_USER
 from dvecdb_operator.slotmap import even_ranges, slot_map_status
 from dvecdb_operator.spec import ClusterSpec, router_image
 
@@ -59,28 +60,19 @@ def build_router_deployment(
             str(c.NODE_PORT),
             "--members-file",
             f"{c.ROUTER_CONFIG_DIR}/{c.ROUTER_CONFIG_KEY}",
+            "--cluster-token-file",
+            f"{c.AUTH_DIR}/{c.CLUSTER_TOKEN_KEY}",
             "--leader-wait-seconds",
             # A write waits for its shard's failover: detection, then the failover itself.
             str(spec.failover.detection_seconds + 10),
-        ],
-        "env": [
-            {
-                "name": "DVECDB_CLUSTER_TOKEN",
-                "valueFrom": {
-                    "secretKeyRef": {
-                        "name": auth_secret,
-                        "key": c.CLUSTER_TOKEN_KEY,
-                        "optional": True,
-                    }
-                },
-            }
         ],
         "ports": [{"name": c.NODE_PORT_NAME, "containerPort": c.NODE_PORT, "protocol": "TCP"}],
         "livenessProbe": _probe("/healthz", period=10, failures=3),
         # Ready once every shard has a ready member: the Service then sends it clients.
         "readinessProbe": _probe("/readyz", period=2, failures=2),
         "volumeMounts": [
-            {"name": CONFIG_VOLUME, "mountPath": c.ROUTER_CONFIG_DIR, "readOnly": True}
+            {"name": CONFIG_VOLUME, "mountPath": c.ROUTER_CONFIG_DIR, "readOnly": True},
+            {"name": c.AUTH_VOLUME, "mountPath": c.AUTH_DIR, "readOnly": True},
         ],
         "securityContext": {
             "allowPrivilegeEscalation": False,
@@ -108,10 +100,25 @@ def build_router_deployment(
                         "runAsNonRoot": True,
                         "runAsUser": RUN_AS_USER,
                         "runAsGroup": RUN_AS_USER,
+                        "fsGroup": RUN_AS_USER,
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
                     "containers": [container],
-                    "volumes": [{"name": CONFIG_VOLUME, "configMap": {"name": cluster.router}}],
+                    "volumes": [
+                        {"name": CONFIG_VOLUME, "configMap": {"name": cluster.router}},
+                        {
+                            # Only the cluster token: the router holds no client key.
+                            "name": c.AUTH_VOLUME,
+                            "secret": {
+                                "secretName": auth_secret,
+                                "items": [
+                                    {"key": c.CLUSTER_TOKEN_KEY, "path": c.CLUSTER_TOKEN_KEY}
+                                ],
+                                "defaultMode": AUTH_FILE_MODE,
+                                "optional": True,
+                            },
+                        },
+                    ],
                     "affinity": {
                         "podAntiAffinity": {
                             "preferredDuringSchedulingIgnoredDuringExecution": [
