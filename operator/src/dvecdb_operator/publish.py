@@ -49,14 +49,22 @@ class Publisher:
         self._members: str | None = None  # the members file as last applied
         self._checked = 0.0  # when the live ConfigMap was last compared
 
-    async def publish(self, ref: ClusterRef, watchers: Sequence[ClusterMonitor]) -> None:
+    async def publish(
+        self, ref: ClusterRef, watchers: Sequence[ClusterMonitor], *, problem: str | None = None
+    ) -> None:
+        """`problem`: a spec change refused (resharding): in `specRefused` (cleared when
+        none), and first in `message` where the cluster's message is the aggregate's."""
         body = await self.kube.get_cluster(ref.namespace, ref.name)
         if body.get("metadata", {}).get("deletionTimestamp"):
             return
         status = body.get("status") or {}
         groups = [GroupScope(i, ref.shards).view(status) for i in range(ref.shards)]
         patch = aggregate_status([g.statefulset for g in ref.groups], groups)
-        if not contains(status, patch) or len(status.get("shards") or []) != ref.shards:
+        patch["specRefused"] = problem
+        if problem is not None and ref.shards > 1:
+            patch["message"] = "; ".join(m for m in (problem, patch.get("message")) if m)
+        stale = status.get("specRefused") != problem
+        if stale or not contains(status, patch) or len(status.get("shards") or []) != ref.shards:
             await self.kube.patch_cluster_status(ref.namespace, ref.name, patch)
         await self.publish_members(body, ref, watchers)
 

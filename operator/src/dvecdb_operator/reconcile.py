@@ -36,7 +36,7 @@ from dvecdb_operator.builders.services import build_services
 from dvecdb_operator.builders.statefulset import build_statefulset
 from dvecdb_operator.decisions import effective_replicas
 from dvecdb_operator.drift import drifted
-from dvecdb_operator.groups import GroupScope
+from dvecdb_operator.groups import GroupScope, effective_shards
 from dvecdb_operator.spec import ClusterSpec
 
 log = logging.getLogger(__name__)
@@ -47,8 +47,10 @@ def auth_secret_name(ref: ClusterRef, spec: ClusterSpec) -> str:
 
 
 def cluster_ref(body: Mapping[str, Any], spec: ClusterSpec) -> ClusterRef:
+    """The cluster and its groups: as many as its published slot map has (`effective_shards`)."""
     meta = body["metadata"]
-    return ClusterRef(name=meta["name"], namespace=meta["namespace"], shards=spec.shards)
+    shards, _ = effective_shards(spec.shards, body.get("status"))
+    return ClusterRef(name=meta["name"], namespace=meta["namespace"], shards=shards)
 
 
 def desired_children(

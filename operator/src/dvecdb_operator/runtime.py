@@ -22,7 +22,7 @@ from dvecdb_operator import kube as kube_api
 from dvecdb_operator.builders.common import ClusterRef
 from dvecdb_operator.builders.networkpolicy import OperatorIdentity
 from dvecdb_operator.builders.secret import read_cluster_token
-from dvecdb_operator.groups import GroupScope
+from dvecdb_operator.groups import GroupScope, effective_shards
 from dvecdb_operator.members import Members, client_factory
 from dvecdb_operator.monitor import ClusterMonitor, MonitorSettings
 from dvecdb_operator.publish import Publisher
@@ -220,7 +220,15 @@ async def monitor(
                         last_reconcile, reconcile_due = now, False
                         await converge(memo, body, spec)
                     fresh = await _cluster_token(kube, ref, spec)
-                shards = spec.shards if spec is not None else max(1, len(watchers))
+                shards, refused = (
+                    effective_shards(spec.shards, body.get("status"))
+                    if spec is not None
+                    else (max(1, len(watchers)), None)
+                )
+                if refused is not None:
+                    kube_api.post_event(
+                        body, reason="ReshardingRefused", message=refused, warning=True
+                    )
                 if len(watchers) != shards or fresh != token:
                     factory = client_factory(
                         token=fresh, timeout=config.node_timeout, session=memo.node_session
@@ -257,7 +265,9 @@ async def monitor(
                         result = await watcher.tick(body if index == 0 else None, spec)
                         acted = acted or result.acted
                     reconcile_due = acted
-                    await publisher.publish(ClusterRef(name, namespace, 0, shards), watchers)
+                    await publisher.publish(
+                        ClusterRef(name, namespace, 0, shards), watchers, problem=refused
+                    )
             except kube_api.NotFoundError:
                 return
             except (kube_api.ApiError, OSError, TimeoutError) as exc:

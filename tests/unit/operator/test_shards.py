@@ -20,11 +20,11 @@ from dvecdb_operator.builders.router import (
 )
 from dvecdb_operator.builders.services import build_services
 from dvecdb_operator.builders.statefulset import build_statefulset
-from dvecdb_operator.groups import GroupScope
+from dvecdb_operator.groups import GroupScope, effective_shards
 from dvecdb_operator.members import Members
 from dvecdb_operator.monitor import ClusterMonitor, MonitorSettings, observe_cluster
 from dvecdb_operator.publish import Publisher
-from dvecdb_operator.reconcile import desired_children
+from dvecdb_operator.reconcile import desired_children, reconcile_children
 from dvecdb_operator.slotmap import SLOTS, even_ranges, slot_map_status
 from dvecdb_operator.spec import InvalidSpecError, parse_spec, router_image
 from dvecdb_router.config import parse_config
@@ -435,3 +435,45 @@ async def test_a_switchover_annotation_is_acted_on_by_its_members_group_only(
     assert (status["groups"]["1"]["leader"], status["groups"]["1"]["epoch"]) == ("db-s1-1", 2)
     assert (status["leader"], status["epoch"]) == ("db-0", 1)
     assert c.ANNOTATION_SWITCHOVER not in (h.kube.cluster["metadata"].get("annotations") or {})
+
+
+# --- resharding is refused -----------------------------------------------------------------
+
+
+def test_a_changed_shard_count_is_refused_where_the_crd_did_not_refuse_it() -> None:
+    assert effective_shards(2, {}) == (2, None)  # new: nothing published yet
+    assert effective_shards(2, {"slotMap": {"shards": 2}}) == (2, None)
+    shards, problem = effective_shards(3, {"slotMap": {"shards": 2}})
+    assert shards == 2 and problem is not None
+    assert "resharding online is not supported" in problem and "back to 2" in problem
+
+
+async def test_reconcile_keeps_the_published_shard_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kube_api, "post_event", lambda body, **_: None)
+    body = {
+        "apiVersion": c.API_VERSION,
+        "kind": c.KIND,
+        "metadata": {"name": "db", "namespace": "ns"},
+        "spec": {"replicas": 2, "shards": 3},
+        "status": {"slotMap": {"shards": 1}},
+    }
+    kube = FakeKube(body)
+    await reconcile_children(kube, kube.cluster, parse_spec(body["spec"]))  # type: ignore[arg-type]
+    statefulsets = sorted(name for kind, name in kube.objects if kind == "StatefulSet")
+    assert statefulsets == ["db"]
+    labels = kube.objects[("StatefulSet", "db")]["spec"]["template"]["metadata"]["labels"]
+    assert c.LABEL_SHARD not in labels
+
+
+async def test_the_refusal_is_in_the_status_and_goes_when_the_spec_is_set_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    h = TwoShards(monkeypatch)
+    await h.tick()
+    ref = ClusterRef("db", "ns", 0, 2)
+    await h.publisher.publish(ref, h.monitors, problem="spec.shards 3 refused: ...")
+    status = h.kube.status
+    assert status["specRefused"] == "spec.shards 3 refused: ..."
+    assert status["message"].startswith("spec.shards 3 refused: ...")
+    await h.publisher.publish(ref, h.monitors)
+    assert "specRefused" not in h.kube.status
