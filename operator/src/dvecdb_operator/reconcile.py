@@ -17,6 +17,7 @@ from dvecdb_operator.builders.common import ClusterRef, ordinal_of
 from dvecdb_operator.builders.monitoring import (
     build_dashboard_configmap,
     build_prometheus_rule,
+    build_router_service_monitor,
     build_service_monitor,
 )
 from dvecdb_operator.builders.networkpolicy import OperatorIdentity, build_network_policy
@@ -86,6 +87,10 @@ def desired_children(
         (
             spec.monitoring.service_monitor,
             build_service_monitor(ref, interval=spec.monitoring.interval),
+        ),
+        (
+            spec.monitoring.service_monitor,
+            build_router_service_monitor(ref, interval=spec.monitoring.interval),
         ),
         (spec.monitoring.prometheus_rule, build_prometheus_rule(ref)),
         (spec.monitoring.grafana_dashboard, build_dashboard_configmap(ref)),

@@ -51,10 +51,19 @@ def test_prometheus_rule_targets_only_its_cluster() -> None:
         "DVecDBCheckpointPausesWrites",
         "DVecDBLeaderLeaseLost",
         "DVecDBMemberNotRecovered",
+        "DVecDBShardUnavailable",
     }
-    for alert in alerts.values():
-        assert 'namespace="prod",dvecdb_io_cluster="demo"' in alert["expr"]
+    for name, alert in alerts.items():
+        label = "dvecdb_io_router" if name == "DVecDBShardUnavailable" else "dvecdb_io_cluster"
+        assert f'namespace="prod",{label}="demo"' in alert["expr"]
         assert alert["labels"]["severity"] in ("critical", "warning")
+
+
+def test_the_routers_service_monitor_scrapes_the_router_service_only() -> None:
+    monitor = monitoring.build_router_service_monitor(REF, interval="15s")
+    assert monitor["metadata"]["name"] == "demo-router"
+    assert monitor["spec"]["selector"]["matchLabels"][c.LABEL_SERVICE] == "router"
+    assert monitor["spec"]["podTargetLabels"] == [c.LABEL_ROUTER]
 
 
 def test_dashboard_configmap_is_valid_and_labelled_for_the_sidecar() -> None:
@@ -321,6 +330,45 @@ def test_promtool_alerts_fire_on_no_leader_member_down_and_lag(tmp_path: Path) -
                         }
                     ],
                 },
+            ],
+        }
+    )
+    # A router found no member of shard 1 for a while; shard 0 always answered.
+    unavailable = {
+        "__name__": monitoring.METRIC_ROUTER_UNAVAILABLE,
+        "namespace": "prod",
+        "dvecdb_io_router": "demo",
+        "pod": "demo-router-x",
+    }
+    tests["tests"].append(
+        {
+            "interval": "1m",
+            "input_series": [
+                _series({**unavailable, "shard": "0"}, "0x10"),
+                _series({**unavailable, "shard": "1"}, "0 0 5 9 20 30 40 50 60 70 80"),
+            ],
+            "alert_rule_test": [
+                {
+                    "eval_time": "6m",
+                    "alertname": "DVecDBShardUnavailable",
+                    "exp_alerts": [
+                        {
+                            "exp_labels": {
+                                "severity": "critical",
+                                "namespace": "prod",
+                                "dvecdb_io_router": "demo",
+                                "shard": "1",
+                            },
+                            "exp_annotations": {
+                                "summary": "d-vecDB cluster demo shard 1 is unavailable to "
+                                "its routers",
+                                "description": "Routers of prod/demo found no member of shard "
+                                "1 to serve requests: writes to its slots and searches without "
+                                "allow_partial fail.",
+                            },
+                        }
+                    ],
+                }
             ],
         }
     )
