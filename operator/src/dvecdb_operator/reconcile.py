@@ -12,6 +12,7 @@ from typing import Any
 
 import kopf
 
+from dvecdb_operator import constants as c
 from dvecdb_operator import kube as kube_api
 from dvecdb_operator.builders.common import ClusterRef, ordinal_of
 from dvecdb_operator.builders.monitoring import (
@@ -206,6 +207,7 @@ async def reconcile_children(
         if manifest["kind"] == "StatefulSet":
             await _fit_immutable(kube, body, manifest)
         label = f"{manifest['kind']}/{manifest['metadata']['name']}"
+        router = manifest["metadata"]["labels"].get(c.LABEL_COMPONENT) == "router"
         try:
             live = await kube.get(
                 manifest["apiVersion"],
@@ -213,6 +215,16 @@ async def reconcile_children(
                 ref.namespace,
                 manifest["metadata"]["name"],
             )
+            if router and live is not None and not owned_by(live, body):
+                # The router's names are new to clusters made before shards: an object of
+                # the user's that has one (a Service `NAME` fronting the cluster) stays theirs.
+                kube_api.post_event(
+                    body,
+                    reason="NameTaken",
+                    message=f"{label} exists and is not this cluster's: the router needs it",
+                    warning=True,
+                )
+                continue
             if drifted(live, manifest):
                 await kube.apply(manifest)
                 written.append(label)
@@ -222,13 +234,19 @@ async def reconcile_children(
             kube_api.post_event(
                 body, reason="ApplyFailed", message=f"{label}: {exc.message}", warning=True
             )
-            if manifest["kind"] in ("StatefulSet", "Service"):
+            if manifest["kind"] in ("StatefulSet", "Service") and not router:
                 raise
     for api_version, kind, name in absent:
         await _remove_owned(kube, body, api_version, kind, ref.namespace, name)
     if written:
         log.info("applied %s", ", ".join(written))
     return written
+
+
+def owned_by(live: Mapping[str, Any], body: Mapping[str, Any]) -> bool:
+    uid = body["metadata"].get("uid")
+    owners = live.get("metadata", {}).get("ownerReferences") or []
+    return any(o.get("uid") == uid for o in owners)
 
 
 async def _remove_owned(

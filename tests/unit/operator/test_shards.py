@@ -477,3 +477,28 @@ async def test_the_refusal_is_in_the_status_and_goes_when_the_spec_is_set_back(
     assert status["message"].startswith("spec.shards 3 refused: ...")
     await h.publisher.publish(ref, h.monitors)
     assert "specRefused" not in h.kube.status
+
+
+async def test_a_users_own_service_named_like_the_cluster_is_left_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[tuple[str, str]] = []
+    monkeypatch.setattr(
+        kube_api,
+        "post_event",
+        lambda body, *, reason, message, warning=False: seen.append((reason, message)),
+    )
+    kube = FakeKube(
+        {
+            "apiVersion": c.API_VERSION,
+            "kind": c.KIND,
+            "metadata": {"name": "db", "namespace": "ns"},
+            "spec": {},
+        }
+    )
+    theirs = {"metadata": {"name": "db"}, "spec": {"selector": {"app": "mine"}}}
+    kube.objects[("Service", "db")] = theirs
+    written = await reconcile_children(kube, kube.cluster, parse_spec({}))  # type: ignore[arg-type]
+    assert "Service/db" not in written and kube.objects[("Service", "db")] == theirs
+    assert ("NameTaken", "Service/db exists and is not this cluster's: the router needs it") in seen
+    assert "Deployment/db-router" in written and "StatefulSet/db" in written
