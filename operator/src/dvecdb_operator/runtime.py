@@ -235,11 +235,14 @@ async def monitor(
                     )
                     if watchers and fresh != token:
                         log.info("cluster %s/%s: the cluster token changed", namespace, name)
+                    if len(watchers) != shards:
+                        # Each monitor's scope names the shard count (fixed once the spec is
+                        # valid): a new count means new monitors.
+                        for watcher in watchers:
+                            await watcher.members.close()
+                        watchers.clear()
                     for watcher in watchers:
                         await watcher.members.use(factory)
-                    for watcher in watchers[shards:]:
-                        await watcher.members.close()
-                    del watchers[shards:]
                     watchers += [
                         ClusterMonitor(
                             kube,

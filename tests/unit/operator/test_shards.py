@@ -6,11 +6,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import kopf
 import orjson
 import pytest
 
 from dvecdb_operator import constants as c
 from dvecdb_operator import kube as kube_api
+from dvecdb_operator import runtime
 from dvecdb_operator.aggregate import aggregate_status, cluster_phase
 from dvecdb_operator.builders.common import ClusterRef, shard_of_pod
 from dvecdb_operator.builders.router import (
@@ -502,3 +504,50 @@ async def test_a_users_own_service_named_like_the_cluster_is_left_alone(
     assert "Service/db" not in written and kube.objects[("Service", "db")] == theirs
     assert ("NameTaken", "Service/db exists and is not this cluster's: the router needs it") in seen
     assert "Deployment/db-router" in written and "StatefulSet/db" in written
+
+
+class Passes:
+    """kopf's `stopped` flag, set after a number of passes."""
+
+    def __init__(self, passes: int) -> None:
+        self.left = passes
+
+    def __bool__(self) -> bool:
+        return self.left <= 0
+
+    async def wait(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 (kopf API)
+        self.left -= 1
+
+
+async def test_the_daemon_runs_a_monitor_per_shard_and_refuses_a_new_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    kube = FakeKube(
+        {
+            "apiVersion": c.API_VERSION,
+            "kind": c.KIND,
+            "metadata": {"name": "db", "namespace": "ns"},
+            "spec": {"replicas": 2, "shards": 2},
+        }
+    )
+    nodes: dict[str, FakeNode] = {}
+    for index, name in enumerate(["db-0", "db-1", "db-s1-0", "db-s1-1"]):
+        kube.add_pod(name, f"10.0.0.{index + 1}")
+        nodes[f"http://10.0.0.{index + 1}:8080"] = FakeNode(name)
+    monkeypatch.setattr(runtime, "client_factory", lambda **_: lambda url: nodes[url])
+    reasons: list[str] = []
+    monkeypatch.setattr(kube_api, "post_event", lambda body, *, reason, **_: reasons.append(reason))
+    memo = kopf.Memo(kube=kube, node_session=None, config=runtime.RuntimeConfig())
+    await runtime.monitor(memo, "ns", "db", Passes(3))
+    status = kube.status
+    assert ("StatefulSet", "db") in kube.objects and ("StatefulSet", "db-s1") in kube.objects
+    assert (status["leader"], status["groups"]["1"]["leader"]) == ("db-0", "db-s1-0")
+    assert status["phase"] == "Healthy" and status["slotMap"]["shards"] == 2
+    assert ("ConfigMap", "db-router") in kube.objects
+
+    kube.cluster["spec"]["shards"] = 3  # past a CRD without the rule
+    await runtime.monitor(memo, "ns", "db", Passes(2))
+    assert ("StatefulSet", "db-s2") not in kube.objects
+    assert kube.status["specRefused"].startswith("spec.shards 3 refused")
+    assert "ReshardingRefused" in reasons
+    assert kube.status["groups"]["1"]["leader"] == "db-s1-0"
