@@ -80,6 +80,10 @@ async def startup(settings: kopf.OperatorSettings, memo: Any) -> None:
     apply_settings(settings, config)
     memo.kube = await kube_api.Kube.connect()
     memo.node_session = aiohttp.ClientSession()
+    # kopf gives each object's handlers a shallow copy of this memo: made here, the locks of
+    # `converge` are shared by the cluster's daemon and by the handlers of its children's
+    # events (a lazily made dict would be one per object, and they would race).
+    memo.converging = {}
     await ensure_peering(memo.kube, config)
 
 
