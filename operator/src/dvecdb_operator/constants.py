@@ -16,6 +16,14 @@ LABEL_COMPONENT: Final = "app.kubernetes.io/component"
 LABEL_CLUSTER: Final = f"{GROUP}/cluster"
 LABEL_ROLE: Final = f"{GROUP}/role"
 LABEL_SERVICE: Final = f"{GROUP}/service"
+# The shard (replica group) a member belongs to, on clusters of several shards.
+LABEL_SHARD: Final = f"{GROUP}/shard"
+# The router's pods (not `LABEL_CLUSTER`: that label selects a cluster's members only).
+LABEL_ROUTER: Final = f"{GROUP}/router"
+ROUTER_APP_NAME: Final = "dvecdb-router"
+ROUTER_IMAGE_REPOSITORY: Final = "router"
+ROUTER_CONFIG_KEY: Final = "members.json"
+ROUTER_CONFIG_DIR: Final = "/etc/dvecdb/router"
 APP_NAME: Final = "dvecdb"
 MANAGER: Final = "dvecdb-operator"
 

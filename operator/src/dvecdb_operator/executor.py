@@ -36,6 +36,7 @@ from dvecdb_operator.decisions import (
     Step,
     group_size,
 )
+from dvecdb_operator.groups import GroupScope
 from dvecdb_operator.members import AdminError, Members
 from dvecdb_operator.observation import ClusterObservation, LeaderPod
 from dvecdb_operator.status import PassReport, in_flight_phase
@@ -71,10 +72,18 @@ class Executor:
     """The steps' I/O for one cluster: node calls through `members`, API calls through
     `kube`, an Event per step that changes something."""
 
-    def __init__(self, kube: kube_api.Kube, members: Members, ref: ClusterRef) -> None:
+    def __init__(
+        self,
+        kube: kube_api.Kube,
+        members: Members,
+        ref: ClusterRef,
+        scope: GroupScope | None = None,
+    ) -> None:
         self.kube = kube
         self.members = members
         self.ref = ref
+        # Which group's part of the status the steps read and write (`groups`).
+        self.scope = scope or GroupScope()
         self._logged: dict[tuple[str, str], float] = {}
 
     def event(self, state: PassState, reason: str, message: str, *, warning: bool = False) -> None:
@@ -128,7 +137,7 @@ class Executor:
             result = await self.kube.patch_cluster_status(
                 self.ref.namespace,
                 self.ref.name,
-                patch,
+                self.scope.wrap(patch),
                 resource_version=state.resource_version,
             )
         except kube_api.ConflictError:
@@ -138,12 +147,11 @@ class Executor:
         self._took(state, result)
         return True
 
-    @staticmethod
-    def _took(state: PassState, result: Mapping[str, Any]) -> None:
+    def _took(self, state: PassState, result: Mapping[str, Any]) -> None:
         version = (result.get("metadata") or {}).get("resourceVersion")
         if version:
             state.resource_version = str(version)
-        state.status = dict(result.get("status") or {})
+        state.status = self.scope.view(result.get("status"))
 
     # --- steps ------------------------------------------------------------------------------
 

@@ -72,6 +72,12 @@ _monitor_needs_no_finalizer(kopf.get_default_registry())
     labels={c.LABEL_MANAGED_BY: c.MANAGER, c.LABEL_CLUSTER: kopf.PRESENT},
 )
 @kopf.on.event(
+    "apps",
+    "v1",
+    "deployments",
+    labels={c.LABEL_MANAGED_BY: c.MANAGER, c.LABEL_CLUSTER: kopf.PRESENT},
+)
+@kopf.on.event(
     "v1",
     "services",
     labels={c.LABEL_MANAGED_BY: c.MANAGER, c.LABEL_CLUSTER: kopf.PRESENT},

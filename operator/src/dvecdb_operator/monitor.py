@@ -8,6 +8,9 @@ status patch. Everything a leadership change needs to resume lives in the status
 watched member has been failed (the detection window), since when a planned switchover has
 been waiting for its target, and until when planned operations are held after one aborted.
 A restarted operator starts them afresh, which only ever delays a failover, never hastens it.
+
+A monitor serves one replica group (`GroupScope`): a sharded cluster has one per shard, each
+with its own pods, StatefulSet, leader, epoch and failover record, and the same decisions.
 """
 
 from __future__ import annotations
@@ -19,10 +22,11 @@ from typing import Any
 
 from dvecdb_operator import constants as c
 from dvecdb_operator import kube as kube_api
-from dvecdb_operator.builders.common import ClusterRef, ordinal_of, selector_labels
+from dvecdb_operator.builders.common import ClusterRef, member_labels, ordinal_of, shard_of_pod
 from dvecdb_operator.decisions import FINAL, PHASE_DELETING, PHASE_FAILED, Policy, decide, watched
 from dvecdb_operator.drift import contains
 from dvecdb_operator.executor import Executor, PassState, now_iso
+from dvecdb_operator.groups import GroupScope
 from dvecdb_operator.members import Members, PodView
 from dvecdb_operator.observation import ClusterObservation, FailoverRecord, LeaderPod
 from dvecdb_operator.spec import ClusterSpec, InvalidSpecError, parse_spec
@@ -111,22 +115,42 @@ def revision_pending(sts: Mapping[str, Any] | None) -> bool:
     return isinstance(generation, int) and (not isinstance(observed, int) or observed < generation)
 
 
+def claims(ref: ClusterRef, pod_name: str | None) -> bool:
+    """A request annotation naming `pod_name` is this group's to act on: the member is one of
+    its own, or of no group at all (shard 0 then refuses it, as a one-shard cluster does)."""
+    if not pod_name:
+        return False
+    owner = shard_of_pod(ref, pod_name)
+    return owner == ref.shard or (owner is None and ref.shard == 0)
+
+
 async def observe_cluster(
-    kube: kube_api.Kube, members: Members, body: Mapping[str, Any], spec: ClusterSpec
+    kube: kube_api.Kube,
+    members: Members,
+    body: Mapping[str, Any],
+    spec: ClusterSpec,
+    scope: GroupScope | None = None,
 ) -> ClusterObservation:
-    """The one read of a pass: pods, the StatefulSet's revision, every member's status."""
+    """The one read of a pass over one group: its pods, its StatefulSet's revision, every
+    member's status. The observation is named after the group's StatefulSet, whose name
+    prefixes its members' (what the decisions count members by)."""
+    scope = scope or GroupScope()
     meta = body["metadata"]
-    ref = ClusterRef(name=meta["name"], namespace=meta["namespace"])
+    ref = ClusterRef(meta["name"], meta["namespace"], scope.shard, scope.shards)
     pods = [
         pod_view(p)
-        for p in await kube.list_pods(ref.namespace, selector_labels(ref))
-        if ordinal_of(p["metadata"]["name"]) >= 0
+        for p in await kube.list_pods(ref.namespace, member_labels(ref))
+        if ordinal_of(p["metadata"]["name"]) >= 0 and ref.owns_pod(p["metadata"]["name"])
     ]
     observed = await members.observe(pods)
     await members.forget({m.url for m in observed if m.url})
-    sts = await kube.get("apps/v1", "StatefulSet", ref.namespace, ref.name)
-    status = body.get("status") or {}
-    annotations = meta.get("annotations") or {}
+    sts = await kube.get("apps/v1", "StatefulSet", ref.namespace, ref.statefulset)
+    status = scope.view(body.get("status"))
+    annotations = {
+        key: value
+        for key, value in (meta.get("annotations") or {}).items()
+        if key not in (c.ANNOTATION_SWITCHOVER, c.ANNOTATION_FORCE_PROMOTE) or claims(ref, value)
+    }
     # `last_seq`: the field's name before the status went camelCase (an operator upgrade
     # reads the members an older operator wrote).
     recorded = {
@@ -136,7 +160,7 @@ async def observe_cluster(
     }
     healthy = status.get("healthyReplicas")
     return ClusterObservation(
-        name=ref.name,
+        name=ref.statefulset,
         namespace=ref.namespace,
         replicas=spec.replicas,
         epoch=int(status.get("epoch") or 0),
@@ -166,13 +190,17 @@ class ClusterMonitor:
         name: str,
         settings: MonitorSettings | None = None,
         clock: Callable[[], float] = time.monotonic,
+        scope: GroupScope | None = None,
     ) -> None:
         self.kube = kube
         self.members = members
-        self.ref = ClusterRef(name=name, namespace=namespace)
+        self.scope = scope or GroupScope()
+        self.ref = ClusterRef(name, namespace, self.scope.shard, self.scope.shards)
         self.settings = settings or MonitorSettings()
         self.clock = clock
-        self.executor = Executor(kube, members, self.ref)
+        self.executor = Executor(kube, members, self.ref, self.scope)
+        # The group as the last pass saw it (the router's members file is made from it).
+        self.last: ClusterObservation | None = None
         self._failed: tuple[str, int] | None = None
         self._failed_since = 0.0
         self._waiting: str | None = None  # the planned operation waiting for its target
@@ -228,12 +256,12 @@ class ClusterMonitor:
                 )
                 return PassResult(failed=True, message=str(exc))
         observed_at = self.clock()
-        cluster = await observe_cluster(self.kube, self.members, body, spec)
+        cluster = await observe_cluster(self.kube, self.members, body, spec, self.scope)
         state = PassState(
             body=body,
             cluster=cluster,
             resource_version=str(body["metadata"].get("resourceVersion") or ""),
-            status=dict(body.get("status") or {}),
+            status=self.scope.view(body.get("status")),
         )
         policy = Policy(
             failover_enabled=spec.failover.enabled,
@@ -257,6 +285,7 @@ class ClusterMonitor:
             self.held_until = self.clock() + self.settings.operation_backoff
         await self.write_labels(state.cluster)
         await self.write_status(body, state)
+        self.last = state.cluster
         return PassResult(
             acted=state.acted,
             leader_changed=state.leader_changed,
@@ -284,4 +313,6 @@ class ClusterMonitor:
         same_members = len(current.get("members") or []) == len(patch["members"])
         if same_members and contains(current, patch):
             return
-        await self.kube.patch_cluster_status(self.ref.namespace, self.ref.name, patch)
+        await self.kube.patch_cluster_status(
+            self.ref.namespace, self.ref.name, self.scope.wrap(patch)
+        )

@@ -1,26 +1,33 @@
-"""One ordered, idempotent pass over a cluster's children: auth Secret, workload, Services,
-NetworkPolicy, PDB, monitoring. Each child is built by a pure builder, adopted by the
-DVecCluster (owner reference, so deleting the cluster collects it) and applied only when it
-drifted.
+"""One ordered, idempotent pass over a cluster's children: auth Secret, workload (a
+StatefulSet per shard), Services, the router, NetworkPolicy, PDB, monitoring. Each child is
+built by a pure builder, adopted by the DVecCluster (owner reference, so deleting the
+cluster collects it) and applied only when it drifted.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import kopf
 
+from dvecdb_operator import constants as c
 from dvecdb_operator import kube as kube_api
 from dvecdb_operator.builders.common import ClusterRef, ordinal_of
 from dvecdb_operator.builders.monitoring import (
     build_dashboard_configmap,
     build_prometheus_rule,
+    build_router_service_monitor,
     build_service_monitor,
 )
 from dvecdb_operator.builders.networkpolicy import OperatorIdentity, build_network_policy
 from dvecdb_operator.builders.pdb import build_pdb
+from dvecdb_operator.builders.router import (
+    build_router_deployment,
+    build_router_pdb,
+    build_router_service,
+)
 from dvecdb_operator.builders.secret import (
     added_keys_patch,
     build_auth_secret,
@@ -31,6 +38,7 @@ from dvecdb_operator.builders.services import build_services
 from dvecdb_operator.builders.statefulset import build_statefulset
 from dvecdb_operator.decisions import effective_replicas
 from dvecdb_operator.drift import drifted
+from dvecdb_operator.groups import GroupScope, effective_shards
 from dvecdb_operator.spec import ClusterSpec
 
 log = logging.getLogger(__name__)
@@ -40,18 +48,34 @@ def auth_secret_name(ref: ClusterRef, spec: ClusterSpec) -> str:
     return spec.auth.secret_name or ref.default_auth_secret
 
 
+def cluster_ref(body: Mapping[str, Any], spec: ClusterSpec) -> ClusterRef:
+    """The cluster and its groups: as many as its published slot map has (`effective_shards`)."""
+    meta = body["metadata"]
+    shards, _ = effective_shards(spec.shards, body.get("status"))
+    return ClusterRef(name=meta["name"], namespace=meta["namespace"], shards=shards)
+
+
 def desired_children(
     ref: ClusterRef,
     spec: ClusterSpec,
     *,
-    replicas: int,
+    replicas: int | Sequence[int],
     operator: OperatorIdentity | None = None,
 ) -> tuple[list[dict[str, Any]], list[tuple[str, str, str]]]:
-    """The manifests to apply, and (apiVersion, kind, name) of optional children to remove."""
+    """The manifests to apply, and (apiVersion, kind, name) of optional children to remove.
+
+    `replicas`: each group's StatefulSet size, in shard order (one number: every group's).
+    """
     secret = auth_secret_name(ref, spec)
+    sizes = [replicas] * ref.shards if isinstance(replicas, int) else list(replicas)
     wanted: list[dict[str, Any]] = [
-        build_statefulset(ref, spec, auth_secret=secret, replicas=replicas),
+        build_statefulset(group, spec, auth_secret=secret, replicas=sizes[group.shard])
+        for group in ref.groups
+    ]
+    wanted += [
         *build_services(ref),
+        build_router_deployment(ref, spec, auth_secret=secret),
+        build_router_service(ref),
     ]
     absent: list[tuple[str, str, str]] = []
     policy = build_network_policy(
@@ -60,9 +84,14 @@ def desired_children(
     optional = [
         (spec.network_policy.enabled, policy),
         (spec.pod_disruption_budget, build_pdb(ref)),
+        (spec.pod_disruption_budget and spec.router.replicas > 1, build_router_pdb(ref)),
         (
             spec.monitoring.service_monitor,
             build_service_monitor(ref, interval=spec.monitoring.interval),
+        ),
+        (
+            spec.monitoring.service_monitor,
+            build_router_service_monitor(ref, interval=spec.monitoring.interval),
         ),
         (spec.monitoring.prometheus_rule, build_prometheus_rule(ref)),
         (spec.monitoring.grafana_dashboard, build_dashboard_configmap(ref)),
@@ -163,10 +192,14 @@ async def reconcile_children(
     operator: OperatorIdentity | None = None,
 ) -> list[str]:
     """Create or patch back every child; returns the kinds/names that were written."""
-    meta = body["metadata"]
-    ref = ClusterRef(name=meta["name"], namespace=meta["namespace"])
+    ref = cluster_ref(body, spec)
     await ensure_auth_secret(kube, body, ref, spec)
-    replicas = effective_replicas(spec.replicas, leader_ordinal(body.get("status")))
+    replicas = [
+        effective_replicas(
+            spec.replicas, leader_ordinal(GroupScope(i, ref.shards).view(body.get("status")))
+        )
+        for i in range(ref.shards)
+    ]
     wanted, absent = desired_children(ref, spec, replicas=replicas, operator=operator)
     written: list[str] = []
     for manifest in wanted:
@@ -174,6 +207,7 @@ async def reconcile_children(
         if manifest["kind"] == "StatefulSet":
             await _fit_immutable(kube, body, manifest)
         label = f"{manifest['kind']}/{manifest['metadata']['name']}"
+        router = manifest["metadata"]["labels"].get(c.LABEL_COMPONENT) == "router"
         try:
             live = await kube.get(
                 manifest["apiVersion"],
@@ -181,6 +215,16 @@ async def reconcile_children(
                 ref.namespace,
                 manifest["metadata"]["name"],
             )
+            if router and live is not None and not owned_by(live, body):
+                # The router's names are new to clusters made before shards: an object of
+                # the user's that has one (a Service `NAME` fronting the cluster) stays theirs.
+                kube_api.post_event(
+                    body,
+                    reason="NameTaken",
+                    message=f"{label} exists and is not this cluster's: the router needs it",
+                    warning=True,
+                )
+                continue
             if drifted(live, manifest):
                 await kube.apply(manifest)
                 written.append(label)
@@ -190,13 +234,19 @@ async def reconcile_children(
             kube_api.post_event(
                 body, reason="ApplyFailed", message=f"{label}: {exc.message}", warning=True
             )
-            if manifest["kind"] in ("StatefulSet", "Service"):
+            if manifest["kind"] in ("StatefulSet", "Service") and not router:
                 raise
     for api_version, kind, name in absent:
         await _remove_owned(kube, body, api_version, kind, ref.namespace, name)
     if written:
         log.info("applied %s", ", ".join(written))
     return written
+
+
+def owned_by(live: Mapping[str, Any], body: Mapping[str, Any]) -> bool:
+    uid = body["metadata"].get("uid")
+    owners = live.get("metadata", {}).get("ownerReferences") or []
+    return any(o.get("uid") == uid for o in owners)
 
 
 async def _remove_owned(

@@ -22,8 +22,10 @@ from dvecdb_operator import kube as kube_api
 from dvecdb_operator.builders.common import ClusterRef
 from dvecdb_operator.builders.networkpolicy import OperatorIdentity
 from dvecdb_operator.builders.secret import read_cluster_token
+from dvecdb_operator.groups import GroupScope, effective_shards
 from dvecdb_operator.members import Members, client_factory
 from dvecdb_operator.monitor import ClusterMonitor, MonitorSettings
+from dvecdb_operator.publish import Publisher
 from dvecdb_operator.reconcile import auth_secret_name, reconcile_children
 from dvecdb_operator.spec import ClusterSpec, InvalidSpecError, parse_spec
 
@@ -78,6 +80,10 @@ async def startup(settings: kopf.OperatorSettings, memo: Any) -> None:
     apply_settings(settings, config)
     memo.kube = await kube_api.Kube.connect()
     memo.node_session = aiohttp.ClientSession()
+    # kopf gives each object's handlers a shallow copy of this memo: made here, the locks of
+    # `converge` are shared by the cluster's daemon and by the handlers of its children's
+    # events (a lazily made dict would be one per object, and they would race).
+    memo.converging = {}
     await ensure_peering(memo.kube, config)
 
 
@@ -192,12 +198,13 @@ async def monitor(
         max_lag_seq=config.max_lag_seq,
     )
     ref = ClusterRef(name=name, namespace=namespace)
-    members: Members | None = None
-    watcher: ClusterMonitor | None = None
+    # One monitor per shard (replica group), each with its own member clients.
+    watchers: list[ClusterMonitor] = []
     token: str | None = None
     last_reconcile = 0.0
     reconcile_due = True
     spec: ClusterSpec | None = None
+    publisher = Publisher(kube)
     try:
         while not stopped:
             started = time.monotonic()
@@ -217,24 +224,57 @@ async def monitor(
                         last_reconcile, reconcile_due = now, False
                         await converge(memo, body, spec)
                     fresh = await _cluster_token(kube, ref, spec)
-                if watcher is None or members is None or fresh != token:
+                shards, refused = (
+                    effective_shards(spec.shards, body.get("status"))
+                    if spec is not None
+                    else (max(1, len(watchers)), None)
+                )
+                if refused is not None:
+                    kube_api.post_event(
+                        body, reason="ReshardingRefused", message=refused, warning=True
+                    )
+                if len(watchers) != shards or fresh != token:
                     factory = client_factory(
                         token=fresh, timeout=config.node_timeout, session=memo.node_session
                     )
-                    if watcher is None or members is None:
-                        members = Members(factory)
-                        watcher = ClusterMonitor(
-                            kube, members, namespace=namespace, name=name, settings=settings
-                        )
-                    else:
+                    if watchers and fresh != token:
                         log.info("cluster %s/%s: the cluster token changed", namespace, name)
-                        await members.use(factory)
+                    if len(watchers) != shards:
+                        # Each monitor's scope names the shard count (fixed once the spec is
+                        # valid): a new count means new monitors.
+                        for watcher in watchers:
+                            await watcher.members.close()
+                        watchers.clear()
+                    for watcher in watchers:
+                        await watcher.members.use(factory)
+                    watchers += [
+                        ClusterMonitor(
+                            kube,
+                            Members(factory),
+                            namespace=namespace,
+                            name=name,
+                            settings=settings,
+                            scope=GroupScope(i, shards),
+                        )
+                        for i in range(len(watchers), shards)
+                    ]
                     token = fresh
                 if spec is not None and token is None:
                     log.info("cluster %s/%s: waiting for its auth Secret", namespace, name)
                     reconcile_due = True
+                elif spec is None:
+                    reconcile_due = (await watchers[0].tick(body, spec)).acted
                 else:
-                    reconcile_due = (await watcher.tick(body, spec)).acted
+                    acted = False
+                    for index, watcher in enumerate(watchers):
+                        # Each group's pass reads the object afresh (the one before may have
+                        # written it): its leadership writes are preconditioned on that read.
+                        result = await watcher.tick(body if index == 0 else None, spec)
+                        acted = acted or result.acted
+                    reconcile_due = acted
+                    await publisher.publish(
+                        ClusterRef(name, namespace, 0, shards), watchers, problem=refused
+                    )
             except kube_api.NotFoundError:
                 return
             except (kube_api.ApiError, OSError, TimeoutError) as exc:
@@ -244,5 +284,5 @@ async def monitor(
             elapsed = time.monotonic() - started
             await stopped.wait(max(0.0, pass_interval(config, spec) - elapsed))
     finally:
-        if members is not None:
-            await members.close()
+        for watcher in watchers:
+            await watcher.members.close()

@@ -19,6 +19,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from dvecdb_operator import constants as c
 from dvecdb_operator.quantity import InvalidQuantityError, parse_quantity
 
 STORAGE_SIZE_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"
@@ -106,8 +107,26 @@ class NetworkPolicySpec(_Model):
     allow_from: list[dict[str, Any]] | None = None
 
 
+class RouterSpec(_Model):
+    """The router Deployment, the cluster's one client endpoint (Service `NAME`). `image`
+    unset: the members' image with its repository's last part `node` replaced by `router`
+    (`dvecdb/node:0.1.0` -> `dvecdb/router:0.1.0`), same registry and tag."""
+
+    replicas: int = Field(default=2, ge=0, le=99)
+    image: str | None = Field(default=None, min_length=1)
+    resources: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("resources")
+    @classmethod
+    def _quantities(cls, resources: dict[str, Any]) -> dict[str, Any]:
+        return check_resources(resources)
+
+
 class ClusterSpec(_Model):
     replicas: int = Field(default=3, ge=1, le=99)
+    # Replica groups, each of `replicas` members; fixed at creation (no resharding yet).
+    shards: int = Field(default=1, ge=1, le=64)
+    router: RouterSpec = RouterSpec()
     image: str = DEFAULT_IMAGE
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     resources: dict[str, Any] = Field(default_factory=dict)
@@ -123,27 +142,55 @@ class ClusterSpec(_Model):
     @field_validator("resources")
     @classmethod
     def _quantities(cls, resources: dict[str, Any]) -> dict[str, Any]:
-        """Every limit and request must be a quantity Kubernetes accepts, and not negative.
+        return check_resources(resources)
 
-        The CRD admits any string there, and the API server would only refuse it when the
-        StatefulSet is applied, on every reconcile; refused here, the spec fails like any other
-        invalid field (a permanent handler error and `phase: Failed` with the message), and the
-        builders may read the values, e.g. the CPU limit that sets the node's search threads.
-        """
-        for kind in ("limits", "requests"):
-            amounts = resources.get(kind)
-            if amounts is None:
-                continue
-            if not isinstance(amounts, dict):
-                raise ValueError(f"{kind} must be a mapping of resource names to quantities")
-            for name, amount in amounts.items():
-                try:
-                    negative = parse_quantity(amount) < 0
-                except InvalidQuantityError as exc:
-                    raise ValueError(f"{kind}.{name}: {exc}") from exc
-                if negative:
-                    raise ValueError(f"{kind}.{name}: {amount!r} is negative")
-        return resources
+
+def check_resources(resources: dict[str, Any]) -> dict[str, Any]:
+    """Every limit and request must be a quantity Kubernetes accepts, and not negative.
+
+    The CRD admits any string there, and the API server would only refuse it when the
+    StatefulSet is applied, on every reconcile; refused here, the spec fails like any other
+    invalid field (a permanent handler error and `phase: Failed` with the message), and the
+    builders may read the values, e.g. the CPU limit that sets the node's search threads.
+    """
+    for kind in ("limits", "requests"):
+        amounts = resources.get(kind)
+        if amounts is None:
+            continue
+        if not isinstance(amounts, dict):
+            raise ValueError(f"{kind} must be a mapping of resource names to quantities")
+        for name, amount in amounts.items():
+            try:
+                negative = parse_quantity(amount) < 0
+            except InvalidQuantityError as exc:
+                raise ValueError(f"{kind}.{name}: {exc}") from exc
+            if negative:
+                raise ValueError(f"{kind}.{name}: {amount!r} is negative")
+    return resources
+
+
+def router_image(spec: ClusterSpec) -> str:
+    """`router.image`, else the members' image with `node` -> `router` in its repository's
+    last part (registry and tag kept; a digest names the node's image only, so it is dropped:
+    pin the router with `router.image`); an image not named so is used as it is (an image
+    holding both programs: the Deployment names `dvecdb-router` as the command)."""
+    if spec.router.image:
+        return spec.router.image
+    image = spec.image
+    at = image.find("@")
+    name, digest = (image, "") if at < 0 else (image[:at], image[at:])
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    repo, tag = (name[:colon], name[colon:]) if colon > slash else (name, "")
+    head, _, last = repo.rpartition("/")
+    if last == "node":
+        last = c.ROUTER_IMAGE_REPOSITORY
+    elif last.endswith("-node"):
+        last = last[: -len("node")] + c.ROUTER_IMAGE_REPOSITORY
+    else:
+        return image
+    del digest
+    return f"{head}/{last}{tag}" if head else f"{last}{tag}"
 
 
 class InvalidSpecError(ValueError):

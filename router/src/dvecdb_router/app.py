@@ -27,7 +27,7 @@ from prometheus_client import generate_latest
 
 from dvecdb_router import bodies, tokens
 from dvecdb_router.bodies import BodyError
-from dvecdb_router.cluster import Answer, Call, Cluster, ShardUnavailable
+from dvecdb_router.cluster import Answer, Call, Cluster, ShardUnavailable, client_authorization
 from dvecdb_router.merge import merge_rows
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,7 @@ def _unavailable(exc: ShardUnavailable) -> web.Response:
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     cluster = request.app[CLUSTER]
     status = 500
+    client_authorization.set(request.headers.get("Authorization"))
     try:
         response = await handler(request)
         status = response.status

@@ -4,6 +4,10 @@ Shards are given in order, each as its members' URLs (comma-separated); the slot
 the 4,096 slots evenly over them (``slots.SlotMap.even``)::
 
     dvecdb-router --port 8080 --shard http://a0:8080,http://a1:8080 --shard http://b0:8080
+
+or, where the members' addresses change (pods on Kubernetes), from a file that the operator
+keeps current (``--members-file``, see ``config``), re-read whenever it changes. A client's
+``Authorization`` header goes with its requests to the members, which check the key.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from aiohttp import web
 
 from dvecdb_router.app import create_app
 from dvecdb_router.cluster import Cluster
+from dvecdb_router.config import ConfigError, FileSource, TokenFile, first_token
 from dvecdb_router.slots import MAX_SHARDS
 
 
@@ -28,10 +33,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--shard",
         action="append",
-        required=True,
         help="one shard's member URLs, comma-separated; repeat in shard order",
     )
+    parser.add_argument(
+        "--members-file",
+        help="JSON file of the shards' member URLs, re-read when it changes (instead of --shard)",
+    )
     parser.add_argument("--cluster-token", default=os.environ.get("DVECDB_CLUSTER_TOKEN"))
+    parser.add_argument(
+        "--cluster-token-file",
+        help="file holding the cluster token (a mounted Secret key), re-read when it changes",
+    )
     parser.add_argument(
         "--ca-file", help="CA that https members' certificates are verified against"
     )
@@ -46,6 +58,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-body-bytes", type=int, default=64 << 20)
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
+    if (args.shard is None) == (args.members_file is None):
+        parser.error("give either --shard (repeated) or --members-file")
+    if args.shard is None:
+        return args
     if len(args.shard) > MAX_SHARDS:
         parser.error(f"at most {MAX_SHARDS} shards")
     for group in args.shard:
@@ -66,9 +82,26 @@ def main(argv: list[str] | None = None) -> int:
         uvloop.install()
     except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
         pass
+    source = None if args.members_file is None else FileSource(args.members_file)
+    if source is None:
+        shards = [group.split(",") for group in args.shard]
+    else:
+        try:
+            first = source.read()
+        except ConfigError as exc:
+            first = None
+            print(f"dvecdb-router: {exc}", file=sys.stderr)
+        if first is None:
+            return 2
+        shards = [list(urls) for urls in first.shards]
+    # A Secret's value may hold several tokens while one is rotated: send the first.
+    cluster_token: str | TokenFile | None = first_token(args.cluster_token)
+    if args.cluster_token_file:
+        cluster_token = TokenFile(args.cluster_token_file)
     cluster = Cluster(
-        [group.split(",") for group in args.shard],
-        cluster_token=args.cluster_token,
+        shards,
+        source=source,
+        cluster_token=cluster_token,
         request_timeout=args.request_timeout,
         leader_wait_seconds=args.leader_wait_seconds,
         poll_seconds=args.poll_seconds,

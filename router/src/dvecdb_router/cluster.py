@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import ssl
 import time
@@ -23,11 +24,19 @@ from typing import Any
 import aiohttp
 import orjson
 
+from dvecdb_router.config import FileSource, ShardsConfig, TokenFile
 from dvecdb_router.members import Member, leader_of, open_circuits, pick_reader
 from dvecdb_router.metrics import RouterMetrics
 from dvecdb_router.slots import SlotMap
 
 log = logging.getLogger(__name__)
+
+# The client's own `Authorization` header, set per request by the app: data calls carry it to
+# the members, which check the key (API key, read-only key) as they do for direct clients.
+# Tasks that `asyncio.gather` starts copy the context, so every shard's call sees it.
+client_authorization: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "client_authorization", default=None
+)
 
 # Node answers that mean "not here, not now": wait and retry at the (new) leader.
 RETRY_CODES = frozenset(
@@ -82,16 +91,20 @@ class Cluster:
         self,
         shards: Sequence[Sequence[str]],
         *,
-        cluster_token: str | None = None,
+        cluster_token: str | TokenFile | None = None,
         request_timeout: float = 30.0,
         leader_wait_seconds: float = 10.0,
         poll_seconds: float = 1.0,
         metrics: RouterMetrics | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        source: FileSource | None = None,
     ) -> None:
         # For https members: trusts the cluster's CA (None: the system's CAs).
         self.ssl_context = ssl_context
-        if not shards or any(not urls for urls in shards):
+        # Members from a file kept current by the operator: a shard may be empty for a
+        # while (its pods have no address yet); given on the command line, none may be.
+        self.source = source
+        if not shards or (source is None and any(not urls for urls in shards)):
             raise ValueError("every shard needs at least one member URL")
         self.shards = [[Member(url.rstrip("/")) for url in urls] for urls in shards]
         self.slot_map = SlotMap.even(len(self.shards))
@@ -138,8 +151,29 @@ class Cluster:
             except Exception:  # one bad poll must not stop the next
                 log.exception("polling the members failed")
 
+    def reconfigure(self, config: ShardsConfig) -> bool:
+        """Take new member URLs per shard, keeping what was learnt of members that stay;
+        False (nothing changed) when the shard count differs (that would be resharding)."""
+        if len(config.shards) != len(self.shards):
+            log.error(
+                "the members file lists %d shards, the router serves %d: ignored (resharding "
+                "is not supported; restart the router with the new map)",
+                len(config.shards),
+                len(self.shards),
+            )
+            return False
+        for index, urls in enumerate(config.shards):
+            known = {m.url: m for m in self.shards[index]}
+            self.shards[index] = [known.get(url) or Member(url) for url in urls]
+        self.slot_map = SlotMap(config.version, self.slot_map.owners)
+        return True
+
     async def poll(self, shard: int | None = None) -> None:
         """Refresh every member's role, epoch and readiness (of one shard, if given)."""
+        if shard is None and self.source is not None:
+            changed = self.source.read()
+            if changed is not None and self.reconfigure(changed):
+                log.info("members now %s", [[m.url for m in members] for members in self.shards])
         groups = self.shards if shard is None else [self.shards[shard]]
         await asyncio.gather(*(self._poll_member(m) for members in groups for m in members))
         now = time.monotonic()
@@ -148,7 +182,10 @@ class Cluster:
         self.polled.set()
 
     def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.cluster_token}"} if self.cluster_token else {}
+        token = self.cluster_token
+        if isinstance(token, TokenFile):
+            token = token.current()
+        return {"Authorization": f"Bearer {token}"} if token else {}
 
     async def _poll_member(self, member: Member) -> None:
         timeout = aiohttp.ClientTimeout(total=max(0.5, self.poll_seconds))
@@ -172,13 +209,17 @@ class Cluster:
         """One request to one member; failures (no answer, 5xx) count towards its circuit."""
         started = time.monotonic()
         member.in_flight += 1
+        headers = call.headers
+        authorization = client_authorization.get()
+        if authorization is not None:
+            headers = {**(headers or {}), "Authorization": authorization}
         try:
             async with self.session.request(
                 call.method,
                 member.url + call.path,
                 data=call.body,
                 params=call.params,
-                headers=call.headers,
+                headers=headers,
             ) as resp:
                 data = await resp.read()
                 answer = Answer(resp.status, data, member.url)

@@ -344,3 +344,41 @@ async def test_converging_one_cluster_twice_at_once_runs_one_after_the_other(
     )
     assert sorted(overlaps) == [("db", False), ("db", False), ("other", False)]
     assert len(running) == 0
+
+
+async def test_a_childs_event_and_the_clusters_daemon_share_the_converge_lock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """kopf hands each object's handlers a shallow copy of the operator's memo: a child's
+    event (another object) converged the cluster beside its daemon, and both created the
+    router's Service `NAME` at once (IPAddressWrongReference in the upgrade e2e)."""
+    import copy
+
+    running: list[str] = []
+    overlaps: list[bool] = []
+
+    async def slow(kube: Any, body: Any, spec: Any, **_: Any) -> None:
+        overlaps.append(bool(running))
+        running.append("x")
+        await asyncio.sleep(0.05)
+        running.remove("x")
+
+    class Session:
+        async def close(self) -> None:
+            return None
+
+    async def connect() -> Any:
+        return None
+
+    monkeypatch.setattr(runtime, "reconcile_children", slow)
+    monkeypatch.setattr(kube_api.Kube, "connect", staticmethod(connect))
+    monkeypatch.setattr(runtime.aiohttp, "ClientSession", Session)
+    memo = kopf.Memo(config=runtime.RuntimeConfig())
+    await runtime.startup(kopf.OperatorSettings(), memo)
+    daemon, child_event = copy.copy(memo), copy.copy(memo)
+    body = {"metadata": {"name": "db", "namespace": "ns"}}
+    spec: Any = None
+    await asyncio.gather(
+        runtime.converge(daemon, body, spec), runtime.converge(child_event, body, spec)
+    )
+    assert overlaps == [False, False]

@@ -36,7 +36,7 @@ def test_service_monitor_scrapes_headless_service_with_pod_labels() -> None:
     assert spec["selector"]["matchLabels"][c.LABEL_SERVICE] == "headless"
     assert spec["selector"]["matchLabels"][c.LABEL_CLUSTER] == "demo"
     assert spec["namespaceSelector"] == {"matchNames": ["prod"]}
-    assert spec["podTargetLabels"] == [c.LABEL_CLUSTER, c.LABEL_ROLE]
+    assert spec["podTargetLabels"] == [c.LABEL_CLUSTER, c.LABEL_SHARD, c.LABEL_ROLE]
     assert spec["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "15s"}]
 
 
@@ -51,10 +51,19 @@ def test_prometheus_rule_targets_only_its_cluster() -> None:
         "DVecDBCheckpointPausesWrites",
         "DVecDBLeaderLeaseLost",
         "DVecDBMemberNotRecovered",
+        "DVecDBShardUnavailable",
     }
-    for alert in alerts.values():
-        assert 'namespace="prod",dvecdb_io_cluster="demo"' in alert["expr"]
+    for name, alert in alerts.items():
+        label = "dvecdb_io_router" if name == "DVecDBShardUnavailable" else "dvecdb_io_cluster"
+        assert f'namespace="prod",{label}="demo"' in alert["expr"]
         assert alert["labels"]["severity"] in ("critical", "warning")
+
+
+def test_the_routers_service_monitor_scrapes_the_router_service_only() -> None:
+    monitor = monitoring.build_router_service_monitor(REF, interval="15s")
+    assert monitor["metadata"]["name"] == "demo-router"
+    assert monitor["spec"]["selector"]["matchLabels"][c.LABEL_SERVICE] == "router"
+    assert monitor["spec"]["podTargetLabels"] == [c.LABEL_ROUTER]
 
 
 def test_dashboard_configmap_is_valid_and_labelled_for_the_sidecar() -> None:
@@ -140,7 +149,8 @@ def test_promtool_alerts_fire_on_no_leader_member_down_and_lag(tmp_path: Path) -
                                 "exp_annotations": {
                                     "summary": "d-vecDB cluster demo has no leader",
                                     "description": "No member of prod/demo is an up leader: "
-                                    "writes fail until the operator promotes a follower.",
+                                    "writes to its slots fail until the operator promotes a "
+                                    "follower.",
                                 },
                             }
                         ],
@@ -320,6 +330,85 @@ def test_promtool_alerts_fire_on_no_leader_member_down_and_lag(tmp_path: Path) -
                         }
                     ],
                 },
+            ],
+        }
+    )
+    # A router found no member of shard 1 for a while; shard 0 always answered.
+    unavailable = {
+        "__name__": monitoring.METRIC_ROUTER_UNAVAILABLE,
+        "namespace": "prod",
+        "dvecdb_io_router": "demo",
+        "pod": "demo-router-x",
+    }
+    tests["tests"].append(
+        {
+            "interval": "1m",
+            "input_series": [
+                _series({**unavailable, "shard": "0"}, "0x10"),
+                _series({**unavailable, "shard": "1"}, "0 0 5 9 20 30 40 50 60 70 80"),
+            ],
+            "alert_rule_test": [
+                {
+                    "eval_time": "6m",
+                    "alertname": "DVecDBShardUnavailable",
+                    "exp_alerts": [
+                        {
+                            "exp_labels": {
+                                "severity": "critical",
+                                "namespace": "prod",
+                                "dvecdb_io_router": "demo",
+                                "shard": "1",
+                            },
+                            "exp_annotations": {
+                                "summary": "d-vecDB cluster demo shard 1 is unavailable to "
+                                "its routers",
+                                "description": "Routers of prod/demo found no member of shard "
+                                "1 to serve requests: writes to its slots and searches without "
+                                "allow_partial fail.",
+                            },
+                        }
+                    ],
+                }
+            ],
+        }
+    )
+    # Two shards: shard 0 has its leader, shard 1 none; the alert names shard 1 only.
+    tests["tests"].append(
+        {
+            "interval": "1m",
+            "input_series": [
+                _series(
+                    {"__name__": "up", **base, "pod": p, "dvecdb_io_shard": s, "dvecdb_io_role": r},
+                    "1x10",
+                )
+                for p, s, r in (
+                    ("demo-0", "0", "leader"),
+                    ("demo-1", "0", "follower"),
+                    ("demo-s1-0", "1", "standby"),
+                    ("demo-s1-1", "1", "follower"),
+                )
+            ],
+            "alert_rule_test": [
+                {
+                    "eval_time": "5m",
+                    "alertname": "DVecDBNoLeader",
+                    "exp_alerts": [
+                        {
+                            "exp_labels": {
+                                "severity": "critical",
+                                "namespace": "prod",
+                                "dvecdb_io_cluster": "demo",
+                                "dvecdb_io_shard": "1",
+                            },
+                            "exp_annotations": {
+                                "summary": "d-vecDB cluster demo shard 1 has no leader",
+                                "description": "No member of prod/demo shard 1 is an up "
+                                "leader: writes to its slots fail until the operator "
+                                "promotes a follower.",
+                            },
+                        }
+                    ],
+                }
             ],
         }
     )

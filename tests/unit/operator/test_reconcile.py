@@ -60,8 +60,11 @@ async def test_first_pass_creates_every_child_owned_by_the_cluster(
         "Service/db-headless",
         "Service/db-rw",
         "Service/db-ro",
+        "Deployment/db-router",
+        "Service/db",
         "NetworkPolicy/db",
         "PodDisruptionBudget/db",
+        "PodDisruptionBudget/db-router",
     ]
     assert kinds(kube) == {
         ("Secret", "db-token"),
@@ -69,6 +72,9 @@ async def test_first_pass_creates_every_child_owned_by_the_cluster(
         ("Service", "db-headless"),
         ("Service", "db-rw"),
         ("Service", "db-ro"),
+        ("Deployment", "db-router"),
+        ("Service", "db"),
+        ("PodDisruptionBudget", "db-router"),
         ("NetworkPolicy", "db"),
         ("PodDisruptionBudget", "db"),
     }

@@ -1,4 +1,12 @@
-"""Names and labels shared by every child of one `DVecCluster`."""
+"""Names and labels shared by every child of one `DVecCluster`.
+
+A cluster of `shards` replica groups names its groups' objects after the group: shard 0 keeps
+the names a one-shard cluster always had (StatefulSet `NAME`, pods `NAME-<i>`, Services
+`NAME-rw`/`NAME-ro`), so clusters made before shards existed keep every object; shard `i > 0`
+is `NAME-s<i>` (pods `NAME-s<i>-<j>`, Services `NAME-s<i>-rw`/`-ro`). The headless Service,
+the PDB, the auth Secret and the NetworkPolicy stay one per cluster. The router, the cluster's
+one client endpoint, is the Deployment `NAME-router` behind the Service `NAME`.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +17,24 @@ from dvecdb_operator import constants as c
 
 @dataclass(frozen=True)
 class ClusterRef:
-    """Which cluster the children belong to."""
+    """Which cluster the children belong to, and which of its replica groups (shard)."""
 
     name: str
     namespace: str
+    shard: int = 0
+    shards: int = 1
+
+    def group(self, shard: int) -> ClusterRef:
+        """The same cluster, naming shard `shard`'s objects."""
+        return ClusterRef(self.name, self.namespace, shard, self.shards)
+
+    @property
+    def groups(self) -> list[ClusterRef]:
+        return [self.group(i) for i in range(self.shards)]
 
     @property
     def statefulset(self) -> str:
-        return self.name
+        return self.name if self.shard == 0 else f"{self.name}-s{self.shard}"
 
     @property
     def headless_service(self) -> str:
@@ -24,11 +42,26 @@ class ClusterRef:
 
     @property
     def rw_service(self) -> str:
-        return f"{self.name}-rw"
+        return f"{self.statefulset}-rw"
 
     @property
     def ro_service(self) -> str:
-        return f"{self.name}-ro"
+        return f"{self.statefulset}-ro"
+
+    @property
+    def router(self) -> str:
+        """The router's Deployment, PDB and members ConfigMap."""
+        return f"{self.name}-router"
+
+    @property
+    def router_service(self) -> str:
+        """The cluster's one client endpoint."""
+        return self.name
+
+    def owns_pod(self, pod_name: str) -> bool:
+        """The pod is a member of this group (`<statefulset>-<ordinal>`)."""
+        head, _, tail = pod_name.rpartition("-")
+        return head == self.statefulset and tail.isdigit()
 
     @property
     def pdb(self) -> str:
@@ -47,12 +80,32 @@ class ClusterRef:
         return f"{self.name}-dashboard"
 
     def pod(self, ordinal: int) -> str:
-        return f"{self.name}-{ordinal}"
+        return f"{self.statefulset}-{ordinal}"
+
+
+def shard_of_pod(cluster: ClusterRef, pod_name: str) -> int | None:
+    """Which group a member pod belongs to, by its name; None if to none."""
+    for group in cluster.groups:
+        if group.owns_pod(pod_name):
+            return group.shard
+    return None
 
 
 def selector_labels(cluster: ClusterRef) -> dict[str, str]:
     """The labels that select this cluster's pods (immutable once the StatefulSet exists)."""
     return {c.LABEL_NAME: c.APP_NAME, c.LABEL_CLUSTER: cluster.name}
+
+
+def shard_labels(cluster: ClusterRef) -> dict[str, str]:
+    """The group's own label, on a cluster of several shards only: a one-shard cluster's
+    pods and selectors stay exactly as before shards existed (no rolling restart, and the
+    StatefulSet's selector cannot change)."""
+    return {c.LABEL_SHARD: str(cluster.shard)} if cluster.shards > 1 else {}
+
+
+def member_labels(cluster: ClusterRef) -> dict[str, str]:
+    """The labels that select this group's members (its StatefulSet, its rw/ro Services)."""
+    return {**selector_labels(cluster), **shard_labels(cluster)}
 
 
 def common_labels(cluster: ClusterRef, *, component: str = "database") -> dict[str, str]:

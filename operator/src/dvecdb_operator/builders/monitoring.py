@@ -1,8 +1,10 @@
 """Monitoring children: ServiceMonitor, PrometheusRule and the Grafana dashboard ConfigMap.
 
-The ServiceMonitor copies the pods' `dvecdb.io/cluster` and `dvecdb.io/role` labels onto every
-scraped series (as `dvecdb_io_cluster` and `dvecdb_io_role`), so the "no leader" and "member
-down" alerts need nothing from the node but the scrape itself. The same rule and dashboard
+The ServiceMonitor copies the pods' `dvecdb.io/cluster`, `dvecdb.io/shard` and `dvecdb.io/role`
+labels onto every scraped series (as `dvecdb_io_cluster`, `dvecdb_io_shard` and
+`dvecdb_io_role`), so the "no leader" and "member down" alerts need nothing from the node but
+the scrape itself; "no leader" is per shard (a one-shard cluster's pods have no shard label:
+its one group is the empty value). The same rule and dashboard
 builders produce the Helm chart's cluster-wide files (`python -m
 dvecdb_operator.builders.monitoring rules|dashboard`), and a unit test keeps them equal.
 """
@@ -36,8 +38,13 @@ CHECKPOINT_PAUSE_THRESHOLD = 1.0
 
 CLUSTER_LABEL = "dvecdb_io_cluster"
 ROLE_LABEL = "dvecdb_io_role"
+SHARD_LABEL = "dvecdb_io_shard"
+ROUTER_LABEL = "dvecdb_io_router"
+METRIC_ROUTER_UNAVAILABLE = "dvecdb_router_shard_unavailable_total"
 # Matches every d-vecDB target, whichever cluster: used by the chart-wide rules.
 ALL_CLUSTERS = f'{CLUSTER_LABEL}!=""'
+# Every router's series (they carry the router's label, not the members' cluster label).
+ALL_ROUTERS = f'{ROUTER_LABEL}!=""'
 
 LAG_SECONDS_THRESHOLD = 30
 FSYNC_P99_THRESHOLD = 0.1
@@ -45,6 +52,54 @@ FSYNC_P99_THRESHOLD = 0.1
 
 def cluster_matcher(cluster: ClusterRef) -> str:
     return f'namespace="{cluster.namespace}",{CLUSTER_LABEL}="{cluster.name}"'
+
+
+def router_matcher(cluster: ClusterRef) -> str:
+    return f'namespace="{cluster.namespace}",{ROUTER_LABEL}="{cluster.name}"'
+
+
+def build_router_service_monitor(cluster: ClusterRef, *, interval: str = "30s") -> dict[str, Any]:
+    """The router's pods, scraped through the Service `NAME`; series carry
+    `dvecdb_io_router` (the cluster's name) and the router's own `shard` label."""
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": metadata(cluster, cluster.router, component="monitoring"),
+        "spec": {
+            "selector": {"matchLabels": {**selector_labels(cluster), c.LABEL_SERVICE: "router"}},
+            "namespaceSelector": {"matchNames": [cluster.namespace]},
+            "podTargetLabels": [c.LABEL_ROUTER],
+            "endpoints": [
+                {"port": c.NODE_PORT_NAME, "path": "/metrics", "interval": interval},
+            ],
+        },
+    }
+
+
+def router_rules(matcher: str) -> list[dict[str, Any]]:
+    """Alerts on what the routers see, per shard."""
+    return [
+        {
+            "alert": "DVecDBShardUnavailable",
+            "expr": (
+                f"sum by (namespace, {ROUTER_LABEL}, shard) "
+                f"(increase({METRIC_ROUTER_UNAVAILABLE}{{{matcher}}}[5m])) > 0"
+            ),
+            "for": "2m",
+            "labels": {"severity": "critical"},
+            "annotations": {
+                "summary": (
+                    "d-vecDB cluster {{ $labels.dvecdb_io_router }} shard {{ $labels.shard }} "
+                    "is unavailable to its routers"
+                ),
+                "description": (
+                    "Routers of {{ $labels.namespace }}/{{ $labels.dvecdb_io_router }} found no "
+                    "member of shard {{ $labels.shard }} to serve requests: writes to its slots "
+                    "and searches without allow_partial fail."
+                ),
+            },
+        }
+    ]
 
 
 def build_service_monitor(cluster: ClusterRef, *, interval: str = "30s") -> dict[str, Any]:
@@ -55,7 +110,7 @@ def build_service_monitor(cluster: ClusterRef, *, interval: str = "30s") -> dict
         "spec": {
             "selector": {"matchLabels": {**selector_labels(cluster), c.LABEL_SERVICE: "headless"}},
             "namespaceSelector": {"matchNames": [cluster.namespace]},
-            "podTargetLabels": [c.LABEL_CLUSTER, c.LABEL_ROLE],
+            "podTargetLabels": [c.LABEL_CLUSTER, c.LABEL_SHARD, c.LABEL_ROLE],
             "endpoints": [
                 {"port": c.NODE_PORT_NAME, "path": "/metrics", "interval": interval},
             ],
@@ -65,7 +120,7 @@ def build_service_monitor(cluster: ClusterRef, *, interval: str = "30s") -> dict
 
 def alert_rules(matcher: str) -> list[dict[str, Any]]:
     """The alerting rules for the targets selected by `matcher` (PromQL label matchers)."""
-    by = f"namespace, {CLUSTER_LABEL}"
+    by = f"namespace, {CLUSTER_LABEL}, {SHARD_LABEL}"
     return [
         {
             "alert": "DVecDBNoLeader",
@@ -76,10 +131,16 @@ def alert_rules(matcher: str) -> list[dict[str, Any]]:
             "for": "1m",
             "labels": {"severity": "critical"},
             "annotations": {
-                "summary": "d-vecDB cluster {{ $labels.dvecdb_io_cluster }} has no leader",
+                "summary": (
+                    "d-vecDB cluster {{ $labels.dvecdb_io_cluster }}"
+                    "{{ if $labels.dvecdb_io_shard }} shard {{ $labels.dvecdb_io_shard }}"
+                    "{{ end }} has no leader"
+                ),
                 "description": (
-                    "No member of {{ $labels.namespace }}/{{ $labels.dvecdb_io_cluster }} is an "
-                    "up leader: writes fail until the operator promotes a follower."
+                    "No member of {{ $labels.namespace }}/{{ $labels.dvecdb_io_cluster }}"
+                    "{{ if $labels.dvecdb_io_shard }} shard {{ $labels.dvecdb_io_shard }}"
+                    "{{ end }} is an up leader: writes to its slots fail until the operator "
+                    "promotes a follower."
                 ),
             },
         },
@@ -180,9 +241,11 @@ def alert_rules(matcher: str) -> list[dict[str, Any]]:
     ]
 
 
-def rule_groups(matcher: str) -> dict[str, Any]:
-    """A Prometheus rules file body (`groups:`), as promtool and PrometheusRule expect."""
-    return {"groups": [{"name": "dvecdb", "rules": alert_rules(matcher)}]}
+def rule_groups(matcher: str, routers: str | None = None) -> dict[str, Any]:
+    """A Prometheus rules file body (`groups:`), as promtool and PrometheusRule expect;
+    `routers`: the matcher of the routers' series, whose alerts then follow."""
+    rules = alert_rules(matcher) + (router_rules(routers) if routers else [])
+    return {"groups": [{"name": "dvecdb", "rules": rules}]}
 
 
 def build_prometheus_rule(cluster: ClusterRef) -> dict[str, Any]:
@@ -190,7 +253,7 @@ def build_prometheus_rule(cluster: ClusterRef) -> dict[str, Any]:
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",
         "metadata": metadata(cluster, cluster.name, component="monitoring"),
-        "spec": rule_groups(cluster_matcher(cluster)),
+        "spec": rule_groups(cluster_matcher(cluster), router_matcher(cluster)),
     }
 
 
@@ -346,7 +409,7 @@ def build_dashboard_configmap(cluster: ClusterRef) -> dict[str, Any]:
 
 def chart_rules_file() -> str:
     """The chart's `files/rules.yaml`: a promtool-checkable rules file for every cluster."""
-    return str(yaml.safe_dump(rule_groups(ALL_CLUSTERS), sort_keys=False, width=1000))
+    return str(yaml.safe_dump(rule_groups(ALL_CLUSTERS, ALL_ROUTERS), sort_keys=False, width=1000))
 
 
 def chart_dashboard_file() -> str:

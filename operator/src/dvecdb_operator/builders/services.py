@@ -1,4 +1,6 @@
-"""The three Services of a cluster.
+"""The members' Services: one headless Service for the cluster, a read-write and a read-only
+Service per group (shard 0's keep their names `NAME-rw`/`NAME-ro`; clients of a sharded cluster
+use the router's Service `NAME` instead, see `builders.router`).
 
 - headless: stable per-pod identity for the StatefulSet, lists members even before they are
   ready (the operator and Prometheus need to reach a member that is still recovering);
@@ -12,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from dvecdb_operator import constants as c
-from dvecdb_operator.builders.common import ClusterRef, metadata, selector_labels
+from dvecdb_operator.builders.common import ClusterRef, member_labels, metadata, selector_labels
 
 _PORTS = [
     {
@@ -50,15 +52,19 @@ def build_headless_service(cluster: ClusterRef) -> dict[str, Any]:
 
 
 def build_rw_service(cluster: ClusterRef) -> dict[str, Any]:
-    selector = {**selector_labels(cluster), c.LABEL_ROLE: c.ROLE_LEADER}
+    selector = {**member_labels(cluster), c.LABEL_ROLE: c.ROLE_LEADER}
     return _service(cluster, cluster.rw_service, "rw", selector, {"type": "ClusterIP"})
 
 
 def build_ro_service(cluster: ClusterRef) -> dict[str, Any]:
     return _service(
-        cluster, cluster.ro_service, "ro", selector_labels(cluster), {"type": "ClusterIP"}
+        cluster, cluster.ro_service, "ro", member_labels(cluster), {"type": "ClusterIP"}
     )
 
 
 def build_services(cluster: ClusterRef) -> list[dict[str, Any]]:
-    return [build_headless_service(cluster), build_rw_service(cluster), build_ro_service(cluster)]
+    """The headless Service, then each group's read-write and read-only Services."""
+    out = [build_headless_service(cluster)]
+    for group in cluster.groups:
+        out += [build_rw_service(group), build_ro_service(group)]
+    return out

@@ -10,7 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 from dvecdb_operator import constants as c
-from dvecdb_operator.builders.common import ClusterRef, metadata, selector_labels
+from dvecdb_operator.builders.common import (
+    ClusterRef,
+    member_labels,
+    metadata,
+    selector_labels,
+    shard_labels,
+)
 from dvecdb_operator.builders.cpus import search_threads
 from dvecdb_operator.spec import ClusterSpec
 
@@ -69,9 +75,10 @@ def _probe(path: str, *, period: int, timeout: int, failures: int) -> dict[str, 
 
 
 def affinity(cluster: ClusterRef, mode: str) -> dict[str, Any] | None:
-    """Spread members over hosts: `required` refuses to co-locate, `preferred` only tries."""
+    """Spread a group's members over hosts: `required` refuses to co-locate, `preferred` only
+    tries. (Members of different shards may share a host: each group keeps its own majority.)"""
     term = {
-        "labelSelector": {"matchLabels": selector_labels(cluster)},
+        "labelSelector": {"matchLabels": member_labels(cluster)},
         "topologyKey": "kubernetes.io/hostname",
     }
     if mode == "required":
@@ -144,7 +151,8 @@ def volume_claim_template(cluster: ClusterRef, spec: ClusterSpec) -> dict[str, A
 def build_statefulset(
     cluster: ClusterRef, spec: ClusterSpec, *, auth_secret: str, replicas: int | None = None
 ) -> dict[str, Any]:
-    """The members' StatefulSet; `replicas` overrides the spec while a scale-down waits."""
+    """One group's StatefulSet (`cluster.shard`); `replicas` overrides the spec while a
+    scale-down waits."""
     pod_spec: dict[str, Any] = {
         "terminationGracePeriodSeconds": 30,
         "securityContext": {
@@ -166,10 +174,11 @@ def build_statefulset(
     spread = affinity(cluster, spec.anti_affinity)
     if spread is not None:
         pod_spec["affinity"] = spread
+    labels = metadata(cluster, cluster.statefulset, extra_labels=shard_labels(cluster))["labels"]
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
-        "metadata": metadata(cluster, cluster.statefulset),
+        "metadata": metadata(cluster, cluster.statefulset, extra_labels=shard_labels(cluster)),
         "spec": {
             "replicas": spec.replicas if replicas is None else replicas,
             "serviceName": cluster.headless_service,
@@ -179,9 +188,9 @@ def build_statefulset(
                 "whenDeleted": spec.storage.reclaim_policy,
                 "whenScaled": spec.storage.scale_down_policy,
             },
-            "selector": {"matchLabels": selector_labels(cluster)},
+            "selector": {"matchLabels": member_labels(cluster)},
             "template": {
-                "metadata": {"labels": metadata(cluster, cluster.statefulset)["labels"]},
+                "metadata": {"labels": labels},
                 "spec": pod_spec,
             },
             "volumeClaimTemplates": [volume_claim_template(cluster, spec)],

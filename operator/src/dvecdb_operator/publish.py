@@ -1,0 +1,93 @@
+"""After the groups' passes: the cluster-wide status and the router's members file.
+
+Both are derived (`aggregate`, `builders.router.router_members`) from what the groups' passes
+wrote and saw; each is written only when it changed. The members file lists every member pod
+that has an address; a restarted pod's new IP reaches the routers through it, a new leader
+does not need to (routers ask the members).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import kopf
+
+from dvecdb_operator import kube as kube_api
+from dvecdb_operator.aggregate import aggregate_status
+from dvecdb_operator.builders.common import ClusterRef
+from dvecdb_operator.builders.router import build_router_configmap, router_members
+from dvecdb_operator.drift import contains
+from dvecdb_operator.groups import GroupScope
+from dvecdb_operator.monitor import ClusterMonitor
+
+log = logging.getLogger(__name__)
+
+# How often the live ConfigMap is compared even when nothing changed (someone may edit it).
+RECHECK_SECONDS = 30.0
+
+
+def member_urls(watchers: Sequence[ClusterMonitor]) -> dict[int, list[str]]:
+    """Each shard's member URLs as its last pass saw them (pods with an address)."""
+    out: dict[int, list[str]] = {}
+    for watcher in watchers:
+        seen = watcher.last
+        out[watcher.scope.shard] = (
+            [] if seen is None else [m.url for m in seen.members if m.url is not None]
+        )
+    return out
+
+
+class Publisher:
+    """Writes the derived objects of one cluster; remembers what it wrote last."""
+
+    def __init__(self, kube: kube_api.Kube) -> None:
+        self.kube = kube
+        self._members: str | None = None  # the members file as last applied
+        self._checked = 0.0  # when the live ConfigMap was last compared
+
+    async def publish(
+        self, ref: ClusterRef, watchers: Sequence[ClusterMonitor], *, problem: str | None = None
+    ) -> None:
+        """`problem`: a spec change refused (resharding): in `specRefused` (cleared when
+        none), and first in `message` where the cluster's message is the aggregate's."""
+        body = await self.kube.get_cluster(ref.namespace, ref.name)
+        if body.get("metadata", {}).get("deletionTimestamp"):
+            return
+        status = body.get("status") or {}
+        groups = [GroupScope(i, ref.shards).view(status) for i in range(ref.shards)]
+        patch = aggregate_status([g.statefulset for g in ref.groups], groups)
+        patch["specRefused"] = problem
+        if problem is not None and ref.shards > 1:
+            patch["message"] = "; ".join(m for m in (problem, patch.get("message")) if m)
+        stale = status.get("specRefused") != problem
+        if stale or not contains(status, patch) or len(status.get("shards") or []) != ref.shards:
+            await self.kube.patch_cluster_status(ref.namespace, ref.name, patch)
+        await self.publish_members(body, ref, watchers)
+
+    async def publish_members(
+        self, body: Any, ref: ClusterRef, watchers: Sequence[ClusterMonitor]
+    ) -> None:
+        urls = member_urls(watchers)
+        if any(w.last is None for w in watchers) and self._members is not None:
+            return  # a group not seen yet: keep the file as it is
+        manifest = build_router_configmap(ref, router_members(ref, urls))
+        text = json.dumps(manifest["data"], sort_keys=True)
+        now = time.monotonic()
+        if text == self._members and now - self._checked < RECHECK_SECONDS:
+            return
+        self._checked = now
+        kopf.adopt(manifest, owner=dict(body))  # type: ignore[arg-type]
+        live = await self.kube.get("v1", "ConfigMap", ref.namespace, ref.router)
+        if live is None or live.get("data") != manifest["data"]:
+            await self.kube.apply(manifest)
+            log.info(
+                "%s/%s: router members %s",
+                ref.namespace,
+                ref.name,
+                {shard: len(found) for shard, found in urls.items()},
+            )
+        self._members = text
