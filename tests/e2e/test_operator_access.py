@@ -229,7 +229,8 @@ def check_network_policy(kubectl: Kubectl, namespace: str) -> None:
     assert selected(kubectl, namespace, spec["podSelector"]["matchLabels"]) == set(NAMES)
     [rule] = spec["ingress"]
     assert rule["ports"] == [{"port": 8080, "protocol": "TCP"}]
-    members, operator, everyone_here = rule["from"]
+    members, operator, routers, everyone_here = rule["from"]
+    assert routers["podSelector"]["matchLabels"]["dvecdb.io/router"] == "demo"
     assert selected(kubectl, namespace, members["podSelector"]["matchLabels"]) == set(NAMES)
     assert operator["namespaceSelector"]["matchLabels"] == {NAMESPACE_NAME_LABEL: namespace}
     operator_pods = selected(kubectl, namespace, operator["podSelector"]["matchLabels"])
@@ -245,7 +246,7 @@ def check_network_policy(kubectl: Kubectl, namespace: str) -> None:
     wait_until(
         lambda: (
             (kubectl.get("networkpolicy", "demo", namespace) or {})["spec"]["ingress"][0]["from"][
-                2:
+                3:
             ]
             == peers
         ),

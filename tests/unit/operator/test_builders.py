@@ -13,6 +13,7 @@ from dvecdb_operator import constants as c
 from dvecdb_operator.builders.common import ClusterRef, ordinal_of
 from dvecdb_operator.builders.networkpolicy import OperatorIdentity, build_network_policy
 from dvecdb_operator.builders.pdb import build_pdb
+from dvecdb_operator.builders.router import router_labels
 from dvecdb_operator.builders.secret import (
     added_keys_patch,
     build_auth_secret,
@@ -264,6 +265,7 @@ def test_network_policy_admits_members_operator_and_the_namespace_by_default() -
             "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "dvecdb-system"}},
             "podSelector": {"matchLabels": {"app.kubernetes.io/name": "op"}},
         },
+        {"podSelector": {"matchLabels": router_labels(REF)}},  # the cluster's client endpoint
         {"podSelector": {}},
     ]
 
@@ -273,15 +275,16 @@ def test_network_policy_allow_from_replaces_the_namespace_default() -> None:
     office = {"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}}
     policy = build_network_policy(REF, operator=OPERATOR, allow_from=[router, office])
     validate(policy)
-    assert _peers(policy)[2:] == [router, office]
+    assert _peers(policy)[3:] == [router, office]
 
 
 def test_network_policy_never_has_an_empty_from_which_would_admit_everyone() -> None:
-    """With no operator identity and `allowFrom: []`, only the members remain."""
+    """With no operator identity and `allowFrom: []`, only the members and routers remain."""
     policy = build_network_policy(REF, operator=OperatorIdentity(), allow_from=[])
     validate(policy)
     assert _peers(policy) == [
-        {"podSelector": {"matchLabels": {c.LABEL_NAME: "dvecdb", c.LABEL_CLUSTER: "demo"}}}
+        {"podSelector": {"matchLabels": {c.LABEL_NAME: "dvecdb", c.LABEL_CLUSTER: "demo"}}},
+        {"podSelector": {"matchLabels": router_labels(REF)}},
     ]
 
 
