@@ -20,16 +20,11 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from dvecdb_client.secrets import key_values
+
 log = logging.getLogger(__name__)
 
 FILES = {"api_keys": "apiKey", "read_only_keys": "readOnlyKey", "cluster_tokens": "clusterToken"}
-
-
-def split_secrets(text: str | None) -> tuple[str, ...]:
-    """Values separated by commas or newlines, without blanks."""
-    if not text:
-        return ()
-    return tuple(v.strip() for v in text.replace("\n", ",").split(",") if v.strip())
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +54,7 @@ def read_folder(folder: Path, base: Credentials) -> Credentials:
     for kind, name in FILES.items():
         path = folder / name
         try:
-            values[kind] = split_secrets(path.read_text())
+            values[kind] = key_values(path.read_text())
         except FileNotFoundError:
             continue
     return Credentials(**values)

@@ -8,7 +8,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from dvecdb_node.credentials import Credentials, split_secrets
+from dvecdb_client.secrets import key_values
+from dvecdb_node.credentials import Credentials
 from dvecdb_node.storage.engine import EngineOptions, FsyncMode
 from dvecdb_node.storage.policy import CheckpointPolicy
 from dvecdb_node.tls import TlsFiles
@@ -110,9 +111,9 @@ class NodeSettings(BaseSettings):
 
     def credentials(self) -> Credentials:
         return Credentials(
-            api_keys=split_secrets(self.api_key),
-            read_only_keys=split_secrets(self.read_only_key),
-            cluster_tokens=split_secrets(self.cluster_token),
+            api_keys=key_values(self.api_key),
+            read_only_keys=key_values(self.read_only_key),
+            cluster_tokens=key_values(self.cluster_token),
         )
 
     def engine_options(self) -> EngineOptions:

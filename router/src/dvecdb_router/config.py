@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from dvecdb_client.secrets import key_values
 from dvecdb_router.slots import MAX_SHARDS
 
 log = logging.getLogger(__name__)
@@ -115,5 +116,4 @@ class TokenFile:
 
 def first_token(text: str | None) -> str | None:
     """The first non-blank of comma- or newline-separated values."""
-    values = (text or "").replace("\n", ",").split(",")
-    return next((v.strip() for v in values if v.strip()), None)
+    return next(iter(key_values(text)), None)

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from dvecdb_client.secrets import key_values
 from dvecdb_node.api.auth import check_access
-from dvecdb_node.credentials import Credentials, CredentialStore, split_secrets
+from dvecdb_node.credentials import Credentials, CredentialStore
 from dvecdb_node.errors import Forbidden, Unauthorized
 
 pytestmark = pytest.mark.unit
@@ -78,7 +79,7 @@ def test_without_secrets_everything_is_open_and_a_cluster_token_alone_guards_adm
 
 
 def test_several_keys_of_a_kind_all_open_the_api_during_a_rotation() -> None:
-    rotating = Credentials(api_keys=split_secrets("new, old"), cluster_tokens=("tok",))
+    rotating = Credentials(api_keys=key_values("new, old"), cluster_tokens=("tok",))
     assert rotating.api_keys == ("new", "old")
     for key in ("new", "old"):
         assert _outcome("PUT", "/v1/collections/c/vectors", key, rotating) == "ok"
@@ -101,3 +102,9 @@ def test_a_secrets_folder_replaces_the_settings_and_is_read_again(tmp_path: Path
         and _outcome("PUT", "/v1/collections/c/vectors", "k2", store.current) == "ok"
     )
     assert store.current.cluster_token == "tok"
+
+
+def test_a_key_holds_values_separated_by_commas_or_newlines() -> None:
+    """One rule for the node, the operator and the router (dvecdb_client.secrets)."""
+    assert key_values(" new, old\n\nolder ,") == ("new", "old", "older")
+    assert key_values("") == key_values(None) == key_values(" ,\n") == ()

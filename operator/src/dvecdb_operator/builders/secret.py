@@ -16,6 +16,7 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
+from dvecdb_client.secrets import key_values
 from dvecdb_operator import constants as c
 from dvecdb_operator.builders.common import ClusterRef, metadata
 
@@ -82,11 +83,6 @@ def added_keys_patch(values: Mapping[str, str], resource_version: str | None) ->
     return patch
 
 
-def split_values(text: str) -> list[str]:
-    """The values of one key: several separated by commas or newlines (as the node reads)."""
-    return [v.strip() for v in text.replace("\n", ",").split(",") if v.strip()]
-
-
 def read_cluster_token(secret: Mapping[str, Any] | None) -> str | None:
     """The cluster token the operator sends: the first value of `clusterToken` (members send
     the first too; rotation puts the new value first once every member accepts it), else the
@@ -95,6 +91,6 @@ def read_cluster_token(secret: Mapping[str, Any] | None) -> str | None:
     values = secret_values(secret)
     for key in (c.CLUSTER_TOKEN_KEY, c.LEGACY_TOKEN_KEY):
         if key in values:
-            found = split_values(values[key])
+            found = key_values(values[key])
             return found[0] if found else ""
     return None
