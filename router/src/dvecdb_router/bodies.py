@@ -49,20 +49,15 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
 
 def parse_search(raw: bytes, content_type: str | None) -> SearchBody:
     if content_type == querybody.CONTENT_TYPE:
-        size = querybody.HEADER.size
-        if len(raw) < size:
-            raise BodyError("the binary search body is shorter than its header")
-        magic, count, dim, options_len = querybody.HEADER.unpack_from(raw)
-        matrix_end = size + 4 * count * dim
-        if magic != querybody.MAGIC or len(raw) != matrix_end + options_len:
-            raise BodyError("the binary search body does not match its header")
-        options = parse_json_object(raw[matrix_end:]) if options_len else {}
-        matrix = raw[size:matrix_end]
+        try:
+            count, dim, options_len = querybody.read_header(raw)
+            matrix, extra = querybody.sections(raw, count, dim, options_len)
+        except querybody.QueryBodyError as exc:
+            raise BodyError(str(exc)) from exc
+        options = parse_json_object(extra) if options_len else {}
 
         def rebuild_binary(new: dict[str, Any]) -> bytes:
-            extra = orjson.dumps(new) if new else b""
-            head = querybody.HEADER.pack(querybody.MAGIC, count, dim, len(extra))
-            return head + matrix + extra
+            return querybody.join(count, dim, matrix, orjson.dumps(new) if new else b"")
 
         return SearchBody(options, rebuild_binary, querybody.CONTENT_TYPE)
     return SearchBody(parse_json_object(raw), orjson.dumps, "application/json")

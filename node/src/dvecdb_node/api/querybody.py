@@ -24,7 +24,7 @@ import orjson
 
 from dvecdb_client.querybody import CONTENT_TYPE as CONTENT_TYPE
 from dvecdb_client.querybody import HEADER as _HEAD
-from dvecdb_client.querybody import MAGIC
+from dvecdb_client.querybody import QueryBodyError, read_header, sections
 from dvecdb_node.api import schema, validation
 from dvecdb_node.errors import InvalidInput, PayloadTooLarge, dimension_mismatch
 from dvecdb_node.settings import NodeSettings
@@ -35,30 +35,25 @@ def decode_queries(
     body: bytes, collection: CollectionConfig, settings: NodeSettings
 ) -> validation.SearchRequest:
     """Parse and check a binary search body, with the JSON form's checks on its options."""
-    if len(body) < _HEAD.size:
-        raise InvalidInput("query body shorter than its header", code="malformed_queries")
-    magic, count, dim, options_len = _HEAD.unpack_from(body)
-    if magic != MAGIC:
-        raise InvalidInput("query body must start with b'DVQ1'", code="malformed_queries")
+    try:
+        count, dim, options_len = read_header(body)
+    except QueryBodyError as exc:
+        raise InvalidInput(str(exc), code="malformed_queries") from exc
     if count == 0:
         raise InvalidInput("the query body holds no vectors", code="malformed_queries")
     if count > settings.max_queries:
         raise PayloadTooLarge(f"at most {settings.max_queries} query vectors per request")
     if dim != collection.dimension:
         raise dimension_mismatch(collection.dimension, dim)
-    need = count * dim * 4
-    if len(body) - _HEAD.size != need + options_len:
-        raise InvalidInput(
-            f"query body has {len(body) - _HEAD.size} bytes after its header, "
-            f"expected {need + options_len}",
-            code="malformed_queries",
-        )
-    end = _HEAD.size + need
-    queries = np.frombuffer(body, dtype="<f4", count=count * dim, offset=_HEAD.size)
-    queries = queries.astype(np.float32).reshape(count, dim)  # a native, writable copy
+    try:
+        matrix, extra = sections(body, count, dim, options_len)
+    except QueryBodyError as exc:
+        raise InvalidInput(str(exc), code="malformed_queries") from exc
+    queries = np.frombuffer(matrix, dtype="<f4").astype(np.float32)  # native, writable
+    queries = queries.reshape(count, dim)
     validation.check_finite(queries)
     kind = schema.bodies_for(settings).options  # the JSON form's fields but the vectors
-    options = validation.typed(kind, body[end:]) if options_len else kind()
+    options = validation.typed(kind, extra) if options_len else kind()
     return validation.search_options(options, queries, single=False, settings=settings)
 
 
