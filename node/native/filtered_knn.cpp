@@ -191,6 +191,23 @@ hnswlib::HierarchicalNSW<float>* initialised(BindingIndex* index) {
     return index->appr_alg;
 }
 
+// Run `body` with the GIL released; a C++ exception becomes a RuntimeError (returns false).
+template <typename Body>
+bool without_gil(Body&& body) {
+    bool failed = false;
+    std::string error;
+    Py_BEGIN_ALLOW_THREADS
+    try {
+        body();
+    } catch (const std::exception& exc) {
+        failed = true;
+        error = exc.what();
+    }
+    Py_END_ALLOW_THREADS
+    if (failed) PyErr_SetString(PyExc_RuntimeError, error.c_str());
+    return !failed;
+}
+
 // filtered_knn(index, queries, k, mask, labels_out, distances_out) -> fewest hits in a row
 //   mask: bytes, nonzero = allowed, by label.
 PyObject* filtered_knn(PyObject*, PyObject* args) {
@@ -211,26 +228,15 @@ PyObject* filtered_knn(PyObject*, PyObject* args) {
         return nullptr;
     MaskFilter filter(static_cast<const uint8_t*>(mask.buf), static_cast<size_t>(mask.len));
     size_t fewest = rows.k;
-    bool failed = false;
-    std::string error;
-    Py_BEGIN_ALLOW_THREADS
-    std::vector<float> scratch;
-    try {
+    const bool done = without_gil([&] {
+        std::vector<float> scratch;
         for (size_t row = 0; row < rows.rows; ++row) {
             auto result = alg->searchKnn(rows.query(index, row, scratch), rows.k, &filter);
             const size_t found = rows.write(row, result);
             if (found < fewest) fewest = found;
         }
-    } catch (const std::exception& exc) {
-        failed = true;
-        error = exc.what();
-    }
-    Py_END_ALLOW_THREADS
-    if (failed) {
-        PyErr_SetString(PyExc_RuntimeError, error.c_str());
-        return nullptr;
-    }
-    return PyLong_FromSize_t(fewest);
+    });
+    return done ? PyLong_FromSize_t(fewest) : nullptr;
 }
 
 // internal_ids(index, labels, out) -> how many labels the index does not hold (their out: -1)
@@ -255,18 +261,19 @@ PyObject* internal_ids(PyObject*, PyObject* args) {
     const auto* in = static_cast<const int64_t*>(labels.buf);
     auto* ids = static_cast<int64_t*>(out.buf);
     size_t missing = 0;
-    Py_BEGIN_ALLOW_THREADS
-    std::unique_lock<std::mutex> lock(alg->label_lookup_lock);
-    for (size_t i = 0; i < n; ++i) {
-        auto found = alg->label_lookup_.find(static_cast<hnswlib::labeltype>(in[i]));
-        if (found == alg->label_lookup_.end()) {
-            ids[i] = -1;
-            ++missing;
-        } else {
-            ids[i] = static_cast<int64_t>(found->second);
+    const bool done = without_gil([&] {
+        std::unique_lock<std::mutex> lock(alg->label_lookup_lock);
+        for (size_t i = 0; i < n; ++i) {
+            auto found = alg->label_lookup_.find(static_cast<hnswlib::labeltype>(in[i]));
+            if (found == alg->label_lookup_.end()) {
+                ids[i] = -1;
+                ++missing;
+            } else {
+                ids[i] = static_cast<int64_t>(found->second);
+            }
         }
-    }
-    Py_END_ALLOW_THREADS
+    });
+    if (!done) return nullptr;
     return PyLong_FromSize_t(missing);
 }
 
@@ -302,27 +309,28 @@ PyObject* scan_knn(PyObject*, PyObject* args) {
         }
     }
     size_t fewest = rows.k;
-    Py_BEGIN_ALLOW_THREADS
-    std::vector<float> scratch;
-    std::priority_queue<std::pair<float, hnswlib::labeltype>> best;
-    for (size_t row = 0; row < rows.rows; ++row) {
-        const float* query = rows.query(index, row, scratch);
-        for (size_t i = 0; i < n; ++i) {
-            const auto id = static_cast<hnswlib::tableint>(ids[i]);
-            if (alg->isMarkedDeleted(id)) continue;
-            const float dist =
-                alg->fstdistfunc_(query, alg->getDataByInternalId(id), alg->dist_func_param_);
-            if (best.size() < rows.k) {
-                best.emplace(dist, alg->getExternalLabel(id));
-            } else if (dist < best.top().first) {
-                best.pop();
-                best.emplace(dist, alg->getExternalLabel(id));
+    const bool done = without_gil([&] {
+        std::vector<float> scratch;
+        std::priority_queue<std::pair<float, hnswlib::labeltype>> best;
+        for (size_t row = 0; row < rows.rows; ++row) {
+            const float* query = rows.query(index, row, scratch);
+            for (size_t i = 0; i < n; ++i) {
+                const auto id = static_cast<hnswlib::tableint>(ids[i]);
+                if (alg->isMarkedDeleted(id)) continue;
+                const float dist =
+                    alg->fstdistfunc_(query, alg->getDataByInternalId(id), alg->dist_func_param_);
+                if (best.size() < rows.k) {
+                    best.emplace(dist, alg->getExternalLabel(id));
+                } else if (dist < best.top().first) {
+                    best.pop();
+                    best.emplace(dist, alg->getExternalLabel(id));
+                }
             }
+            const size_t found = rows.write(row, best);
+            if (found < fewest) fewest = found;
         }
-        const size_t found = rows.write(row, best);
-        if (found < fewest) fewest = found;
-    }
-    Py_END_ALLOW_THREADS
+    });
+    if (!done) return nullptr;
     return PyLong_FromSize_t(fewest);
 }
 
@@ -371,12 +379,9 @@ PyObject* update_items(PyObject*, PyObject* args) {
             ids[i] = found->second;
         }
     }
-    bool failed = false;
-    std::string error;
     size_t far_moves = 0;
-    Py_BEGIN_ALLOW_THREADS
-    std::vector<float> scratch(dim);
-    try {
+    const bool done = without_gil([&] {
+        std::vector<float> scratch(dim);
         for (size_t i = 0; i < n; ++i) {
             const float* row = rows + i * dim;
             if (index->normalize) {  // as the binding's add_items does for "cosine"
@@ -405,15 +410,8 @@ PyObject* update_items(PyObject*, PyObject* args) {
             if (deleted) alg->unmarkDeletedInternal(id);
             alg->updatePoint(row, id, far ? 1.0f : probability);
         }
-    } catch (const std::exception& exc) {
-        failed = true;
-        error = exc.what();
-    }
-    Py_END_ALLOW_THREADS
-    if (failed) {
-        PyErr_SetString(PyExc_RuntimeError, error.c_str());
-        return nullptr;
-    }
+    });
+    if (!done) return nullptr;
     return PyLong_FromSize_t(far_moves);
 }
 
