@@ -296,9 +296,7 @@ class NodeClient:
     async def get_collection(self, name: str) -> Json:
         return await self.request("GET", f"/v1/collections/{name}", idempotent=True)  # type: ignore[no-any-return]
 
-    async def update_collection(
-        self, name: str, *, ef_search: int, ack: str | None = None
-    ) -> Json:
+    async def update_collection(self, name: str, *, ef_search: int, ack: str | None = None) -> Json:
         """Change a collection's default search ef on every member, without a restart.
 
         A replicated write (a log record): answers the collection as it now is with the
