@@ -20,6 +20,7 @@ from dvecdb_operator.builders.monitoring import (
     build_service_monitor,
 )
 from dvecdb_operator.builders.networkpolicy import OperatorIdentity, build_network_policy
+from dvecdb_operator.builders.nodedefaults import build_node_defaults
 from dvecdb_operator.builders.pdb import build_pdb
 from dvecdb_operator.builders.secret import (
     added_keys_patch,
@@ -50,6 +51,8 @@ def desired_children(
     """The manifests to apply, and (apiVersion, kind, name) of optional children to remove."""
     secret = auth_secret_name(ref, spec)
     wanted: list[dict[str, Any]] = [
+        # Before the StatefulSet: the members' environment refers to it.
+        build_node_defaults(ref, spec),
         build_statefulset(ref, spec, auth_secret=secret, replicas=replicas),
         *build_services(ref),
     ]

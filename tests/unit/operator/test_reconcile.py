@@ -56,6 +56,7 @@ async def test_first_pass_creates_every_child_owned_by_the_cluster(
     kube = make()
     written = await run(kube)
     assert written == [
+        "ConfigMap/db-node-defaults",
         "StatefulSet/db",
         "Service/db-headless",
         "Service/db-rw",
@@ -65,6 +66,7 @@ async def test_first_pass_creates_every_child_owned_by_the_cluster(
     ]
     assert kinds(kube) == {
         ("Secret", "db-token"),
+        ("ConfigMap", "db-node-defaults"),
         ("StatefulSet", "db"),
         ("Service", "db-headless"),
         ("Service", "db-rw"),
