@@ -13,6 +13,7 @@ from typing import Any
 import kopf
 
 from dvecdb_operator import kube as kube_api
+from dvecdb_operator import storagegrowth
 from dvecdb_operator.builders.common import ClusterRef, ordinal_of
 from dvecdb_operator.builders.monitoring import (
     build_dashboard_configmap,
@@ -126,36 +127,31 @@ async def ensure_auth_secret(
     return name
 
 
-def storage_unchanged(want: Any, have: Any) -> str:
-    """The Event for a `storage.size` the claims do not get (shrinking is refused at
-    admission; growing existing claims is not done by this operator yet)."""
-    return (
-        f"storage.size {want} not applied: the existing claims keep {have} (the operator does"
-        " not grow claims yet; a StatefulSet's claim template cannot change)"
-    )
+async def _fit_immutable(
+    kube: kube_api.Kube, body: Mapping[str, Any], sts: dict[str, Any], spec: ClusterSpec
+) -> bool:
+    """Keep the live volumeClaimTemplates (the API refuses to change them on a StatefulSet),
+    once a larger `storage.size` has grown the claims (`storagegrowth`).
 
-
-async def _fit_immutable(kube: kube_api.Kube, body: Mapping[str, Any], sts: dict[str, Any]) -> None:
-    """Keep the live volumeClaimTemplates: the API refuses to change them on a StatefulSet."""
+    False when the StatefulSet must not be applied in this pass: it was just deleted with its
+    pods orphaned, to be created again with the larger template once it is gone.
+    """
     meta = sts["metadata"]
     live = await kube.get("apps/v1", "StatefulSet", meta["namespace"], meta["name"])
     if live is None:
-        return
+        return True
+    if live.get("metadata", {}).get("deletionTimestamp"):
+        return False  # going (orphan deletion): created again once it is gone
+    if storagegrowth.needed(spec.storage.size, live, body.get("status")):
+        if await storagegrowth.reconcile(kube, body, live, spec.storage.size):
+            return False
     live_vct = live.get("spec", {}).get("volumeClaimTemplates")
     if live_vct and live_vct != sts["spec"]["volumeClaimTemplates"]:
-        want = sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]
-        have = live_vct[0].get("spec", {}).get("resources", {}).get("requests", {})
-        if want != have:
-            kube_api.post_event(
-                body,
-                reason="StorageUnchanged",
-                message=storage_unchanged(want.get("storage"), have.get("storage")),
-                warning=True,
-            )
         sts["spec"]["volumeClaimTemplates"] = [
             {k: v for k, v in t.items() if k in ("apiVersion", "kind", "metadata", "spec")}
             for t in live_vct
         ]
+    return True
 
 
 async def reconcile_children(
@@ -174,8 +170,10 @@ async def reconcile_children(
     written: list[str] = []
     for manifest in wanted:
         kopf.adopt(manifest, owner=dict(body))  # type: ignore[arg-type]
-        if manifest["kind"] == "StatefulSet":
-            await _fit_immutable(kube, body, manifest)
+        if manifest["kind"] == "StatefulSet" and not await _fit_immutable(
+            kube, body, manifest, spec
+        ):
+            continue
         label = f"{manifest['kind']}/{manifest['metadata']['name']}"
         try:
             live = await kube.get(
