@@ -21,7 +21,7 @@ from dvecdb_operator.builders.monitoring import (
     build_service_monitor,
 )
 from dvecdb_operator.builders.networkpolicy import OperatorIdentity, build_network_policy
-from dvecdb_operator.builders.nodedefaults import build_node_defaults
+from dvecdb_operator.builders.nodedefaults import build_node_defaults, keep_literal_ef_search
 from dvecdb_operator.builders.pdb import build_pdb
 from dvecdb_operator.builders.secret import (
     added_keys_patch,
@@ -142,6 +142,7 @@ async def _fit_immutable(
         return True
     if live.get("metadata", {}).get("deletionTimestamp"):
         return False  # going (orphan deletion): created again once it is gone
+    keep_literal_ef_search(live, sts)
     if storagegrowth.needed(spec.storage.size, live, body.get("status")):
         if await storagegrowth.reconcile(kube, body, live, spec.storage.size):
             return False
