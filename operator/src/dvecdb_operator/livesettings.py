@@ -14,7 +14,9 @@ Semantics (issue #15):
   default the leader started with; creating it with `hnsw.ef_search` avoids that.
 - `status.efSearch` says where this stands: `desired` (the spec's value), `applied` (the
   value the last finished sweep gave every collection), `time` (when), `collections` (how
-  many it changed) and `message` (why the sweep has not finished, while it has not).
+  many it changed), `message` (why the sweep has not finished, while it has not) and
+  `progress` (collections changed so far by a sweep that spans passes: each pass spends at
+  most `SWEEP_BUDGET_SECONDS` on it, so failure detection is never held up by it).
   Events: `EfSearchApplied`, or `EfSearchPending` (Warning) when a leader refused or could
   not be reached; the next pass tries again.
 - A cluster first seen by this operator (no `status.efSearch`) records the spec's value as
@@ -25,7 +27,8 @@ The decision (`plan`) is pure; `sync` does the calls.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
@@ -36,6 +39,8 @@ from dvecdb_operator import kube as kube_api
 from dvecdb_operator.members import describe_error
 
 STATUS_KEY = "efSearch"
+# PATCHes per monitoring pass take at most this long; the next pass goes on.
+SWEEP_BUDGET_SECONDS = 1.0
 # A leader that does not answer usefully: reported, and the next pass tries again.
 EXPECTED = (aiohttp.ClientError, TimeoutError, OSError, ValueError, KeyError, NodeError)
 
@@ -79,15 +84,30 @@ class CollectionsClient(Protocol):
 class SweepResult:
     changed: tuple[str, ...]  # "leader/collection" for each PATCH that was acknowledged
     error: str | None  # the first failure, if any (the sweep stops there; the next retries)
+    unfinished: bool = False  # the pass's time budget ran out first (the next goes on)
 
 
-async def sweep(leaders: Mapping[str, Any], desired: int) -> SweepResult:
-    """PATCH every collection that lacks `desired` on each leader (name -> client)."""
+async def sweep(
+    leaders: Mapping[str, Any],
+    desired: int,
+    *,
+    budget: float | None = None,
+    clock: Callable[[], float] | None = None,
+) -> SweepResult:
+    """PATCH every collection that lacks `desired` on each leader (name -> client).
+
+    At most `budget` seconds of PATCHes per call: the sweep runs inside a monitoring pass,
+    which must not be held up (failure detection) by a leader with many collections.
+    """
     changed: list[str] = []
+    clock = clock or time.monotonic
+    deadline = clock() + (SWEEP_BUDGET_SECONDS if budget is None else budget)
     for leader, client in leaders.items():
         node = cast(CollectionsClient, client)
         try:
             for name in to_patch(desired, await node.list_collections()):
+                if clock() > deadline:
+                    return SweepResult(tuple(changed), None, unfinished=True)
                 await node.update_collection(name, ef_search=desired)
                 changed.append(f"{leader}/{name}")
         except EXPECTED as exc:
@@ -114,9 +134,9 @@ async def sync(
     if step.action == "none":
         return False
     if step.action == "baseline":
-        record = {"desired": desired, "applied": desired, "time": now, "collections": 0}
-        record["message"] = ""
-        await kube.patch_cluster_status(meta["namespace"], meta["name"], {STATUS_KEY: record})
+        baseline = {"desired": desired, "applied": desired, "time": now, "collections": 0}
+        baseline["message"] = ""
+        await kube.patch_cluster_status(meta["namespace"], meta["name"], {STATUS_KEY: baseline})
         return True
     previous = status.get(STATUS_KEY) or {}
     if not leaders:
@@ -126,10 +146,16 @@ async def sync(
             await kube.patch_cluster_status(meta["namespace"], meta["name"], {STATUS_KEY: pending})
         return False
     result = await sweep(leaders, desired)
-    if result.error is not None:
-        message = f"efSearch {desired} not yet applied to every collection: {result.error}"
-        kube_api.post_event(body, reason="EfSearchPending", message=message, warning=True)
-        pending = {**previous, "desired": desired, "message": message}
+    # Collections changed for this value by earlier passes (a sweep spans passes).
+    earlier = previous.get("progress") if previous.get("desired") == desired else 0
+    done = (earlier if isinstance(earlier, int) else 0) + len(result.changed)
+    if result.unfinished or result.error is not None:
+        if result.error is not None:
+            message = f"efSearch {desired} not yet applied to every collection: {result.error}"
+            kube_api.post_event(body, reason="EfSearchPending", message=message, warning=True)
+        else:
+            message = f"efSearch {desired}: applied to {done} collection(s) so far, going on"
+        pending = {**previous, "desired": desired, "message": message, "progress": done}
         await kube.patch_cluster_status(meta["namespace"], meta["name"], {STATUS_KEY: pending})
         return bool(result.changed)
     shown = ", ".join(result.changed[:20]) + (" ..." if len(result.changed) > 20 else "")
@@ -142,12 +168,13 @@ async def sync(
             "their default on members started since"
         ),
     )
-    record = {
+    record: dict[str, Any] = {
         "desired": desired,
         "applied": desired,
         "time": now,
-        "collections": len(result.changed),
+        "collections": done,
         "message": "",
+        "progress": None,
     }
     await kube.patch_cluster_status(meta["namespace"], meta["name"], {STATUS_KEY: record})
     return True

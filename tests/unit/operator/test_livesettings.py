@@ -134,9 +134,29 @@ async def test_a_refusal_leaves_it_pending_with_a_warning_then_a_retry_finishes(
     await livesettings.sync(kube, kube.cluster, 70, {"db-0": leader}, now=NOW)  # type: ignore[arg-type]
     record = kube.status["efSearch"]
     assert record["applied"] == 50 and "db-0: 503 lease_expired" in record["message"]
+    assert record["progress"] == 1  # "a" changed before "b" was refused
     assert events[-1][0] == "EfSearchPending" and events[-1][2]
     leader.fail_on = None
     await livesettings.sync(kube, kube.cluster, 70, {"db-0": leader}, now=NOW)  # type: ignore[arg-type]
     record = kube.status["efSearch"]
-    assert (record["applied"], record["collections"], record["message"]) == (70, 1, "")
+    assert (record["applied"], record["collections"], record["message"]) == (70, 2, "")
+    assert "progress" not in record
     assert leader.efs == {"a": 70, "b": 70}
+
+
+async def test_a_long_sweep_spans_passes_within_a_time_budget(
+    events: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ticks = iter(range(1000))
+    monkeypatch.setattr(livesettings.time, "monotonic", lambda: float(next(ticks)))
+    monkeypatch.setattr(livesettings, "SWEEP_BUDGET_SECONDS", 2.5)
+    kube = cluster({"desired": 50, "applied": 50})
+    leader = Leader({f"c{i}": 50 for i in range(5)})
+    await livesettings.sync(kube, kube.cluster, 90, {"db-0": leader}, now=NOW)  # type: ignore[arg-type]
+    record = kube.status["efSearch"]
+    assert record["applied"] == 50 and record["progress"] == len(leader.patched) < 5
+    assert "so far, going on" in record["message"] and events == []
+    while kube.status["efSearch"]["applied"] != 90:
+        await livesettings.sync(kube, kube.cluster, 90, {"db-0": leader}, now=NOW)  # type: ignore[arg-type]
+    assert kube.status["efSearch"]["collections"] == 5
+    assert sorted(leader.efs.values()) == [90] * 5 and len(leader.patched) == 5
