@@ -95,3 +95,32 @@ async def test_ef_search_changes_live_on_every_member_and_stays(group: Group) ->
     assert [await _ef(c) for c in group.clients] == [40, 40, 40]
     hits = await late.search("c", rng.standard_normal(DIM), k=5)
     assert len(hits["results"][0]) == 5
+
+
+async def test_an_empty_follower_is_told_to_install_a_snapshot_once_the_log_start_is_gone(
+    group: Group,
+) -> None:
+    """It agrees with every leader at seq 0, but the leader no longer holds seq 1: it used to
+    be sent a stream that ended at once, over and over, instead of ``snapshot_required``."""
+    group.start(1, args=SMALL_LOG, env={"DVECDB_REPLICATION_RETENTION_SECONDS": "1"})
+    [leader] = group.clients
+    await leader.promote(1)
+    await leader.create_collection("c", DIM)
+    rng = np.random.default_rng(2)
+    batch = 0
+
+    async def log_dropped() -> bool:
+        nonlocal batch
+        ids = [f"b{batch}-{i}" for i in range(64)]
+        await leader.upsert_bulk("c", ids, rng.standard_normal((64, DIM)), ack="leader")
+        batch += 1
+        return int((await leader.status())["first_seq"]) > 1
+
+    await wait_for(log_dropped, 120, "the leader to drop the start of its log")
+    query = "from_seq=1&prev_epoch=0&epoch=1&node_id=empty"
+    status, body = group.nodes[0].request(
+        "GET",
+        f"/v1/replication/stream?{query}",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    assert status == 409 and body["error"]["code"] == "snapshot_required", body
