@@ -105,7 +105,7 @@ async def test_an_empty_follower_is_told_to_install_a_snapshot_once_the_log_star
     group.start(1, args=SMALL_LOG, env={"DVECDB_REPLICATION_RETENTION_SECONDS": "1"})
     [leader] = group.clients
     await leader.promote(1)
-    await leader.create_collection("c", DIM)
+    await leader.create_collection("c", DIM, ack="leader")
     rng = np.random.default_rng(2)
     batch = 0
 
