@@ -296,6 +296,25 @@ class NodeClient:
     async def get_collection(self, name: str) -> Json:
         return await self.request("GET", f"/v1/collections/{name}", idempotent=True)  # type: ignore[no-any-return]
 
+    async def update_collection(self, name: str, *, ef_search: int, ack: str | None = None) -> Json:
+        """Change a collection's default search ef on every member, without a restart.
+
+        A replicated write (a log record): answers the collection as it now is with the
+        write token (``seq``, ``epoch``). Retried like a read: the value is absolute, so a
+        repeat changes nothing more.
+        """
+        body: Json = {"hnsw": {"ef_search": ef_search}}
+        params = {"ack": ack} if ack else None
+        result = await self.request(
+            "PATCH",
+            f"/v1/collections/{name}",
+            json=body,
+            params=params,
+            write=True,
+            idempotent=True,
+        )
+        return self._wrote(result)
+
     async def drop_collection(self, name: str, *, ack: str | None = None) -> Json:
         params = {"ack": ack} if ack else None
         result = await self.request("DELETE", f"/v1/collections/{name}", params=params, write=True)

@@ -22,6 +22,7 @@ from typing import Any
 
 from dvecdb_operator import constants as c
 from dvecdb_operator import kube as kube_api
+from dvecdb_operator import livesettings
 from dvecdb_operator.builders.common import ClusterRef, member_labels, ordinal_of, shard_of_pod
 from dvecdb_operator.decisions import FINAL, PHASE_DELETING, PHASE_FAILED, Policy, decide, watched
 from dvecdb_operator.drift import contains
@@ -284,6 +285,7 @@ class ClusterMonitor:
         if state.switchover_aborted:
             self.held_until = self.clock() + self.settings.operation_backoff
         await self.write_labels(state.cluster)
+        await self.sync_live_settings(body, spec, state.cluster)
         await self.write_status(body, state)
         self.last = state.cluster
         return PassResult(
@@ -292,6 +294,19 @@ class ClusterMonitor:
             failed=state.failed,
             message=state.message,
         )
+
+    async def sync_live_settings(
+        self, body: Mapping[str, Any], spec: ClusterSpec, cluster: ClusterObservation
+    ) -> None:
+        """`spec.node.hnsw.efSearch` on live collections, through the serving leader only
+        (`livesettings`); nothing while a leadership change is in flight."""
+        leaders: dict[str, Any] = {}
+        leader = cluster.member(cluster.leader)
+        if cluster.failover is None and leader is not None and leader.url:
+            if leader.leads_at(cluster.epoch):
+                leaders[leader.name] = self.members.client(leader.url)
+        desired = spec.node.hnsw.ef_search
+        await livesettings.sync(self.kube, body, desired, leaders, now=now_iso(), scope=self.scope)
 
     async def write_labels(self, cluster: ClusterObservation) -> None:
         for pod, role in desired_role_labels(cluster).items():

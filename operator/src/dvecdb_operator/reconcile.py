@@ -14,6 +14,7 @@ import kopf
 
 from dvecdb_operator import constants as c
 from dvecdb_operator import kube as kube_api
+from dvecdb_operator import storagegrowth
 from dvecdb_operator.builders.common import ClusterRef, ordinal_of
 from dvecdb_operator.builders.monitoring import (
     build_dashboard_configmap,
@@ -22,6 +23,7 @@ from dvecdb_operator.builders.monitoring import (
     build_service_monitor,
 )
 from dvecdb_operator.builders.networkpolicy import OperatorIdentity, build_network_policy
+from dvecdb_operator.builders.nodedefaults import build_node_defaults, keep_literal_ef_search
 from dvecdb_operator.builders.pdb import build_pdb
 from dvecdb_operator.builders.router import (
     build_router_deployment,
@@ -69,10 +71,12 @@ def desired_children(
     secret = auth_secret_name(ref, spec)
     sizes = [replicas] * ref.shards if isinstance(replicas, int) else list(replicas)
     wanted: list[dict[str, Any]] = [
-        build_statefulset(group, spec, auth_secret=secret, replicas=sizes[group.shard])
-        for group in ref.groups
-    ]
-    wanted += [
+        # Before the StatefulSets: the members' environment refers to it.
+        build_node_defaults(ref, spec),
+        *(
+            build_statefulset(group, spec, auth_secret=secret, replicas=sizes[group.shard])
+            for group in ref.groups
+        ),
         *build_services(ref),
         build_router_deployment(ref, spec, auth_secret=secret),
         build_router_service(ref),
@@ -152,36 +156,32 @@ async def ensure_auth_secret(
     return name
 
 
-def storage_unchanged(want: Any, have: Any) -> str:
-    """The Event for a `storage.size` the claims do not get (shrinking is refused at
-    admission; growing existing claims is not done by this operator yet)."""
-    return (
-        f"storage.size {want} not applied: the existing claims keep {have} (the operator does"
-        " not grow claims yet; a StatefulSet's claim template cannot change)"
-    )
+async def _fit_immutable(
+    kube: kube_api.Kube, body: Mapping[str, Any], sts: dict[str, Any], spec: ClusterSpec
+) -> bool:
+    """Keep the live volumeClaimTemplates (the API refuses to change them on a StatefulSet),
+    once a larger `storage.size` has grown the claims (`storagegrowth`).
 
-
-async def _fit_immutable(kube: kube_api.Kube, body: Mapping[str, Any], sts: dict[str, Any]) -> None:
-    """Keep the live volumeClaimTemplates: the API refuses to change them on a StatefulSet."""
+    False when the StatefulSet must not be applied in this pass: it was just deleted with its
+    pods orphaned, to be created again with the larger template once it is gone.
+    """
     meta = sts["metadata"]
     live = await kube.get("apps/v1", "StatefulSet", meta["namespace"], meta["name"])
     if live is None:
-        return
+        return True
+    if live.get("metadata", {}).get("deletionTimestamp"):
+        return False  # going (orphan deletion): created again once it is gone
+    keep_literal_ef_search(live, sts)
+    if storagegrowth.needed(spec.storage.size, live, body.get("status")):
+        if await storagegrowth.reconcile(kube, body, live, spec.storage.size):
+            return False
     live_vct = live.get("spec", {}).get("volumeClaimTemplates")
     if live_vct and live_vct != sts["spec"]["volumeClaimTemplates"]:
-        want = sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]
-        have = live_vct[0].get("spec", {}).get("resources", {}).get("requests", {})
-        if want != have:
-            kube_api.post_event(
-                body,
-                reason="StorageUnchanged",
-                message=storage_unchanged(want.get("storage"), have.get("storage")),
-                warning=True,
-            )
         sts["spec"]["volumeClaimTemplates"] = [
             {k: v for k, v in t.items() if k in ("apiVersion", "kind", "metadata", "spec")}
             for t in live_vct
         ]
+    return True
 
 
 async def reconcile_children(
@@ -204,8 +204,10 @@ async def reconcile_children(
     written: list[str] = []
     for manifest in wanted:
         kopf.adopt(manifest, owner=dict(body))  # type: ignore[arg-type]
-        if manifest["kind"] == "StatefulSet":
-            await _fit_immutable(kube, body, manifest)
+        if manifest["kind"] == "StatefulSet" and not await _fit_immutable(
+            kube, body, manifest, spec
+        ):
+            continue
         label = f"{manifest['kind']}/{manifest['metadata']['name']}"
         router = manifest["metadata"]["labels"].get(c.LABEL_COMPONENT) == "router"
         try:

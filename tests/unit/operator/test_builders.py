@@ -12,6 +12,7 @@ import pytest
 from dvecdb_operator import constants as c
 from dvecdb_operator.builders.common import ClusterRef, ordinal_of
 from dvecdb_operator.builders.networkpolicy import OperatorIdentity, build_network_policy
+from dvecdb_operator.builders.nodedefaults import build_node_defaults
 from dvecdb_operator.builders.pdb import build_pdb
 from dvecdb_operator.builders.router import router_labels
 from dvecdb_operator.builders.secret import (
@@ -123,9 +124,24 @@ def test_statefulset_env_from_spec() -> None:
     assert values["DVECDB_FSYNC"] == "always"
     assert values["DVECDB_DEFAULT_ACK"] == "quorum"
     assert values["DVECDB_HNSW_M"] == "24"
-    assert values["DVECDB_HNSW_EF_SEARCH"] == "80"
+    assert values["DVECDB_HNSW_EF_SEARCH"] == {
+        "configMapKeyRef": {"name": "demo-node-defaults", "key": "DVECDB_HNSW_EF_SEARCH"}
+    }
+    defaults = build_node_defaults(REF, spec)
+    validate(defaults)
+    assert defaults["metadata"]["name"] == "demo-node-defaults"
+    assert defaults["data"] == {"DVECDB_HNSW_EF_SEARCH": "80"}
     assert values["DVECDB_HNSW_EF_CONSTRUCTION"] == "200"
     assert values["POD_NAME"] == {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}}
+
+
+def test_a_new_ef_search_changes_the_defaults_configmap_not_the_pod_template() -> None:
+    """The StatefulSet's revision stays, so no member restarts for it (issue #15)."""
+    before, after = parse_spec({}), parse_spec({"node": {"hnsw": {"efSearch": 300}}})
+    assert build_statefulset(REF, before, auth_secret="t") == build_statefulset(
+        REF, after, auth_secret="t"
+    )
+    assert build_node_defaults(REF, before) != build_node_defaults(REF, after)
 
 
 def test_members_mount_the_auth_secret_and_read_keys_from_it_not_from_env() -> None:

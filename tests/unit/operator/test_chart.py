@@ -166,6 +166,11 @@ def test_rbac_covers_the_operators_calls() -> None:
         ("networking.k8s.io", "networkpolicies", "patch"),
         ("networking.k8s.io", "networkpolicies", "delete"),
         ("apps", "statefulsets", "patch"),
+        ("apps", "statefulsets", "delete"),  # orphan deletion when claims grow
+        ("", "persistentvolumeclaims", "list"),
+        ("", "persistentvolumeclaims", "patch"),
+        ("storage.k8s.io", "storageclasses", "get"),
+        ("", "configmaps", "patch"),  # the node-defaults ConfigMap
         ("", "services", "patch"),
         ("policy", "poddisruptionbudgets", "patch"),
         ("monitoring.coreos.com", "servicemonitors", "patch"),

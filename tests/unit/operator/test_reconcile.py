@@ -56,6 +56,7 @@ async def test_first_pass_creates_every_child_owned_by_the_cluster(
     kube = make()
     written = await run(kube)
     assert written == [
+        "ConfigMap/db-node-defaults",
         "StatefulSet/db",
         "Service/db-headless",
         "Service/db-rw",
@@ -68,6 +69,7 @@ async def test_first_pass_creates_every_child_owned_by_the_cluster(
     ]
     assert kinds(kube) == {
         ("Secret", "db-token"),
+        ("ConfigMap", "db-node-defaults"),
         ("StatefulSet", "db"),
         ("Service", "db-headless"),
         ("Service", "db-rw"),
@@ -217,23 +219,6 @@ async def test_scale_down_keeps_the_leaders_ordinal(events: list[tuple[str, str]
     kube.cluster["status"]["leader"] = "db-0"
     await run(kube)
     assert kube.objects[("StatefulSet", "db")]["spec"]["replicas"] == 2
-
-
-async def test_storage_change_keeps_existing_claims_and_warns(
-    events: list[tuple[str, str]],
-) -> None:
-    kube = make({"storage": {"size": "1Gi"}})
-    await run(kube)
-    kube.cluster["spec"] = {"storage": {"size": "5Gi"}}
-    await run(kube)
-    claim = kube.objects[("StatefulSet", "db")]["spec"]["volumeClaimTemplates"][0]
-    assert claim["spec"]["resources"]["requests"]["storage"] == "1Gi"
-    # Said in plain quantities (issue #15: the Event printed Python dicts).
-    assert (
-        "StorageUnchanged",
-        "storage.size 5Gi not applied: the existing claims keep 1Gi (the operator does not grow"
-        " claims yet; a StatefulSet's claim template cannot change)",
-    ) in events
 
 
 async def test_a_leader_change_in_flight_keeps_the_statefulset_up_to_its_members(

@@ -1,4 +1,4 @@
-"""``/v1/collections``: create, list, describe, drop."""
+"""``/v1/collections``: create, list, describe, update live settings, drop."""
 
 from __future__ import annotations
 
@@ -8,7 +8,12 @@ from aiohttp import web
 
 from dvecdb_node.api.errors import json_response
 from dvecdb_node.api.keys import ENGINE, SETTINGS
-from dvecdb_node.api.validation import check_name, parse_collection
+from dvecdb_node.api.validation import (
+    check_name,
+    parse_collection,
+    parse_collection_update,
+    query_ack,
+)
 from dvecdb_node.api.writes import write
 from dvecdb_node.storage.index import Collection
 from dvecdb_node.storage.records import CreateCollection, DropCollection
@@ -37,6 +42,21 @@ async def list_collections(request: web.Request) -> web.Response:
 async def get_collection(request: web.Request) -> web.Response:
     name = check_name(request.match_info["name"])
     return json_response(describe(request.app[ENGINE].collection(name)))
+
+
+@routes.patch("/v1/collections/{name}")
+async def update_collection(request: web.Request) -> web.Response:
+    """Change live settings (the default ef_search) through the log: followers, recovery,
+    checkpoints and snapshots all carry it; answered at the ``ack`` level like a write."""
+    name = check_name(request.match_info["name"])
+    ack = query_ack(request.query.get("ack"))
+    collection = request.app[ENGINE].collection(name)
+    change, body_ack = parse_collection_update(name, await request.read())
+    result = await write(request, change, body_ack or ack)
+    config = collection.config
+    if change.ef_search is not None:
+        config = config.with_ef_search(change.ef_search)
+    return json_response({**config.to_dict(), "count": collection.count, **result.token()})
 
 
 @routes.delete("/v1/collections/{name}")

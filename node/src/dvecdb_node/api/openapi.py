@@ -149,6 +149,17 @@ _PATHS: dict[str, Any] = {
             "summary": "Describe a collection (with count)",
             "responses": {"200": _ok("Collection"), **errors(*_DATA_ERRORS)},
         },
+        "patch": {
+            "summary": "Change a collection's live settings (the default ef_search)",
+            "description": "A replicated write: the change is a log record, so followers, "
+            "restarts and snapshots keep it, and it is acknowledged at the ack level like "
+            "other writes (a follower answers 409 not_leader). Settings fixed at creation "
+            "(name, dimension, metric, hnsw.m, hnsw.ef_construction) answer 400 "
+            "immutable_setting.",
+            "parameters": [_ACK],
+            "requestBody": body("CollectionUpdate"),
+            "responses": {"200": _ok("Updated"), **errors(*_DATA_ERRORS)},
+        },
         "delete": {
             "summary": "Drop a collection",
             "parameters": [_ACK],
@@ -208,7 +219,7 @@ _PATHS: dict[str, Any] = {
 def components(limits: schema.Limits) -> dict[str, Any]:
     """The schemas of every body, request and response, from ``schema``'s types."""
     kinds = schema.bodies(limits)
-    types = [*kinds.types(), *schema.ADMIN_BODIES, *schema.RESPONSES]
+    types = [*kinds.types(), schema.CollectionUpdate, *schema.ADMIN_BODIES, *schema.RESPONSES]
     _, found = msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")
     for name in found:
         found[name].pop("title", None)

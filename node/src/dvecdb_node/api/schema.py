@@ -143,6 +143,32 @@ class CollectionCreate(_Body):
     hnsw: Hnsw | UnsetType = UNSET
 
 
+class HnswUpdate(_Body):
+    """The HNSW settings that change live. ``m`` and ``ef_construction`` shape the built graph
+    and are fixed at creation (400 immutable_setting)."""
+
+    ef_search: Annotated[
+        int,
+        Meta(
+            ge=1,
+            le=4096,
+            description="The collection's default search ef (a search's own ef still wins)",
+        ),
+    ]
+
+
+class CollectionUpdate(_Body):
+    """A replicated change of a collection's live settings (a log record, like a write)."""
+
+    hnsw: HnswUpdate
+    ack: AckLevel | None = None
+
+
+# Fields that exist on a collection but cannot change after creation (400 immutable_setting).
+IMMUTABLE_SETTINGS: tuple[str, ...] = ("name", "dimension", "metric")
+IMMUTABLE_HNSW: tuple[str, ...] = ("m", "ef_construction")
+
+
 # -------------------------------------------------------------------- vectors
 class VectorItem(_Body):
     id: ItemId
@@ -304,6 +330,13 @@ class Created(Collection):
     epoch: int
 
 
+class Updated(Collection):
+    """The collection as the update left it, with the update's write token."""
+
+    seq: int
+    epoch: int
+
+
 class Collections(Struct):
     collections: list[Collection]
 
@@ -400,6 +433,7 @@ RESPONSES: tuple[type[Struct], ...] = (
     Error,
     Collection,
     Created,
+    Updated,
     Collections,
     Dropped,
     WriteResult,

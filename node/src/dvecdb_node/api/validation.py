@@ -31,6 +31,7 @@ from dvecdb_node.storage.records import (
     Float32Matrix,
     HnswParams,
     Metadata,
+    UpdateCollection,
     UpsertBatch,
 )
 
@@ -83,6 +84,39 @@ def parse_collection(data: Any, settings: NodeSettings) -> CollectionConfig:
         ef_search=settings.hnsw_ef_search if hnsw.ef_search is UNSET else hnsw.ef_search,
     )
     return CollectionConfig(body.name, body.dimension, body.metric, params)
+
+
+def parse_collection_update(name: str, data: bytes) -> tuple[UpdateCollection, str | None]:
+    """``{hnsw: {ef_search}, ack?}`` -> (the logged change, ack or None).
+
+    A setting fixed at creation answers 400 ``immutable_setting`` naming it, rather than the
+    generic unknown-field error: the caller likely expects it to change.
+    """
+    try:
+        body = typed(schema.CollectionUpdate, data)
+    except InvalidInput:
+        _refuse_immutable(data)
+        raise
+    return UpdateCollection(name, ef_search=body.hnsw.ef_search), body.ack
+
+
+def _refuse_immutable(data: bytes) -> None:
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return
+    if not isinstance(value, dict):
+        return
+    fixed = [key for key in schema.IMMUTABLE_SETTINGS if key in value]
+    hnsw = value.get("hnsw")
+    if isinstance(hnsw, dict):
+        fixed += [f"hnsw.{key}" for key in schema.IMMUTABLE_HNSW if key in hnsw]
+    if fixed:
+        raise InvalidInput(
+            f"{', '.join(fixed)} cannot change after creation (they shape the stored index); "
+            "only hnsw.ef_search can change live",
+            code="immutable_setting",
+        )
 
 
 def to_matrix(rows: list[list[float]], dimension: int) -> Float32Matrix:

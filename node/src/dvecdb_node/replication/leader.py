@@ -76,11 +76,14 @@ async def stream(request: web.Request) -> web.StreamResponse:
     if epoch != role.epoch:
         raise Conflict(f"stream epoch {epoch} is not {role.epoch}", code="stale_epoch",
                        epoch=role.epoch)  # fmt: skip
+    retained = from_seq >= engine.first_seq or from_seq == engine.last_seq + 1
     if prev_epoch is None:
-        retained = from_seq >= engine.first_seq or from_seq == engine.last_seq + 1
         decision = logview.Agreement("stream" if retained else "snapshot")
     else:
         decision = logview.decide(engine, from_seq - 1, prev_epoch)
+        if decision.action == "stream" and not retained:
+            # Agreed (an empty follower agrees at seq 0) but the log it needs is gone.
+            decision = logview.Agreement("snapshot")
     if decision.action == "snapshot":
         raise Conflict(
             f"seq {from_seq} is older than the retained log (first {engine.first_seq})",

@@ -92,6 +92,7 @@ from dvecdb_node.storage.records import (
     Metadata,
     Noop,
     PayloadError,
+    UpdateCollection,
     UpsertBatch,
     decode_payload,
     encode_payload,
@@ -556,7 +557,7 @@ class Engine:
         self._appended.set(records[-1].seq)
 
     async def _apply_async(self, change: Change) -> None:
-        if isinstance(change, UpsertBatch | CreateCollection | DeleteBatch):
+        if isinstance(change, UpsertBatch | CreateCollection | DeleteBatch | UpdateCollection):
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self._apply_pool, self._apply, change, self._collections)
         else:
@@ -625,6 +626,9 @@ class Engine:
                 return sum(1 for item_id in set(ids) if item_id in collection)
             case Noop():
                 return 0
+            case UpdateCollection(name):
+                self.collection(name)
+                return 1
 
     @staticmethod
     def _apply(change: Change, collections: dict[str, Collection]) -> None:
@@ -644,6 +648,10 @@ class Engine:
                     target.delete(ids)
             case Noop():
                 pass
+            case UpdateCollection(name, ef_search):
+                target = collections.get(name)
+                if target is not None and ef_search is not None:
+                    target.set_ef_search(ef_search)
 
     # ------------------------------------------------------------ checkpoints
     async def checkpoint(self) -> int | None:

@@ -385,6 +385,16 @@ class Collection:
                 deleted += 1
         return deleted
 
+    def set_ef_search(self, ef: int) -> None:
+        """Make ``ef`` the default search ef (a logged collection update).
+
+        Exclusive for one ``set_ef`` call: searches read the default more than once (to pick
+        the lock, then the walk), so the change waits for in-flight ones like an upsert does.
+        """
+        with self._lock.write():
+            self.config = self.config.with_ef_search(ef)
+            self._index.set_ef(ef)
+
     # ----------------------------------------------------------------- search
     def search(
         self,

@@ -9,11 +9,14 @@ Vectors travel as raw little-endian float32, never as JSON floats: an upsert pay
     | count*dim float32 LE | u32 meta_len | orjson array of count (object | null)
 
 A delete payload is ``u16 name_len | name | u32 count | count x (u16 id_len | id)``; a
-create-collection payload is the orjson of the collection config; a drop is the name.
+create-collection payload is the orjson of the collection config; a drop is the name. An
+update-collection payload is the orjson of ``{"name", "hnsw": {"ef_search"}}``: the settings
+that may change after creation (the others shape the stored graph).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import struct
 from dataclasses import dataclass, field
@@ -40,6 +43,8 @@ class Op(enum.IntEnum):
     DELETE = 4
     # Changes nothing; a new leader may write one to open its epoch in the log.
     NOOP = 5
+    # Changes a collection's live settings (today the default ef_search).
+    UPDATE_COLLECTION = 6
 
 
 class PayloadError(ValueError):
@@ -76,6 +81,10 @@ class CollectionConfig:
             },
         }
 
+    def with_ef_search(self, ef: int) -> CollectionConfig:
+        """This config with another default search ef (the one setting that changes live)."""
+        return dataclasses.replace(self, hnsw=dataclasses.replace(self.hnsw, ef_search=ef))
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CollectionConfig:
         hnsw = data.get("hnsw") or {}
@@ -102,6 +111,27 @@ class DropCollection:
 
 
 @dataclass(frozen=True, slots=True)
+class UpdateCollection:
+    """New values of the settings that can change live (None: left as it is)."""
+
+    name: str
+    ef_search: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        hnsw = {} if self.ef_search is None else {"ef_search": self.ef_search}
+        return {"name": self.name, "hnsw": hnsw}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> UpdateCollection:
+        if not isinstance(data, dict) or not isinstance(data.get("hnsw", {}), dict):
+            raise ValueError("not an object")
+        ef = data.get("hnsw", {}).get("ef_search")
+        if ef is not None and (not isinstance(ef, int) or ef < 1):
+            raise ValueError(f"ef_search {ef!r} is not a positive integer")
+        return cls(name=str(data["name"]), ef_search=ef)
+
+
+@dataclass(frozen=True, slots=True)
 class UpsertBatch:
     """Ids are unique within a batch (the API keeps the last of duplicates)."""
 
@@ -122,7 +152,7 @@ class Noop:
     pass
 
 
-Change = CreateCollection | DropCollection | UpsertBatch | DeleteBatch | Noop
+Change = CreateCollection | DropCollection | UpsertBatch | DeleteBatch | Noop | UpdateCollection
 
 
 def op_of(change: Change) -> Op:
@@ -138,6 +168,8 @@ def op_of(change: Change) -> Op:
             return Op.DELETE
         case Noop():
             return Op.NOOP
+        case UpdateCollection():
+            return Op.UPDATE_COLLECTION
 
 
 def _put_str(out: list[bytes], text: str) -> None:
@@ -179,6 +211,8 @@ def encode_payload(change: Change) -> bytes:
             return b"".join(out)
         case Noop():
             return b""
+        case UpdateCollection():
+            return orjson.dumps(change.to_dict())
 
 
 class _Reader:
@@ -254,6 +288,8 @@ def decode_payload(op: int, payload: bytes | memoryview) -> Change:
             case Op.NOOP:
                 reader.done()
                 return Noop()
+            case Op.UPDATE_COLLECTION:
+                return UpdateCollection.from_dict(orjson.loads(payload))
     except (KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
         if isinstance(exc, PayloadError):
             raise

@@ -18,14 +18,18 @@ from dvecdb_operator.builders.common import (
     shard_labels,
 )
 from dvecdb_operator.builders.cpus import search_threads
+from dvecdb_operator.builders.nodedefaults import ef_search_env, node_defaults_name
 from dvecdb_operator.spec import ClusterSpec
 
 RUN_AS_USER = 10001
 AUTH_FILE_MODE = 0o440
 
 
-def node_env(spec: ClusterSpec) -> list[dict[str, Any]]:
+def node_env(spec: ClusterSpec, defaults: str | None = None) -> list[dict[str, Any]]:
     """The node's settings: every flag has a `DVECDB_` environment variable.
+
+    With `defaults` (the node-defaults ConfigMap's name) the default ef_search comes from
+    that ConfigMap, so a change of it restarts no member (`builders.nodedefaults`).
 
     The keys come from the auth Secret mounted at `AUTH_DIR` (`DVECDB_SECRETS_DIR`), not
     from variables: the node re-reads that folder while it runs, and the kubelet updates a
@@ -48,7 +52,11 @@ def node_env(spec: ClusterSpec) -> list[dict[str, Any]]:
         {"name": "DVECDB_DEFAULT_ACK", "value": spec.node.default_ack},
         {"name": "DVECDB_HNSW_M", "value": str(spec.node.hnsw.m)},
         {"name": "DVECDB_HNSW_EF_CONSTRUCTION", "value": str(spec.node.hnsw.ef_construction)},
-        {"name": "DVECDB_HNSW_EF_SEARCH", "value": str(spec.node.hnsw.ef_search)},
+        (
+            ef_search_env(defaults)
+            if defaults
+            else {"name": "DVECDB_HNSW_EF_SEARCH", "value": str(spec.node.hnsw.ef_search)}
+        ),
         {"name": "DVECDB_SECRETS_DIR", "value": c.AUTH_DIR},
         # The leader's lease (it stops acknowledging without a majority or the operator's
         # confirmation for this long) and how long followers serve eventual reads without
@@ -94,7 +102,7 @@ def affinity(cluster: ClusterRef, mode: str) -> dict[str, Any] | None:
     return None
 
 
-def container(spec: ClusterSpec) -> dict[str, Any]:
+def container(spec: ClusterSpec, defaults: str | None = None) -> dict[str, Any]:
     """The node container; the image's entry point is `dvecdb-node`, so only args are set."""
     body: dict[str, Any] = {
         "name": "node",
@@ -110,7 +118,7 @@ def container(spec: ClusterSpec) -> dict[str, Any]:
             "--node-id",
             "$(POD_NAME)",
         ],
-        "env": node_env(spec),
+        "env": node_env(spec, defaults),
         "ports": [{"name": c.NODE_PORT_NAME, "containerPort": c.NODE_PORT, "protocol": "TCP"}],
         # Recovery replays the WAL before /healthz answers: give it minutes, then probe fast.
         "startupProbe": _probe("/healthz", period=2, timeout=2, failures=150),
@@ -162,7 +170,7 @@ def build_statefulset(
             "fsGroup": RUN_AS_USER,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "containers": [container(spec)],
+        "containers": [container(spec, node_defaults_name(cluster))],
         # Readable by the node's group only (fsGroup owns Secret volume files).
         "volumes": [
             {
