@@ -146,3 +146,14 @@ def test_a_graph_worn_by_churn_is_dropped_and_built_again(monkeypatch: pytest.Mo
         == rebuilt.live
         == {label for label, meta in col._metadata.items() if meta and meta.get("g") == 3}
     )
+
+
+def test_a_changed_default_ef_reaches_the_value_graphs() -> None:
+    col, data = _filled()
+    for _ in range(values_module.BUILD_AFTER):
+        col.search(data[:1], 10, clauses=G3)
+    _wait_ready(col)
+    graph = next(iter(col._values._ready.values()))
+    assert graph.index.ef == values_module.EF_FACTOR * 32
+    col.set_ef_search(100)
+    assert graph.index.ef == values_module.EF_FACTOR * 100

@@ -394,6 +394,7 @@ class Collection:
         with self._lock.write():
             self.config = self.config.with_ef_search(ef)
             self._index.set_ef(ef)
+            self._values.set_config(self.config)
 
     # ----------------------------------------------------------------- search
     def search(
@@ -411,9 +412,13 @@ class Collection:
         the collection's takes the index exclusively (hnswlib keeps ef index-wide); a larger
         one does not (see :meth:`_knn`).
         """
-        narrow_ef = ef is not None and ef < self.config.hnsw.ef_search
-        with self._lock.write() if narrow_ef else self._lock.read():
-            return self._search_held(queries, k, ef, clauses, threads)
+        while True:
+            narrow_ef = ef is not None and ef < self.config.hnsw.ef_search
+            with self._lock.write() if narrow_ef else self._lock.read():
+                # The default changes only under the write lock: held, it is the one that
+                # chose the lock, unless a change came in between (then choose again).
+                if narrow_ef == (ef is not None and ef < self.config.hnsw.ef_search):
+                    return self._search_held(queries, k, ef, clauses, threads)
 
     def try_search_now(
         self,

@@ -130,6 +130,12 @@ class ValueGraphs:
     def __len__(self) -> int:
         return len(self._ready)
 
+    def set_config(self, config: CollectionConfig) -> None:
+        """A changed default ef (under the write lock): ready graphs and later builds follow."""
+        self.config = config
+        for graph in self._ready.values():
+            graph.index.set_ef(EF_FACTOR * config.hnsw.ef_search)
+
     def pending(self, key: ValueKey) -> int:
         """Labels written since a building graph's copy or its last catch-up."""
         return len(self._building.get(key, ()))
@@ -213,6 +219,7 @@ class ValueGraphs:
     ) -> None:
         """The last catch-up, and the graph made ready (under the write lock)."""
         self.catch_up(key, graph, matches, vector_of)
+        graph.index.set_ef(EF_FACTOR * self.config.hnsw.ef_search)  # if it changed meanwhile
         self._building.pop(key, None)
         with self._lock:
             self._ready[key] = graph
