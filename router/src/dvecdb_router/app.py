@@ -287,6 +287,29 @@ async def drop_collection(request: web.Request) -> web.Response:
     return ok({"name": name, "dropped": True, "shards": len(answers)})
 
 
+@routes.patch("/v1/collections/{name}")
+async def update_collection(request: web.Request) -> web.Response:
+    """A live setting (the default ef) on every shard's leader; the value is absolute, so a
+    retry after a partial failure is safe. The answer is shard 0's description, with the
+    write token of every shard."""
+    cluster = request.app[CLUSTER]
+    name = request.match_info["name"]
+    raw = await request.read()
+    bodies.parse_json_object(raw)
+    answers = await _every_leader(
+        cluster, "PATCH", f"/v1/collections/{name}", raw, dict(request.query)
+    )
+    failed = [a for a in answers if a.status >= 300]
+    if failed:
+        return relay(failed[0])
+    docs = [a.json() for a in answers]
+    positions = {shard: (int(d["epoch"]), int(d["seq"])) for shard, d in enumerate(docs)}
+    doc = docs[0]
+    doc.pop("seq", None)
+    doc.pop("epoch", None)
+    return ok({**doc, "token": tokens.encode(positions), "shards": len(answers)})
+
+
 # ----------------------------------------------------------------- writes
 async def _split_write(request: web.Request, path: str, field: str) -> web.Response:
     """Split a JSON write by owning shard, send each part to its leader, join the answers."""

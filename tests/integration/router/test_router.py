@@ -219,6 +219,25 @@ async def test_collections_reach_every_shard_idempotently_and_are_repaired(
             assert (described["dimension"], described["metric"]) == (4, "cosine")
 
 
+async def test_a_live_setting_reaches_every_shard_and_its_token_reads_back(
+    node_factory: NodeFactory, router: RouterFactory
+) -> None:
+    members = _nodes(node_factory, 2)
+    client = await router([[m.url] for m in members])
+    assert (await client.post("/v1/collections", json=COLLECTION)).status == 201
+    answer = await client.patch("/v1/collections/docs", json={"hnsw": {"ef_search": 77}})
+    assert answer.status == 200, await answer.text()
+    doc = await answer.json()
+    assert doc["hnsw"]["ef_search"] == 77 and doc["shards"] == 2 and doc["token"]
+    for member in members:
+        async with NodeClient(member.url, token=TOKEN) as node:
+            assert (await node.get_collection("docs"))["hnsw"]["ef_search"] == 77
+    body = {"vector": [0.0] * DIM, "k": 1, "min_token": doc["token"]}
+    assert (await client.post("/v1/collections/docs/search", json=body)).status == 200
+    fixed = await client.patch("/v1/collections/docs", json={"dimension": 3})
+    assert fixed.status == 400  # the node's refusal, relayed
+
+
 async def test_writes_follow_the_shard_leader_across_a_failover(
     group: Group, router: RouterFactory
 ) -> None:
