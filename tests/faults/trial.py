@@ -28,6 +28,8 @@ WORKLOAD_SECONDS = 4.0
 DETECTION_SECONDS = 1
 LEASE_SECONDS = 0.5
 CONVERGE_SECONDS = 15.0
+# How long a member is asked for its records after convergence (it may still be rebuilding).
+READ_SECONDS = 30.0
 
 
 @dataclass
@@ -244,29 +246,40 @@ async def _create(
         await asyncio.sleep(0.1)
 
 
+async def _read_records(
+    http: aiohttp.ClientSession, url: str, collection: str
+) -> tuple[frozenset[str] | None, int | None]:
+    """A member's records and count, retried for up to READ_SECONDS: a member that answers
+    503 (still rebuilding its state after a cut-back, say) is asked again, not counted as
+    unreadable at once. None where it never answered."""
+    deadline = time.monotonic() + READ_SECONDS
+    body = {"vector": [0.0] * DIM, "k": 1000, "filter": {"t": TAG}}
+    while True:
+        try:
+            status, found = await call(
+                http, "POST", f"{url}/v1/collections/{collection}/search", body, 3.0
+            )
+            if status == 200:
+                ids = frozenset(hit["id"] for row in found["results"] for hit in row)
+                status, described = await call(
+                    http, "GET", f"{url}/v1/collections/{collection}", None, 3.0
+                )
+                return ids, int(described.get("count", 0)) if status == 200 else None
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            return None, None
+        await asyncio.sleep(0.25)
+
+
 async def _final(
     http: aiohttp.ClientSession, members: list[tuple[str, str]], collection: str
 ) -> dict[str, Replica]:
     """Each member's records, position and role, read after healing."""
     out = {}
     for name, url in members:
+        ids, count = await _read_records(http, url, collection)
         node = await _status(http, url)
-        ids: frozenset[str] | None = None
-        count = None
-        try:
-            body = {"vector": [0.0] * DIM, "k": 1000, "filter": {"t": TAG}}
-            status, found = await call(
-                http, "POST", f"{url}/v1/collections/{collection}/search", body, 3.0
-            )
-            if status == 200:
-                ids = frozenset(hit["id"] for row in found["results"] for hit in row)
-            status, described = await call(
-                http, "GET", f"{url}/v1/collections/{collection}", None, 3.0
-            )
-            if status == 200:
-                count = int(described.get("count", 0))
-        except (aiohttp.ClientError, TimeoutError, OSError):
-            ids = None
         out[name] = Replica(
             ids=ids,
             last_seq=int((node or {}).get("last_seq") or 0),
