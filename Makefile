@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 # One environment: the four distributions editable, then the development project (the
 # single `dvecdb` distribution that held every package before the split goes first).
-$(STAMP): pyproject.toml client/pyproject.toml node/pyproject.toml node/setup.py operator/pyproject.toml router/pyproject.toml
+$(STAMP): pyproject.toml client/pyproject.toml node/pyproject.toml node/setup.py node/native/filtered_knn.cpp operator/pyproject.toml router/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
 	$(BIN)/pip uninstall -q -y dvecdb 2>/dev/null || true

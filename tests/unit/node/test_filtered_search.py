@@ -307,3 +307,25 @@ def test_an_upsert_takes_short_chunks_while_searches_wait_though_none_arrives_me
     col.upsert(ids, moved + 0.01, [{"g": 2}] * 600)
     # A search a moment ago: chunks sized to ~2 ms holds (20 at first, then as measured).
     assert sizes[0] == 20 and max(sizes) < UPSERT_CHUNK and sum(sizes) == 600
+
+
+def test_a_compiled_filter_older_than_its_source_is_not_used(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`git pull` without a rebuild left a module lacking the newer functions: every filtered
+    search failed with AttributeError (a fault run's first trials). It is refused instead."""
+    import sys
+    import types
+
+    stale = types.ModuleType("dvecdb_node.storage._filtered_knn")
+    real = native._MODULE
+    stale.probe = real.probe  # type: ignore[attr-defined]
+    stale.filtered_knn = real.filtered_knn  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "dvecdb_node.storage._filtered_knn", stale)
+    monkeypatch.setattr(index_module.native, "_MODULE", None)  # nothing uses it meanwhile
+    import dvecdb_node.storage as package
+
+    monkeypatch.setattr(package, "_filtered_knn", stale, raising=False)
+    module, reason = native._load()
+    assert module is None
+    assert reason is not None and "older than its source" in reason and "scan_knn" in reason

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 HNSWLIB_VERSION = "0.8.0"
 
 KnnResult = tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]
+# What this module calls: a build from an older source lacks some (`make dev` rebuilds it).
+FUNCTIONS = ("probe", "filtered_knn", "internal_ids", "scan_knn", "update_items")
 
 
 def _load() -> tuple[Any, str | None]:
@@ -35,6 +37,9 @@ def _load() -> tuple[Any, str | None]:
         from dvecdb_node.storage import _filtered_knn as module  # type: ignore[attr-defined]
     except ImportError as exc:
         return None, f"the compiled filter is not built ({exc})"
+    missing = [name for name in FUNCTIONS if not hasattr(module, name)]
+    if missing:
+        return None, f"the compiled filter is older than its source (no {', '.join(missing)})"
     try:
         installed = importlib.metadata.version("hnswlib")
     except importlib.metadata.PackageNotFoundError:
