@@ -2,7 +2,8 @@
 
 localkube build            build (or find) etcd, kube-apiserver, kube-controller-manager,
                            kubectl and helm; prints their paths
-localkube up               start a plane in the background and print how to use it
+localkube up [--node real] start a plane in the background and print how to use it (the real
+                           node: kubelet, kube-proxy, containerd and runc; LOCALKUBE_NODE=real)
 localkube env              print `export` lines for KUBECONFIG and PATH
 localkube status           what is running
 localkube down [--force]   stop it; --force also cleans what a crashed run left behind
@@ -21,10 +22,13 @@ from localkube import net, podlogs, procs
 from localkube.build import BuildError, default_cache_root, ensure_binaries
 from localkube.netplan import NetPlan
 from localkube.plane import (
+    NODE_MODE_ENV,
+    NODE_MODES,
     STATE_FILE,
     Plane,
     PlaneError,
     admin_get,
+    default_node_mode,
     default_state_dir,
     force_cleanup,
     stop_recorded,
@@ -46,8 +50,15 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     binaries = ensure_binaries()
     images = dict(item.partition("=")[::2] for item in args.image)
-    plane = Plane(binaries=binaries, state_dir=args.state_dir, extra_images=images)
-    print(f"starting localkube in {plane.state_dir} ...", file=sys.stderr)
+    tags = dict(item.partition("=")[::2] for item in args.image_tag)
+    plane = Plane(
+        binaries=binaries,
+        state_dir=args.state_dir,
+        extra_images=images,
+        node_mode=args.node or default_node_mode(),
+        image_tags=tags,
+    )
+    print(f"starting localkube ({plane.node_mode} node) in {plane.state_dir} ...", file=sys.stderr)
     plane.start()
     print(f"API server {plane.server} is up; node {plane.node_name} is Ready.", file=sys.stderr)
     print("Point kubectl and helm at it with:", file=sys.stderr)
@@ -148,7 +159,26 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True)
     sub.add_parser("build", help="build or find the binaries").set_defaults(func=cmd_build)
     up = sub.add_parser("up", help="start a plane in the background")
-    up.add_argument("--image", action="append", default=[], metavar="REPO=PROGRAM")
+    up.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        metavar="REPO=PROGRAM",
+        help="process node: the local program that plays an image",
+    )
+    up.add_argument(
+        "--node",
+        choices=NODE_MODES,
+        default=None,
+        help=f"process (the default) or real (kubelet, containerd, runc); else ${NODE_MODE_ENV}",
+    )
+    up.add_argument(
+        "--image-tag",
+        action="append",
+        default=[],
+        metavar="REF=PODMAN_IMAGE",
+        help="real node: load a local podman image under the name pods use",
+    )
     up.set_defaults(func=cmd_up)
     sub.add_parser("env", help="print export lines").set_defaults(func=cmd_env)
     sub.add_parser("status", help="show the running plane").set_defaults(func=cmd_status)
