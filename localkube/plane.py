@@ -67,7 +67,7 @@ NODE_MODE_ENV = "LOCALKUBE_NODE"
 DAEMONS = (
     "kubelet",
     "kube-scheduler",
-    "provisioner",
+    "nodehelper",
     "kube-proxy",
     "containerd",
     "kube-controller-manager",
@@ -77,7 +77,7 @@ DAEMONS = (
 GRACE = {
     "kubelet": 60.0,
     "kube-scheduler": 10.0,
-    "provisioner": 10.0,
+    "nodehelper": 10.0,
     "kube-proxy": 10.0,
     "containerd": 15.0,
     "kube-controller-manager": 10.0,
@@ -219,7 +219,7 @@ class Plane:
         self._wait("kubelet", self._node_ready)
 
     def _start_real_node(self, certs: pki.Pki) -> None:
-        """containerd, the images, kubelet, kube-proxy, scheduler, provisioner (realnode)."""
+        """containerd, the images, kubelet, kube-proxy, scheduler, node helper (realnode)."""
         bins, paths = self.node_binaries, self.node_paths
         assert bins is not None
         realnode.setup_network(self.plan)
@@ -235,16 +235,19 @@ class Plane:
         self._launch("kube-proxy", realnode.proxy_argv(paths, bins))
         self._launch("kube-scheduler", realnode.scheduler_argv(bins, self.kubeconfig, free_port()))
         self._launch(
-            "provisioner",
+            "nodehelper",
             [
                 sys.executable,
                 "-m",
-                "localkube.provisioner",
+                "localkube.nodehelper",
                 f"--server={self.server}",
                 f"--ca={certs.ca_cert}",
                 f"--cert={certs.admin_cert}",
                 f"--key={certs.admin_key}",
                 f"--state-dir={self.state_dir}",
+                f"--node-root={paths.root}",
+                f"--ctr={bins['ctr']}",
+                f"--containerd={paths.containerd_socket}",
             ],
         )
 
@@ -428,8 +431,8 @@ class Plane:
 
     def _marker(self, daemon: str) -> str:
         """What the daemon's command line holds (checked before it is signalled)."""
-        if daemon == "provisioner":
-            return "localkube.provisioner"
+        if daemon == "nodehelper":
+            return "localkube.nodehelper"
         if self.node_mode == REAL and self.node_binaries and daemon in self.node_binaries.paths:
             return str(self.node_binaries[daemon])
         return "localkube.kubelet" if daemon == "kubelet" else str(self.binaries[daemon])
@@ -490,7 +493,7 @@ def force_cleanup(state_dir: Path, plan: NetPlan, cache_root: Path) -> list[str]
     removed = stop_recorded(state_dir)
     daemons = (
         procs.find(["localkube.kubelet"])
-        + procs.find(["localkube.provisioner"])
+        + procs.find(["localkube.nodehelper"])
         + [
             pid
             for pid in procs.find([str(cache_root)])

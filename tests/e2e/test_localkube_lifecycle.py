@@ -67,7 +67,7 @@ def test_up_serves_kubectl_then_down_leaves_nothing(binaries: Binaries, tmp_path
         assert status.returncode == 0 and "NOT RUNNING" not in status.stdout, status.stdout
         pids = state["pids"]
         control = {"etcd", "kube-apiserver", "kube-controller-manager", "kubelet"}
-        node = {"containerd", "kube-proxy", "kube-scheduler", "provisioner"}
+        node = {"containerd", "kube-proxy", "kube-scheduler", "nodehelper"}
         assert set(pids) == (control | node if default_node_mode() == REAL else control)
     finally:
         down = localkube(tmp_path, "down")

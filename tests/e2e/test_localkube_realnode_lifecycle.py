@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ import pytest
 
 from localkube import net, procs, realnode
 from localkube.build import Binaries
-from localkube.netplan import NetPlan
+from localkube.netplan import NetPlan, netns_name
 from localkube.nodeconfig import NODE_NETNS, pod_in_range
 from localkube.plane import REAL, Plane
 
@@ -213,3 +214,31 @@ spec:
     log = kube.run("logs", "writer").stdout.strip()
     assert log == f"denied as {IMAGE_USER} Permission denied", log
     assert not (folder / "out").exists()
+
+
+def _healthz(ip: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{ip}:8080/healthz", timeout=1) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+def test_pod_namespace_by_uid_and_a_partition_by_link(real_plane: Plane, kube: Kubectl) -> None:
+    """The harness's tools work unchanged: `lk-<uid>` names the pod's namespace, and taking
+    its link down (the node-side veth) cuts it off until it is brought up again."""
+    pod = wait_until(lambda: _ready(kube, "node"), 120, "the node pod to be Ready")
+    uid, ip = pod["metadata"]["uid"], pod["status"]["podIP"]  # type: ignore[index]
+    netns = netns_name(uid)
+    wait_until(lambda: netns in net.list_netns(), 30, f"{netns} for the pod")
+    inside = subprocess.run(
+        ["ip", "-n", netns, "-o", "-4", "addr", "show", "eth0"], capture_output=True, text=True
+    )
+    assert f"inet {ip}/" in inside.stdout, inside
+    assert _healthz(ip)
+    net.set_link(uid, up=False)
+    try:
+        wait_until(lambda: not _healthz(ip), 10, "the pod to be cut off")
+    finally:
+        net.set_link(uid, up=True)
+    wait_until(lambda: _healthz(ip), 30, "the pod to be reachable again")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from localkube import nodeconfig, ociimage, versions
+from localkube import netplan, nodeconfig, ociimage, podnetns, versions
 from localkube.build import build_flags
 from localkube.netplan import NetPlan
 
@@ -137,3 +137,37 @@ def test_node_key_is_its_own_and_leaves_the_plane_key_alone(tmp_path: Path) -> N
     (root / "containerd" / "go.sum").write_text("a pin moved\n")
     assert versions.cache_key("go1.26", root) == plane_before
     assert versions.node_cache_key("go1.26", root) != node_before
+
+
+def _sandbox(uid: str, path: str) -> dict[str, object]:
+    return {
+        "Labels": {"io.kubernetes.pod.uid": uid, "io.cri-containerd.kind": "sandbox"},
+        "Spec": {"linux": {"namespaces": [{"type": "pid"}, {"type": "network", "path": path}]}},
+    }
+
+
+def test_pod_namespaces_are_named_by_uid_and_unnamed_when_gone(tmp_path: Path) -> None:
+    state = tmp_path / "node"
+    netns_dir = tmp_path / "netns"
+    netns_dir.mkdir()
+    (netns_dir / "lk-someoneelse").write_text("")  # another plane's entry: never touched
+    sandboxes = {"s1": _sandbox("aaaa-1", f"{state}/netns/cni-1")}
+
+    def ctr(*args: str) -> str:
+        if args[:2] == ("containers", "ls"):
+            return "\n".join(sandboxes)
+        return json.dumps(sandboxes[args[2]])
+
+    linker = podnetns.Linker(ctr, state, netns_dir)
+    linker.sync()
+    link = netns_dir / netplan.netns_name("aaaa-1")
+    assert link.is_symlink() and str(link.readlink()) == f"{state}/netns/cni-1"
+    # The pod's sandbox is made again (new namespace): the name follows it.
+    sandboxes = {"s2": _sandbox("aaaa-1", f"{state}/netns/cni-2")}
+    linker.sync()
+    assert str(link.readlink()) == f"{state}/netns/cni-2"
+    sandboxes = {}
+    linker.sync()
+    assert not link.is_symlink()
+    assert (netns_dir / "lk-someoneelse").exists()
+    assert podnetns.sandbox_netns({"Labels": {}, "Spec": {}}) is None
