@@ -1,7 +1,7 @@
 """``localkube``: build the binaries, start/stop a plane, inspect it, cut a pod's link.
 
-localkube build            build (or find) etcd, kube-apiserver, kube-controller-manager,
-                           kubectl and helm; prints their paths
+localkube build [--node]   build (or find) etcd, kube-apiserver, kube-controller-manager,
+                           kubectl and helm (--node: and the real node's); prints their paths
 localkube up [--node real] start a plane in the background and print how to use it (the real
                            node: kubelet, kube-proxy, containerd and runc; LOCALKUBE_NODE=real)
 localkube env              print `export` lines for KUBECONFIG and PATH
@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from localkube import net, podlogs, procs
-from localkube.build import BuildError, default_cache_root, ensure_binaries
+from localkube.build import BuildError, default_cache_root, ensure_binaries, ensure_node_binaries
 from localkube.netplan import NetPlan
 from localkube.plane import (
     NODE_MODE_ENV,
@@ -44,6 +44,10 @@ def cmd_build(args: argparse.Namespace) -> int:
     binaries = ensure_binaries()
     for name, path in sorted(binaries.paths.items()):
         print(f"{name:24} {path}  ({binaries.sources[name]})")
+    if args.node:
+        node = ensure_node_binaries()
+        for name, path in sorted(node.paths.items()):
+            print(f"{name:24} {path}  (real node)")
     return 0
 
 
@@ -157,7 +161,13 @@ def parser() -> argparse.ArgumentParser:
     )
     top.add_argument("--state-dir", type=Path, default=default_state_dir())
     sub = top.add_subparsers(dest="command", required=True)
-    sub.add_parser("build", help="build or find the binaries").set_defaults(func=cmd_build)
+    build = sub.add_parser("build", help="build or find the binaries")
+    build.add_argument(
+        "--node",
+        action="store_true",
+        help="also the real node's (kubelet, kube-proxy, kube-scheduler, containerd, CNI, pause)",
+    )
+    build.set_defaults(func=cmd_build)
     up = sub.add_parser("up", help="start a plane in the background")
     up.add_argument(
         "--image",
