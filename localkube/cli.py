@@ -24,6 +24,7 @@ from localkube.netplan import NetPlan
 from localkube.plane import (
     NODE_MODE_ENV,
     NODE_MODES,
+    REAL,
     STATE_FILE,
     Plane,
     PlaneError,
@@ -129,6 +130,11 @@ def cmd_link(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
+    state = _state(args.state_dir)
+    if state is not None and state.get("node_mode") == REAL:
+        raise PlaneError(
+            "the real node serves `kubectl logs` (localkube logs is the process node's)"
+        )
     namespace, _, name = args.pod.rpartition("/")
     folders = sorted(
         (args.state_dir / "pods").glob(f"{namespace or 'default'}_{name}_*"),
