@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -127,6 +128,18 @@ def cmd_link(args: argparse.Namespace) -> int:
     net.set_link(pod["metadata"]["uid"], args.state == "up")
     print(f"pod {args.pod}: link {args.state}")
     return 0
+
+
+def _kubectl_logs(
+    state: dict[str, object], namespace: str, name: str, args: argparse.Namespace
+) -> int:
+    """The real node keeps container logs itself: ask it through the pinned kubectl."""
+    dirs = [Path(d) for d in state["bin_dirs"]]  # type: ignore[attr-defined]
+    kubectl = next((d / "kubectl" for d in dirs if (d / "kubectl").exists()), Path("kubectl"))
+    argv = [str(kubectl), f"--kubeconfig={state['kubeconfig']}", "logs", "-n", namespace, name]
+    argv += ["-c", args.container] if args.container else ["--all-containers"]
+    argv += ["--previous"] if args.previous else []
+    return subprocess.run(argv, check=False).returncode
 
 
 def cmd_logs(args: argparse.Namespace) -> int:

@@ -208,7 +208,9 @@ def kubelet_config(plan: NetPlan, paths: NodePaths) -> str:
         "imageGCHighThresholdPercent": 100,
         "imageGCLowThresholdPercent": 99,
         "serializeImagePulls": False,
-        "syncFrequency": "10s",
+        # Secret and ConfigMap volumes follow their object at the pod's next sync (the tests
+        # bound a key rotation to 10 s; the default minute is for big nodes).
+        "syncFrequency": "3s",
         "fileCheckFrequency": "10s",
         "nodeStatusUpdateFrequency": "5s",
     }

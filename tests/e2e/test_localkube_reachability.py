@@ -33,7 +33,7 @@ spec:
   terminationGracePeriodSeconds: 0
   containers:
     - name: web
-      image: localkube-test/python
+      image: localkube-test/python:1
       command: ["python3", "-m", "http.server", "8080", "--bind", "0.0.0.0"]
 """
 

@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import tarfile
 import tomllib
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from localkube import netplan, nodeconfig, ociimage, podnetns, versions
+from localkube import containerpid, netplan, nodeconfig, ociimage, podnetns, versions
 from localkube.build import build_flags
 from localkube.netplan import NetPlan
 
@@ -171,3 +172,15 @@ def test_pod_namespaces_are_named_by_uid_and_unnamed_when_gone(tmp_path: Path) -
     assert not link.is_symlink()
     assert (netns_dir / "lk-someoneelse").exists()
     assert podnetns.sandbox_netns({"Labels": {}, "Spec": {}}) is None
+
+
+def test_host_pid_from_either_node_kind_of_container_id(tmp_path: Path) -> None:
+    assert containerpid.host_pid("localkube://4242") == 4242
+    assert containerpid.host_pid("localkube://") is None
+    assert containerpid.host_pid("docker://abc") is None
+    folder = tmp_path / "pids" / "kubepods" / "besteffort" / "podu1" / "abc123"
+    folder.mkdir(parents=True)
+    # The container's init is the one whose parent is outside the folder (here: our parent).
+    (folder / "cgroup.procs").write_text(f"{os.getpid()}\n{os.getppid()}\n")
+    assert containerpid.host_pid("containerd://abc123", tmp_path) == os.getppid()
+    assert containerpid.host_pid("containerd://gone", tmp_path) is None
