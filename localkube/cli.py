@@ -144,11 +144,9 @@ def _kubectl_logs(
 
 def cmd_logs(args: argparse.Namespace) -> int:
     state = _state(args.state_dir)
-    if state is not None and state.get("node_mode") == REAL:
-        raise PlaneError(
-            "the real node serves `kubectl logs` (localkube logs is the process node's)"
-        )
     namespace, _, name = args.pod.rpartition("/")
+    if state is not None and state.get("node_mode") == REAL:
+        return _kubectl_logs(state, namespace or "default", name, args)
     folders = sorted(
         (args.state_dir / "pods").glob(f"{namespace or 'default'}_{name}_*"),
         key=lambda p: p.stat().st_mtime,

@@ -49,7 +49,6 @@ def real_plane(binaries: Binaries, tmp_path_factory: pytest.TempPathFactory) -> 
     if reason:
         pytest.skip(reason)
     plan = NetPlan()
-    wait_for_machine(plan)
     state = tmp_path_factory.mktemp("realnode")
     plane = Plane(
         binaries=binaries,
@@ -58,7 +57,14 @@ def real_plane(binaries: Binaries, tmp_path_factory: pytest.TempPathFactory) -> 
         extra_images={},
         image_tags=REAL_TEST_IMAGES,
     )
-    plane.start()
+    for attempt in range(3):
+        wait_for_machine(plan)
+        try:
+            plane.start()
+            break
+        except net.NetError as err:  # another session's plane took the bridge meanwhile
+            if "already exists" not in str(err) or attempt == 2:
+                raise
     pids = dict(plane.pids)
     markers = {d: plane._marker(d) for d in pids}
     try:
