@@ -1,6 +1,6 @@
-// Pinned build of the Kubernetes control plane binaries used by localkube.
-// The k8s.io/kubernetes module replaces its staging modules with local paths, so this
-// module maps each of them to the published v0.x release that matches.
+// Pinned build of the real node's Kubernetes binaries (kubelet, kube-proxy, kube-scheduler):
+// the same k8s.io/kubernetes release and staging-module map as ../kube (the control plane),
+// plus what only the node needs; its own module, so the control plane's cache key stays put.
 module dvecdb.io/localkube/node
 
 go 1.26.0
