@@ -112,8 +112,10 @@ bench-mixed: dev
 # Local real Kubernetes (localkube/): pinned etcd, kube-apiserver, kube-controller-manager,
 # kubectl and helm built into ~/.cache/dvecdb/localkube (KUBEBUILDER_ASSETS honoured), then a
 # plane with the process kubelet. `localkube env` prints the KUBECONFIG/PATH exports.
+# LOCALKUBE_NODE=real: a real node instead (kubelet, kube-proxy, kube-scheduler, containerd, CNI
+# plugins, built into their own cache folder; runc and podman from Debian; `make images` first).
 localkube-build: dev
-	$(BIN)/localkube build
+	$(BIN)/localkube build $(if $(filter real,$(LOCALKUBE_NODE)),--node)
 
 cluster-up: dev
 	$(BIN)/localkube up

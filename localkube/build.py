@@ -21,7 +21,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from localkube.versions import ALL_BINARIES, BUILD_FLAGS, COMPONENTS, GO_ROOT, Component, cache_key
+from localkube.versions import (
+    ALL_BINARIES,
+    BUILD_FLAGS,
+    COMPONENTS,
+    GO_ROOT,
+    NODE_BINARIES,
+    NODE_COMPONENTS,
+    Component,
+    cache_key,
+    node_cache_key,
+)
 
 Progress = Callable[[str], None]
 
@@ -93,8 +103,10 @@ def assets_binaries(assets: str | None) -> dict[str, Path]:
     return found
 
 
-def components_to_build(missing: set[str]) -> list[Component]:
-    return [c for c in COMPONENTS if missing.intersection(c.binaries)]
+def components_to_build(
+    missing: set[str], components: tuple[Component, ...] = COMPONENTS
+) -> list[Component]:
+    return [c for c in components if missing.intersection(c.binaries)]
 
 
 @contextmanager
@@ -123,11 +135,23 @@ def _go_env(go: Path) -> dict[str, str]:
     return env
 
 
+def build_flags(component: Component) -> list[str]:
+    """The shared flags, with the component's tags and version stamps merged in."""
+    flags = []
+    for flag in BUILD_FLAGS:
+        if flag.startswith("-ldflags=") and component.stamps:
+            flag += "".join(f" -X {stamp}" for stamp in component.stamps)
+        flags.append(flag)
+    if component.tags:
+        flags.append(f"-tags={','.join(component.tags)}")
+    return flags
+
+
 def _build_component(
     go: Path, component: Component, wanted: list[str], out_dir: Path, progress: Progress
 ) -> None:
     packages = [pkg for binary, pkg in component.packages if binary in wanted]
-    command = [str(go), "build", *BUILD_FLAGS, "-o", f"{out_dir}{os.sep}", *packages]
+    command = [str(go), "build", *build_flags(component), "-o", f"{out_dir}{os.sep}", *packages]
     log_path = out_dir / f"build-{component.name}.log"
     started = time.monotonic()
     progress(f"building {component.name} v{component.version}: {', '.join(wanted)}")
@@ -179,7 +203,21 @@ def ensure_binaries(
 
     go = find_go()
     root = cache_root or default_cache_root()
-    key_dir = root / cache_key(go_version(go))
+    bin_dir = _build_missing(root / cache_key(go_version(go)), COMPONENTS, missing, go, progress)
+    for name in missing:
+        paths[name] = bin_dir / name
+        sources[name] = "cache"
+    return Binaries(paths=paths, sources=sources)
+
+
+def _build_missing(
+    key_dir: Path,
+    components: tuple[Component, ...],
+    missing: set[str],
+    go: Path,
+    progress: Progress,
+) -> Path:
+    """Build whichever of ``missing`` is not yet in ``key_dir/bin``; returns that folder."""
     bin_dir = key_dir / "bin"
     with _locked(key_dir.with_suffix(".lock")):
         absent = {name for name in missing if not (bin_dir / name).is_file()}
@@ -189,7 +227,7 @@ def ensure_binaries(
             bin_dir.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=key_dir, prefix="build-") as tmp:
                 out_dir = Path(tmp)
-                for component in components_to_build(absent):
+                for component in components_to_build(absent, components):
                     wanted = [b for b in component.binaries if b in absent]
                     _build_component(go, component, wanted, out_dir, progress)
                     for binary in wanted:
@@ -200,7 +238,15 @@ def ensure_binaries(
                         key_dir / f"build-{component.name}.log",
                     )
             progress(f"build finished in {time.monotonic() - started:.0f}s")
-    for name in missing:
-        paths[name] = bin_dir / name
-        sources[name] = "cache"
-    return Binaries(paths=paths, sources=sources)
+    return bin_dir
+
+
+def ensure_node_binaries(cache_root: Path | None = None, progress: Progress = _print) -> Binaries:
+    """The real node's binaries (kubelet, kube-proxy, kube-scheduler, containerd, CNI plugins,
+    pause), built once into their own cache folder beside the control plane's."""
+    go = find_go()
+    root = cache_root or default_cache_root()
+    key_dir = root / node_cache_key(go_version(go))
+    bin_dir = _build_missing(key_dir, NODE_COMPONENTS, set(NODE_BINARIES), go, progress)
+    paths = {name: bin_dir / name for name in NODE_BINARIES}
+    return Binaries(paths=paths, sources=dict.fromkeys(NODE_BINARIES, "cache"))

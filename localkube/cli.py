@@ -1,8 +1,9 @@
 """``localkube``: build the binaries, start/stop a plane, inspect it, cut a pod's link.
 
-localkube build            build (or find) etcd, kube-apiserver, kube-controller-manager,
-                           kubectl and helm; prints their paths
-localkube up               start a plane in the background and print how to use it
+localkube build [--node]   build (or find) etcd, kube-apiserver, kube-controller-manager,
+                           kubectl and helm (--node: and the real node's); prints their paths
+localkube up [--node real] start a plane in the background and print how to use it (the real
+                           node: kubelet, kube-proxy, containerd and runc; LOCALKUBE_NODE=real)
 localkube env              print `export` lines for KUBECONFIG and PATH
 localkube status           what is running
 localkube down [--force]   stop it; --force also cleans what a crashed run left behind
@@ -14,17 +15,22 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
 from localkube import net, podlogs, procs
-from localkube.build import BuildError, default_cache_root, ensure_binaries
+from localkube.build import BuildError, default_cache_root, ensure_binaries, ensure_node_binaries
 from localkube.netplan import NetPlan
 from localkube.plane import (
+    NODE_MODE_ENV,
+    NODE_MODES,
+    REAL,
     STATE_FILE,
     Plane,
     PlaneError,
     admin_get,
+    default_node_mode,
     default_state_dir,
     force_cleanup,
     stop_recorded,
@@ -40,14 +46,25 @@ def cmd_build(args: argparse.Namespace) -> int:
     binaries = ensure_binaries()
     for name, path in sorted(binaries.paths.items()):
         print(f"{name:24} {path}  ({binaries.sources[name]})")
+    if args.node:
+        node = ensure_node_binaries()
+        for name, path in sorted(node.paths.items()):
+            print(f"{name:24} {path}  (real node)")
     return 0
 
 
 def cmd_up(args: argparse.Namespace) -> int:
     binaries = ensure_binaries()
     images = dict(item.partition("=")[::2] for item in args.image)
-    plane = Plane(binaries=binaries, state_dir=args.state_dir, extra_images=images)
-    print(f"starting localkube in {plane.state_dir} ...", file=sys.stderr)
+    tags = dict(item.partition("=")[::2] for item in args.image_tag)
+    plane = Plane(
+        binaries=binaries,
+        state_dir=args.state_dir,
+        extra_images=images,
+        node_mode=args.node or default_node_mode(),
+        image_tags=tags,
+    )
+    print(f"starting localkube ({plane.node_mode} node) in {plane.state_dir} ...", file=sys.stderr)
     plane.start()
     print(f"API server {plane.server} is up; node {plane.node_name} is Ready.", file=sys.stderr)
     print("Point kubectl and helm at it with:", file=sys.stderr)
@@ -113,8 +130,23 @@ def cmd_link(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kubectl_logs(
+    state: dict[str, object], namespace: str, name: str, args: argparse.Namespace
+) -> int:
+    """The real node keeps container logs itself: ask it through the pinned kubectl."""
+    dirs = [Path(d) for d in state["bin_dirs"]]  # type: ignore[attr-defined]
+    kubectl = next((d / "kubectl" for d in dirs if (d / "kubectl").exists()), Path("kubectl"))
+    argv = [str(kubectl), f"--kubeconfig={state['kubeconfig']}", "logs", "-n", namespace, name]
+    argv += ["-c", args.container] if args.container else ["--all-containers"]
+    argv += ["--previous"] if args.previous else []
+    return subprocess.run(argv, check=False).returncode
+
+
 def cmd_logs(args: argparse.Namespace) -> int:
+    state = _state(args.state_dir)
     namespace, _, name = args.pod.rpartition("/")
+    if state is not None and state.get("node_mode") == REAL:
+        return _kubectl_logs(state, namespace or "default", name, args)
     folders = sorted(
         (args.state_dir / "pods").glob(f"{namespace or 'default'}_{name}_*"),
         key=lambda p: p.stat().st_mtime,
@@ -146,9 +178,34 @@ def parser() -> argparse.ArgumentParser:
     )
     top.add_argument("--state-dir", type=Path, default=default_state_dir())
     sub = top.add_subparsers(dest="command", required=True)
-    sub.add_parser("build", help="build or find the binaries").set_defaults(func=cmd_build)
+    build = sub.add_parser("build", help="build or find the binaries")
+    build.add_argument(
+        "--node",
+        action="store_true",
+        help="also the real node's (kubelet, kube-proxy, kube-scheduler, containerd, CNI, pause)",
+    )
+    build.set_defaults(func=cmd_build)
     up = sub.add_parser("up", help="start a plane in the background")
-    up.add_argument("--image", action="append", default=[], metavar="REPO=PROGRAM")
+    up.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        metavar="REPO=PROGRAM",
+        help="process node: the local program that plays an image",
+    )
+    up.add_argument(
+        "--node",
+        choices=NODE_MODES,
+        default=None,
+        help=f"process (the default) or real (kubelet, containerd, runc); else ${NODE_MODE_ENV}",
+    )
+    up.add_argument(
+        "--image-tag",
+        action="append",
+        default=[],
+        metavar="REF=PODMAN_IMAGE",
+        help="real node: load a local podman image under the name pods use",
+    )
     up.set_defaults(func=cmd_up)
     sub.add_parser("env", help="print export lines").set_defaults(func=cmd_env)
     sub.add_parser("status", help="show the running plane").set_defaults(func=cmd_status)

@@ -14,7 +14,9 @@ import subprocess
 import time
 from collections.abc import Sequence
 
+from localkube import podnetns
 from localkube.netplan import NETNS_PREFIX, VETH_PREFIX, NetPlan, netns_name, veth_name
+from localkube.nodeconfig import NODE_NETNS
 
 
 class NetError(RuntimeError):
@@ -143,8 +145,21 @@ def delete_pod_network(pod_uid: str) -> None:
 
 
 def set_link(pod_uid: str, up: bool) -> None:
-    """Take a pod's host-side link down (a real partition) or bring it back up."""
-    _ip("link", "set", veth_name(pod_uid), "up" if up else "down")
+    """Take a pod's host-side link down (a real partition) or bring it back up.
+
+    On the real node the host side is the pod's veth in the node's namespace (found by the
+    index its eth0 names as peer); the pod's namespace is ``lk-<uid>`` there too (podnetns).
+    """
+    state = "up" if up else "down"
+    veth = veth_name(pod_uid)
+    if link_exists(veth) or NODE_NETNS not in list_netns():
+        _ip("link", "set", veth, state)
+        return
+    index = podnetns.peer_index(netns_name(pod_uid))
+    name = podnetns.link_name(NODE_NETNS, index) if index is not None else None
+    if name is None:
+        raise NetError(f"pod {pod_uid}: no link of its namespace {netns_name(pod_uid)} found")
+    _ip("-n", NODE_NETNS, "link", "set", name, state)
 
 
 def list_netns() -> list[str]:

@@ -28,9 +28,10 @@ from typing import Any
 
 import yaml
 
-from localkube import net, pki, procs, volumes
-from localkube.build import Binaries
+from localkube import net, pki, procs, realnode, volumes
+from localkube.build import Binaries, ensure_node_binaries
 from localkube.netplan import NetPlan
+from localkube.nodeconfig import NodePaths
 from localkube.versions import KUBERNETES_VERSION
 
 STATE_FILE = "state.json"
@@ -53,9 +54,44 @@ CONTROLLERS = (
     "persistentvolumeclaim-protection-controller",
     "persistentvolume-protection-controller",
 )
-# Stop order: the kubelet first (it ends the pods), etcd last.
-DAEMONS = ("kubelet", "kube-controller-manager", "kube-apiserver", "etcd")
-GRACE = {"kubelet": 60.0, "kube-controller-manager": 10.0, "kube-apiserver": 15.0, "etcd": 10.0}
+# The real node also needs the scheduler (the process kubelet binds pods itself) and the
+# controller that lifts a new node's not-ready taint.
+REAL_NODE_CONTROLLERS = ("node-lifecycle-controller",)
+
+PROCESS, REAL = "process", "real"
+NODE_MODES = (PROCESS, REAL)
+NODE_MODE_ENV = "LOCALKUBE_NODE"
+
+# Stop order: the kubelet first (the process kubelet ends the pods; the real node's pods are
+# ended by the teardown once containerd is gone), etcd last.
+DAEMONS = (
+    "kubelet",
+    "kube-scheduler",
+    "nodehelper",
+    "kube-proxy",
+    "containerd",
+    "kube-controller-manager",
+    "kube-apiserver",
+    "etcd",
+)
+GRACE = {
+    "kubelet": 60.0,
+    "kube-scheduler": 10.0,
+    "nodehelper": 10.0,
+    "kube-proxy": 10.0,
+    "containerd": 15.0,
+    "kube-controller-manager": 10.0,
+    "kube-apiserver": 15.0,
+    "etcd": 10.0,
+}
+
+
+def default_node_mode() -> str:
+    """``$LOCALKUBE_NODE`` (``process``, the default, or ``real``)."""
+    mode = os.environ.get(NODE_MODE_ENV, PROCESS) or PROCESS
+    if mode not in NODE_MODES:
+        raise PlaneError(f"{NODE_MODE_ENV}={mode!r}: expected one of {', '.join(NODE_MODES)}")
+    return mode
 
 
 class PlaneError(RuntimeError):
@@ -96,6 +132,10 @@ class Plane:
     api_port: int = 6443
     node_name: str = "localkube"
     extra_images: dict[str, str] = field(default_factory=dict)
+    node_mode: str = field(default_factory=default_node_mode)
+    # Real node: image a pod names -> local podman image (added to realnode.DEFAULT_IMAGE_TAGS).
+    image_tags: dict[str, str] = field(default_factory=dict)
+    node_binaries: Binaries | None = None
     pids: dict[str, int] = field(default_factory=dict)
     _children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, repr=False)
 
@@ -112,6 +152,10 @@ class Plane:
     @property
     def kubeconfig(self) -> Path:
         return self.state_dir / "kubeconfig"
+
+    @property
+    def node_paths(self) -> NodePaths:
+        return NodePaths(self.state_dir / "node")
 
     @property
     def server(self) -> str:
@@ -131,14 +175,18 @@ class Plane:
 
     def start(self) -> None:
         reason = net.namespaces_supported()
+        if reason is None and self.node_mode == REAL:
+            reason = realnode.missing_tools()
         if reason is not None:
             raise PlaneError(f"localkube cannot run pods on this machine: {reason}")
+        if self.node_mode == REAL and self.node_binaries is None:
+            self.node_binaries = ensure_node_binaries()
         if (self.state_dir / STATE_FILE).exists():
             raise PlaneError(
                 f"a plane is already recorded in {self.state_dir} (run `localkube down`, "
                 "or `localkube down --force` after a crash)"
             )
-        for stale in ("etcd", "pods", "volumes", "pki", "helm"):
+        for stale in ("etcd", "pods", "volumes", "pki", "helm", "node"):
             shutil.rmtree(self.state_dir / stale, ignore_errors=True)
         self.logs.mkdir(parents=True, exist_ok=True)
         for old in self.logs.glob("*.log"):
@@ -160,12 +208,48 @@ class Plane:
         self._launch("kube-apiserver", self._apiserver_args(certs, client_port))
         self._wait("kube-apiserver", lambda: self._api_ok("/readyz"))
         self._launch("kube-controller-manager", self._controller_args(certs))
-        self._launch("kubelet", self._kubelet_args(certs))
+        if self.node_mode == REAL:
+            self._start_real_node(certs)
+        else:
+            self._launch("kubelet", self._kubelet_args(certs))
         self._wait(
             "kube-controller-manager",
             lambda: self._api_ok("/api/v1/namespaces/default/serviceaccounts/default"),
         )
         self._wait("kubelet", self._node_ready)
+
+    def _start_real_node(self, certs: pki.Pki) -> None:
+        """containerd, the images, kubelet, kube-proxy, scheduler, node helper (realnode)."""
+        bins, paths = self.node_binaries, self.node_paths
+        assert bins is not None
+        realnode.setup_network(self.plan)
+        realnode.write_configs(self.plan, paths, bins, self.kubeconfig, self.node_name)
+        self._launch("containerd", realnode.containerd_argv(paths, bins))
+        self._wait("containerd", lambda: paths.containerd_socket.exists())
+        tags = {**realnode.DEFAULT_IMAGE_TAGS, **self.image_tags}
+        realnode.load_images(paths, bins, tags, progress=lambda m: print(m, file=sys.stderr))
+        self._launch(
+            "kubelet",
+            realnode.kubelet_argv(self.plan, paths, bins, self.kubeconfig, self.node_name),
+        )
+        self._launch("kube-proxy", realnode.proxy_argv(paths, bins))
+        self._launch("kube-scheduler", realnode.scheduler_argv(bins, self.kubeconfig, free_port()))
+        self._launch(
+            "nodehelper",
+            [
+                sys.executable,
+                "-m",
+                "localkube.nodehelper",
+                f"--server={self.server}",
+                f"--ca={certs.ca_cert}",
+                f"--cert={certs.admin_cert}",
+                f"--key={certs.admin_key}",
+                f"--state-dir={self.state_dir}",
+                f"--node-root={paths.root}",
+                f"--ctr={bins['ctr']}",
+                f"--containerd={paths.containerd_socket}",
+            ],
+        )
 
     def _launch(self, name: str, argv: list[str]) -> None:
         child = procs.start(argv, self.logs / f"{name}.log")
@@ -226,9 +310,14 @@ class Plane:
             f"--service-cluster-ip-range={self.plan.service_cidr}",
             "--authorization-mode=RBAC",
             "--allow-privileged=true",
+            # The node is known by its name only: logs/exec/port-forward go to its address.
+            "--kubelet-preferred-address-types=InternalIP",
             "--profiling=false",
             "--v=1",
         ]
+
+    def _controllers(self) -> tuple[str, ...]:
+        return CONTROLLERS + (REAL_NODE_CONTROLLERS if self.node_mode == REAL else ())
 
     def _controller_args(self, certs: pki.Pki) -> list[str]:
         return [
@@ -238,7 +327,7 @@ class Plane:
             f"--authorization-kubeconfig={self.kubeconfig}",
             # No front proxy here: do not poll for its request-header CA (log noise only).
             "--authentication-skip-lookup=true",
-            f"--controllers={','.join(CONTROLLERS)}",
+            f"--controllers={','.join(self._controllers())}",
             f"--root-ca-file={certs.ca_cert}",
             f"--service-account-private-key-file={certs.sa_key}",
             "--use-service-account-credentials=false",
@@ -341,6 +430,11 @@ class Plane:
     # -- stop -------------------------------------------------------------------------------
 
     def _marker(self, daemon: str) -> str:
+        """What the daemon's command line holds (checked before it is signalled)."""
+        if daemon == "nodehelper":
+            return "localkube.nodehelper"
+        if self.node_mode == REAL and self.node_binaries and daemon in self.node_binaries.paths:
+            return str(self.node_binaries[daemon])
         return "localkube.kubelet" if daemon == "kubelet" else str(self.binaries[daemon])
 
     def _save(self) -> None:
@@ -353,6 +447,8 @@ class Plane:
             "server": self.server,
             "kubeconfig": str(self.kubeconfig),
             "bin_dirs": [str(d) for d in self.binaries.bin_dirs],
+            "node_mode": self.node_mode,
+            "node_root": str(self.node_paths.root),
         }
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
@@ -381,6 +477,8 @@ def stop_recorded(state_dir: Path) -> list[str]:
         if pid is not None and procs.stop(pid, state["markers"][daemon], GRACE[daemon]):
             stopped.append(f"{daemon} (pid {pid})")
     plan = NetPlan(bridge=state["bridge"], block=state["block"])
+    if state.get("node_mode") == REAL:
+        stopped += realnode.teardown(NodePaths(Path(state["node_root"])), plan)
     stopped += net.cleanup_leftovers(plan)
     ledger = state_dir / volumes.MOUNTPOINT_LEDGER
     stopped += [f"mountpoint {p}" for p in volumes.remove_mountpoints(ledger)]
@@ -393,14 +491,19 @@ def stop_recorded(state_dir: Path) -> list[str]:
 def force_cleanup(state_dir: Path, plan: NetPlan, cache_root: Path) -> list[str]:
     """After a crash: stop the recorded plane, then any localkube daemon and netns left."""
     removed = stop_recorded(state_dir)
-    daemons = procs.find(["localkube.kubelet"]) + [
-        pid
-        for pid in procs.find([str(cache_root)])
-        if procs.cmdline(pid)[:1] and procs.cmdline(pid)[0].startswith(str(cache_root))
-    ]
+    daemons = (
+        procs.find(["localkube.kubelet"])
+        + procs.find(["localkube.nodehelper"])
+        + [
+            pid
+            for pid in procs.find([str(cache_root)])
+            if procs.cmdline(pid)[:1] and procs.cmdline(pid)[0].startswith(str(cache_root))
+        ]
+    )
     for pid in daemons:
         line = procs.cmdline(pid)
         if procs.stop(pid, line[0] if line else "", 5.0):
             removed.append(f"process {pid} ({' '.join(line[:2])})")
+    removed += realnode.teardown(NodePaths(state_dir / "node"), plan)
     removed += net.cleanup_leftovers(plan)
     return removed

@@ -67,10 +67,12 @@ def needs_binding(pvc: Json) -> bool:
     )
 
 
-async def bind(client: KubeClient, root: Path, pvc: Json) -> None:
+async def bind(client: KubeClient, root: Path, pvc: Json, folder_mode: int | None = None) -> None:
     meta = pvc["metadata"]
     folder = claim_folder(root, pvc)
     folder.mkdir(parents=True, exist_ok=True)
+    if folder_mode is not None:
+        folder.chmod(folder_mode)
     pv = pv_for(pvc, folder)
     try:
         await client.create("/api/v1/persistentvolumes", pv)
@@ -129,11 +131,14 @@ async def release(client: KubeClient, pv: Json, claims: dict[str, Json]) -> None
             raise
 
 
-async def sync(client: KubeClient, root: Path) -> None:
+async def sync(client: KubeClient, root: Path, folder_mode: int | None = None) -> None:
+    """Bind pending claims, release volumes whose claim is gone. ``folder_mode``: the real
+    node gives no fsGroup ownership to hostPath volumes, so there each claim's folder is
+    world-writable (0o777), as kind's local-path provisioner makes it."""
     claims = await client.items("/api/v1/persistentvolumeclaims")
     for pvc in claims:
         if needs_binding(pvc):
-            await bind(client, root, pvc)
+            await bind(client, root, pvc, folder_mode)
     by_key = {f"{c['metadata']['namespace']}/{c['metadata']['name']}": c for c in claims}
     volumes = await client.items(
         "/api/v1/persistentvolumes", params={"labelSelector": f"{PROVISIONED_LABEL}=true"}

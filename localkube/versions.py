@@ -25,6 +25,8 @@ class Component:
     module_dir: str
     packages: tuple[tuple[str, str], ...]  # (binary name, Go package path)
     version: str
+    tags: tuple[str, ...] = ()  # Go build tags
+    stamps: tuple[str, ...] = ()  # `-X package.var=value` linker stamps (version strings)
 
     @property
     def binaries(self) -> tuple[str, ...]:
@@ -62,6 +64,61 @@ COMPONENTS: tuple[Component, ...] = (
 
 ALL_BINARIES: tuple[str, ...] = tuple(b for c in COMPONENTS for b in c.binaries)
 
+# The real node (``LOCALKUBE_NODE=real``): its own modules and its own cache folder, so adding
+# it never changes the control plane's key (and never rebuilds what other checkouts share).
+CONTAINERD_VERSION = "2.4.2"
+CNI_PLUGINS_VERSION = "1.10.0"
+PAUSE_VERSION = "1"
+
+NODE_COMPONENTS: tuple[Component, ...] = (
+    Component(
+        name="kubernetes-node",
+        module_dir="node",
+        packages=(
+            ("kubelet", "k8s.io/kubernetes/cmd/kubelet"),
+            ("kube-proxy", "k8s.io/kubernetes/cmd/kube-proxy"),
+            ("kube-scheduler", "k8s.io/kubernetes/cmd/kube-scheduler"),
+        ),
+        version=KUBERNETES_VERSION,
+        # The Node object reports the kubelet's version; unstamped it says v0.0.0-master.
+        stamps=(
+            f"k8s.io/component-base/version.gitVersion=v{KUBERNETES_VERSION}",
+            f"k8s.io/component-base/version.gitMajor={KUBERNETES_VERSION.split('.')[0]}",
+            f"k8s.io/component-base/version.gitMinor={KUBERNETES_VERSION.split('.')[1]}",
+        ),
+    ),
+    Component(
+        name="containerd",
+        module_dir="containerd",
+        packages=(
+            ("containerd", "github.com/containerd/containerd/v2/cmd/containerd"),
+            ("ctr", "github.com/containerd/containerd/v2/cmd/ctr"),
+            (
+                "containerd-shim-runc-v2",
+                "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2",
+            ),
+        ),
+        version=CONTAINERD_VERSION,
+        # Snapshotters that need cgo or kernel features this node does not use.
+        tags=("no_btrfs", "no_devmapper", "no_zfs"),
+        stamps=(f"github.com/containerd/containerd/v2/version.Version={CONTAINERD_VERSION}",),
+    ),
+    Component(
+        name="cni-plugins",
+        module_dir="cni",
+        packages=(
+            ("bridge", "github.com/containernetworking/plugins/plugins/main/bridge"),
+            ("host-local", "github.com/containernetworking/plugins/plugins/ipam/host-local"),
+            ("loopback", "github.com/containernetworking/plugins/plugins/main/loopback"),
+            ("portmap", "github.com/containernetworking/plugins/plugins/meta/portmap"),
+        ),
+        version=CNI_PLUGINS_VERSION,
+    ),
+    Component(name="pause", module_dir="pause", packages=(("pause", "."),), version=PAUSE_VERSION),
+)
+
+NODE_BINARIES: tuple[str, ...] = tuple(b for c in NODE_COMPONENTS for b in c.binaries)
+
 
 def module_digest(go_root: Path, components: tuple[Component, ...] = COMPONENTS) -> str:
     """Hash of every component's go.mod, go.sum and Go sources (the tiny etcd main)."""
@@ -84,4 +141,18 @@ def cache_key(go_version: str, go_root: Path = GO_ROOT) -> str:
     return (
         f"k8s-{KUBERNETES_VERSION}_etcd-{ETCD_VERSION}_helm-{HELM_VERSION}"
         f"_{digest.hexdigest()[:12]}"
+    )
+
+
+def node_cache_key(go_version: str, go_root: Path = GO_ROOT) -> str:
+    """Folder name of the real node's binaries (a sibling of the control plane's folder)."""
+    digest = hashlib.sha256()
+    digest.update(module_digest(go_root, NODE_COMPONENTS).encode())
+    digest.update(go_version.encode())
+    digest.update("\0".join(BUILD_FLAGS).encode())
+    for component in NODE_COMPONENTS:
+        digest.update(f"{component.name}:{component.tags}:{component.stamps}\0".encode())
+    return (
+        f"node-k8s-{KUBERNETES_VERSION}_containerd-{CONTAINERD_VERSION}"
+        f"_cni-{CNI_PLUGINS_VERSION}_{digest.hexdigest()[:12]}"
     )

@@ -39,6 +39,10 @@ HERE = Path(__file__).parent
 MANIFESTS = HERE / "manifests"
 # Stand-in image for kubelet feature tests: runs the venv's python3 with the pod's command.
 TEST_IMAGES = {"localkube-test/python": "python3"}
+# The same names on the real node (LOCALKUBE_NODE=real): the node image has python3, and the
+# upgrade tests' second tag is the same build.
+NODE_IMAGE = "localhost/dvecdb/node:0.1.0"
+REAL_TEST_IMAGES = {"localkube-test/python:1": NODE_IMAGE, "dvecdb/node:0.1.1": NODE_IMAGE}
 
 _BINARIES = pytest.StashKey[Binaries | BuildError]()
 
@@ -122,7 +126,10 @@ def wait_for_machine(plan: NetPlan, timeout: float = 300) -> None:
 def plane(binaries: Binaries, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
     """One running plane for the session; stopped (and checked clean) at the end."""
     state = tmp_path_factory.mktemp("localkube")
-    instance = Plane(binaries=binaries, state_dir=state, extra_images=TEST_IMAGES)
+    # The node mode is $LOCALKUBE_NODE's (process unless it says real).
+    instance = Plane(
+        binaries=binaries, state_dir=state, extra_images=TEST_IMAGES, image_tags=REAL_TEST_IMAGES
+    )
     wait_for_machine(instance.plan)
     instance.start()
     ledger = state / MOUNTPOINT_LEDGER

@@ -15,6 +15,7 @@ import pytest
 from localkube import procs
 from localkube.build import Binaries
 from localkube.netplan import NetPlan
+from localkube.plane import REAL, default_node_mode
 
 from .conftest import leftovers, wait_for_machine
 
@@ -65,7 +66,9 @@ def test_up_serves_kubectl_then_down_leaves_nothing(binaries: Binaries, tmp_path
         status = localkube(tmp_path, "status")
         assert status.returncode == 0 and "NOT RUNNING" not in status.stdout, status.stdout
         pids = state["pids"]
-        assert set(pids) == {"etcd", "kube-apiserver", "kube-controller-manager", "kubelet"}
+        control = {"etcd", "kube-apiserver", "kube-controller-manager", "kubelet"}
+        node = {"containerd", "kube-proxy", "kube-scheduler", "nodehelper"}
+        assert set(pids) == (control | node if default_node_mode() == REAL else control)
     finally:
         down = localkube(tmp_path, "down")
     assert down.returncode == 0, down.stderr

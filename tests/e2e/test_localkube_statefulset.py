@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from localkube import net
+from localkube.containerpid import host_pid
 from localkube.images import venv_bin
 from localkube.netplan import netns_name
 from localkube.plane import Plane
@@ -54,8 +55,9 @@ def from_pod(pod_uid: str, url: str) -> bool:
 
 
 def pid_of(pod: dict[str, Any]) -> int:
-    container_id = pod["status"]["containerStatuses"][0]["containerID"]
-    return int(container_id.removeprefix("localkube://"))
+    pid = host_pid(pod["status"]["containerStatuses"][0]["containerID"])
+    assert pid is not None, pod["status"]["containerStatuses"][0]
+    return pid
 
 
 def ready_pods(kubectl: Kubectl, namespace: str) -> dict[str, dict[str, Any]] | None:
