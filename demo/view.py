@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-Json = dict[str, Any]
+from localkube.containerpid import host_pid
 
-PID_PREFIX = "localkube://"
+Json = dict[str, Any]
 
 
 def ready_addresses(slices: Json) -> list[str]:
@@ -30,13 +30,11 @@ def pod_ip(pod: Json | None) -> str | None:
 
 
 def container_pid(pod: Json | None) -> int | None:
-    """The host pid of the pod's first container: the localkube kubelet runs it as a process."""
+    """The host pid of the pod's first container: a process of the process kubelet, or a
+    container of the real node (`localkube.containerpid`)."""
     statuses = ((pod or {}).get("status") or {}).get("containerStatuses") or []
     container_id = str((statuses[0] if statuses else {}).get("containerID") or "")
-    if not container_id.startswith(PID_PREFIX):
-        return None
-    digits = container_id.removeprefix(PID_PREFIX)
-    return int(digits) if digits.isdigit() else None
+    return host_pid(container_id) if container_id else None
 
 
 def restart_count(pod: Json | None) -> int:

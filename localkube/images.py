@@ -15,6 +15,7 @@ from pathlib import Path
 DEFAULT_IMAGES: dict[str, str] = {
     "dvecdb/node": "dvecdb-node",
     "dvecdb/operator": "dvecdb-operator",
+    "dvecdb/router": "dvecdb-router",
 }
 
 

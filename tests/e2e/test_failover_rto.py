@@ -37,6 +37,7 @@ from typing import Any
 import pytest
 
 from localkube import net
+from localkube.containerpid import host_pid
 from localkube.netplan import netns_name
 
 from .conftest import NEEDS_CONSOLE_SCRIPTS, Kubectl, api_key, http, secret_key, wait_until
@@ -207,7 +208,9 @@ def leader_pid(kubectl: Kubectl, namespace: str, name: str) -> int:
         return str(found) if found else None
 
     container = wait_until(running, 60, f"{name}'s container to run")
-    return int(container.removeprefix("localkube://"))
+    pid = host_pid(container)
+    assert pid is not None, f"no host pid for {container}"
+    return pid
 
 
 def operator_ip(kubectl: Kubectl, namespace: str) -> str:

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from localkube import net
+from localkube.containerpid import host_pid
 
 from .conftest import NEEDS_CONSOLE_SCRIPTS, Kubectl, api_key, http, wait_until
 
@@ -436,9 +437,8 @@ def run_failovers(kubectl: Kubectl, namespace: str) -> None:
 
         # Failover 1: the leader's process dies (the kubelet restarts it in standby).
         old_pod = pod(kubectl, namespace, "demo-0")
-        pid = int(
-            old_pod["status"]["containerStatuses"][0]["containerID"].removeprefix("localkube://")
-        )
+        pid = host_pid(old_pod["status"]["containerStatuses"][0]["containerID"])
+        assert pid is not None
         killed_at = time.monotonic()
         os.kill(pid, signal.SIGKILL)
     finally:

@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from localkube.containerpid import host_pid
+
 from .conftest import NEEDS_CONSOLE_SCRIPTS, Kubectl, api_key, http, wait_until
 from .test_operator_cluster import install_operator, ready_endpoints
 
@@ -37,7 +39,7 @@ spec:
   node: {fsync: batch, defaultAck: one}
   failover: {detectionSeconds: 3}
   networkPolicy: {enabled: false}
-  router: {replicas: 2, image: "dvecdb/node:0.1.0"}
+  router: {replicas: 2}  # image: the members' with node -> router (dvecdb/router:0.1.0)
 """
 DIM = 4
 COUNT = 200
@@ -153,9 +155,8 @@ def test_two_shards_behind_the_router_fail_over_one_shard_only(
         try:
             time.sleep(1)
             victim = kubectl.get("pod", "demo-s1-0", namespace)
-            pid = int(
-                victim["status"]["containerStatuses"][0]["containerID"].removeprefix("localkube://")
-            )
+            pid = host_pid(victim["status"]["containerStatuses"][0]["containerID"])
+            assert pid is not None
             killed = time.monotonic()
             os.kill(pid, signal.SIGKILL)
 
