@@ -46,7 +46,7 @@ EF_FACTOR = 2
 FINISH_PENDING = 64
 CATCH_UP_ROUNDS = 8
 # A graph is dropped (and built again when walked) once its deleted elements outnumber its
-# live ones by this many.
+# live ones and it holds more than twice this many in all (small graphs are cheap to keep).
 MIN_WORN = 1024
 # Walked searches of a value before its graph is built.
 BUILD_AFTER = 3
