@@ -39,6 +39,8 @@ from dvecdb_client import NodeError
 from dvecdb_operator import kube as kube_api
 from dvecdb_operator.groups import GroupScope
 from dvecdb_operator.members import describe_error
+from dvecdb_operator.observation import ClusterObservation, MemberObservation
+from dvecdb_operator.upgrade import outdated
 
 STATUS_KEY = "efSearch"
 # PATCHes per monitoring pass take at most this long; the next pass goes on.
@@ -63,6 +65,22 @@ def plan(desired: int, status: Mapping[str, Any] | None) -> Plan:
     if record["applied"] == desired:
         return Plan("none", desired)
     return Plan("sweep", desired)
+
+
+def applier(cluster: ClusterObservation) -> tuple[MemberObservation | None, str]:
+    """The member that may take a sweep's PATCHes now, or None and what the sweep waits for.
+
+    Only the group's serving leader at the current epoch; not while a failover is in flight,
+    nor while members run different revisions: an older member cannot read the log record a
+    PATCH makes (`UPDATE_COLLECTION`), so the sweep waits for the upgrade to finish."""
+    if cluster.failover is not None:
+        return None, "the failover to finish"
+    if outdated(cluster):
+        return None, "the upgrade to finish (an older member cannot read the record it makes)"
+    leader = cluster.member(cluster.leader)
+    if leader is None or not leader.url or not leader.leads_at(cluster.epoch):
+        return None, "a leader"
+    return leader, ""
 
 
 def to_patch(desired: int, collections: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -125,6 +143,7 @@ async def sync(
     *,
     now: str,
     scope: GroupScope | None = None,
+    waits_for: str = "a leader",
 ) -> bool:
     """Apply `desired` to live collections when it changed; True when it wrote anything.
 
@@ -148,7 +167,7 @@ async def sync(
         return True
     previous = status.get(STATUS_KEY) or {}
     if not leaders:
-        message = f"efSearch {desired}: waiting for a leader to apply it to live collections"
+        message = f"efSearch {desired}: waiting for {waits_for} to apply it to live collections"
         if previous.get("message") != message or previous.get("desired") != desired:
             pending = {**previous, "desired": desired, "message": message}
             await kube.patch_cluster_status(

@@ -298,15 +298,16 @@ class ClusterMonitor:
     async def sync_live_settings(
         self, body: Mapping[str, Any], spec: ClusterSpec, cluster: ClusterObservation
     ) -> None:
-        """`spec.node.hnsw.efSearch` on live collections, through the serving leader only
-        (`livesettings`); nothing while a leadership change is in flight."""
+        """`spec.node.hnsw.efSearch` on live collections, through the group's serving leader
+        when one may take the PATCHes (`livesettings.applier`)."""
+        leader, waits_for = livesettings.applier(cluster)
         leaders: dict[str, Any] = {}
-        leader = cluster.member(cluster.leader)
-        if cluster.failover is None and leader is not None and leader.url:
-            if leader.leads_at(cluster.epoch):
-                leaders[leader.name] = self.members.client(leader.url)
+        if leader is not None and leader.url:
+            leaders[leader.name] = self.members.client(leader.url)
         desired = spec.node.hnsw.ef_search
-        await livesettings.sync(self.kube, body, desired, leaders, now=now_iso(), scope=self.scope)
+        await livesettings.sync(
+            self.kube, body, desired, leaders, now=now_iso(), scope=self.scope, waits_for=waits_for
+        )
 
     async def write_labels(self, cluster: ClusterObservation) -> None:
         for pod, role in desired_role_labels(cluster).items():

@@ -180,3 +180,21 @@ async def test_each_shard_sweeps_its_own_leader_and_keeps_its_own_record(
     assert shard0.patched == [("a", 90)] and shard1.patched == [("b", 90)]
     assert kube.status["efSearch"]["applied"] == 90
     assert kube.status["groups"]["1"]["efSearch"]["applied"] == 90
+
+
+def test_only_the_serving_leader_of_an_upgraded_group_takes_the_patches() -> None:
+    """An older member cannot read the UPDATE_COLLECTION record a PATCH makes: while members
+    run different revisions the sweep waits (and says so), as during a failover."""
+    from dataclasses import replace
+
+    from tests.unit.operator.test_status import m, obs
+
+    group = obs(m(0, "leader"), m(1), m(2))
+    leader, waits = livesettings.applier(group)
+    assert leader is not None and leader.name == "db-0" and waits == ""
+    upgrading = obs(m(0, "leader"), m(1, revision="r1"), m(2))
+    found, waits = livesettings.applier(upgrading)
+    assert found is None and "upgrade" in waits
+    failing = replace(group, failover=object())  # type: ignore[arg-type]
+    assert livesettings.applier(failing)[0] is None
+    assert livesettings.applier(obs(m(0), m(1), m(2), leader=None)) == (None, "a leader")
