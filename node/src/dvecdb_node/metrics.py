@@ -118,10 +118,18 @@ class _EngineCollector(Collector):
         vectors = GaugeMetricFamily(
             "dvecdb_collection_vectors", "Live vectors per collection.", labels=["collection"]
         )
+        graphs = GaugeMetricFamily(
+            "dvecdb_filter_value_graphs",
+            "Ready graphs of filtered metadata values per collection (storage.values): each "
+            "holds a copy of its value's vectors.",
+            labels=["collection"],
+        )
         wal_size = GaugeMetricFamily("dvecdb_wal_size_bytes", "Bytes of retained WAL segments.")
         if ready:
             for collection in engine.collections():
                 vectors.add_metric([collection.name], collection.count)
+                graphs.add_metric([collection.name], collection.value_graphs)
             wal_size.add_metric([], engine.wal.size_bytes())
         yield vectors
+        yield graphs
         yield wal_size

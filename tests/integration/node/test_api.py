@@ -250,6 +250,7 @@ async def test_status_metrics_openapi(client: Client) -> None:
     for name in (
         "dvecdb_http_request_duration_seconds_bucket",
         'dvecdb_collection_vectors{collection="c"} 1.0',
+        'dvecdb_filter_value_graphs{collection="c"} 0.0',
         "dvecdb_wal_written_bytes_total",
         "dvecdb_wal_fsync_duration_seconds_count",
         "dvecdb_last_seq 2.0",

@@ -157,3 +157,12 @@ def test_a_changed_default_ef_reaches_the_value_graphs() -> None:
     assert graph.index.ef == values_module.EF_FACTOR * 32
     col.set_ef_search(100)
     assert graph.index.ef == values_module.EF_FACTOR * 100
+
+
+def test_the_ready_graphs_are_counted_for_the_metrics() -> None:
+    col, data = _filled()
+    assert col.value_graphs == 0
+    for _ in range(values_module.BUILD_AFTER):
+        col.search(data[:1], 10, clauses=G3)
+    _wait_ready(col)
+    assert col.value_graphs == 1

@@ -257,6 +257,11 @@ class Collection:
         return len(self._labels)
 
     @property
+    def value_graphs(self) -> int:
+        """Ready graphs of filtered values (:mod:`.values`)."""
+        return len(self._values)
+
+    @property
     def capacity(self) -> int:
         return int(self._index.get_max_elements())
 
