@@ -20,10 +20,10 @@ import sys
 
 from aiohttp import web
 
+from dvecdb_client.slots import MAX_SHARDS
 from dvecdb_router.app import create_app
 from dvecdb_router.cluster import Cluster
 from dvecdb_router.config import ConfigError, FileSource, TokenFile, first_token
-from dvecdb_router.slots import MAX_SHARDS
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

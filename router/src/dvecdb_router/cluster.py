@@ -24,10 +24,10 @@ from typing import Any
 import aiohttp
 import orjson
 
+from dvecdb_client.slots import SlotMap
 from dvecdb_router.config import FileSource, ShardsConfig, TokenFile
 from dvecdb_router.members import Member, leader_of, open_circuits, pick_reader
 from dvecdb_router.metrics import RouterMetrics
-from dvecdb_router.slots import SlotMap
 
 log = logging.getLogger(__name__)
 

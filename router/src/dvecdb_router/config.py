@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from dvecdb_client.secrets import key_values
-from dvecdb_router.slots import MAX_SHARDS
+from dvecdb_client.slots import MAX_SHARDS
 
 log = logging.getLogger(__name__)
 

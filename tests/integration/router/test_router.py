@@ -19,10 +19,10 @@ import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
 
 from dvecdb_client import NodeClient
+from dvecdb_client.slots import SlotMap
 from dvecdb_router import tokens
 from dvecdb_router.app import create_app
 from dvecdb_router.cluster import Cluster
-from dvecdb_router.slots import SlotMap
 from tests.conftest import NodeFactory, NodeProcess, free_port
 from tests.integration.replication.conftest import TOKEN, Group, wait_converged
 

@@ -10,6 +10,7 @@ import kopf
 import orjson
 import pytest
 
+from dvecdb_client.slots import SlotMap
 from dvecdb_operator import constants as c
 from dvecdb_operator import kube as kube_api
 from dvecdb_operator import runtime
@@ -30,7 +31,6 @@ from dvecdb_operator.reconcile import desired_children, reconcile_children
 from dvecdb_operator.slotmap import SLOTS, even_ranges, slot_map_status
 from dvecdb_operator.spec import InvalidSpecError, parse_spec, router_image
 from dvecdb_router.config import parse_config
-from dvecdb_router.slots import SlotMap
 from tests.support.operator_fakes import FakeKube, FakeNode
 
 pytestmark = pytest.mark.unit

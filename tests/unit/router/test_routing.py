@@ -9,10 +9,10 @@ import orjson
 import pytest
 
 from dvecdb_client import querybody
+from dvecdb_client.slots import SLOTS, SlotMap, slot_of
 from dvecdb_router import bodies, tokens
 from dvecdb_router.members import Member, leader_of, pick_reader
 from dvecdb_router.merge import merge_rows
-from dvecdb_router.slots import SLOTS, SlotMap, slot_of
 
 pytestmark = pytest.mark.unit
 
@@ -124,3 +124,23 @@ def test_json_bodies_and_ids_are_checked_before_routing() -> None:
     for items, field in [([], "vectors"), ([{"id": 3}], "vectors"), ([{"id": "a"}], "ids")]:
         with pytest.raises(bodies.BodyError):
             bodies.ids_of(items, field)
+
+
+def test_slot_ranges_travel_as_text_and_owner_ranges_round_trip() -> None:
+    from dvecdb_client.slots import format_ranges, parse_ranges, slot_set
+
+    assert parse_ranges(["0-3", "7", "4095"]) == [(0, 3), (7, 7), (4095, 4095)]
+    assert format_ranges([(0, 3), (7, 7)]) == ["0-3", "7"]
+    assert slot_set([(0, 3), (7, 7)]) == {0, 1, 2, 3, 7}
+    for bad in (["x"], ["3-1"], ["4096"], ["-1"]):
+        with pytest.raises(ValueError):
+            parse_ranges(bad)
+    moved = SlotMap.even(2)
+    owners = list(moved.owners)
+    owners[5:9] = [1] * 4
+    moved = SlotMap(2, tuple(owners))
+    assert SlotMap.from_owner_ranges(2, moved.owner_ranges()) == moved
+    with pytest.raises(ValueError, match="no owner"):
+        SlotMap.from_owner_ranges(1, [(0, 10, 0)])
+    with pytest.raises(ValueError, match="twice"):
+        SlotMap.from_owner_ranges(1, [(0, 4095, 0), (3, 3, 1)])
