@@ -26,6 +26,7 @@ from dvecbench import (
     mixed_run,
     qdrant,
     report,
+    sharded,
     textset,
     transport,
 )
@@ -97,6 +98,7 @@ def run(cfg: config.Config) -> Path:
                 text_table, text_description = text_figures(cfg, procs, phases, say)
                 table += text_table
             mixed_rows = mixed_figures(cfg, say) if cfg.mixed else None
+            sharded_rows = sharded_figures(cfg, say) if cfg.sharded else None
         except BaseException:
             _dump_logs(procs)
             raise
@@ -115,6 +117,8 @@ def run(cfg: config.Config) -> Path:
     )
     if mixed_rows is not None:
         result["mixed"] = mixed_rows
+    if sharded_rows is not None:
+        result["sharded"] = sharded_rows
     path = report.write(cfg.out_dir, cfg.stem, result, table)
     say(f"results: {path} and {path.with_suffix('.json')}")
     print(path.read_text(), flush=True)
@@ -159,6 +163,21 @@ def mixed_figures(cfg: config.Config, say: Progress) -> dict[str, Any]:
         say=say,
     )
     return {"rows": rows, "note": note}
+
+
+def sharded_figures(cfg: config.Config, say: Progress) -> list[dict[str, Any]]:
+    """The router's cost and two shards against one member (:mod:`dvecbench.sharded`)."""
+    say("router rows: 50,000 clustered 64-d vectors, direct / router-1 / router-2")
+    rows = sharded.measure_all(
+        n=50_000,
+        dim=64,
+        seconds=cfg.seconds,
+        batch=500,
+        server_cpus=cfg.server_cpus,
+        client_cpus=cfg.client_cpus,
+        say=say,
+    )
+    return [row.as_dict() for row in rows]
 
 
 def _dump_logs(procs: Processes) -> None:

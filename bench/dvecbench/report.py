@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from dvecbench import mixed
+from dvecbench import mixed, sharded
 
 Direction = Literal["higher", "lower"]
 
@@ -213,6 +213,8 @@ def markdown(result: dict[str, Any], figures: list[Figure]) -> str:
         lines += ["", "Notes:", "", *notes]
     if result.get("mixed"):
         lines += mixed.section(result["mixed"]["rows"], result["mixed"].get("note", ""))
+    if result.get("sharded"):
+        lines += sharded.section(result["sharded"])
     return "\n".join(lines) + "\n"
 
 

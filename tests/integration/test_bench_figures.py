@@ -302,3 +302,19 @@ def test_the_mixed_goals_are_judged_from_the_rows() -> None:
     text = "\n".join(mixed.section({"d-vecDB": ours, "Qdrant": peer}, "Qdrant note"))
     assert "❌ filtered ≥ 0.5x unfiltered" in text and "| filtered, idle | 1,900" in text
     assert text.rstrip().endswith("Qdrant note")
+
+
+def test_the_router_rows_give_each_figure_as_a_ratio_to_the_member_directly() -> None:
+    from dvecbench import sharded
+
+    rows = [
+        sharded.Row("direct", 4000.0, load(2000.0, 1.0, 0.98), load(5000.0, 40.0, 0.98)),
+        sharded.Row("router-1", 3000.0, load(1000.0, 2.0, 0.98), load(4000.0, 50.0, 0.98)),
+        sharded.Row("router-2", 6000.0, load(500.0, 4.0, 0.99), load(2500.0, 80.0, 0.99)),
+    ]
+    text = "\n".join(sharded.section([row.as_dict() for row in rows]))
+    assert "| direct | 4,000 (1.00x) | 2,000 (1.00x) 1.00/3.00 · 0.980 |" in text
+    assert "| router-1 | 3,000 (0.75x) | 1,000 (0.50x) 2.00/6.00 · 0.980 |" in text
+    assert "| router-2 | 6,000 (1.50x) | 500 (0.25x) 4.00/12.00 · 0.990 | 2,500 (0.50x)" in text
+    assert not cfg().sharded  # quick runs skip the rows
+    assert config.parse(["--server-cpus", "none", "--client-cpus", "none"]).sharded
