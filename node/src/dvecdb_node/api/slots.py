@@ -33,6 +33,7 @@ from dvecdb_node.api.validation import (
 from dvecdb_node.api.writes import write
 from dvecdb_node.errors import InvalidInput, NodeError, NotReady
 from dvecdb_node.storage.index import Collection
+from dvecdb_node.storage.readers import LogReaders
 from dvecdb_node.storage.records import (
     DeleteBatch,
     Float32Matrix,
@@ -45,6 +46,16 @@ from dvecdb_node.storage.wal import Record as WalRecord
 from dvecdb_node.storage.wal import SeqNotRetainedError, decode_frames
 
 routes = web.RouteTableDef()
+READERS = web.AppKey("slot_log_readers", LogReaders)
+
+
+def install(app: web.Application) -> None:
+    """Routes, and a retention floor: the log a mover still reads is kept."""
+    readers = LogReaders(app[SETTINGS].replication_retention_seconds)
+    app[READERS] = readers
+    app[ENGINE].retention_floors.append(readers.floor)
+    app.add_routes(routes)
+
 
 # Labels read per chunk of an export (under the collection's shared lock).
 EXPORT_CHUNK = 2048
@@ -184,6 +195,7 @@ async def export(request: web.Request) -> web.StreamResponse:
     engine = request.app[ENGINE]
     collection = engine.collection(name)
     seq = engine.applied_seq  # every chunk read from here on is at least as new
+    request.app[READERS].note(seq + 1)  # the mover's log replay starts there
     await _wait_committed(request, seq)
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await response.prepare(request)
@@ -259,6 +271,7 @@ async def slot_log(request: web.Request) -> web.Response:
     limit = _query_int(request, "limit", LOG_LIMIT_DEFAULT, 1, LOG_LIMIT_MAX)
     _leader(request)
     engine = request.app[ENGINE]
+    request.app[READERS].note(from_seq)
     commit = request.app[HOOKS].commit_seq(engine.durable_seq)
     upto = min(commit, from_seq + limit - 1)
     records: list[WalRecord] = []
