@@ -76,12 +76,16 @@ class SnapshotRequired(NodeError):
     code = "snapshot_required"
 
 
+def _decimal(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
 def parse_slot_ranges(texts: Iterable[str]) -> tuple[tuple[int, int], ...]:
     """``["0-1023", "7"]`` to inclusive ranges (a reversed ``M-N`` taken as ``N-M``)."""
     out: list[tuple[int, int]] = []
     for text in texts:
         first, _, last = str(text).partition("-")
-        if last and first.isdigit() and last.isdigit() and int(first) > int(last):
+        if last and _decimal(first) and _decimal(last) and int(first) > int(last):
             text = f"{last}-{first}"
         try:
             out.extend(parse_ranges([text]))
@@ -107,7 +111,7 @@ def _query_int(request: web.Request, name: str, default: int | None, low: int, h
         if default is None:
             raise InvalidInput(f"query parameter {name!r} is required")
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    if not _decimal(raw) or not low <= int(raw) <= high:
         raise InvalidInput(f"query parameter {name!r} must be an integer {low}..{high}")
     return int(raw)
 
@@ -202,7 +206,9 @@ async def export(request: web.Request) -> web.StreamResponse:
     await response.write(orjson.dumps({"seq": seq, "epoch": epoch}) + b"\n")
     loop = asyncio.get_running_loop()
     count = start = 0
-    while start < collection.label_span:
+    # Labels past today's span are items inserted after the cut: the log replay brings them.
+    span = collection.label_span
+    while start < span:
         data, found = await loop.run_in_executor(
             None, _export_chunk, collection, start, start + EXPORT_CHUNK, slots
         )
