@@ -45,6 +45,12 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     await manager.close()
 
 
+async def _closing(app: web.Application) -> None:
+    """aiohttp's shutdown signal (after the port stopped accepting, before it waits for
+    the requests in flight): let the replication streams drain and end."""
+    app[MANAGER].begin_closing()
+
+
 def install(app: web.Application) -> None:
     manager = ReplicationManager(
         app[SETTINGS],
@@ -62,3 +68,4 @@ def install(app: web.Application) -> None:
     app[OPENAPI_PATHS].update(PATHS)
     app[METRICS].registry.register(ReplicationCollector(manager))
     app.cleanup_ctx.append(_lifecycle)
+    app.on_shutdown.append(_closing)

@@ -111,7 +111,12 @@ async def stream(request: web.Request) -> web.StreamResponse:
         await response.prepare(request)
         following = from_seq
         last_beat = -math.inf
-        while role.is_leader and role.epoch == epoch and engine.ready:
+        while (
+            role.is_leader
+            and role.epoch == epoch
+            and engine.ready
+            and not manager.stream_may_end(node_id, following)
+        ):
             if time.monotonic() - last_beat >= beat_every:
                 beat = logview.heartbeat_frame(
                     epoch, engine.last_seq, engine.durable_seq, lease.token_now()

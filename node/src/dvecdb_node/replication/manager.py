@@ -50,6 +50,10 @@ class ReadBlock:
     message: str
 
 
+# A clean stop ends the streams once drained, after at least the floor, at most the bound.
+STREAM_DRAIN_FLOOR_SECONDS = 0.25
+STREAM_DRAIN_SECONDS = 5.0
+
 NOT_AGREED = ReadBlock(
     "not_agreed",
     "this member's log may hold records no leader acknowledged (a deposed leader, or a member "
@@ -117,6 +121,8 @@ class ReplicationManager:
         # When this member last heard from a leader its log agreed with (see read_block);
         # None while its log may hold records no leader acknowledged.
         self._agreed_heard: float | None = None
+        # When this node began a clean stop (SIGTERM): its streams then end once drained.
+        self._closing_since: float | None = None
         # When this member last acked a leader with a lease token (followers since stopped);
         # before its first ack, the process start (any earlier ack was before it).
         self._last_token_ack = time.monotonic()
@@ -461,6 +467,30 @@ class ReplicationManager:
                 f"only {agreeing} of the {needed} followers needed confirm epoch {epoch}",
                 code="no_quorum",
             )
+
+    def begin_closing(self) -> None:
+        """The node is stopping cleanly: streams end once their follower holds everything.
+
+        A stream never ends by itself, so without this the server's shutdown waits its whole
+        grace for them before the shutdown checkpoint (Kubernetes then may SIGKILL the pod).
+        """
+        if self._closing_since is None:
+            self._closing_since = time.monotonic()
+
+    def stream_may_end(self, node_id: str, next_seq: int) -> bool:
+        """True once stopping and the follower ``node_id`` durably holds everything this
+        leader holds durably (``next_seq`` is the next record its stream would send), or
+        once the drain has taken ``STREAM_DRAIN_SECONDS``. The short floor lets a write
+        that was in flight when the stop began reach the log and its acknowledgement."""
+        if self._closing_since is None:
+            return False
+        waited = time.monotonic() - self._closing_since
+        if waited >= STREAM_DRAIN_SECONDS:
+            return True
+        durable = self.engine.durable_seq
+        info = self.tracker.get(node_id)
+        caught_up = next_seq > durable and info is not None and info.received_seq >= durable
+        return waited >= STREAM_DRAIN_FLOOR_SECONDS and caught_up
 
     def commit_seq(self, durable_seq: int) -> int:
         """The highest seq this leader and enough followers hold durably for a majority
