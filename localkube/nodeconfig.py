@@ -1,6 +1,6 @@
 """Pure decisions of the real node: its addresses and the config files of its daemons.
 
-The real node (``LOCALKUBE_NODE=real``) is what kind runs inside its node container: containerd
+The node is what kind runs inside its node container: containerd
 with runc, the CNI bridge plugin, the kubelet and kube-proxy. Here the "container" is a network
 namespace (``lk-node``) joined to the harness's bridge by a veth, so kube-proxy's iptables
 rules, the node's IP forwarding and its CNI bridge live in that namespace and vanish with it;

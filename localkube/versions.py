@@ -64,7 +64,7 @@ COMPONENTS: tuple[Component, ...] = (
 
 ALL_BINARIES: tuple[str, ...] = tuple(b for c in COMPONENTS for b in c.binaries)
 
-# The real node (``LOCALKUBE_NODE=real``): its own modules and its own cache folder, so adding
+# The node: its own modules and its own cache folder, so adding
 # it never changes the control plane's key (and never rebuilds what other checkouts share).
 CONTAINERD_VERSION = "2.4.2"
 CNI_PLUGINS_VERSION = "1.10.0"

@@ -16,10 +16,10 @@ import pytest
 
 from dvecdb_operator.builders.networkpolicy import NAMESPACE_NAME_LABEL
 
-from .conftest import NEEDS_CONSOLE_SCRIPTS, Kubectl, http, secret_key, wait_until
+from .conftest import Kubectl, http, secret_key, wait_until
 from .test_operator_cluster import CLUSTER, NAMES, base_url, healthy_with, install_operator
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900), NEEDS_CONSOLE_SCRIPTS]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 SECRET = "demo-token"
 # The rotation bound on this plane: localkube refreshes Secret volumes every 2 s, the node

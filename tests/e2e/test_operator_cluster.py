@@ -25,12 +25,11 @@ import pytest
 from localkube import net
 from localkube.containerpid import host_pid
 
-from .conftest import NEEDS_CONSOLE_SCRIPTS, Kubectl, api_key, http, wait_until
+from .conftest import Kubectl, api_key, http, wait_until
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.timeout(900),
-    NEEDS_CONSOLE_SCRIPTS,
 ]
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "dvecdb-operator"

@@ -32,7 +32,7 @@ def test_node_and_pods_sit_in_the_bridge_half_apart_from_services() -> None:
     assert not nodeconfig.pod_in_range(PLAN, PLAN.bridge_ip)
     assert not nodeconfig.pod_in_range(PLAN, nodeconfig.node_ip(PLAN))
     assert not nodeconfig.pod_in_range(PLAN, PLAN.kubernetes_service_ip)
-    # Swept by the harness's crash cleanup, like the process kubelet's pods.
+    # Swept by the harness's crash cleanup, like the pods' namespaces.
     assert nodeconfig.NODE_NETNS.startswith("lk-") and nodeconfig.NODE_VETH.startswith("lkv")
 
 
@@ -174,9 +174,8 @@ def test_pod_namespaces_are_named_by_uid_and_unnamed_when_gone(tmp_path: Path) -
     assert podnetns.sandbox_netns({"Labels": {}, "Spec": {}}) is None
 
 
-def test_host_pid_from_either_node_kind_of_container_id(tmp_path: Path) -> None:
-    assert containerpid.host_pid("localkube://4242") == 4242
-    assert containerpid.host_pid("localkube://") is None
+def test_host_pid_from_the_container_id(tmp_path: Path) -> None:
+    assert containerpid.host_pid("localkube://4242") is None  # the old process kubelet's
     assert containerpid.host_pid("docker://abc") is None
     folder = tmp_path / "pids" / "kubepods" / "besteffort" / "podu1" / "abc123"
     folder.mkdir(parents=True)
