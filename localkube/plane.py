@@ -28,10 +28,10 @@ from typing import Any
 
 import yaml
 
-from localkube import claim, net, pki, procs, realnode
-from localkube.build import Binaries, ensure_node_binaries
+from localkube import claim, dns, net, pki, procs, realnode
+from localkube.build import Binaries, ensure_dns_binaries, ensure_node_binaries
 from localkube.netplan import NetPlan
-from localkube.nodeconfig import NodePaths
+from localkube.nodeconfig import CLUSTER_DOMAIN, NodePaths, node_ip
 
 STATE_FILE = claim.STATE_FILE
 START_TIMEOUT = 180.0
@@ -63,6 +63,7 @@ DAEMONS = (
     "kube-scheduler",
     "nodehelper",
     "kube-proxy",
+    "coredns",
     "containerd",
     "kube-controller-manager",
     "kube-apiserver",
@@ -73,6 +74,7 @@ GRACE = {
     "kube-scheduler": 10.0,
     "nodehelper": 10.0,
     "kube-proxy": 10.0,
+    "coredns": 10.0,
     "containerd": 15.0,
     "kube-controller-manager": 10.0,
     "kube-apiserver": 15.0,
@@ -142,6 +144,11 @@ class Plane:
         return NodePaths(self.state_dir / "node")
 
     @property
+    def dns_server(self) -> str:
+        """CoreDNS's address (the node's): ``localkube.dns.resolve`` asks it from the host."""
+        return node_ip(self.plan)
+
+    @property
     def server(self) -> str:
         return f"https://{self.plan.bridge_ip}:{self.api_port}"
 
@@ -162,7 +169,10 @@ class Plane:
         if reason is not None:
             raise PlaneError(f"localkube cannot run pods on this machine: {reason}")
         if self.node_binaries is None:
-            self.node_binaries = ensure_node_binaries()
+            node, dns = ensure_node_binaries(), ensure_dns_binaries()
+            self.node_binaries = Binaries(
+                {**node.paths, **dns.paths}, {**node.sources, **dns.sources}
+            )
         if (self.state_dir / STATE_FILE).exists():
             raise PlaneError(
                 f"a plane is already recorded in {self.state_dir} (run `localkube down`, "
@@ -197,6 +207,8 @@ class Plane:
             lambda: self._api_ok("/api/v1/namespaces/default/serviceaccounts/default"),
         )
         self._wait("kubelet", self._node_ready)
+        kubernetes = f"kubernetes.default.svc.{CLUSTER_DOMAIN}"
+        self._wait("coredns", lambda: bool(dns.resolve(self.dns_server, kubernetes, timeout=1)))
 
     def _start_real_node(self, certs: pki.Pki) -> None:
         """containerd, the images, kubelet, kube-proxy, scheduler, node helper (realnode)."""
@@ -214,6 +226,7 @@ class Plane:
         )
         self._launch("kube-proxy", realnode.proxy_argv(paths, bins))
         self._launch("kube-scheduler", realnode.scheduler_argv(bins, self.kubeconfig, free_port()))
+        self._launch("coredns", realnode.coredns_argv(paths, bins))
         self._launch(
             "nodehelper",
             [

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from localkube import net, procs, realnode
+from localkube import dns, net, procs, realnode
 from localkube.build import Binaries
 from localkube.netplan import NetPlan, netns_name
-from localkube.nodeconfig import pod_in_range
+from localkube.nodeconfig import CLUSTER_DOMAIN, pod_in_range
 from localkube.plane import Plane
 
 from .conftest import NODE_IMAGE, TEST_IMAGES, Kubectl, leftovers, start_when_free, wait_until
@@ -161,6 +161,34 @@ def test_service_reaches_the_pod_through_kube_proxy(real_plane: Plane, kube: Kub
         "print('api', host)",
     )
     assert out.splitlines() == ["200", f"api {real_plane.plan.kubernetes_service_ip}"]
+
+
+def test_service_names_resolve_in_pods_and_from_the_host(real_plane: Plane, kube: Kubectl) -> None:
+    """CoreDNS on the node: a pod reaches a Service by its short name (the search path the
+    kubelet writes) and the API server by `kubernetes.default`; the host asks CoreDNS itself
+    and reaches the Service's address through the node's kube-proxy rules."""
+    wait_until(lambda: _ready(kube, "node"), 120, "the node pod to be Ready")
+    service = kube.get("service", "node")
+    assert service is not None
+    cluster_ip = service["spec"]["clusterIP"]
+    out = _exec_python(
+        kube,
+        "node",
+        "import socket, urllib.request\n"
+        "print(socket.gethostbyname('node'), socket.gethostbyname('kubernetes.default'))\n"
+        "print(urllib.request.urlopen('http://node.default.svc/healthz', timeout=5).status)\n"
+        "try:\n"
+        "    socket.gethostbyname('missing')\n"
+        "except socket.gaierror:\n"
+        "    print('missing: no such name')",
+    )
+    api = real_plane.plan.kubernetes_service_ip
+    assert out.splitlines() == [f"{cluster_ip} {api}", "200", "missing: no such name"]
+    name = f"node.default.svc.{CLUSTER_DOMAIN}"
+    assert dns.resolve(real_plane.dns_server, name) == [cluster_ip]
+    assert dns.resolve(real_plane.dns_server, f"missing.default.svc.{CLUSTER_DOMAIN}") == []
+    with urllib.request.urlopen(f"http://{cluster_ip}:80/healthz", timeout=5) as resp:
+        assert resp.status == 200
 
 
 def test_root_owned_host_folder_is_not_writable_by_the_image_user(
