@@ -66,7 +66,7 @@ def test_up_serves_kubectl_then_down_leaves_nothing(binaries: Binaries, tmp_path
         assert status.returncode == 0 and "NOT RUNNING" not in status.stdout, status.stdout
         pids = state["pids"]
         control = {"etcd", "kube-apiserver", "kube-controller-manager", "kubelet"}
-        node = {"containerd", "kube-proxy", "kube-scheduler", "nodehelper"}
+        node = {"containerd", "kube-proxy", "kube-scheduler", "nodehelper", "coredns"}
         assert set(pids) == control | node
         # Another state dir's forced cleanup must not tear down this live plane's network
         # (other sessions run planes on the same machine; it removed every lk-* namespace).
