@@ -22,7 +22,7 @@ from .test_operator_cluster import CLUSTER, NAMES, base_url, healthy_with, insta
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 SECRET = "demo-token"
-# The rotation bound on this plane: localkube refreshes Secret volumes every 2 s, the node
+# The rotation bound on this plane: localkube's kubelet syncs Secret volumes every 3 s, the node
 # re-reads its folder every 5 s (a kubelet takes up to about a minute: README "Access").
 ROTATION_BOUND = 10.0
 

@@ -62,7 +62,7 @@ def all_healthy(kubectl: Kubectl, namespace: str) -> dict[str, Any] | None:
 
 
 def router_url(kubectl: Kubectl, namespace: str) -> str:
-    """A ready endpoint of the Service `demo` (no kube-proxy here: clients use endpoints)."""
+    """A ready endpoint of the Service `demo` (by its EndpointSlice)."""
     found = wait_until(
         lambda: sorted(ready_endpoints(kubectl, namespace, "demo")), 120, "a ready router"
     )
