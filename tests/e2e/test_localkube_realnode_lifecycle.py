@@ -164,8 +164,8 @@ def test_service_reaches_the_pod_through_kube_proxy(real_plane: Plane, kube: Kub
 
 
 def test_service_names_resolve_in_pods_and_from_the_host(real_plane: Plane, kube: Kubectl) -> None:
-    """CoreDNS on the node: a pod reaches a Service by its short name (the search path the
-    kubelet writes) and the API server by `kubernetes.default`; the host asks CoreDNS itself
+    """CoreDNS on the node: a pod reaches Services by short names (the search path the
+    kubelet writes: `node.default`, `kubernetes`); the host asks CoreDNS itself
     and reaches the Service's address through the node's kube-proxy rules."""
     wait_until(lambda: _ready(kube, "node"), 120, "the node pod to be Ready")
     service = kube.get("service", "node")
@@ -175,7 +175,8 @@ def test_service_names_resolve_in_pods_and_from_the_host(real_plane: Plane, kube
         kube,
         "node",
         "import socket, urllib.request\n"
-        "print(socket.gethostbyname('node'), socket.gethostbyname('kubernetes.default'))\n"
+        # (`node` alone is the pod's own hostname, in its /etc/hosts)
+        "print(socket.gethostbyname('node.default'), socket.gethostbyname('kubernetes'))\n"
         "print(urllib.request.urlopen('http://node.default.svc/healthz', timeout=5).status)\n"
         "try:\n"
         "    socket.gethostbyname('missing')\n"
