@@ -114,7 +114,7 @@ bench-mixed: dev
 # kubectl and helm built into ~/.cache/dvecdb/localkube (KUBEBUILDER_ASSETS honoured), and the
 # node's kubelet, kube-proxy, kube-scheduler, containerd and CNI plugins in a folder beside it;
 # runc and podman from Debian; pods run the images. `localkube env` prints the exports.
-localkube-build: dev image-tools
+localkube-build: dev
 	$(BIN)/localkube build
 
 cluster-up: dev images
