@@ -36,7 +36,8 @@ test-unit: dev tools
 test-integration: dev
 	$(BIN)/pytest -m integration
 
-test-e2e: dev
+# The e2e tier's pods are containers from the images: build them first (seconds when unchanged).
+test-e2e: dev images
 	$(BIN)/pytest -m e2e
 
 test-images: dev image-tools
@@ -86,14 +87,14 @@ image-tools:
 images: dev image-tools
 	$(BIN)/python -m images.build $(IMAGES_ARGS)
 
-# The README's test command: lint, types, then every tier.
-test: lint typecheck tools image-tools
+# The README's test command: lint, types, the images (the e2e tier's pods run them), every tier.
+test: lint typecheck tools images
 	$(BIN)/pytest
 
 # The cluster demo on the local real Kubernetes (starts or reuses the plane, leaves it running;
 # `make cluster-down` stops it). `make demo DEMO_ARGS=--help` lists its options; the
 # single-node demo is `$(BIN)/python -m demo.standalone`.
-demo: dev
+demo: dev images
 	$(BIN)/python -m demo $(DEMO_ARGS)
 
 # Full run by default; `make bench BENCH_ARGS=--quick` for a smoke run (see bench/run.py --help).
@@ -110,14 +111,13 @@ bench-mixed: dev
 	cd bench && GLIBC_TUNABLES=$(BENCH_MALLOC) ../$(BIN)/python -m dvecbench.mixed_run $(MIXED_ARGS)
 
 # Local real Kubernetes (localkube/): pinned etcd, kube-apiserver, kube-controller-manager,
-# kubectl and helm built into ~/.cache/dvecdb/localkube (KUBEBUILDER_ASSETS honoured), then a
-# plane with the process kubelet. `localkube env` prints the KUBECONFIG/PATH exports.
-# LOCALKUBE_NODE=real: a real node instead (kubelet, kube-proxy, kube-scheduler, containerd, CNI
-# plugins, built into their own cache folder; runc and podman from Debian; `make images` first).
+# kubectl and helm built into ~/.cache/dvecdb/localkube (KUBEBUILDER_ASSETS honoured), and the
+# node's kubelet, kube-proxy, kube-scheduler, containerd and CNI plugins in a folder beside it;
+# runc and podman from Debian; pods run the images. `localkube env` prints the exports.
 localkube-build: dev
-	$(BIN)/localkube build $(if $(filter real,$(LOCALKUBE_NODE)),--node)
+	$(BIN)/localkube build
 
-cluster-up: dev
+cluster-up: dev images
 	$(BIN)/localkube up
 
 cluster-down: dev

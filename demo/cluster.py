@@ -26,9 +26,10 @@ from demo import setup, view
 from demo.kube import DemoError, Json, Kube
 from demo.probe import NODE_PORT, Ack, ProbeWriter
 from dvecdb_client import NodeError, SyncNodeClient
-from localkube import net
+from localkube import dns, net
 from localkube.build import BuildError
 from localkube.cli import env_lines
+from localkube.nodeconfig import CLUSTER_DOMAIN
 from localkube.plane import PlaneError, default_state_dir
 
 NAMESPACE = "dvecdb-demo"
@@ -137,18 +138,28 @@ class Demo:
             f"(pod logs: `.venv/bin/localkube logs {NAMESPACE}/{self.cluster}-0`)"
         )
 
+    def rw_name(self) -> str:
+        return f"{self.cluster}-rw.{NAMESPACE}.svc.{CLUSTER_DOMAIN}"
+
     def rw_url(self) -> str:
-        addresses = setup.wait_for(
-            lambda: (found := self.rw_addresses()) and len(found) == 1 and found,
+        """The read-write Service by its name: CoreDNS gives its address and the node's
+        kube-proxy forwards to its one ready endpoint, the leader."""
+        setup.wait_for(
+            lambda: len(self.rw_addresses()) == 1,
             60,
             f"the {self.cluster}-rw Service to have exactly one ready endpoint",
         )
-        return f"http://{addresses[0]}:{NODE_PORT}"
+        found = setup.wait_for(
+            lambda: dns.resolve(self.kube.dns_server, self.rw_name()),
+            30,
+            f"{self.rw_name()} in the cluster DNS",
+        )
+        return f"http://{found[0]}:{NODE_PORT}"
 
     def load(self) -> None:
         url = self.rw_url()
         step(f"loading {self.options.count:,} vectors with ack=one through {self.cluster}-rw")
-        say(f"{self.cluster}-rw EndpointSlice -> {url} (no kube-proxy: the client resolves it)")
+        say(f"{self.rw_name()} -> {url} (CoreDNS; kube-proxy forwards to the leader)")
         with self.client(url, timeout=30.0) as client:
             client.create_collection(
                 COLLECTION, self.options.dim, "l2", hnsw={"m": 16, "ef_construction": 100}

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from localkube.netplan import NetPlan
+from localkube.nodeconfig import node_ip
 from localkube.plane import STATE_FILE, admin_get
 
 Json = dict[str, Any]
@@ -33,6 +35,7 @@ class Kube:
     server: str
     kubeconfig: Path
     bin_dirs: tuple[Path, ...]
+    dns_server: str = ""  # CoreDNS on the node: Service names from the host
 
     @classmethod
     def from_state(cls, state_dir: Path) -> Kube:
@@ -42,6 +45,7 @@ class Kube:
             server=str(state["server"]),
             kubeconfig=Path(state["kubeconfig"]),
             bin_dirs=tuple(Path(d) for d in state["bin_dirs"]),
+            dns_server=node_ip(NetPlan(bridge=state["bridge"], block=state["block"])),
         )
 
     def env(self) -> dict[str, str]:

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from demo.kube import DemoError, Kube
-from localkube import net, procs
+from localkube import net, procs, realnode
 from localkube.build import ensure_binaries
 from localkube.plane import STATE_FILE, Plane, stop_recorded
 
@@ -52,9 +52,17 @@ def ensure_plane(state_dir: Path, say: Say) -> bool:
     reason = net.namespaces_supported()
     if reason is not None:
         raise DemoError(f"the local plane cannot run pods here: {reason} (run `make demo` as root)")
+    reason = realnode.missing_tools()
+    absent = [
+        i for i in sorted(set(realnode.DEFAULT_IMAGE_TAGS.values())) if not realnode.podman_has(i)
+    ]
+    if reason is None and absent:
+        reason = f"podman has no {', '.join(absent)} (`make demo` builds them; or `make images`)"
+    if reason is not None:
+        raise DemoError(f"the local node cannot run the demo's pods: {reason}")
     say("building or finding the pinned Kubernetes binaries (cached after the first build)")
     binaries = ensure_binaries(progress=lambda line: say(f"  {line}"))
-    say(f"starting the local Kubernetes plane in {state_dir} (etcd, API server, kubelet)")
+    say(f"starting the local Kubernetes plane in {state_dir} (etcd, API server, the node)")
     started = time.monotonic()
     Plane(binaries=binaries, state_dir=state_dir).start()
     say(f"  plane up in {time.monotonic() - started:.0f}s")

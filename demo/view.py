@@ -30,8 +30,7 @@ def pod_ip(pod: Json | None) -> str | None:
 
 
 def container_pid(pod: Json | None) -> int | None:
-    """The host pid of the pod's first container: a process of the process kubelet, or a
-    container of the real node (`localkube.containerpid`)."""
+    """The host pid of the pod's first container (`localkube.containerpid`)."""
     statuses = ((pod or {}).get("status") or {}).get("containerStatuses") or []
     container_id = str((statuses[0] if statuses else {}).get("containerID") or "")
     return host_pid(container_id) if container_id else None

@@ -1,7 +1,7 @@
-"""localkube: the real Kubernetes control plane plus a process kubelet, for tests and demos.
+"""localkube: a real Kubernetes control plane and node (containerd, runc), for tests and demos.
 
-There is no container engine on the project's machines, so instead of kind this package runs
-etcd, kube-apiserver and kube-controller-manager (built from their published Go modules) and
-a small kubelet that runs each pod's containers as local processes inside their own network
-namespaces on a bridge the harness owns.
+There is no Docker engine on the project's machines, so instead of kind this package runs
+etcd, kube-apiserver and kube-controller-manager, and a node in its own network namespace
+(kubelet, kube-proxy, kube-scheduler, containerd with runc, the CNI plugins), all built from
+their published Go modules; pods are containers from the images `make images` builds.
 """

@@ -1,13 +1,14 @@
 """``localkube``: build the binaries, start/stop a plane, inspect it, cut a pod's link.
 
-localkube build [--node]   build (or find) etcd, kube-apiserver, kube-controller-manager,
-                           kubectl and helm (--node: and the real node's); prints their paths
-localkube up [--node real] start a plane in the background and print how to use it (the real
-                           node: kubelet, kube-proxy, containerd and runc; LOCALKUBE_NODE=real)
+localkube build            build (or find) etcd, kube-apiserver, kube-controller-manager,
+                           kubectl, helm and the node's binaries; prints their paths
+localkube up               start a plane in the background and print how to use it (the node:
+                           kubelet, kube-proxy, kube-scheduler, containerd with runc)
 localkube env              print `export` lines for KUBECONFIG and PATH
 localkube status           what is running
 localkube down [--force]   stop it; --force also cleans what a crashed run left behind
 localkube link NS/POD up|down   take a pod's network link down (a partition) or up
+localkube logs NS/POD      the pod's container logs (`kubectl logs` with the plane's kubeconfig)
 """
 
 from __future__ import annotations
@@ -19,18 +20,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from localkube import net, podlogs, procs
+from localkube import net, procs
 from localkube.build import BuildError, default_cache_root, ensure_binaries, ensure_node_binaries
 from localkube.netplan import NetPlan
 from localkube.plane import (
-    NODE_MODE_ENV,
-    NODE_MODES,
-    REAL,
     STATE_FILE,
     Plane,
     PlaneError,
     admin_get,
-    default_node_mode,
     default_state_dir,
     force_cleanup,
     stop_recorded,
@@ -46,25 +43,17 @@ def cmd_build(args: argparse.Namespace) -> int:
     binaries = ensure_binaries()
     for name, path in sorted(binaries.paths.items()):
         print(f"{name:24} {path}  ({binaries.sources[name]})")
-    if args.node:
-        node = ensure_node_binaries()
-        for name, path in sorted(node.paths.items()):
-            print(f"{name:24} {path}  (real node)")
+    node = ensure_node_binaries()
+    for name, path in sorted(node.paths.items()):
+        print(f"{name:24} {path}  (node)")
     return 0
 
 
 def cmd_up(args: argparse.Namespace) -> int:
     binaries = ensure_binaries()
-    images = dict(item.partition("=")[::2] for item in args.image)
     tags = dict(item.partition("=")[::2] for item in args.image_tag)
-    plane = Plane(
-        binaries=binaries,
-        state_dir=args.state_dir,
-        extra_images=images,
-        node_mode=args.node or default_node_mode(),
-        image_tags=tags,
-    )
-    print(f"starting localkube ({plane.node_mode} node) in {plane.state_dir} ...", file=sys.stderr)
+    plane = Plane(binaries=binaries, state_dir=args.state_dir, image_tags=tags)
+    print(f"starting localkube in {plane.state_dir} ...", file=sys.stderr)
     plane.start()
     print(f"API server {plane.server} is up; node {plane.node_name} is Ready.", file=sys.stderr)
     print("Point kubectl and helm at it with:", file=sys.stderr)
@@ -130,46 +119,19 @@ def cmd_link(args: argparse.Namespace) -> int:
     return 0
 
 
-def _kubectl_logs(
-    state: dict[str, object], namespace: str, name: str, args: argparse.Namespace
-) -> int:
-    """The real node keeps container logs itself: ask it through the pinned kubectl."""
+def cmd_logs(args: argparse.Namespace) -> int:
+    """The node keeps container logs itself: ask it through the pinned kubectl."""
+    state = _state(args.state_dir)
+    if state is None:
+        raise PlaneError(f"no plane is running from {args.state_dir}")
+    namespace, _, name = args.pod.rpartition("/")
     dirs = [Path(d) for d in state["bin_dirs"]]  # type: ignore[attr-defined]
     kubectl = next((d / "kubectl" for d in dirs if (d / "kubectl").exists()), Path("kubectl"))
-    argv = [str(kubectl), f"--kubeconfig={state['kubeconfig']}", "logs", "-n", namespace, name]
+    argv = [str(kubectl), f"--kubeconfig={state['kubeconfig']}", "logs"]
+    argv += ["-n", namespace or "default", name]
     argv += ["-c", args.container] if args.container else ["--all-containers"]
     argv += ["--previous"] if args.previous else []
     return subprocess.run(argv, check=False).returncode
-
-
-def cmd_logs(args: argparse.Namespace) -> int:
-    state = _state(args.state_dir)
-    namespace, _, name = args.pod.rpartition("/")
-    if state is not None and state.get("node_mode") == REAL:
-        return _kubectl_logs(state, namespace or "default", name, args)
-    folders = sorted(
-        (args.state_dir / "pods").glob(f"{namespace or 'default'}_{name}_*"),
-        key=lambda p: p.stat().st_mtime,
-    )
-    if not folders:
-        raise PlaneError(f"no logs for pod {args.pod} under {args.state_dir / 'pods'}")
-    containers = sorted(
-        {log.stem for f in folders for log in f.glob(f"{args.container or '*'}.log")}
-    )
-    if not containers:
-        raise PlaneError(f"pod {args.pod} has no log for container {args.container}")
-    for container in containers:
-        files = [f / f"{container}.log" for f in folders if (f / f"{container}.log").exists()]
-        texts = [f.read_text(errors="replace") for f in files]
-        chosen = podlogs.select(texts, previous=args.previous)
-        if chosen is None:
-            raise PlaneError(
-                f"previous terminated container {container!r} in pod {args.pod} not found"
-            )
-        if len(containers) > 1:
-            print(f"==> {container} <==")
-        sys.stdout.write(chosen)
-    return 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -178,33 +140,14 @@ def parser() -> argparse.ArgumentParser:
     )
     top.add_argument("--state-dir", type=Path, default=default_state_dir())
     sub = top.add_subparsers(dest="command", required=True)
-    build = sub.add_parser("build", help="build or find the binaries")
-    build.add_argument(
-        "--node",
-        action="store_true",
-        help="also the real node's (kubelet, kube-proxy, kube-scheduler, containerd, CNI, pause)",
-    )
-    build.set_defaults(func=cmd_build)
+    sub.add_parser("build", help="build or find the binaries").set_defaults(func=cmd_build)
     up = sub.add_parser("up", help="start a plane in the background")
-    up.add_argument(
-        "--image",
-        action="append",
-        default=[],
-        metavar="REPO=PROGRAM",
-        help="process node: the local program that plays an image",
-    )
-    up.add_argument(
-        "--node",
-        choices=NODE_MODES,
-        default=None,
-        help=f"process (the default) or real (kubelet, containerd, runc); else ${NODE_MODE_ENV}",
-    )
     up.add_argument(
         "--image-tag",
         action="append",
         default=[],
         metavar="REF=PODMAN_IMAGE",
-        help="real node: load a local podman image under the name pods use",
+        help="also load a local podman image under the name pods use",
     )
     up.set_defaults(func=cmd_up)
     sub.add_parser("env", help="print export lines").set_defaults(func=cmd_env)
@@ -223,7 +166,7 @@ def parser() -> argparse.ArgumentParser:
         "-p",
         "--previous",
         action="store_true",
-        help="the container's previous run (or the last run of the pod it replaced)",
+        help="the container's previous run",
     )
     logs.set_defaults(func=cmd_logs)
     return top

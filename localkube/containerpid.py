@@ -1,9 +1,9 @@
-"""The host pid of a pod's container, from the containerID in its status, on either node.
+"""The host pid of a pod's container, from the containerID in its status.
 
-Tests and the demo kill or freeze a member's process by pid. The process kubelet reports
-``localkube://<pid>``; the real node reports ``containerd://<id>``, and the container's processes
-are in the cgroup folder named by that id under the kubelet's ``kubepods`` tree, where the
-container's first process is the one whose parent is outside it (runc's shim).
+Tests and the demo kill or freeze a member's process by pid. The node reports
+``containerd://<id>``, and the container's processes are in the cgroup folder named by that id
+under the kubelet's ``kubepods`` tree, where the container's first process is the one whose
+parent is outside it (runc's shim).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-PROCESS_PREFIX = "localkube://"
 CONTAINERD_PREFIX = "containerd://"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -43,9 +42,6 @@ def container_folder(container_id: str, root: Path = CGROUP_ROOT) -> Path | None
 
 def host_pid(container_id: str, root: Path = CGROUP_ROOT) -> int | None:
     """The host pid of a running container, or None (not started, gone, other runtime)."""
-    if container_id.startswith(PROCESS_PREFIX):
-        digits = container_id.removeprefix(PROCESS_PREFIX)
-        return int(digits) if digits.isdigit() else None
     if not container_id.startswith(CONTAINERD_PREFIX):
         return None
     folder = container_folder(container_id.removeprefix(CONTAINERD_PREFIX), root)

@@ -1,9 +1,8 @@
-"""Pod networking with iproute2: one bridge, a network namespace and veth pair per pod.
+"""The harness's network with iproute2: the bridge, pods' links, and the cleanup.
 
-Every name carries a fixed prefix (see ``netplan``) so that ``cleanup_leftovers`` can remove
-what a crashed run left behind without touching anything else on the machine. Pods get no
-default route: they reach the bridge's subnet (each other, the host's bridge address where the
-API server listens) and nothing else.
+The real node's namespace hangs off the bridge (``realnode``); its pods' namespaces are named
+``lk-<uid>`` (``podnetns``). Every name carries a fixed prefix (see ``netplan``) so that
+``cleanup_leftovers`` removes what a crashed run left behind and nothing else on the machine.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ import time
 from collections.abc import Sequence
 
 from localkube import podnetns
-from localkube.netplan import NETNS_PREFIX, VETH_PREFIX, NetPlan, netns_name, veth_name
+from localkube.netplan import NETNS_PREFIX, VETH_PREFIX, NetPlan, netns_name
 from localkube.nodeconfig import NODE_NETNS
 
 
@@ -63,54 +62,13 @@ def delete_bridge(plan: NetPlan) -> None:
         _ip("link", "del", plan.bridge)
 
 
-def create_pod_network(plan: NetPlan, pod_uid: str, ip: str) -> tuple[str, str]:
-    """Namespace + veth into the bridge + address; returns (netns, host veth)."""
-    netns, veth = netns_name(pod_uid), veth_name(pod_uid)
-    delete_pod_network(pod_uid)  # a half-made one from a crash must not block the pod
-    _ip("netns", "add", netns)
-    try:
-        _ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", netns)
-        _ip("link", "set", veth, "master", plan.bridge, "up")
-        _ip("-n", netns, "addr", "add", plan.pod_cidr(ip), "dev", "eth0")
-        _ip("-n", netns, "link", "set", "lo", "up")
-        _ip("-n", netns, "link", "set", "eth0", "up")
-    except NetError:
-        delete_pod_network(pod_uid)
-        raise
-    forget_neighbour(plan, ip, keep=netns)
-    return netns, veth
-
-
-def forget_neighbour(plan: NetPlan, ip: str, *, keep: str) -> list[str]:
-    """Drop the neighbour (ARP) entry for `ip` on the host's bridge and in every other pod's
-    namespace; returns where one was dropped.
-
-    A pod made again (a StatefulSet member deleted and recreated) takes the lowest free
-    address, usually the one it had, behind a new veth with a new MAC. The entries its peers
-    hold for the old MAC stay REACHABLE for up to `base_reachable_time` and then take the
-    stale/delay/probe path, so the pod was unreachable for 40-55 s (issue #15). Without the
-    entry, the next packet asks again and the new MAC answers at once.
-    """
-    targets = [("host", ["ip", "neigh", "del", ip, "dev", plan.bridge])]
-    targets += [
-        (netns, ["ip", "-n", netns, "neigh", "del", ip, "dev", "eth0"])
-        for netns in list_netns()
-        if netns.startswith(NETNS_PREFIX) and netns != keep
-    ]
-    dropped = []
-    for where, command in targets:
-        if subprocess.run(command, capture_output=True, check=False).returncode == 0:
-            dropped.append(where)  # `ip neigh del` fails when there was no entry
-    return dropped
-
-
 def netns_pids(netns: str) -> list[int]:
     out = _ip("netns", "pids", netns, check=False)
     return [int(p) for p in out.split() if p.isdigit()]
 
 
 def kill_netns_processes(netns: str, grace: float = 0.0) -> None:
-    """SIGKILL every process still inside a pod's namespace (after an optional grace)."""
+    """SIGKILL every process still inside a namespace (after an optional grace)."""
     deadline = time.monotonic() + grace
     pids = netns_pids(netns)
     if pids and grace > 0:
@@ -134,32 +92,14 @@ def _signal(pid: int, sig: signal.Signals) -> None:
         pass
 
 
-def delete_pod_network(pod_uid: str) -> None:
-    """Kill what is left in the namespace, then remove it (its eth0 and our veth go with it)."""
-    netns, veth = netns_name(pod_uid), veth_name(pod_uid)
-    if netns in list_netns():
-        kill_netns_processes(netns)
-        _ip("netns", "del", netns, check=False)
-    if link_exists(veth):
-        _ip("link", "del", veth, check=False)
-
-
 def set_link(pod_uid: str, up: bool) -> None:
-    """Take a pod's host-side link down (a real partition) or bring it back up.
-
-    On the real node the host side is the pod's veth in the node's namespace (found by the
-    index its eth0 names as peer); the pod's namespace is ``lk-<uid>`` there too (podnetns).
-    """
-    state = "up" if up else "down"
-    veth = veth_name(pod_uid)
-    if link_exists(veth) or NODE_NETNS not in list_netns():
-        _ip("link", "set", veth, state)
-        return
+    """Take a pod's link down (a real partition) or bring it back up: the host side of its veth,
+    in the node's namespace, found by the index its eth0 names as peer (``podnetns``)."""
     index = podnetns.peer_index(netns_name(pod_uid))
     name = podnetns.link_name(NODE_NETNS, index) if index is not None else None
     if name is None:
         raise NetError(f"pod {pod_uid}: no link of its namespace {netns_name(pod_uid)} found")
-    _ip("-n", NODE_NETNS, "link", "set", name, state)
+    _ip("-n", NODE_NETNS, "link", "set", name, "up" if up else "down")
 
 
 def list_netns() -> list[str]:

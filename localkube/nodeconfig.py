@@ -1,6 +1,6 @@
 """Pure decisions of the real node: its addresses and the config files of its daemons.
 
-The real node (``LOCALKUBE_NODE=real``) is what kind runs inside its node container: containerd
+The node is what kind runs inside its node container: containerd
 with runc, the CNI bridge plugin, the kubelet and kube-proxy. Here the "container" is a network
 namespace (``lk-node``) joined to the harness's bridge by a veth, so kube-proxy's iptables
 rules, the node's IP forwarding and its CNI bridge live in that namespace and vanish with it;
@@ -28,6 +28,9 @@ CNI_BRIDGE = "lkcni0"
 CNI_NETWORK = "localkube"
 SANDBOX_IMAGE = "localkube/pause:" + "1"
 CONTAINERD_NAMESPACE = "k8s.io"
+
+
+CLUSTER_DOMAIN = "cluster.local"
 
 
 def node_ip(plan: NetPlan) -> str:
@@ -93,6 +96,10 @@ class NodePaths:
     @property
     def proxy_config(self) -> Path:
         return self.root / "kube-proxy.yaml"
+
+    @property
+    def corefile(self) -> Path:
+        return self.root / "Corefile"
 
     @property
     def images(self) -> Path:
@@ -195,7 +202,9 @@ def kubelet_config(plan: NetPlan, paths: NodePaths) -> str:
             "x509": {},
         },
         "authorization": {"mode": "AlwaysAllow"},
-        "clusterDomain": "cluster.local",
+        "clusterDomain": CLUSTER_DOMAIN,
+        # CoreDNS listens on the node's address (pods reach it through their gateway).
+        "clusterDNS": [node_ip(plan)],
         "resolvConf": "",
         "failSwapOn": False,
         "podLogsDir": str(paths.pod_logs),
@@ -244,6 +253,27 @@ def proxy_config(plan: NetPlan, kubeconfig: Path, node_name: str) -> str:
         "iptables": {"masqueradeAll": True},
     }
     return str(yaml.safe_dump(config, sort_keys=False))
+
+
+def corefile(plan: NetPlan, kubeconfig: Path) -> str:
+    """CoreDNS on the node's address: Service and pod names of the cluster domain, read from
+    the API server; anything else is refused (no upstream: the machine has no resolver to
+    forward to that pods may use)."""
+    return "\n".join(
+        [
+            f"{CLUSTER_DOMAIN}:53 {{",
+            f"    bind {node_ip(plan)}",
+            "    errors",
+            "    cache 5",
+            f"    kubernetes {CLUSTER_DOMAIN} {{",
+            f"        kubeconfig {kubeconfig} localkube",
+            "        pods insecure",
+            "        ttl 5",
+            "    }",
+            "}",
+            "",
+        ]
+    )
 
 
 def image_aliases(tags: dict[str, str]) -> dict[str, str]:

@@ -1,6 +1,6 @@
 """The real node's helper daemon: volumes for claims and names for pods' namespaces.
 
-The process kubelet binds claims and names pods' namespaces itself; with the real kubelet this
+The kubelet does neither here (no storage provisioner, containerd names namespaces itself): this
 process does both, once a second: ``pvbinder`` gives each pending claim a hostPath volume (a
 world-writable folder under the plane's state dir, as kind's local-path provisioner makes it:
 the kubelet applies no fsGroup to hostPath volumes) and ``podnetns`` keeps

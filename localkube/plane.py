@@ -1,10 +1,10 @@
-"""Start and stop one local control plane: bridge, PKI, etcd, API server, controllers, kubelet.
+"""Start and stop one local plane: bridge, PKI, etcd, API server, controllers, the real node.
 
 ``Plane.start()`` brings everything up and waits until the node is Ready and the default
 service account exists (proof that the controller-manager works); on any failure it stops
 what it started and raises ``PlaneError`` with the failing component's log tail. ``stop()``
-ends every process (kubelet first, so pods are stopped and their namespaces removed), removes
-the bridge and any leftover namespace or veth, and keeps the logs. The state file lets
+ends every daemon (the kubelet first), then the node's containers, shims, mounts, cgroups and
+namespaces, removes the bridge, and keeps the logs. The state file lets
 ``localkube down`` stop a plane that another process started.
 """
 
@@ -28,13 +28,12 @@ from typing import Any
 
 import yaml
 
-from localkube import net, pki, procs, realnode, volumes
-from localkube.build import Binaries, ensure_node_binaries
+from localkube import claim, dns, net, pki, procs, realnode
+from localkube.build import Binaries, ensure_dns_binaries, ensure_node_binaries
 from localkube.netplan import NetPlan
-from localkube.nodeconfig import NodePaths
-from localkube.versions import KUBERNETES_VERSION
+from localkube.nodeconfig import CLUSTER_DOMAIN, NodePaths, node_ip
 
-STATE_FILE = "state.json"
+STATE_FILE = claim.STATE_FILE
 START_TIMEOUT = 180.0
 
 # The controllers the tests and the operator rely on; everything else stays off to save CPU.
@@ -53,22 +52,18 @@ CONTROLLERS = (
     "disruption-controller",
     "persistentvolumeclaim-protection-controller",
     "persistentvolume-protection-controller",
+    # lifts a new node's not-ready taint
+    "node-lifecycle-controller",
 )
-# The real node also needs the scheduler (the process kubelet binds pods itself) and the
-# controller that lifts a new node's not-ready taint.
-REAL_NODE_CONTROLLERS = ("node-lifecycle-controller",)
 
-PROCESS, REAL = "process", "real"
-NODE_MODES = (PROCESS, REAL)
-NODE_MODE_ENV = "LOCALKUBE_NODE"
-
-# Stop order: the kubelet first (the process kubelet ends the pods; the real node's pods are
-# ended by the teardown once containerd is gone), etcd last.
+# Stop order: the kubelet first (the pods are ended by the teardown once containerd is gone),
+# etcd last.
 DAEMONS = (
     "kubelet",
     "kube-scheduler",
     "nodehelper",
     "kube-proxy",
+    "coredns",
     "containerd",
     "kube-controller-manager",
     "kube-apiserver",
@@ -79,19 +74,12 @@ GRACE = {
     "kube-scheduler": 10.0,
     "nodehelper": 10.0,
     "kube-proxy": 10.0,
+    "coredns": 10.0,
     "containerd": 15.0,
     "kube-controller-manager": 10.0,
     "kube-apiserver": 15.0,
     "etcd": 10.0,
 }
-
-
-def default_node_mode() -> str:
-    """``$LOCALKUBE_NODE`` (``process``, the default, or ``real``)."""
-    mode = os.environ.get(NODE_MODE_ENV, PROCESS) or PROCESS
-    if mode not in NODE_MODES:
-        raise PlaneError(f"{NODE_MODE_ENV}={mode!r}: expected one of {', '.join(NODE_MODES)}")
-    return mode
 
 
 class PlaneError(RuntimeError):
@@ -131,9 +119,7 @@ class Plane:
     plan: NetPlan = field(default_factory=NetPlan)
     api_port: int = 6443
     node_name: str = "localkube"
-    extra_images: dict[str, str] = field(default_factory=dict)
-    node_mode: str = field(default_factory=default_node_mode)
-    # Real node: image a pod names -> local podman image (added to realnode.DEFAULT_IMAGE_TAGS).
+    # Image a pod names -> local podman image (added to realnode.DEFAULT_IMAGE_TAGS).
     image_tags: dict[str, str] = field(default_factory=dict)
     node_binaries: Binaries | None = None
     pids: dict[str, int] = field(default_factory=dict)
@@ -158,6 +144,11 @@ class Plane:
         return NodePaths(self.state_dir / "node")
 
     @property
+    def dns_server(self) -> str:
+        """CoreDNS's address (the node's): ``localkube.dns.resolve`` asks it from the host."""
+        return node_ip(self.plan)
+
+    @property
     def server(self) -> str:
         return f"https://{self.plan.bridge_ip}:{self.api_port}"
 
@@ -174,24 +165,26 @@ class Plane:
     # -- start ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        reason = net.namespaces_supported()
-        if reason is None and self.node_mode == REAL:
-            reason = realnode.missing_tools()
+        reason = net.namespaces_supported() or realnode.missing_tools()
         if reason is not None:
             raise PlaneError(f"localkube cannot run pods on this machine: {reason}")
-        if self.node_mode == REAL and self.node_binaries is None:
-            self.node_binaries = ensure_node_binaries()
+        if self.node_binaries is None:
+            node, dns = ensure_node_binaries(), ensure_dns_binaries()
+            self.node_binaries = Binaries(
+                {**node.paths, **dns.paths}, {**node.sources, **dns.sources}
+            )
         if (self.state_dir / STATE_FILE).exists():
             raise PlaneError(
                 f"a plane is already recorded in {self.state_dir} (run `localkube down`, "
                 "or `localkube down --force` after a crash)"
             )
-        for stale in ("etcd", "pods", "volumes", "pki", "helm", "node"):
+        for stale in ("etcd", "volumes", "pki", "helm", "node"):
             shutil.rmtree(self.state_dir / stale, ignore_errors=True)
         self.logs.mkdir(parents=True, exist_ok=True)
         for old in self.logs.glob("*.log"):
             old.unlink()
         net.create_bridge(self.plan)
+        claim.write(self.plan, self.state_dir)
         self._save()
         try:
             self._start_all()
@@ -208,15 +201,14 @@ class Plane:
         self._launch("kube-apiserver", self._apiserver_args(certs, client_port))
         self._wait("kube-apiserver", lambda: self._api_ok("/readyz"))
         self._launch("kube-controller-manager", self._controller_args(certs))
-        if self.node_mode == REAL:
-            self._start_real_node(certs)
-        else:
-            self._launch("kubelet", self._kubelet_args(certs))
+        self._start_real_node(certs)
         self._wait(
             "kube-controller-manager",
             lambda: self._api_ok("/api/v1/namespaces/default/serviceaccounts/default"),
         )
         self._wait("kubelet", self._node_ready)
+        kubernetes = f"kubernetes.default.svc.{CLUSTER_DOMAIN}"
+        self._wait("coredns", lambda: bool(dns.resolve(self.dns_server, kubernetes, timeout=1)))
 
     def _start_real_node(self, certs: pki.Pki) -> None:
         """containerd, the images, kubelet, kube-proxy, scheduler, node helper (realnode)."""
@@ -234,6 +226,7 @@ class Plane:
         )
         self._launch("kube-proxy", realnode.proxy_argv(paths, bins))
         self._launch("kube-scheduler", realnode.scheduler_argv(bins, self.kubeconfig, free_port()))
+        self._launch("coredns", realnode.coredns_argv(paths, bins))
         self._launch(
             "nodehelper",
             [
@@ -316,9 +309,6 @@ class Plane:
             "--v=1",
         ]
 
-    def _controllers(self) -> tuple[str, ...]:
-        return CONTROLLERS + (REAL_NODE_CONTROLLERS if self.node_mode == REAL else ())
-
     def _controller_args(self, certs: pki.Pki) -> list[str]:
         return [
             str(self.binaries["kube-controller-manager"]),
@@ -327,7 +317,7 @@ class Plane:
             f"--authorization-kubeconfig={self.kubeconfig}",
             # No front proxy here: do not poll for its request-header CA (log noise only).
             "--authentication-skip-lookup=true",
-            f"--controllers={','.join(self._controllers())}",
+            f"--controllers={','.join(CONTROLLERS)}",
             f"--root-ca-file={certs.ca_cert}",
             f"--service-account-private-key-file={certs.sa_key}",
             "--use-service-account-credentials=false",
@@ -338,25 +328,6 @@ class Plane:
             "--profiling=false",
             "--v=1",
         ]
-
-    def _kubelet_args(self, certs: pki.Pki) -> list[str]:
-        argv = [
-            sys.executable,
-            "-m",
-            "localkube.kubelet",
-            f"--server={self.server}",
-            f"--ca={certs.ca_cert}",
-            f"--cert={certs.admin_cert}",
-            f"--key={certs.admin_key}",
-            f"--state-dir={self.state_dir}",
-            f"--node-name={self.node_name}",
-            f"--bridge={self.plan.bridge}",
-            f"--block={self.plan.block}",
-            f"--api-port={self.api_port}",
-            f"--version=v{KUBERNETES_VERSION}",
-        ]
-        argv += [f"--image={name}={program}" for name, program in self.extra_images.items()]
-        return argv
 
     def _write_kubeconfig(self, certs: pki.Pki) -> None:
         def b64(path: Path) -> str:
@@ -433,9 +404,9 @@ class Plane:
         """What the daemon's command line holds (checked before it is signalled)."""
         if daemon == "nodehelper":
             return "localkube.nodehelper"
-        if self.node_mode == REAL and self.node_binaries and daemon in self.node_binaries.paths:
+        if self.node_binaries and daemon in self.node_binaries.paths:
             return str(self.node_binaries[daemon])
-        return "localkube.kubelet" if daemon == "kubelet" else str(self.binaries[daemon])
+        return str(self.binaries[daemon])
 
     def _save(self) -> None:
         state = {
@@ -447,7 +418,6 @@ class Plane:
             "server": self.server,
             "kubeconfig": str(self.kubeconfig),
             "bin_dirs": [str(d) for d in self.binaries.bin_dirs],
-            "node_mode": self.node_mode,
             "node_root": str(self.node_paths.root),
         }
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -477,11 +447,13 @@ def stop_recorded(state_dir: Path) -> list[str]:
         if pid is not None and procs.stop(pid, state["markers"][daemon], GRACE[daemon]):
             stopped.append(f"{daemon} (pid {pid})")
     plan = NetPlan(bridge=state["bridge"], block=state["block"])
-    if state.get("node_mode") == REAL:
+    owner = claim.other_live_owner(plan, state_dir)
+    if owner is None:
         stopped += realnode.teardown(NodePaths(Path(state["node_root"])), plan)
-    stopped += net.cleanup_leftovers(plan)
-    ledger = state_dir / volumes.MOUNTPOINT_LEDGER
-    stopped += [f"mountpoint {p}" for p in volumes.remove_mountpoints(ledger)]
+        stopped += net.cleanup_leftovers(plan)
+        claim.release(plan, state_dir)
+    else:
+        stopped.append(f"(the network is held by the live plane of {owner}: left alone)")
     for data in ("etcd", "volumes"):
         shutil.rmtree(state_dir / data, ignore_errors=True)
     path.unlink()
@@ -489,21 +461,25 @@ def stop_recorded(state_dir: Path) -> list[str]:
 
 
 def force_cleanup(state_dir: Path, plan: NetPlan, cache_root: Path) -> list[str]:
-    """After a crash: stop the recorded plane, then any localkube daemon and netns left."""
+    """After a crash: stop the recorded plane, then any localkube daemon, container and netns
+    left; refused while another live plane holds the network (another session's)."""
+    owner = claim.other_live_owner(plan, state_dir)
+    if owner is not None:
+        raise PlaneError(
+            f"the network ({plan.bridge}) belongs to the running plane of {owner}: stop it with "
+            f"`localkube --state-dir {owner} down`, or let its session end"
+        )
     removed = stop_recorded(state_dir)
-    daemons = (
-        procs.find(["localkube.kubelet"])
-        + procs.find(["localkube.nodehelper"])
-        + [
-            pid
-            for pid in procs.find([str(cache_root)])
-            if procs.cmdline(pid)[:1] and procs.cmdline(pid)[0].startswith(str(cache_root))
-        ]
-    )
+    daemons = procs.find(["localkube.nodehelper"]) + [
+        pid
+        for pid in procs.find([str(cache_root)])
+        if procs.cmdline(pid)[:1] and procs.cmdline(pid)[0].startswith(str(cache_root))
+    ]
     for pid in daemons:
         line = procs.cmdline(pid)
         if procs.stop(pid, line[0] if line else "", 5.0):
             removed.append(f"process {pid} ({' '.join(line[:2])})")
     removed += realnode.teardown(NodePaths(state_dir / "node"), plan)
     removed += net.cleanup_leftovers(plan)
+    claim.release(plan, state_dir)
     return removed

@@ -1,4 +1,4 @@
-"""Name each real-node pod's network namespace as the process kubelet does (``lk-<uid>``).
+"""Name each pod's network namespace by its UID (``lk-<uid>``) for the harness's tools.
 
 containerd keeps a pod's namespace as ``cni-<random>`` under its state dir. The harness's
 tools find a pod's namespace by its UID (``netplan.netns_name``) to run a command in it, add a

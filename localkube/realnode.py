@@ -3,7 +3,8 @@ and a teardown that leaves nothing (containers, shims, mounts, cgroups, namespac
 
 The decisions (addresses, config contents) are in ``nodeconfig``; the plane calls these in
 order: ``setup_network``, ``write_configs``, start containerd, ``load_images``, start the
-kubelet, kube-proxy and the scheduler; on stop, the daemons end first and ``teardown`` after.
+kubelet, kube-proxy, the scheduler and CoreDNS; on stop, the daemons end first, ``teardown``
+after.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from localkube.nodeconfig import (
     NodePaths,
     cni_conflist,
     containerd_config,
+    corefile,
     kubelet_config,
     node_ip,
     normalise,
@@ -89,6 +91,8 @@ def setup_network(plan: NetPlan) -> None:
     _run("ip", "-n", NODE_NETNS, "route", "add", "default", "via", plan.bridge_ip)
     _run("ip", "netns", "exec", NODE_NETNS, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
     _run("ip", "route", "add", pod_cidr(plan), "via", ip, "dev", plan.bridge)
+    # Services from the host too (tests, the demo): kube-proxy's rules are in the node.
+    _run("ip", "route", "add", plan.service_cidr, "via", ip, "dev", plan.bridge)
 
 
 def write_configs(
@@ -102,6 +106,7 @@ def write_configs(
     (paths.cni_conf_dir / "10-localkube.conflist").write_text(cni_conflist(plan, paths))
     paths.kubelet_config.write_text(kubelet_config(plan, paths))
     paths.proxy_config.write_text(proxy_config(plan, kubeconfig, node_name))
+    paths.corefile.write_text(corefile(plan, kubeconfig))
 
 
 def containerd_argv(paths: NodePaths, node_bins: Binaries) -> list[str]:
@@ -126,6 +131,10 @@ def kubelet_argv(
 
 def proxy_argv(paths: NodePaths, node_bins: Binaries) -> list[str]:
     return in_node([str(node_bins["kube-proxy"]), f"--config={paths.proxy_config}", "--v=1"])
+
+
+def coredns_argv(paths: NodePaths, node_bins: Binaries) -> list[str]:
+    return in_node([str(node_bins["coredns"]), "-conf", str(paths.corefile), "-quiet"])
 
 
 def scheduler_argv(node_bins: Binaries, kubeconfig: Path, port: int) -> list[str]:
@@ -282,6 +291,7 @@ def teardown(paths: NodePaths, plan: NetPlan) -> list[str]:
         done.append(f"netns {NODE_NETNS}")
     if net.link_exists(NODE_VETH):
         subprocess.run(["ip", "link", "del", NODE_VETH], capture_output=True, check=False)
-    subprocess.run(["ip", "route", "del", pod_cidr(plan)], capture_output=True, check=False)
+    for route in (pod_cidr(plan), plan.service_cidr):
+        subprocess.run(["ip", "route", "del", route], capture_output=True, check=False)
     shutil.rmtree(paths.root, ignore_errors=True)
     return done

@@ -64,7 +64,7 @@ COMPONENTS: tuple[Component, ...] = (
 
 ALL_BINARIES: tuple[str, ...] = tuple(b for c in COMPONENTS for b in c.binaries)
 
-# The real node (``LOCALKUBE_NODE=real``): its own modules and its own cache folder, so adding
+# The node: its own modules and its own cache folder, so adding
 # it never changes the control plane's key (and never rebuilds what other checkouts share).
 CONTAINERD_VERSION = "2.4.2"
 CNI_PLUGINS_VERSION = "1.10.0"
@@ -119,6 +119,20 @@ NODE_COMPONENTS: tuple[Component, ...] = (
 
 NODE_BINARIES: tuple[str, ...] = tuple(b for c in NODE_COMPONENTS for b in c.binaries)
 
+# Cluster DNS: CoreDNS with the kubernetes plugin (a trimmed main: bind, errors, cache,
+# kubernetes), in its own cache folder so it never changes the node's key.
+COREDNS_VERSION = "1.15.0"
+DNS_COMPONENTS: tuple[Component, ...] = (
+    Component(
+        name="coredns",
+        module_dir="dns",
+        packages=(("coredns", "."),),
+        version=COREDNS_VERSION,
+        stamps=(f"github.com/coredns/coredns/coremain.GitCommit=v{COREDNS_VERSION}",),
+    ),
+)
+DNS_BINARIES: tuple[str, ...] = ("coredns",)
+
 
 def module_digest(go_root: Path, components: tuple[Component, ...] = COMPONENTS) -> str:
     """Hash of every component's go.mod, go.sum and Go sources (the tiny etcd main)."""
@@ -156,3 +170,14 @@ def node_cache_key(go_version: str, go_root: Path = GO_ROOT) -> str:
         f"node-k8s-{KUBERNETES_VERSION}_containerd-{CONTAINERD_VERSION}"
         f"_cni-{CNI_PLUGINS_VERSION}_{digest.hexdigest()[:12]}"
     )
+
+
+def dns_cache_key(go_version: str, go_root: Path = GO_ROOT) -> str:
+    """Folder name of CoreDNS's binary (a sibling of the others)."""
+    digest = hashlib.sha256()
+    digest.update(module_digest(go_root, DNS_COMPONENTS).encode())
+    digest.update(go_version.encode())
+    digest.update("\0".join(BUILD_FLAGS).encode())
+    for component in DNS_COMPONENTS:
+        digest.update(f"{component.name}:{component.tags}:{component.stamps}\0".encode())
+    return f"dns-coredns-{COREDNS_VERSION}_{digest.hexdigest()[:12]}"

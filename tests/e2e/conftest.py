@@ -1,7 +1,8 @@
 """Fixtures for the e2e tier: the pinned binaries, one local plane per session, helpers.
 
-The binaries are built (or found) when the session's collection finishes, not inside a test,
-so the long cold build prints its progress and does not count against a test's timeout.
+The binaries (the control plane's and the node's) are built (or found) when the session's
+collection finishes, not inside a test, so the long cold build prints its progress and does not
+count against a test's timeout. Pods run the images `make images` built (podman's storage).
 """
 
 from __future__ import annotations
@@ -20,29 +21,20 @@ from typing import Any, TypeVar
 
 import pytest
 
-from localkube import net, procs
-from localkube.build import Binaries, BuildError, ensure_binaries
-from localkube.images import venv_bin
+from localkube import claim, net, procs, realnode
+from localkube.build import Binaries, BuildError, ensure_binaries, ensure_node_binaries
 from localkube.netplan import NETNS_PREFIX, VETH_PREFIX, NetPlan
 from localkube.plane import Plane
-from localkube.volumes import MOUNTPOINT_LEDGER
-
-# The operator and node pods run the venv's console scripts (the kubelet maps images to them).
-NEEDS_CONSOLE_SCRIPTS = pytest.mark.skipif(
-    not (venv_bin() / "dvecdb-node").exists() or not (venv_bin() / "dvecdb-operator").exists(),
-    reason="the dvecdb-node / dvecdb-operator console scripts are not installed in the venv",
-)
 
 T = TypeVar("T")
 
 HERE = Path(__file__).parent
 MANIFESTS = HERE / "manifests"
-# Stand-in image for kubelet feature tests: runs the venv's python3 with the pod's command.
-TEST_IMAGES = {"localkube-test/python": "python3"}
-# The same names on the real node (LOCALKUBE_NODE=real): the node image has python3, and the
-# upgrade tests' second tag is the same build.
+# Pods are containers from the images `make images` built. The kubelet feature tests' image
+# runs the pod's command with python3 (the node image has it); the upgrade tests' second tag
+# is the same build under another name.
 NODE_IMAGE = "localhost/dvecdb/node:0.1.0"
-REAL_TEST_IMAGES = {"localkube-test/python:1": NODE_IMAGE, "dvecdb/node:0.1.1": NODE_IMAGE}
+TEST_IMAGES = {"localkube-test/python:1": NODE_IMAGE, "dvecdb/node:0.1.1": NODE_IMAGE}
 
 _BINARIES = pytest.StashKey[Binaries | BuildError]()
 
@@ -73,6 +65,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
     try:
         session.config.stash[_BINARIES] = ensure_binaries(progress=progress)
+        ensure_node_binaries(progress=progress)  # the planes' Plane.start finds them cached
     except BuildError as err:
         session.config.stash[_BINARIES] = err
 
@@ -102,8 +95,11 @@ def binaries(pytestconfig: pytest.Config) -> Binaries:
     return found
 
 
-def leftovers(plan: NetPlan) -> list[str]:
-    """Anything of a plane's network still on the machine."""
+def leftovers(plan: NetPlan, state_dir: Path | None = None) -> list[str]:
+    """Anything of a plane's network still on the machine. When another session's live plane
+    holds the network now, ours is gone (a plane makes the bridge only where none exists)."""
+    if state_dir is not None and claim.other_live_owner(plan, state_dir) is not None:
+        return []
     found = [n for n in net.list_netns() if n.startswith(NETNS_PREFIX)]
     found += net.list_links([VETH_PREFIX])
     if net.link_exists(plan.bridge):
@@ -125,21 +121,33 @@ def wait_for_machine(plan: NetPlan, timeout: float = 300) -> None:
 @pytest.fixture(scope="session")
 def plane(binaries: Binaries, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
     """One running plane for the session; stopped (and checked clean) at the end."""
+    missing = realnode.missing_tools()
+    if missing is None and not realnode.podman_has(NODE_IMAGE):
+        missing = f"podman has no {NODE_IMAGE} (run `make images`)"
+    if missing is not None:
+        pytest.fail(f"the local Kubernetes node cannot run here: {missing}")
     state = tmp_path_factory.mktemp("localkube")
-    # The node mode is $LOCALKUBE_NODE's (process unless it says real).
-    instance = Plane(
-        binaries=binaries, state_dir=state, extra_images=TEST_IMAGES, image_tags=REAL_TEST_IMAGES
-    )
-    wait_for_machine(instance.plan)
-    instance.start()
-    ledger = state / MOUNTPOINT_LEDGER
+    instance = Plane(binaries=binaries, state_dir=state, image_tags=TEST_IMAGES)
+    start_when_free(instance)
     try:
         yield instance
     finally:
-        created = ledger.read_text().split() if ledger.exists() else []
         instance.stop()
-    left = leftovers(instance.plan) + [p for p in created if Path(p).exists()]
+    left = leftovers(instance.plan, state)
     assert not left, f"teardown left {left} behind (logs in {instance.logs})"
+
+
+def start_when_free(plane: Plane, attempts: int = 3) -> None:
+    """Wait for the machine, then start; retried when another session took the bridge between
+    the wait and the start."""
+    for attempt in range(attempts):
+        wait_for_machine(plane.plan)
+        try:
+            plane.start()
+            return
+        except net.NetError as err:
+            if "already exists" not in str(err) or attempt == attempts - 1:
+                raise
 
 
 class Kubectl:
@@ -213,7 +221,7 @@ def wait_until(check: Callable[[], T | None], timeout: float, what: str, every: 
 def http(
     method: str, url: str, body: Any = None, timeout: float = 10, *, token: str | None = None
 ) -> tuple[int, Any]:
-    """One JSON request to a pod (by IP: there is no kube-proxy); (status, decoded body).
+    """One JSON request to a pod or Service address; (status, decoded body).
     `token` goes as `Authorization: Bearer` (an API key, read-only key or cluster token)."""
     data = json.dumps(body).encode() if body is not None else None
     headers = {"Content-Type": "application/json"}

@@ -17,12 +17,11 @@ import pytest
 
 from localkube.plane import Plane
 
-from .conftest import NEEDS_CONSOLE_SCRIPTS, Kubectl, wait_until
+from .conftest import Kubectl, wait_until
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.timeout(900),
-    NEEDS_CONSOLE_SCRIPTS,
 ]
 
 REPO = Path(__file__).resolve().parents[2]

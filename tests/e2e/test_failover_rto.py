@@ -40,7 +40,7 @@ from localkube import net
 from localkube.containerpid import host_pid
 from localkube.netplan import netns_name
 
-from .conftest import NEEDS_CONSOLE_SCRIPTS, Kubectl, api_key, http, secret_key, wait_until
+from .conftest import Kubectl, api_key, http, secret_key, wait_until
 from .test_operator_cluster import (
     base_url,
     healthy_with,
@@ -54,7 +54,7 @@ from .test_operator_cluster import (
     status_of,
 )
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900), NEEDS_CONSOLE_SCRIPTS]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 DETECTION = 10
 CLUSTER = f"""

@@ -1,4 +1,4 @@
-"""The process kubelet: env, volumes, service-account access, refusals, restarts, probes."""
+"""The node's kubelet: env, volumes, service-account access, refusals, restarts, probes."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from localkube.plane import PROCESS, Plane
+from localkube.plane import Plane
 
 from .conftest import MANIFESTS, Kubectl, wait_until
 
@@ -67,8 +67,8 @@ def test_unknown_image_is_refused_clearly(kubectl: Kubectl, namespace: str, plan
         return None
 
     waiting = wait_until(refused, 60, "the image to be refused")
-    # The process node names what it can run; the real node tries the registry (unreachable).
-    reason = "no local entry point" if plane.node_mode == PROCESS else "failed to pull"
+    # The node tries the registry (unreachable here) and says so.
+    reason = "failed to pull"
     assert "nginx:1.27" in waiting["message"] and reason in waiting["message"]
     assert kubectl.get("pod", "web", namespace)["status"]["phase"] == "Pending"
     events = kubectl.json("get", "events", "-n", namespace, "--field-selector", "reason=Failed")
@@ -178,8 +178,7 @@ def test_failing_liveness_probe_restarts_the_container(
         60,
         "the liveness probe to restart the container",
     )
-    # The kubelet's SIGTERM ends the process node's python (143); in a container python is
-    # PID 1, which the kernel gives no default action for SIGTERM, so it lives until the
-    # grace period's SIGKILL (137), as on any real node.
-    expected = 143 if plane.node_mode == PROCESS else 137
-    assert status["lastState"]["terminated"]["exitCode"] == expected
+    # In a container python is PID 1, which the kernel gives no default action for SIGTERM,
+    # so it lives until the grace period's SIGKILL (137), as on any node (a host process
+    # would end at the SIGTERM with 143).
+    assert status["lastState"]["terminated"]["exitCode"] == 137

@@ -15,7 +15,6 @@ import pytest
 from localkube import procs
 from localkube.build import Binaries
 from localkube.netplan import NetPlan
-from localkube.plane import REAL, default_node_mode
 
 from .conftest import leftovers, wait_for_machine
 
@@ -67,8 +66,14 @@ def test_up_serves_kubectl_then_down_leaves_nothing(binaries: Binaries, tmp_path
         assert status.returncode == 0 and "NOT RUNNING" not in status.stdout, status.stdout
         pids = state["pids"]
         control = {"etcd", "kube-apiserver", "kube-controller-manager", "kubelet"}
-        node = {"containerd", "kube-proxy", "kube-scheduler", "nodehelper"}
-        assert set(pids) == (control | node if default_node_mode() == REAL else control)
+        node = {"containerd", "kube-proxy", "kube-scheduler", "nodehelper", "coredns"}
+        assert set(pids) == control | node
+        # Another state dir's forced cleanup must not tear down this live plane's network
+        # (other sessions run planes on the same machine; it removed every lk-* namespace).
+        other = localkube(tmp_path / "other", "down", "--force")
+        assert other.returncode == 1 and "belongs to the running plane" in other.stderr, other
+        assert not [d for d, pid in pids.items() if not procs.alive(pid, state["markers"][d])]
+        assert "lk-node" in subprocess.run(["ip", "netns"], capture_output=True, text=True).stdout
     finally:
         down = localkube(tmp_path, "down")
     assert down.returncode == 0, down.stderr

@@ -1,11 +1,11 @@
-"""The real node (``LOCALKUBE_NODE=real``): pods are containers from the project's images.
+"""The node: pods are containers from the project's images.
 
-These check what the process kubelet cannot: the image's entrypoint and non-root user, the
-volume's group from ``fsGroup``, the CPU limit as the container's cgroup quota, a Service
-reached through kube-proxy, and a root-owned hostPath folder that the image's user may not write
-(a process-kubelet pod runs as root and writes it). The module starts its own plane in the real
-mode ("lifecycle" in the name: it runs before the session plane, which owns the bridge later),
-and checks that stopping it leaves no container, shim, mount, cgroup or namespace.
+These check what the earlier process kubelet could not: the image's entrypoint and non-root
+user, the volume's group from ``fsGroup``, the CPU limit as the container's cgroup quota, a
+Service reached through kube-proxy, and a root-owned hostPath folder that the image's user may
+not write (a process-kubelet pod ran as root and wrote it). The module starts its own plane
+("lifecycle" in the name: it runs before the session plane, which owns the bridge later), and
+checks that stopping it leaves no container, shim, mount, cgroup or namespace.
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from localkube import net, procs, realnode
+from localkube import dns, net, procs, realnode
 from localkube.build import Binaries
 from localkube.netplan import NetPlan, netns_name
-from localkube.nodeconfig import NODE_NETNS, pod_in_range
-from localkube.plane import REAL, Plane
+from localkube.nodeconfig import CLUSTER_DOMAIN, pod_in_range
+from localkube.plane import Plane
 
-from .conftest import NODE_IMAGE, REAL_TEST_IMAGES, Kubectl, leftovers, wait_for_machine, wait_until
+from .conftest import NODE_IMAGE, TEST_IMAGES, Kubectl, leftovers, start_when_free, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -50,21 +50,8 @@ def real_plane(binaries: Binaries, tmp_path_factory: pytest.TempPathFactory) -> 
         pytest.skip(reason)
     plan = NetPlan()
     state = tmp_path_factory.mktemp("realnode")
-    plane = Plane(
-        binaries=binaries,
-        state_dir=state,
-        node_mode=REAL,
-        extra_images={},
-        image_tags=REAL_TEST_IMAGES,
-    )
-    for attempt in range(3):
-        wait_for_machine(plan)
-        try:
-            plane.start()
-            break
-        except net.NetError as err:  # another session's plane took the bridge meanwhile
-            if "already exists" not in str(err) or attempt == 2:
-                raise
+    plane = Plane(binaries=binaries, state_dir=state, image_tags=TEST_IMAGES)
+    start_when_free(plane)
     pids = dict(plane.pids)
     markers = {d: plane._marker(d) for d in pids}
     try:
@@ -72,8 +59,7 @@ def real_plane(binaries: Binaries, tmp_path_factory: pytest.TempPathFactory) -> 
     finally:
         plane.stop()
     assert not [d for d, pid in pids.items() if procs.alive(pid, markers[d])], "daemons left"
-    assert not leftovers(plan), "network left behind"
-    assert NODE_NETNS not in net.list_netns()
+    assert not leftovers(plan, state), "network left behind"
     assert not list(Path("/sys/fs/cgroup").glob(f"*/{realnode.KUBEPODS}")), "pod cgroups left"
     mounts = Path("/proc/self/mountinfo").read_text()
     assert str(state) not in mounts, "mounts left under the plane's state"
@@ -175,6 +161,35 @@ def test_service_reaches_the_pod_through_kube_proxy(real_plane: Plane, kube: Kub
         "print('api', host)",
     )
     assert out.splitlines() == ["200", f"api {real_plane.plan.kubernetes_service_ip}"]
+
+
+def test_service_names_resolve_in_pods_and_from_the_host(real_plane: Plane, kube: Kubectl) -> None:
+    """CoreDNS on the node: a pod reaches Services by short names (the search path the
+    kubelet writes: `node.default`, `kubernetes`); the host asks CoreDNS itself
+    and reaches the Service's address through the node's kube-proxy rules."""
+    wait_until(lambda: _ready(kube, "node"), 120, "the node pod to be Ready")
+    service = kube.get("service", "node")
+    assert service is not None
+    cluster_ip = service["spec"]["clusterIP"]
+    out = _exec_python(
+        kube,
+        "node",
+        "import socket, urllib.request\n"
+        # (`node` alone is the pod's own hostname, in its /etc/hosts)
+        "print(socket.gethostbyname('node.default'), socket.gethostbyname('kubernetes'))\n"
+        "print(urllib.request.urlopen('http://node.default.svc/healthz', timeout=5).status)\n"
+        "try:\n"
+        "    socket.gethostbyname('missing')\n"
+        "except socket.gaierror:\n"
+        "    print('missing: no such name')",
+    )
+    api = real_plane.plan.kubernetes_service_ip
+    assert out.splitlines() == [f"{cluster_ip} {api}", "200", "missing: no such name"]
+    name = f"node.default.svc.{CLUSTER_DOMAIN}"
+    assert dns.resolve(real_plane.dns_server, name) == [cluster_ip]
+    assert dns.resolve(real_plane.dns_server, f"missing.default.svc.{CLUSTER_DOMAIN}") == []
+    with urllib.request.urlopen(f"http://{cluster_ip}:80/healthz", timeout=5) as resp:
+        assert resp.status == 200
 
 
 def test_root_owned_host_folder_is_not_writable_by_the_image_user(

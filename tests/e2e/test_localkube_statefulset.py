@@ -19,19 +19,12 @@ import pytest
 
 from localkube import net
 from localkube.containerpid import host_pid
-from localkube.images import venv_bin
 from localkube.netplan import netns_name
 from localkube.plane import Plane
 
 from .conftest import MANIFESTS, Kubectl, http, wait_until
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(
-        not (venv_bin() / "dvecdb-node").exists(),
-        reason="the dvecdb-node console script is not installed in the venv",
-    ),
-]
+pytestmark = pytest.mark.e2e
 
 NAMES = ["dvec-0", "dvec-1", "dvec-2"]
 

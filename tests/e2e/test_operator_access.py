@@ -16,13 +16,13 @@ import pytest
 
 from dvecdb_operator.builders.networkpolicy import NAMESPACE_NAME_LABEL
 
-from .conftest import NEEDS_CONSOLE_SCRIPTS, Kubectl, http, secret_key, wait_until
+from .conftest import Kubectl, http, secret_key, wait_until
 from .test_operator_cluster import CLUSTER, NAMES, base_url, healthy_with, install_operator
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900), NEEDS_CONSOLE_SCRIPTS]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 SECRET = "demo-token"
-# The rotation bound on this plane: localkube refreshes Secret volumes every 2 s, the node
+# The rotation bound on this plane: localkube's kubelet syncs Secret volumes every 3 s, the node
 # re-reads its folder every 5 s (a kubelet takes up to about a minute: README "Access").
 ROTATION_BOUND = 10.0
 

@@ -25,12 +25,11 @@ import pytest
 from localkube import net
 from localkube.containerpid import host_pid
 
-from .conftest import NEEDS_CONSOLE_SCRIPTS, Kubectl, api_key, http, wait_until
+from .conftest import Kubectl, api_key, http, wait_until
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.timeout(900),
-    NEEDS_CONSOLE_SCRIPTS,
 ]
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "dvecdb-operator"
@@ -397,8 +396,8 @@ def run_failovers(kubectl: Kubectl, namespace: str) -> None:
         lambda: rw_endpoints(kubectl, namespace) == {leader_ip}, 60, "demo-rw -> demo-0 only"
     )
 
-    # Writes with ack=one through the read-write Service's endpoint (no kube-proxy: the
-    # client resolves the EndpointSlice to the leader's pod IP, as clients here must).
+    # Writes with ack=one through the read-write Service's endpoint (the client resolves the
+    # EndpointSlice to the leader's pod IP, so a failover's moment is exact).
     leader = base_url(kubectl, namespace, "demo-0")
     key = api_key(kubectl, namespace)
     code, body = http(

@@ -18,10 +18,10 @@ import time
 
 import pytest
 
-from .conftest import NEEDS_CONSOLE_SCRIPTS, Kubectl, wait_until
+from .conftest import Kubectl, wait_until
 from .test_operator_cluster import CHART
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800), NEEDS_CONSOLE_SCRIPTS]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 RUNS = int(os.environ.get("DVECDB_HELM_INSTALL_RUNS", "5"))
 CRDS = ("dvecclusters.dvecdb.io", "clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev")

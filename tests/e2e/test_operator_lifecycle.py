@@ -21,10 +21,10 @@ from typing import Any
 
 import pytest
 
-from .conftest import NEEDS_CONSOLE_SCRIPTS, Kubectl, api_key, http, wait_until
+from .conftest import Kubectl, api_key, http, wait_until
 from .test_operator_cluster import base_url, healthy_with, install_operator, rw_url, status_of
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900), NEEDS_CONSOLE_SCRIPTS]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 NAMES = ["demo-0", "demo-1"]
 

@@ -19,10 +19,10 @@ import pytest
 
 from localkube.containerpid import host_pid
 
-from .conftest import NEEDS_CONSOLE_SCRIPTS, Kubectl, api_key, http, wait_until
+from .conftest import Kubectl, api_key, http, wait_until
 from .test_operator_cluster import install_operator, ready_endpoints
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420), NEEDS_CONSOLE_SCRIPTS]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
 # The local kubelet maps images to the venv's console scripts and knows no `dvecdb/router`:
 # the router runs from the node's image name with its own command (`dvecdb-router`), which the
@@ -62,7 +62,7 @@ def all_healthy(kubectl: Kubectl, namespace: str) -> dict[str, Any] | None:
 
 
 def router_url(kubectl: Kubectl, namespace: str) -> str:
-    """A ready endpoint of the Service `demo` (no kube-proxy here: clients use endpoints)."""
+    """A ready endpoint of the Service `demo` (by its EndpointSlice)."""
     found = wait_until(
         lambda: sorted(ready_endpoints(kubectl, namespace, "demo")), 120, "a ready router"
     )

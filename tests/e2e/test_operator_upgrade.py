@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import NEEDS_CONSOLE_SCRIPTS, Kubectl, api_key, http, wait_until
+from .conftest import Kubectl, api_key, http, wait_until
 from .test_operator_cluster import (
     CLUSTER,
     NAMES,
@@ -29,7 +29,7 @@ from .test_operator_cluster import (
     status_of,
 )
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900), NEEDS_CONSOLE_SCRIPTS]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 NEW_IMAGE = "dvecdb/node:0.1.1"
 # A switchover moves the rw endpoint: writes in flight then, and until the writer sees the new

@@ -35,12 +35,10 @@ def test_ready_addresses_keeps_only_ready_endpoints_across_slices() -> None:
     assert view.ready_addresses({"items": []}) == []
 
 
-def test_container_pid_reads_the_localkube_container_id() -> None:
-    pod = {"status": {"containerStatuses": [{"containerID": "localkube://4242"}]}}
-    assert view.container_pid(pod) == 4242
+def test_container_pid_reads_the_container_id() -> None:
     assert view.container_pid({"status": {"containerStatuses": [{}]}}) is None
     assert view.container_pid({"status": {}}) is None
-    other = {"status": {"containerStatuses": [{"containerID": "containerd://abc"}]}}
+    other = {"status": {"containerStatuses": [{"containerID": "containerd://not-running"}]}}
     assert view.container_pid(other) is None
 
 

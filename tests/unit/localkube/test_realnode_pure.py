@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import os
+import struct
 import tarfile
 import tomllib
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from localkube import containerpid, netplan, nodeconfig, ociimage, podnetns, versions
+from localkube import containerpid, dns, netplan, nodeconfig, ociimage, podnetns, versions
 from localkube.build import build_flags
 from localkube.netplan import NetPlan
 
@@ -32,7 +33,7 @@ def test_node_and_pods_sit_in_the_bridge_half_apart_from_services() -> None:
     assert not nodeconfig.pod_in_range(PLAN, PLAN.bridge_ip)
     assert not nodeconfig.pod_in_range(PLAN, nodeconfig.node_ip(PLAN))
     assert not nodeconfig.pod_in_range(PLAN, PLAN.kubernetes_service_ip)
-    # Swept by the harness's crash cleanup, like the process kubelet's pods.
+    # Swept by the harness's crash cleanup, like the pods' namespaces.
     assert nodeconfig.NODE_NETNS.startswith("lk-") and nodeconfig.NODE_VETH.startswith("lkv")
 
 
@@ -174,9 +175,8 @@ def test_pod_namespaces_are_named_by_uid_and_unnamed_when_gone(tmp_path: Path) -
     assert podnetns.sandbox_netns({"Labels": {}, "Spec": {}}) is None
 
 
-def test_host_pid_from_either_node_kind_of_container_id(tmp_path: Path) -> None:
-    assert containerpid.host_pid("localkube://4242") == 4242
-    assert containerpid.host_pid("localkube://") is None
+def test_host_pid_from_the_container_id(tmp_path: Path) -> None:
+    assert containerpid.host_pid("localkube://4242") is None  # the old process kubelet's
     assert containerpid.host_pid("docker://abc") is None
     folder = tmp_path / "pids" / "kubepods" / "besteffort" / "podu1" / "abc123"
     folder.mkdir(parents=True)
@@ -184,3 +184,29 @@ def test_host_pid_from_either_node_kind_of_container_id(tmp_path: Path) -> None:
     (folder / "cgroup.procs").write_text(f"{os.getpid()}\n{os.getppid()}\n")
     assert containerpid.host_pid("containerd://abc123", tmp_path) == os.getppid()
     assert containerpid.host_pid("containerd://gone", tmp_path) is None
+
+
+def test_dns_query_and_answer_round_trip() -> None:
+    query = dns.encode_query("demo-rw.ns.svc.cluster.local", 0x1234)
+    assert query[:2] == b"\x12\x34" and b"\x07demo-rw\x02ns\x03svc" in query
+    assert query.endswith(b"\x00\x00\x01\x00\x01")  # root label, type A, class IN
+    # A reply: the question echoed, then two A records whose names point back at it (0xc00c).
+    header = struct.pack("!HHHHHH", 0x1234, 0x8580, 1, 2, 0, 0)
+    records = b"".join(
+        b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 5, 4) + bytes(ip)
+        for ip in ((10, 213, 0, 140), (10, 213, 0, 141))
+    )
+    reply = header + query[12:] + records
+    assert dns.decode_answers(reply, 0x1234) == ["10.213.0.140", "10.213.0.141"]
+    assert dns.decode_answers(reply, 0x9999) is None  # not our question
+    nxdomain = struct.pack("!HHHHHH", 0x1234, 0x8583, 1, 0, 0, 0) + query[12:]
+    assert dns.decode_answers(nxdomain, 0x1234) is None
+
+
+def test_corefile_serves_the_cluster_domain_on_the_node_address(tmp_path: Path) -> None:
+    plan = NetPlan()
+    text = nodeconfig.corefile(plan, tmp_path / "kubeconfig")
+    assert text.startswith("cluster.local:53 {")
+    assert "bind 10.213.0.2" in text and f"kubeconfig {tmp_path / 'kubeconfig'} localkube" in text
+    config = yaml.safe_load(nodeconfig.kubelet_config(plan, nodeconfig.NodePaths(tmp_path)))
+    assert config["clusterDNS"] == ["10.213.0.2"] and config["clusterDomain"] == "cluster.local"
