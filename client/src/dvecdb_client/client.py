@@ -6,7 +6,9 @@ leader they name (writes and ``strong``/``quorum`` reads only go to a leader), r
 idempotent calls (reads, upserts and deletes by id) on connection failures and 503s, and
 remembers the highest write token (``seq`` and ``epoch``) it was given so that
 ``search(..., consistency="min_seq")`` reads its own writes on any member (or gets 409
-``stale`` where that write was lost).
+``stale`` where that write was lost). Through a sharded cluster's router a write answers an
+opaque ``token`` (a position per shard) instead: the client combines the tokens of its writes
+and the same ``consistency="min_seq"`` sends them as ``min_token``.
 
 Errors raise :class:`NodeError` (``status``, ``code``, ``message``, ``body``);
 :class:`NotLeader` carries ``leader``. ``SyncNodeClient`` runs the same calls on a private
@@ -27,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from dvecdb_client import tokens
 from dvecdb_client.bulk import CONTENT_TYPE as BULK_CONTENT_TYPE
 from dvecdb_client.bulk import encode_batch
 
@@ -102,6 +105,8 @@ class NodeClient:
         self.follow_leader = follow_leader
         self.last_write_seq = 0
         self.last_write_epoch: int | None = None
+        # Through a router: every shard's latest position this client wrote at.
+        self._write_positions: dict[int, tokens.Position] = {}
         self._session = session
         self._own_session = session is None
 
@@ -195,7 +200,19 @@ class NodeClient:
         if isinstance(seq, int) and seq > self.last_write_seq:
             self.last_write_seq = seq
             self.last_write_epoch = epoch if isinstance(epoch, int) else None
+        token = result.get("token")
+        if isinstance(token, str):
+            try:
+                positions = tokens.decode(token)
+            except tokens.TokenError:
+                return result  # not one this client can combine: the caller has it
+            self._write_positions = tokens.combine(self._write_positions, positions)
         return result
+
+    @property
+    def last_write_token(self) -> str | None:
+        """The combined router token of this client's writes (None: none went through one)."""
+        return tokens.encode(self._write_positions) if self._write_positions else None
 
     # ------------------------------------------------------------ operations
     async def healthz(self) -> Json:
@@ -409,9 +426,10 @@ class NodeClient:
         consistency: str | None = None,
         min_seq: int | None = None,
         min_epoch: int | None = None,
+        min_token: str | None = None,
     ) -> Json:
         """k-NN search; ``consistency="min_seq"`` without ``min_seq`` uses the last write's
-        token (seq and epoch)."""
+        token (seq and epoch), or through a router the combined ``min_token`` of the writes."""
         body: Json = {"k": k, "include_metadata": include_metadata}
         if vector is not None:
             body["vector"] = np.asarray(vector, dtype=np.float32).tolist()
@@ -422,10 +440,14 @@ class NodeClient:
         if filter:
             body["filter"] = dict(filter)
         if consistency == "min_seq":
-            if min_seq is None:
+            if min_seq is None and min_token is None and self._write_positions:
+                min_token = self.last_write_token
+            elif min_seq is None and min_token is None:
                 min_seq = self.last_write_seq
                 min_epoch = self.last_write_epoch if min_epoch is None else min_epoch
             consistency = None
+        if min_token is not None:
+            body["min_token"] = min_token
         if consistency:
             body["consistency"] = consistency
         if min_seq is not None:

@@ -25,7 +25,8 @@ import orjson
 from aiohttp import web
 from prometheus_client import generate_latest
 
-from dvecdb_router import bodies, tokens
+from dvecdb_client import tokens
+from dvecdb_router import bodies
 from dvecdb_router.bodies import BodyError
 from dvecdb_router.cluster import Answer, Call, Cluster, ShardUnavailable, client_authorization
 from dvecdb_router.merge import merge_rows

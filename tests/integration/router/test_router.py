@@ -18,9 +18,8 @@ import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
 
-from dvecdb_client import NodeClient
+from dvecdb_client import NodeClient, tokens
 from dvecdb_client.slots import SlotMap
-from dvecdb_router import tokens
 from dvecdb_router.app import create_app
 from dvecdb_router.cluster import Cluster
 from tests.conftest import NodeFactory, NodeProcess, free_port
@@ -308,3 +307,27 @@ def test_the_router_process_serves_on_its_port(node_factory: NodeFactory, tmp_pa
         [argv[0], "--shard", "ftp://x"], capture_output=True, text=True, timeout=30
     )
     assert bad.returncode == 2 and "must start with http" in bad.stderr
+
+
+async def test_the_python_client_reads_its_own_writes_through_the_router(
+    node_factory: NodeFactory, router: RouterFactory
+) -> None:
+    members = _nodes(node_factory, 2)
+    client = await router([[m.url] for m in members])
+    assert (await client.post("/v1/collections", json=COLLECTION)).status == 201
+    _, items = _data()
+    owners = SlotMap.even(2)
+    first = [item for item in items if owners.shard_of(item["id"]) == 0][:5]
+    second = [item for item in items if owners.shard_of(item["id"]) == 1][:5]
+    async with NodeClient(str(client.make_url("")), token=TOKEN) as via_router:
+        await via_router.upsert("docs", first)
+        after_first = tokens.decode(via_router.last_write_token or "")
+        await via_router.upsert("docs", second)
+        combined = tokens.decode(via_router.last_write_token or "")
+        # The second write touched shard 1 only; the client's token still covers shard 0.
+        assert set(after_first) == {0} and set(combined) == {0, 1}
+        assert combined[0] == after_first[0]
+        for item in (first[0], second[0]):
+            found = await via_router.search("docs", item["vector"], k=1, consistency="min_seq")
+            assert found["results"][0][0]["id"] == item["id"]
+            assert found["coverage"] == {"shards": 2, "answered": 2}

@@ -8,9 +8,9 @@ import numpy as np
 import orjson
 import pytest
 
-from dvecdb_client import querybody
+from dvecdb_client import querybody, tokens
 from dvecdb_client.slots import SLOTS, SlotMap, slot_of
-from dvecdb_router import bodies, tokens
+from dvecdb_router import bodies
 from dvecdb_router.members import Member, leader_of, pick_reader
 from dvecdb_router.merge import merge_rows
 

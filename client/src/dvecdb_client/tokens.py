@@ -1,9 +1,10 @@
-"""The write token of a routed write: one (epoch, seq) per shard, opaque to clients.
+"""The write token of a routed write: one (epoch, seq) per shard, opaque to users.
 
 ``t1.`` then base64url (no padding) of JSON ``[[shard, epoch, seq], ...]``. A search with
 ``min_token`` waits, on each shard, for that shard's record (``min_seq``, ``min_epoch``), so a
 client reads its own writes across shards. Tokens from several writes combine by taking the
-later record per shard (:func:`combine`).
+later record per shard (:func:`combine`). The router makes and reads them; the Python client
+combines the tokens of its writes (it lives here so both share one codec).
 """
 
 from __future__ import annotations
