@@ -5,7 +5,9 @@ Starts (or reuses) the local plane, installs the operator with Helm, applies the
 DVecCluster, loads sample vectors with ``ack=one`` through the read-write Service's endpoint,
 searches, SIGKILLs the leader's process and shows the failover live, measures the time from
 the kill to the first write acknowledged through the read-write Service, checks that every
-acknowledged vector is on the new leader, and leaves the cluster running.
+acknowledged vector is on the new leader; then (``--no-sharded`` skips it) a two-shard
+cluster behind its router: a shard's failover and an online reshard to three shards
+(``demo.sharded``). Leaves the clusters running.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from demo import setup, view
+from demo import setup, sharded, view
 from demo.kube import DemoError, Json, Kube
 from demo.probe import NODE_PORT, Ack, ProbeWriter
 from dvecdb_client import NodeError, SyncNodeClient
@@ -55,6 +57,7 @@ class Options:
     dim: int
     chunk: int
     teardown: bool
+    sharded: bool
 
 
 class Demo:
@@ -374,6 +377,8 @@ def demo_cluster(kube: Kube, cluster: str, manifest: str, options: Options) -> N
     step("the cluster now")
     final = demo.wait_healthy(120)
     say(f"leader {final['leader']} at epoch {final['epoch']}, {final.get('readyMembers')} ready")
+    if options.sharded:
+        sharded.run(kube, NAMESPACE, count=options.count, dim=options.dim, chunk=options.chunk)
 
 
 def inspect(state_dir: Path, cluster: str) -> None:
@@ -412,6 +417,12 @@ def parse(argv: list[str] | None) -> Options:
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--chunk", type=int, default=500, help="vectors per bulk request")
     parser.add_argument(
+        "--sharded",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="then a 2-shard cluster behind its router: a shard's failover, a reshard to 3",
+    )
+    parser.add_argument(
         "--teardown",
         action="store_true",
         help="remove what the demo set up at the end (the plane if it started it)",
@@ -427,6 +438,7 @@ def parse(argv: list[str] | None) -> Options:
         dim=args.dim,
         chunk=args.chunk,
         teardown=args.teardown,
+        sharded=args.sharded,
     )
 
 
