@@ -164,6 +164,7 @@ class NodeClient:
                     params=params,
                     headers=send_headers,
                     timeout=limit,
+                    ssl=self.ssl,
                 ) as resp:
                     raw = await resp.read()
                     if resp.status < 400:
