@@ -191,7 +191,7 @@ def build_certificate(
             # cert-manager renews when this much is left: a third of the lifetime.
             "renewBefore": f"{round(hours * (1 - certs.RENEW_AT))}h",
             "privateKey": {"algorithm": "ECDSA", "size": 256, "rotationPolicy": "Always"},
-            "usages": ["server auth", "client auth", "digital signature", "key encipherment"],
+            "usages": ["server auth", "client auth", "digital signature"],
             "issuerRef": {"name": issuer.name, "kind": issuer.kind, "group": issuer.group},
         },
     }
