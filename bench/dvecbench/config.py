@@ -38,6 +38,7 @@ class Config:
     transport: bool
     shared: bool
     mixed: bool
+    tls: bool
     profile: bool
     out_dir: Path
     stem: str
@@ -110,6 +111,11 @@ def parse(argv: Sequence[str] | None = None) -> Config:
         action="store_true",
         help="skip the rows under a filter and beside a writer (d-vecDB and Qdrant; full runs)",
     )
+    p.add_argument(
+        "--no-tls",
+        action="store_true",
+        help="skip the TLS cost rows (HTTPS over HTTP: ingest ack=one, search; full runs)",
+    )
     p.add_argument("--profile", action="store_true", help="py-spy the node under 8-client load")
     p.add_argument(
         "--text",
@@ -148,6 +154,7 @@ def parse(argv: Sequence[str] | None = None) -> Config:
         transport=not a.no_transport,
         shared=not a.no_shared,
         mixed=not (quick or a.no_mixed),
+        tls=not (quick or a.no_tls),
         profile=bool(a.profile),
         out_dir=a.out_dir,
         stem=a.stem or ("quick" if quick else "latest"),

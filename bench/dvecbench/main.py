@@ -27,6 +27,7 @@ from dvecbench import (
     qdrant,
     report,
     textset,
+    tlscost,
     transport,
 )
 from dvecbench import wrk as wrkmod
@@ -97,6 +98,15 @@ def run(cfg: config.Config) -> Path:
                 text_table, text_description = text_figures(cfg, procs, phases, say)
                 table += text_table
             mixed_rows = mixed_figures(cfg, say) if cfg.mixed else None
+            tls_rows = None
+            if cfg.tls:
+                say("TLS cost: a leader and follower over HTTP, then HTTPS, alternating")
+                tls_rows = tlscost.measure(
+                    dim=cfg.dim,
+                    seconds=cfg.seconds,
+                    server_cpus=(cfg.server_cpus, cfg.follower_cpus),
+                    say=say,
+                )
         except BaseException:
             _dump_logs(procs)
             raise
@@ -115,6 +125,8 @@ def run(cfg: config.Config) -> Path:
     )
     if mixed_rows is not None:
         result["mixed"] = mixed_rows
+    if tls_rows is not None:
+        result["tls"] = tls_rows
     path = report.write(cfg.out_dir, cfg.stem, result, table)
     say(f"results: {path} and {path.with_suffix('.json')}")
     print(path.read_text(), flush=True)
