@@ -8,7 +8,6 @@ Certificate is accepted by the API server once the CRD is there.
 from __future__ import annotations
 
 import asyncio
-import base64
 import datetime as dt
 import json
 import socket
@@ -108,7 +107,7 @@ def status_of(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
 
 def ca_of(kubectl: Kubectl, namespace: str) -> bytes:
     """The CA a client trusts, read from the cluster's Secret as the README tells a user."""
-    return base64.b64decode(secret_key(kubectl, namespace, "ca\\.crt", secret="demo-tls"))
+    return secret_key(kubectl, namespace, "ca\\.crt", secret="demo-tls").encode()
 
 
 def get(url: str, context: ssl.SSLContext | None, token: str | None = None) -> int:
