@@ -246,3 +246,19 @@ def test_the_operator_calls_each_member_by_the_scheme_its_pod_was_started_with()
     old = {"metadata": {"name": "db-1"}, "spec": {"containers": [{"name": "node", "env": []}]}}
     assert node_scheme(old) == "http"
     assert PodView("db-1", 1, "10.0.0.2", True, False, None, None).scheme == "http"
+
+
+def test_the_operators_node_clients_verify_members_against_the_clusters_ca(
+    ca: tuple[bytes, bytes],
+) -> None:
+    from dvecdb_operator.members import client_factory
+    from dvecdb_operator.tlsreconcile import TlsState
+
+    context = TlsState(mode="generated", ca_pem=ca[0]).client_context()
+    assert context is not None and context.verify_mode == ssl.CERT_REQUIRED
+    assert context.check_hostname  # by pod IP: the certificate must name it
+    client = client_factory(token="t", timeout=1.0, ssl_context=context)("https://10.0.0.1:8080")
+    assert client.ssl is context  # type: ignore[attr-defined]
+    assert TlsState().client_context() is None
+    plain = client_factory(token="t", timeout=1.0)("http://10.0.0.1:8080")
+    assert plain.ssl is True  # type: ignore[attr-defined]
