@@ -1,8 +1,9 @@
 """spec.tls on the local real Kubernetes (issue #16): a cluster of the default spec serves TLS
 with keys on; a client trusting the CA from the cluster's Secret connects to a member and to
-the router, plain HTTP gets no answer, a member replicates over TLS; the kept CA outlives
-nothing it should not; a cert-manager issuer without cert-manager is a clear status, and its
-Certificate is accepted by the API server once the CRD is there.
+the router, plain HTTP gets no answer, a member replicates over TLS; the kept CA belongs to no
+one (it outlives the cluster); a cert-manager issuer without cert-manager is a clear status,
+and its Certificate is accepted by the API server once the CRD is there (a CRD holding the
+fields the operator writes, as cert-manager types them).
 """
 
 from __future__ import annotations
