@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import http.client
 import http.server
 import json
 import os
@@ -188,6 +189,31 @@ def test_each_endpoint_and_credential_over_tls(node_factory: NodeFactory, tmp_pa
     for row, label in enumerate(labels):
         print(f"{label:34}" + "".join(f"{seen[cred][row]:>13}" for cred in tokens))
     assert seen == EXPECTED
+
+    # On one kept-alive TLS connection (searches stay in the node's fast lane, the rest goes
+    # to aiohttp), every request is checked on its own, not the connection once.
+    conn = http.client.HTTPSConnection(LOOPBACK, node.port, timeout=10, context=context)
+    search = json.dumps({"vector": [1.0, 0.0], "k": 1}).encode()
+    write = json.dumps({"vectors": [{"id": "kept", "vector": [1.0, 0.0]}]}).encode()
+    steps = [
+        ("POST", "/v1/collections/c/search", search, API_KEY, 200),
+        ("POST", "/v1/collections/c/search", search, None, 401),
+        ("POST", "/v1/collections/c/search", search, READ_ONLY, 200),
+        ("PUT", "/v1/collections/c/vectors", write, READ_ONLY, 403),
+        ("POST", "/v1/collections/c/search", search, "not-a-key", 403),
+        ("PUT", "/v1/collections/c/vectors", write, API_KEY, 200),
+    ]
+    try:
+        for method, path, body, token, expected in steps:
+            headers = {"Content-Type": "application/json"}
+            if token is not None:
+                headers["Authorization"] = f"Bearer {token}"
+            conn.request(method, path, body, headers)
+            resp = conn.getresponse()
+            resp.read()
+            assert resp.status == expected, (method, path, token, resp.status)
+    finally:
+        conn.close()
 
 
 def test_the_client_refuses_what_it_must_not_trust(
