@@ -175,8 +175,8 @@ def ingest(pair: Pair, base: np.ndarray, *, batch: int, concurrency: int) -> flo
 
 def search(
     pair: Pair, queries: np.ndarray, *, seconds: float, clients: int, keep_alive: bool
-) -> tuple[float, float]:
-    """(queries per second, median latency in ms) of single-query searches for `seconds`."""
+) -> tuple[float, float, float]:
+    """(queries per second, median and p99 latency in ms) of single-query searches."""
     path = f"/v1/collections/{COLLECTION}/search"
     bodies = [orjson.dumps({"vector": q.tolist(), "k": 10}) for q in queries]
     latencies: list[float] = []
@@ -212,7 +212,9 @@ def search(
         for fut in [pool.submit(worker, n) for n in range(clients)]:
             fut.result()
     took = time.perf_counter() - started
-    return len(latencies) / took, statistics.median(latencies) * 1000
+    latencies.sort()
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    return len(latencies) / took, statistics.median(latencies) * 1000, p99 * 1000
 
 
 def measure(
@@ -243,12 +245,13 @@ def measure(
                 rows = {
                     "ingest_ack_one_vps": ingest(pair, base, batch=500, concurrency=2),
                 }
-                rows["search_keepalive_qps"], rows["search_keepalive_p50_ms"] = search(
-                    pair, queries, seconds=seconds, clients=clients, keep_alive=True
-                )
-                rows["search_new_conn_qps"], rows["search_new_conn_p50_ms"] = search(
-                    pair, queries, seconds=seconds, clients=clients, keep_alive=False
-                )
+                for label, keep in (("keepalive", True), ("new_conn", False)):
+                    qps, p50, p99 = search(
+                        pair, queries, seconds=seconds, clients=clients, keep_alive=keep
+                    )
+                    rows[f"search_{label}_qps"] = qps
+                    rows[f"search_{label}_p50_ms"] = p50
+                    rows[f"search_{label}_p99_ms"] = p99
                 for key, value in rows.items():
                     found[mode].setdefault(key, []).append(value)
                 say(

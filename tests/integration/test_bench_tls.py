@@ -19,8 +19,10 @@ def test_tls_rows_measure_both_modes_and_their_ratios() -> None:
         "ingest_ack_one_vps",
         "search_keepalive_qps",
         "search_keepalive_p50_ms",
+        "search_keepalive_p99_ms",
         "search_new_conn_qps",
         "search_new_conn_p50_ms",
+        "search_new_conn_p99_ms",
     }
     assert set(result["http"]) == set(result["https"]) == set(result["https_over_http"]) == keys
     for key in keys:
