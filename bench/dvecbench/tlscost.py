@@ -2,10 +2,12 @@
 plain HTTP and over HTTPS in one run, each figure as a ratio of HTTPS to HTTP.
 
 Rows: ingest with ``ack=one`` (each write waits for the follower, so replication runs over
-TLS too), search on kept-alive connections (the handshake paid once: a pooled client, the
-router), and search with a new connection per request (a handshake each: an unpooled
-client). The certificates are the ones the operator issues (``dvecdb_operator.certificates``),
-verified as a client verifies them. Modes alternate (http, https, http, https, ...) and each
+TLS too; with the CPU both nodes spent per 1,000 vectors), search on kept-alive connections
+(the handshake paid once: a pooled client, the router), and search with a new connection per
+request (a handshake each: an unpooled client); each search row with the leader's CPU per
+search, which hardly depends on the machine's other load, unlike the rates. The
+certificates are the ones the operator issues (``dvecdb_operator.certificates``), verified as
+a client verifies them. Modes alternate (http, https, http, https, ...) and each
 figure is the median of its rounds, so a load change on the machine falls on both.
 
 ``python -m dvecbench.tlscost`` from bench/ (``--quick`` for a smoke run); ``make bench`` runs
@@ -173,10 +175,15 @@ def ingest(pair: Pair, base: np.ndarray, *, batch: int, concurrency: int) -> flo
     return len(base) / (time.perf_counter() - started)
 
 
+def _cpu(procs: Processes, names: Sequence[str]) -> float:
+    return sum(procs.cpu_seconds(name) for name in names)
+
+
 def search(
     pair: Pair, queries: np.ndarray, *, seconds: float, clients: int, keep_alive: bool
-) -> tuple[float, float, float]:
-    """(queries per second, median and p99 latency in ms) of single-query searches."""
+) -> tuple[int, float, float, float]:
+    """(searches, queries per second, median and p99 latency in ms) of single-query
+    searches for `seconds`."""
     path = f"/v1/collections/{COLLECTION}/search"
     bodies = [orjson.dumps({"vector": q.tolist(), "k": 10}) for q in queries]
     latencies: list[float] = []
@@ -214,7 +221,8 @@ def search(
     took = time.perf_counter() - started
     latencies.sort()
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-    return len(latencies) / took, statistics.median(latencies) * 1000, p99 * 1000
+    median = statistics.median(latencies) * 1000
+    return len(latencies), len(latencies) / took, median, p99 * 1000
 
 
 def measure(
@@ -242,16 +250,21 @@ def measure(
                     "/v1/collections?ack=one",
                     {"name": COLLECTION, "dimension": dim, "metric": "l2"},
                 )
-                rows = {
-                    "ingest_ack_one_vps": ingest(pair, base, batch=500, concurrency=2),
-                }
+                # CPU per request hardly depends on what else runs on the machine, unlike
+                # rates: the steadier figure of what TLS costs on a shared machine.
+                cpu = _cpu(procs, pair.names)
+                rows = {"ingest_ack_one_vps": ingest(pair, base, batch=500, concurrency=2)}
+                rows["ingest_cpu_ms_per_1k"] = (_cpu(procs, pair.names) - cpu) / len(base) * 1e6
                 for label, keep in (("keepalive", True), ("new_conn", False)):
-                    qps, p50, p99 = search(
+                    cpu = _cpu(procs, pair.names[:1])
+                    count, qps, p50, p99 = search(
                         pair, queries, seconds=seconds, clients=clients, keep_alive=keep
                     )
                     rows[f"search_{label}_qps"] = qps
                     rows[f"search_{label}_p50_ms"] = p50
                     rows[f"search_{label}_p99_ms"] = p99
+                    spent = _cpu(procs, pair.names[:1]) - cpu
+                    rows[f"search_{label}_cpu_us"] = spent / count * 1e6
                 for key, value in rows.items():
                     found[mode].setdefault(key, []).append(value)
                 say(

@@ -17,6 +17,9 @@ def test_tls_rows_measure_both_modes_and_their_ratios() -> None:
     )
     keys = {
         "ingest_ack_one_vps",
+        "ingest_cpu_ms_per_1k",
+        "search_keepalive_cpu_us",
+        "search_new_conn_cpu_us",
         "search_keepalive_qps",
         "search_keepalive_p50_ms",
         "search_keepalive_p99_ms",
