@@ -239,10 +239,15 @@ async def monitor(
                 if spec is not None:
                     # Every pass: a pod that got its IP or a certificate due for renewal is
                     # handled within a pass; members are verified against the cluster's CA.
-                    fresh_tls = await ensure_tls(
-                        kube, body, ClusterRef(name, namespace, 0, shards), spec,
-                        [spec.replicas] * shards,
-                    )  # fmt: skip
+                    # A failed certificate write must not cost the pass (failover goes on
+                    # with the CA it has).
+                    try:
+                        fresh_tls = await ensure_tls(
+                            kube, body, ClusterRef(name, namespace, 0, shards), spec,
+                            [spec.replicas] * shards,
+                        )  # fmt: skip
+                    except kube_api.ApiError as exc:
+                        log.warning("cluster %s/%s: TLS not reconciled: %s", namespace, name, exc)
                 new_ca = fresh_tls.ca_pem != tls.ca_pem
                 if len(watchers) != shards or fresh != token or new_ca:
                     factory = client_factory(

@@ -173,3 +173,55 @@ async def test_cert_manager_gets_a_certificate_and_its_secret_is_awaited(
     assert certificate["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
     assert "10.0.0.1" in certificate["spec"]["ipAddresses"]
     assert "db-2.db-headless.ns.svc" in certificate["spec"]["dnsNames"]
+
+
+class TlsApiDown(FakeKube):
+    """The fake API, refusing the TLS Secrets' reads once `down` is set."""
+
+    down = False
+
+    async def get(self, api_version: str, kind: str, namespace: str, name: str) -> Any:
+        if self.down and kind == "Secret" and name in ("db-ca", "db-tls"):
+            raise kube_api.ApiError(403, "secrets is forbidden")
+        return await super().get(api_version, kind, namespace, name)
+
+
+class DownAfterFirstPass:
+    """kopf's `stopped` flag after `passes` passes; the TLS Secrets refused after the first."""
+
+    def __init__(self, passes: int, kube: TlsApiDown) -> None:
+        self.left, self.kube = passes, kube
+
+    def __bool__(self) -> bool:
+        return self.left <= 0
+
+    async def wait(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 (kopf API)
+        self.left -= 1
+        self.kube.down = True
+
+
+async def test_a_failing_certificate_pass_does_not_cost_the_monitoring_pass(
+    monkeypatch: pytest.MonkeyPatch, events: list[tuple[str, str]]
+) -> None:
+    import kopf
+
+    from dvecdb_operator import runtime
+    from tests.support.operator_fakes import FakeNode
+
+    kube = TlsApiDown(cluster({"replicas": 2}))
+    for i in range(2):
+        kube.add_pod(f"db-{i}", f"10.0.0.{i + 1}")
+    nodes = {f"http://10.0.0.{i + 1}:8080": FakeNode(f"db-{i}") for i in range(2)}
+    contexts: list[Any] = []
+
+    def factory(*, ssl_context: Any = None, **_: Any) -> Any:
+        contexts.append(ssl_context)
+        return lambda url: nodes[url]
+
+    monkeypatch.setattr(runtime, "client_factory", factory)
+    memo = kopf.Memo(kube=kube, node_session=None, config=runtime.RuntimeConfig())
+    await runtime.monitor(memo, "ns", "db", DownAfterFirstPass(3, kube))
+    # The passes after the first could not read the TLS Secrets, and still did their work.
+    assert kube.down and kube.status["phase"] == "Healthy"
+    assert (kube.status["leader"], kube.status["epoch"]) == ("db-0", 1)
+    assert len(contexts) == 1 and contexts[0] is not None  # the first pass's CA kept
