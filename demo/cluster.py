@@ -73,6 +73,14 @@ class Demo:
         ).astype(np.float32)
         self.ids = [f"vec-{i:06d}" for i in range(options.count)]
         self.api_key: str | None = None  # read from the cluster's Secret once it exists
+        # The cluster's CA (Secret NAME-tls, ca.crt) when it serves TLS (spec.tls, on by
+        # default): clients verify the members against it.
+        self.ca: bytes | None = None
+        self.rw_ip: str | None = None  # the rw Service's ClusterIP, once resolved
+
+    @property
+    def scheme(self) -> str:
+        return "http" if self.ca is None else "https"
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -87,7 +95,7 @@ class Demo:
         ip = view.pod_ip(self.kube.pod(NAMESPACE, name))
         if ip is None:
             raise DemoError(f"pod {name} has no IP")
-        return f"http://{ip}:{NODE_PORT}"
+        return f"{self.scheme}://{ip}:{NODE_PORT}"
 
     def node_status(self, name: str) -> Json | None:
         try:
@@ -98,7 +106,16 @@ class Demo:
             return None
 
     def client(self, url: str, **options: float) -> SyncNodeClient:
-        return SyncNodeClient(url, api_key=self.api_key, **options)
+        """A client of ``url``; by the rw Service's address, its certificate is checked
+        against the Service's name (members' certificates carry their Services' names)."""
+        by_service = self.rw_ip is not None and url.split("://", 1)[-1].startswith(f"{self.rw_ip}:")
+        return SyncNodeClient(
+            url,
+            api_key=self.api_key,
+            ca=self.ca,
+            server_hostname=self.rw_name() if by_service else None,
+            **options,
+        )
 
     # -- steps ------------------------------------------------------------------------------
 
@@ -115,11 +132,26 @@ class Demo:
             60,
             f"apiKey in Secret {secret}",
         )
+        tls = self.status().get("tls")  # written before the cluster is Healthy
+        if not tls:
+            say("TLS off (spec.tls.enabled: false): plain HTTP")
+        else:
+            name = tls["secretName"]
+            step(f"the CA from Secret {name}: clients verify the members' certificates")
+            say(f"kubectl -n {NAMESPACE} get secret {name} -o jsonpath='{{.data.ca\\.crt}}'")
+            ca = setup.wait_for(
+                lambda: self.kube.secret_value(NAMESPACE, name, "ca.crt"), 60, f"ca.crt in {name}"
+            )
+            self.ca = ca.encode()
         url = self.rw_url()
         try:
-            with SyncNodeClient(url, timeout=5.0, retries=0) as anonymous:
+            with SyncNodeClient(
+                url, timeout=5.0, retries=0, ca=self.ca, server_hostname=self.rw_name()
+            ) as anonymous:
                 anonymous.list_collections()
         except NodeError as err:
+            if err.status != 401:
+                raise
             say(f"without a key: {err.status} {err.code} (the data API is closed by default)")
         else:
             raise DemoError(f"{url} answered a request without a key: the cluster is open")
@@ -157,7 +189,8 @@ class Demo:
             30,
             f"{self.rw_name()} in the cluster DNS",
         )
-        return f"http://{found[0]}:{NODE_PORT}"
+        self.rw_ip = found[0]
+        return f"{self.scheme}://{found[0]}:{NODE_PORT}"
 
     def load(self) -> None:
         url = self.rw_url()
@@ -363,7 +396,9 @@ def demo_cluster(kube: Kube, cluster: str, manifest: str, options: Options) -> N
     demo.read_keys()
     demo.load()
     demo.search()
-    writer = ProbeWriter(demo.rw_addresses, COLLECTION, options.dim, api_key=demo.api_key)
+    writer = ProbeWriter(
+        demo.rw_addresses, COLLECTION, options.dim, api_key=demo.api_key, ca=demo.ca
+    )
     try:
         old, epoch, killed_at = demo.kill_leader(writer)
         status, _ = demo.watch_failover(writer, old, epoch, killed_at)

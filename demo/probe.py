@@ -43,6 +43,7 @@ class ProbeWriter:
     collection: str
     dimension: int
     api_key: str | None = None
+    ca: bytes | None = None  # the cluster's CA: https, verified (None: plain HTTP)
     interval: float = 0.05
     timeout: float = 1.0
     acks: list[Ack] = field(default_factory=list)
@@ -94,8 +95,9 @@ class ProbeWriter:
                 client = clients.get(address)
                 if client is None:
                     client = clients[address] = NodeClient(
-                        f"http://{address}:{NODE_PORT}",
+                        f"{'http' if self.ca is None else 'https'}://{address}:{NODE_PORT}",
                         api_key=self.api_key,
+                        ca=self.ca,
                         timeout=self.timeout,
                         retries=0,
                         follow_leader=False,

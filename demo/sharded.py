@@ -66,6 +66,8 @@ class Traffic:
     url: str
     api_key: str | None
     dimension: int
+    ca: bytes | None = None
+    server_hostname: str | None = None
     acked: dict[str, list[float]] = field(default_factory=dict)
     write_failures: int = 0
     searches: int = 0
@@ -91,9 +93,19 @@ class Traffic:
         for thread in self._threads:
             thread.join(timeout=30)
 
+    def _client(self) -> SyncNodeClient:
+        return SyncNodeClient(
+            self.url,
+            api_key=self.api_key,
+            ca=self.ca,
+            server_hostname=self.server_hostname,
+            timeout=10.0,
+            retries=0,
+        )
+
     def _write(self, prefix: str) -> None:
         rng = np.random.default_rng(abs(hash(prefix)) % 2**32)
-        with SyncNodeClient(self.url, api_key=self.api_key, timeout=10.0, retries=0) as client:
+        with self._client() as client:
             n = 0
             while not self._stop.is_set():
                 item_id = f"{prefix}-{n:06d}"
@@ -113,7 +125,7 @@ class Traffic:
 
     def _search(self) -> None:
         rng = np.random.default_rng(11)
-        with SyncNodeClient(self.url, api_key=self.api_key, timeout=10.0, retries=0) as client:
+        with self._client() as client:
             while not self._stop.is_set():
                 query = rng.standard_normal(self.dimension).astype(np.float32)
                 try:
@@ -155,14 +167,23 @@ class ShardedDemo:
         )
         self.ids = [f"doc-{i:06d}" for i in range(count)]
         self.api_key: str | None = None
+        self.ca: bytes | None = None  # the cluster's CA when it serves TLS (the default)
         self.url = ""
+        self.name = f"{cluster}.{namespace}.svc.{CLUSTER_DOMAIN}"
 
     def status(self) -> Json:
         found = self.kube.cluster(self.namespace, self.cluster) or {}
         return dict(found.get("status") or {})
 
     def client(self, **options: float) -> SyncNodeClient:
-        return SyncNodeClient(self.url, api_key=self.api_key, **options)
+        """A client of the router by its Service's address; its certificate is checked
+        against the Service's name."""
+        return SyncNodeClient(
+            self.url, api_key=self.api_key, ca=self.ca, server_hostname=self.name, **options
+        )
+
+    def traffic(self) -> Traffic:
+        return Traffic(self.url, self.api_key, self.dim, self.ca, self.name)
 
     def wait_ready(self, shards: int, timeout: float) -> Json:
         """Until Healthy with ``shards`` shards, every one owning slots; prints each change."""
@@ -194,11 +215,20 @@ class ShardedDemo:
             60,
             f"apiKey in Secret {secret}",
         )
-        name = f"{self.cluster}.{self.namespace}.svc.{CLUSTER_DOMAIN}"
+        tls = self.status().get("tls")
+        if tls:
+            secret_name = str(tls["secretName"])
+            ca = setup.wait_for(
+                lambda: self.kube.secret_value(self.namespace, secret_name, "ca.crt"),
+                60,
+                f"ca.crt in Secret {secret_name}",
+            )
+            self.ca = ca.encode()
+        name = self.name
         found = setup.wait_for(
             lambda: dns.resolve(self.kube.dns_server, name), 30, f"{name} in the cluster DNS"
         )
-        self.url = f"http://{found[0]}:{NODE_PORT}"
+        self.url = f"{'https' if self.ca else 'http'}://{found[0]}:{NODE_PORT}"
         say(f"router endpoint: {name} -> {self.url} (CoreDNS; kube-proxy to a router pod)")
         setup.wait_for(self._router_ready, 120, "a router to answer through the Service")
 
@@ -318,7 +348,7 @@ def run(kube: Kube, namespace: str, *, count: int, dim: int, chunk: int) -> None
     demo.wait_ready(2, READY_TIMEOUT)
     demo.connect()
     demo.load(chunk)
-    traffic = Traffic(demo.url, demo.api_key, dim)
+    traffic = demo.traffic()
     demo.kill_shard_leader(traffic, shard=1)
     demo.wait_ready(2, 180)
     demo.reshard(traffic, to=3)

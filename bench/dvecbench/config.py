@@ -39,6 +39,7 @@ class Config:
     shared: bool
     mixed: bool
     sharded: bool
+    tls: bool
     profile: bool
     out_dir: Path
     stem: str
@@ -116,6 +117,11 @@ def parse(argv: Sequence[str] | None = None) -> Config:
         action="store_true",
         help="skip the router and two-shard rows (dvecbench.sharded; full runs)",
     )
+    p.add_argument(
+        "--no-tls",
+        action="store_true",
+        help="skip the TLS cost rows (HTTPS over HTTP: ingest ack=one, search; full runs)",
+    )
     p.add_argument("--profile", action="store_true", help="py-spy the node under 8-client load")
     p.add_argument(
         "--text",
@@ -155,6 +161,7 @@ def parse(argv: Sequence[str] | None = None) -> Config:
         shared=not a.no_shared,
         mixed=not (quick or a.no_mixed),
         sharded=not (quick or a.no_sharded),
+        tls=not (quick or a.no_tls),
         profile=bool(a.profile),
         out_dir=a.out_dir,
         stem=a.stem or ("quick" if quick else "latest"),

@@ -28,6 +28,7 @@ from dvecbench import (
     report,
     sharded,
     textset,
+    tlscost,
     transport,
 )
 from dvecbench import wrk as wrkmod
@@ -99,6 +100,15 @@ def run(cfg: config.Config) -> Path:
                 table += text_table
             mixed_rows = mixed_figures(cfg, say) if cfg.mixed else None
             sharded_rows = sharded_figures(cfg, say) if cfg.sharded else None
+            tls_rows = None
+            if cfg.tls:
+                say("TLS cost: a leader and follower over HTTP, then HTTPS, alternating")
+                tls_rows = tlscost.measure(
+                    dim=cfg.dim,
+                    seconds=cfg.seconds,
+                    server_cpus=(cfg.server_cpus, cfg.follower_cpus),
+                    say=say,
+                )
         except BaseException:
             _dump_logs(procs)
             raise
@@ -119,6 +129,8 @@ def run(cfg: config.Config) -> Path:
         result["mixed"] = mixed_rows
     if sharded_rows is not None:
         result["sharded"] = sharded_rows
+    if tls_rows is not None:
+        result["tls"] = tls_rows
     path = report.write(cfg.out_dir, cfg.stem, result, table)
     say(f"results: {path} and {path.with_suffix('.json')}")
     print(path.read_text(), flush=True)

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from dvecbench import mixed, sharded
+from dvecbench import mixed, sharded, tlscost
 
 Direction = Literal["higher", "lower"]
 
@@ -215,6 +215,9 @@ def markdown(result: dict[str, Any], figures: list[Figure]) -> str:
         lines += mixed.section(result["mixed"]["rows"], result["mixed"].get("note", ""))
     if result.get("sharded"):
         lines += sharded.section(result["sharded"])
+    if result.get("tls"):
+        lines += ["", "### TLS cost (HTTPS / HTTP, same run; dvecbench.tlscost)", ""]
+        lines += [tlscost.table(result["tls"])]
     return "\n".join(lines) + "\n"
 
 

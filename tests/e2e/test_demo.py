@@ -46,6 +46,8 @@ def test_make_demo_fails_over_without_losing_writes(plane: Plane, kubectl: Kubec
     assert "reusing the running local Kubernetes plane" in proc.stdout
     # Keys on by default: the demo reads the generated API key; without it, 401.
     assert "without a key: 401 unauthorized" in proc.stdout, output
+    # TLS on by default: the demo trusts the CA from the cluster's Secret (https everywhere).
+    assert "the CA from Secret demo-tls" in proc.stdout, output
 
     killed = re.search(r"SIGKILL the leader (\S+) \(pid (\d+), epoch (\d+)\)", proc.stdout)
     assert killed, output

@@ -67,6 +67,7 @@ spec:
   storage: {{size: 64Mi}}
   node: {{fsync: batch, defaultAck: one}}
   failover: {{detectionSeconds: {DETECTION}}}
+  tls: {{enabled: false}}  # members reached over plain HTTP here; TLS: test_operator_tls
 """
 NAMES = ["demo-0", "demo-1", "demo-2"]
 

@@ -45,6 +45,7 @@ spec:
   storage: {size: 64Mi}
   node: {fsync: batch, defaultAck: one}
   failover: {detectionSeconds: 3}
+  tls: {enabled: false}  # members reached over plain HTTP here; TLS: test_operator_tls
 """
 
 

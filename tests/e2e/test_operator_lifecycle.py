@@ -50,6 +50,7 @@ spec:
   replicas: 2
   storage: {{size: 64Mi, storageClassName: {storage_class_name}}}
   node: {{fsync: batch, defaultAck: one}}
+  tls: {{enabled: false}}  # members reached over plain HTTP here; TLS: test_operator_tls
 """
 
 

@@ -39,6 +39,7 @@ spec:
   node: {fsync: batch, defaultAck: one}
   failover: {detectionSeconds: 3}
   networkPolicy: {enabled: false}
+  tls: {enabled: false}  # members reached over plain HTTP here; TLS: test_operator_tls
   router: {replicas: 2}  # image: the members' with node -> router (dvecdb/router:0.1.0)
 """
 DIM = 4

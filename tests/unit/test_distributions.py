@@ -27,6 +27,7 @@ DISTRIBUTION = {
     "dvecdb_router": "dvecdb-router",
     "hnswlib": "hnswlib",
     "kopf": "kopf",
+    "cryptography": "cryptography",
     "kubernetes": "kubernetes",
     "msgspec": "msgspec",
     "numpy": "numpy",

@@ -10,6 +10,11 @@ remembers the highest write token (``seq`` and ``epoch``) it was given so that
 opaque ``token`` (a position per shard) instead: the client combines the tokens of its writes
 and the same ``consistency="min_seq"`` sends them as ``min_token``.
 
+TLS: an ``https://`` URL is verified against ``ca`` (the cluster's CA: a path, or PEM bytes,
+as in the Secret ``NAME-tls`` key ``ca.crt``), else ``ssl`` (an SSLContext), else the
+system's CAs; ``verify=False`` turns verification off (tests only). A certificate that does
+not verify raises ``NodeError`` with code ``tls_untrusted`` at once (never retried).
+
 Errors raise :class:`NodeError` (``status``, ``code``, ``message``, ``body``);
 :class:`NotLeader` carries ``leader``. ``SyncNodeClient`` runs the same calls on a private
 event loop for scripts.
@@ -18,6 +23,7 @@ event loop for scripts.
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl as ssl_module
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
@@ -77,6 +83,23 @@ def _error_from(status: int, raw: bytes, headers: Mapping[str, str]) -> NodeErro
     return NodeError(status, code, message, error)
 
 
+def tls_context(
+    *,
+    ca: str | os.PathLike[str] | bytes | None = None,
+    verify: bool = True,
+    ssl: ssl_module.SSLContext | bool = True,
+) -> ssl_module.SSLContext | bool:
+    """What https requests verify against: `ca` (a file or PEM bytes), else `ssl`; False with
+    `verify=False`."""
+    if not verify:
+        return False
+    if ca is None:
+        return ssl
+    if isinstance(ca, bytes):
+        return ssl_module.create_default_context(cadata=ca.decode())
+    return ssl_module.create_default_context(cafile=os.fspath(ca))
+
+
 class NodeClient:
     """See the module docstring."""
 
@@ -92,10 +115,16 @@ class NodeClient:
         retry_delay: float = 0.1,
         follow_leader: bool = True,
         ssl: ssl_module.SSLContext | bool = True,
+        ca: str | os.PathLike[str] | bytes | None = None,
+        verify: bool = True,
+        server_hostname: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        # Connecting by address (a Service's ClusterIP found in the cluster DNS): the name the
+        # server's certificate must carry, as curl's --connect-to (None: the URL's host).
+        self.server_hostname = server_hostname
         # For https URLs: an SSLContext trusting the cluster's CA (True: the system's CAs).
-        self.ssl = ssl
+        self.ssl = tls_context(ca=ca, verify=verify, ssl=ssl)
         self.leader_url: str | None = None
         self.token = token
         self.api_key = api_key
@@ -169,6 +198,8 @@ class NodeClient:
                     params=params,
                     headers=send_headers,
                     timeout=limit,
+                    ssl=self.ssl,
+                    server_hostname=self.server_hostname if base == self.base_url else None,
                 ) as resp:
                     raw = await resp.read()
                     if resp.status < 400:
@@ -178,6 +209,11 @@ class NodeClient:
                 # Not transient: retrying cannot make an untrusted certificate trusted.
                 raise NodeError(
                     0, "tls_untrusted", f"{base}: the server's certificate is not trusted: {exc}"
+                ) from exc
+            except aiohttp.ClientConnectorSSLError as exc:
+                # The handshake failed (e.g. https to a plain HTTP port): not transient either.
+                raise NodeError(
+                    0, "tls_error", f"{base}: the TLS handshake failed (is it TLS?): {exc}"
                 ) from exc
             except (aiohttp.ClientError, TimeoutError) as exc:
                 error = NodeError(0, "unreachable", f"{base}: {type(exc).__name__}: {exc}")

@@ -42,6 +42,7 @@ _COLLECTIONS: dict[tuple[str, str], tuple[str, str]] = {
         "/apis/monitoring.coreos.com/v1",
         "prometheusrules",
     ),
+    ("cert-manager.io/v1", "Certificate"): ("/apis/cert-manager.io/v1", "certificates"),
     (c.API_VERSION, c.KIND): (f"/apis/{c.API_VERSION}", c.PLURAL),
 }
 

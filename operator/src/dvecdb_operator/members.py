@@ -8,6 +8,7 @@ exceptions: `observe` returns an observation with `reachable=False` and the erro
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, cast
@@ -32,16 +33,28 @@ ClientFactory = Callable[[str], NodeClientProtocol]
 
 
 def client_factory(
-    *, token: str | None, timeout: float, session: aiohttp.ClientSession | None = None
+    *,
+    token: str | None,
+    timeout: float,
+    session: aiohttp.ClientSession | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> ClientFactory:
-    """A factory of real node clients sharing one session and the cluster token."""
+    """A factory of real node clients sharing one session and the cluster token; https
+    members are verified against `ssl_context` (the cluster's CA)."""
 
     def make(base_url: str) -> NodeClientProtocol:
         return cast(
             NodeClientProtocol,
             # No retries inside a pass: the monitor polls again next interval, and a
             # partitioned member must cost one timeout per pass, not several.
-            NodeClient(base_url, token=token, timeout=timeout, session=session, retries=0),
+            NodeClient(
+                base_url,
+                token=token,
+                timeout=timeout,
+                session=session,
+                retries=0,
+                ssl=True if ssl_context is None else ssl_context,
+            ),
         )
 
     return make
@@ -102,6 +115,7 @@ class PodView:
     revision: str | None
     role_label: str | None
     port: int = c.NODE_PORT
+    scheme: str = "http"  # https: the node serves TLS (spec.tls)
     uid: str | None = None
     restarts: int | None = None  # the node container's restart count, when reported
     running: bool | None = None  # pod phase Running and the container running, when reported
@@ -118,6 +132,7 @@ def _pod_fields(pod: PodView) -> dict[str, Any]:
         "ordinal": pod.ordinal,
         "pod_ip": pod.ip,
         "port": pod.port,
+        "scheme": pod.scheme,
         "pod_ready": pod.ready,
         "terminating": pod.terminating,
         "revision": pod.revision,
@@ -139,6 +154,7 @@ def pod_of(member: MemberObservation) -> PodView:
         revision=member.revision,
         role_label=member.role_label,
         port=member.port,
+        scheme=member.scheme,
         uid=member.pod_uid,
         restarts=member.restarts,
         running=member.pod_running,
@@ -217,7 +233,7 @@ class Members:
         if not pod.ip:
             return unreachable(pod, "pod has no IP yet")
         url = MemberObservation(
-            name=pod.name, ordinal=pod.ordinal, pod_ip=pod.ip, port=pod.port
+            name=pod.name, ordinal=pod.ordinal, pod_ip=pod.ip, port=pod.port, scheme=pod.scheme
         ).url
         assert url is not None
         try:

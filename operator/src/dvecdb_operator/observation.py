@@ -38,6 +38,7 @@ class MemberObservation:
     ordinal: int
     pod_ip: str | None = None
     port: int = c.NODE_PORT
+    scheme: str = "http"  # https: the node serves TLS (spec.tls)
     pod_ready: bool = False
     terminating: bool = False
     revision: str | None = None
@@ -70,7 +71,7 @@ class MemberObservation:
         if not self.pod_ip:
             return None
         host = f"[{self.pod_ip}]" if ":" in self.pod_ip else self.pod_ip
-        return f"http://{host}:{self.port}"
+        return f"{self.scheme}://{host}:{self.port}"
 
     def fenced_at(self, epoch: int) -> bool:
         """Answers in standby at exactly `epoch`: it takes no writes and acks no stream.

@@ -42,6 +42,8 @@ from dvecdb_operator.decisions import effective_replicas
 from dvecdb_operator.drift import drifted
 from dvecdb_operator.groups import GroupScope, effective_shards
 from dvecdb_operator.spec import ClusterSpec
+from dvecdb_operator.tlsplan import tls_mounts
+from dvecdb_operator.tlsreconcile import ensure_tls
 
 log = logging.getLogger(__name__)
 
@@ -69,16 +71,17 @@ def desired_children(
     `replicas`: each group's StatefulSet size, in shard order (one number: every group's).
     """
     secret = auth_secret_name(ref, spec)
+    tls = tls_mounts(ref, spec)
     sizes = [replicas] * ref.shards if isinstance(replicas, int) else list(replicas)
     wanted: list[dict[str, Any]] = [
         # Before the StatefulSets: the members' environment refers to it.
         build_node_defaults(ref, spec),
         *(
-            build_statefulset(group, spec, auth_secret=secret, replicas=sizes[group.shard])
+            build_statefulset(group, spec, auth_secret=secret, replicas=sizes[group.shard], tls=tls)
             for group in ref.groups
         ),
         *build_services(ref),
-        build_router_deployment(ref, spec, auth_secret=secret),
+        build_router_deployment(ref, spec, auth_secret=secret, tls=tls),
         build_router_service(ref),
     ]
     absent: list[tuple[str, str, str]] = []
@@ -200,6 +203,8 @@ async def reconcile_children(
         )
         for i in range(ref.shards)
     ]
+    # Before the workloads: the certificates members and the router mount (spec.tls).
+    await ensure_tls(kube, body, ref, spec, [max(spec.replicas, n) for n in replicas])
     wanted, absent = desired_children(ref, spec, replicas=replicas, operator=operator)
     written: list[str] = []
     for manifest in wanted:

@@ -28,6 +28,7 @@ from dvecdb_operator.monitor import ClusterMonitor, MonitorSettings
 from dvecdb_operator.publish import Publisher
 from dvecdb_operator.reconcile import auth_secret_name, reconcile_children
 from dvecdb_operator.spec import ClusterSpec, InvalidSpecError, parse_spec
+from dvecdb_operator.tlsreconcile import TlsState, ensure_tls
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +202,7 @@ async def monitor(
     # One monitor per shard (replica group), each with its own member clients.
     watchers: list[ClusterMonitor] = []
     token: str | None = None
+    tls = TlsState()
     last_reconcile = 0.0
     reconcile_due = True
     spec: ClusterSpec | None = None
@@ -233,12 +235,31 @@ async def monitor(
                     kube_api.post_event(
                         body, reason="ReshardingRefused", message=refused, warning=True
                     )
-                if len(watchers) != shards or fresh != token:
+                fresh_tls = tls
+                if spec is not None:
+                    # Every pass: a pod that got its IP or a certificate due for renewal is
+                    # handled within a pass; members are verified against the cluster's CA.
+                    # A failed certificate write must not cost the pass (failover goes on
+                    # with the CA it has).
+                    try:
+                        fresh_tls = await ensure_tls(
+                            kube, body, ClusterRef(name, namespace, 0, shards), spec,
+                            [spec.replicas] * shards,
+                        )  # fmt: skip
+                    except kube_api.ApiError as exc:
+                        log.warning("cluster %s/%s: TLS not reconciled: %s", namespace, name, exc)
+                new_ca = fresh_tls.ca_pem != tls.ca_pem
+                if len(watchers) != shards or fresh != token or new_ca:
                     factory = client_factory(
-                        token=fresh, timeout=config.node_timeout, session=memo.node_session
+                        token=fresh,
+                        timeout=config.node_timeout,
+                        session=memo.node_session,
+                        ssl_context=fresh_tls.client_context(),
                     )
                     if watchers and fresh != token:
                         log.info("cluster %s/%s: the cluster token changed", namespace, name)
+                    if watchers and new_ca:
+                        log.info("cluster %s/%s: the TLS CA changed", namespace, name)
                     if len(watchers) != shards:
                         # Each monitor's scope names the shard count (fixed once the spec is
                         # valid): a new count means new monitors.
@@ -258,7 +279,7 @@ async def monitor(
                         )
                         for i in range(len(watchers), shards)
                     ]
-                    token = fresh
+                    token, tls = fresh, fresh_tls
                 if spec is not None and token is None:
                     log.info("cluster %s/%s: waiting for its auth Secret", namespace, name)
                     reconcile_due = True

@@ -107,6 +107,26 @@ class NetworkPolicySpec(_Model):
     allow_from: list[dict[str, Any]] | None = None
 
 
+class IssuerRef(_Model):
+    """A cert-manager issuer that signs the members' certificate instead of the operator."""
+
+    name: str = Field(min_length=1, max_length=253)
+    kind: Literal["Issuer", "ClusterIssuer"] = "Issuer"
+    group: str = "cert-manager.io"
+
+
+class TlsSpec(_Model):
+    """TLS on the members' port and the router's (DESIGN.md "Access"). Neither `secretName`
+    nor `issuerRef`: the operator keeps a CA (Secret `NAME-ca`) and per-member certificates
+    (Secret `NAME-tls`). `secretName` alone: that Secret's `tls.crt`, `tls.key` and `ca.crt`
+    serve every member and the router. `issuerRef`: a cert-manager Certificate writes the
+    Secret (`secretName`, else `NAME-tls`)."""
+
+    enabled: bool = True
+    secret_name: str | None = Field(default=None, min_length=1, max_length=253)
+    issuer_ref: IssuerRef | None = None
+
+
 class RouterSpec(_Model):
     """The router Deployment, the cluster's one client endpoint (Service `NAME`). `image`
     unset: the members' image with its repository's last part `node` replaced by `router`
@@ -138,6 +158,7 @@ class ClusterSpec(_Model):
     monitoring: MonitoringSpec = MonitoringSpec()
     auth: AuthSpec = AuthSpec()
     network_policy: NetworkPolicySpec = NetworkPolicySpec()
+    tls: TlsSpec = TlsSpec()
 
     @field_validator("resources")
     @classmethod

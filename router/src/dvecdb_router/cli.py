@@ -8,6 +8,10 @@ the 4,096 slots evenly over them (``slots.SlotMap.even``)::
 or, where the members' addresses change (pods on Kubernetes), from a file that the operator
 keeps current (``--members-file``, see ``config``), re-read whenever it changes. A client's
 ``Authorization`` header goes with its requests to the members, which check the key.
+
+With ``--tls-cert-file`` and ``--tls-key-file`` the router serves HTTPS only (renewed files
+are loaded without a restart, ``tls``); ``--ca-file`` is the CA https members are verified
+against.
 """
 
 from __future__ import annotations
@@ -15,7 +19,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import ssl
 import sys
 
 from aiohttp import web
@@ -24,6 +27,7 @@ from dvecdb_client.slots import MAX_SHARDS
 from dvecdb_router.app import create_app
 from dvecdb_router.cluster import Cluster
 from dvecdb_router.config import ConfigError, FileSource, TokenFile, first_token
+from dvecdb_router.tls import ServingTls, client_context
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -47,6 +51,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--ca-file", help="CA that https members' certificates are verified against"
     )
+    parser.add_argument("--tls-cert-file", help="serve HTTPS with this certificate (PEM)")
+    parser.add_argument("--tls-key-file", help="the key of --tls-cert-file (PEM)")
+    parser.add_argument(
+        "--tls-reload-seconds",
+        type=float,
+        default=5.0,
+        help="how often the certificate files are checked for a renewal",
+    )
     parser.add_argument("--request-timeout", type=float, default=30.0)
     parser.add_argument(
         "--leader-wait-seconds",
@@ -58,6 +70,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-body-bytes", type=int, default=64 << 20)
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
+    if (args.tls_cert_file is None) != (args.tls_key_file is None):
+        parser.error("TLS needs both --tls-cert-file and --tls-key-file")
     if (args.shard is None) == (args.members_file is None):
         parser.error("give either --shard (repeated) or --members-file")
     if args.shard is None:
@@ -105,12 +119,21 @@ def main(argv: list[str] | None = None) -> int:
         request_timeout=args.request_timeout,
         leader_wait_seconds=args.leader_wait_seconds,
         poll_seconds=args.poll_seconds,
-        ssl_context=None
-        if args.ca_file is None
-        else ssl.create_default_context(cafile=args.ca_file),
+        ssl_context=client_context(args.ca_file),
     )
     app = create_app(cluster, max_body_bytes=args.max_body_bytes)
-    web.run_app(app, host=args.host, port=args.port, access_log=None, print=None)
+    serving = None
+    if args.tls_cert_file is not None:
+        serving = ServingTls(args.tls_cert_file, args.tls_key_file)
+        app.cleanup_ctx.append(serving.watcher(args.tls_reload_seconds))
+    web.run_app(
+        app,
+        host=args.host,
+        port=args.port,
+        access_log=None,
+        print=None,
+        ssl_context=None if serving is None else serving.context,
+    )
     return 0
 
 

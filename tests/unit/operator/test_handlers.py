@@ -191,7 +191,7 @@ async def test_monitor_daemon_converges_children_then_bootstraps_with_the_token(
     nodes = {f"http://10.0.0.{i + 1}:8080": FakeNode(f"db-{i}") for i in range(2)}
     made: list[str | None] = []  # the token of every client made
 
-    def factory(*, token: str | None, timeout: float, session: Any) -> Any:
+    def factory(*, token: str | None, timeout: float, session: Any, **_: Any) -> Any:
         def make(url: str) -> Any:
             made.append(token)
             return nodes[url]
@@ -244,7 +244,7 @@ async def test_monitor_uses_a_rotated_cluster_token_from_the_next_pass_keeping_i
     made: list[str | None] = []
     monitors: list[Any] = []
 
-    def factory(*, token: str | None, timeout: float, session: Any) -> Any:
+    def factory(*, token: str | None, timeout: float, session: Any, **_: Any) -> Any:
         def make(url: str) -> Any:
             made.append(token)
             return nodes[url]

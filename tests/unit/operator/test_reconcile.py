@@ -79,8 +79,14 @@ async def test_first_pass_creates_every_child_owned_by_the_cluster(
         ("PodDisruptionBudget", "db-router"),
         ("NetworkPolicy", "db"),
         ("PodDisruptionBudget", "db"),
+        # spec.tls is on by default: the kept CA (owned by no one) and the members' certificates.
+        ("Secret", "db-ca"),
+        ("Secret", "db-tls"),
     }
-    for obj in kube.objects.values():
+    assert "ownerReferences" not in kube.objects[("Secret", "db-ca")]["metadata"]
+    for key, obj in kube.objects.items():
+        if key == ("Secret", "db-ca"):
+            continue
         owner = obj["metadata"]["ownerReferences"][0]
         assert (owner["kind"], owner["name"], owner["uid"]) == (c.KIND, "db", "uid-1")
         assert owner["controller"] is True

@@ -22,9 +22,10 @@ from typing import Any
 
 from dvecdb_operator import constants as c
 from dvecdb_operator.builders.common import ClusterRef, metadata
-from dvecdb_operator.builders.statefulset import AUTH_FILE_MODE, RUN_AS_USER
+from dvecdb_operator.builders.statefulset import AUTH_FILE_MODE, RUN_AS_USER, tls_volume
 from dvecdb_operator.slotmap import even_ranges, slot_map_status
 from dvecdb_operator.spec import ClusterSpec, router_image
+from dvecdb_operator.tlsplan import TLS_DIR, TLS_VOLUME, TlsMounts
 
 CONFIG_VOLUME = "members"
 
@@ -34,9 +35,9 @@ def router_labels(cluster: ClusterRef) -> dict[str, str]:
     return {c.LABEL_NAME: c.ROUTER_APP_NAME, c.LABEL_ROUTER: cluster.name}
 
 
-def _probe(path: str, *, period: int, failures: int) -> dict[str, Any]:
+def _probe(path: str, *, period: int, failures: int, tls: bool = False) -> dict[str, Any]:
     return {
-        "httpGet": {"path": path, "port": c.NODE_PORT_NAME, "scheme": "HTTP"},
+        "httpGet": {"path": path, "port": c.NODE_PORT_NAME, "scheme": "HTTPS" if tls else "HTTP"},
         "periodSeconds": period,
         "timeoutSeconds": 2,
         "failureThreshold": failures,
@@ -44,8 +45,10 @@ def _probe(path: str, *, period: int, failures: int) -> dict[str, Any]:
 
 
 def build_router_deployment(
-    cluster: ClusterRef, spec: ClusterSpec, *, auth_secret: str
+    cluster: ClusterRef, spec: ClusterSpec, *, auth_secret: str, tls: TlsMounts | None = None
 ) -> dict[str, Any]:
+    """With `tls` the router serves HTTPS with its certificate and verifies the members'
+    against the cluster's CA (both from the TLS Secret, re-read when it is renewed)."""
     labels = {**router_labels(cluster), c.LABEL_INSTANCE: cluster.name}
     container: dict[str, Any] = {
         "name": "router",
@@ -67,9 +70,9 @@ def build_router_deployment(
             str(spec.failover.detection_seconds + 10),
         ],
         "ports": [{"name": c.NODE_PORT_NAME, "containerPort": c.NODE_PORT, "protocol": "TCP"}],
-        "livenessProbe": _probe("/healthz", period=10, failures=3),
+        "livenessProbe": _probe("/healthz", period=10, failures=3, tls=bool(tls)),
         # Ready once every shard has a ready member: the Service then sends it clients.
-        "readinessProbe": _probe("/readyz", period=2, failures=2),
+        "readinessProbe": _probe("/readyz", period=2, failures=2, tls=bool(tls)),
         "volumeMounts": [
             {"name": CONFIG_VOLUME, "mountPath": c.ROUTER_CONFIG_DIR, "readOnly": True},
             {"name": c.AUTH_VOLUME, "mountPath": c.AUTH_DIR, "readOnly": True},
@@ -80,6 +83,20 @@ def build_router_deployment(
             "capabilities": {"drop": ["ALL"]},
         },
     }
+    volumes: list[dict[str, Any]] = []
+    if tls is not None:
+        container["args"] += [
+            "--tls-cert-file",
+            tls.path(tls.router_cert),
+            "--tls-key-file",
+            tls.path(tls.router_key),
+            "--ca-file",
+            tls.path(tls.ca),
+        ]
+        container["volumeMounts"].append(
+            {"name": TLS_VOLUME, "mountPath": TLS_DIR, "readOnly": True}
+        )
+        volumes.append(tls_volume(tls))
     if spec.router.resources:
         container["resources"] = spec.router.resources
     return {
@@ -118,6 +135,7 @@ def build_router_deployment(
                                 "optional": True,
                             },
                         },
+                        *volumes,
                     ],
                     "affinity": {
                         "podAntiAffinity": {

@@ -20,12 +20,15 @@ from dvecdb_operator.builders.common import (
 from dvecdb_operator.builders.cpus import search_threads
 from dvecdb_operator.builders.nodedefaults import ef_search_env, node_defaults_name
 from dvecdb_operator.spec import ClusterSpec
+from dvecdb_operator.tlsplan import TLS_DIR, TLS_VOLUME, TlsMounts
 
 RUN_AS_USER = 10001
 AUTH_FILE_MODE = 0o440
 
 
-def node_env(spec: ClusterSpec, defaults: str | None = None) -> list[dict[str, Any]]:
+def node_env(
+    spec: ClusterSpec, defaults: str | None = None, tls: TlsMounts | None = None
+) -> list[dict[str, Any]]:
     """The node's settings: every flag has a `DVECDB_` environment variable.
 
     With `defaults` (the node-defaults ConfigMap's name) the default ef_search comes from
@@ -37,6 +40,10 @@ def node_env(spec: ClusterSpec, defaults: str | None = None) -> list[dict[str, A
 
     `DVECDB_SEARCH_THREADS` comes last and only with a CPU limit, so that the pod template of a
     cluster without one stays as it was and no member restarts for it.
+
+    With `tls` the node serves HTTPS with its certificate from the mounted TLS Secret (its own
+    file by pod name when the operator issues one per member) and verifies peers against its
+    `ca.crt`; members then advertise `https://` URLs.
     """
 
     def field(path: str) -> dict[str, Any]:
@@ -47,7 +54,10 @@ def node_env(spec: ClusterSpec, defaults: str | None = None) -> list[dict[str, A
         {"name": "POD_NAMESPACE", "valueFrom": field("metadata.namespace")},
         {"name": "POD_IP", "valueFrom": field("status.podIP")},
         # Members reach each other by pod IP (no cluster DNS is assumed).
-        {"name": "DVECDB_ADVERTISE_URL", "value": f"http://$(POD_IP):{c.NODE_PORT}"},
+        {
+            "name": "DVECDB_ADVERTISE_URL",
+            "value": f"{'http' if tls is None else 'https'}://$(POD_IP):{c.NODE_PORT}",
+        },
         {"name": "DVECDB_FSYNC", "value": spec.node.fsync},
         {"name": "DVECDB_DEFAULT_ACK", "value": spec.node.default_ack},
         {"name": "DVECDB_HNSW_M", "value": str(spec.node.hnsw.m)},
@@ -67,15 +77,24 @@ def node_env(spec: ClusterSpec, defaults: str | None = None) -> list[dict[str, A
             "value": f"{spec.failover.max_read_staleness_seconds:g}",
         },
     ]
+    if tls is not None:
+        env += [
+            {"name": "DVECDB_TLS_CERT_FILE", "value": tls.path(tls.member_cert)},
+            {"name": "DVECDB_TLS_KEY_FILE", "value": tls.path(tls.member_key)},
+            {"name": "DVECDB_TLS_CA_FILE", "value": tls.path(tls.ca)},
+        ]
     threads = search_threads(spec.resources)
     if threads is not None:
         env.append({"name": "DVECDB_SEARCH_THREADS", "value": str(threads)})
     return env
 
 
-def _probe(path: str, *, period: int, timeout: int, failures: int) -> dict[str, Any]:
+def _probe(
+    path: str, *, period: int, timeout: int, failures: int, tls: bool = False
+) -> dict[str, Any]:
+    # HTTPS probes: the kubelet does not verify the certificate (it holds no CA for it).
     return {
-        "httpGet": {"path": path, "port": c.NODE_PORT_NAME, "scheme": "HTTP"},
+        "httpGet": {"path": path, "port": c.NODE_PORT_NAME, "scheme": "HTTPS" if tls else "HTTP"},
         "periodSeconds": period,
         "timeoutSeconds": timeout,
         "failureThreshold": failures,
@@ -102,7 +121,9 @@ def affinity(cluster: ClusterRef, mode: str) -> dict[str, Any] | None:
     return None
 
 
-def container(spec: ClusterSpec, defaults: str | None = None) -> dict[str, Any]:
+def container(
+    spec: ClusterSpec, defaults: str | None = None, tls: TlsMounts | None = None
+) -> dict[str, Any]:
     """The node container; the image's entry point is `dvecdb-node`, so only args are set."""
     body: dict[str, Any] = {
         "name": "node",
@@ -118,12 +139,12 @@ def container(spec: ClusterSpec, defaults: str | None = None) -> dict[str, Any]:
             "--node-id",
             "$(POD_NAME)",
         ],
-        "env": node_env(spec, defaults),
+        "env": node_env(spec, defaults, tls),
         "ports": [{"name": c.NODE_PORT_NAME, "containerPort": c.NODE_PORT, "protocol": "TCP"}],
         # Recovery replays the WAL before /healthz answers: give it minutes, then probe fast.
-        "startupProbe": _probe("/healthz", period=2, timeout=2, failures=150),
-        "livenessProbe": _probe("/healthz", period=10, timeout=3, failures=3),
-        "readinessProbe": _probe("/readyz", period=2, timeout=2, failures=2),
+        "startupProbe": _probe("/healthz", period=2, timeout=2, failures=150, tls=bool(tls)),
+        "livenessProbe": _probe("/healthz", period=10, timeout=3, failures=3, tls=bool(tls)),
+        "readinessProbe": _probe("/readyz", period=2, timeout=2, failures=2, tls=bool(tls)),
         # The root filesystem is read-only: the node writes only under its data folder
         # (temporary files included, so that renames stay atomic on the same filesystem).
         "volumeMounts": [
@@ -136,6 +157,8 @@ def container(spec: ClusterSpec, defaults: str | None = None) -> dict[str, Any]:
             "capabilities": {"drop": ["ALL"]},
         },
     }
+    if tls is not None:
+        body["volumeMounts"].append({"name": TLS_VOLUME, "mountPath": TLS_DIR, "readOnly": True})
     if spec.resources:
         body["resources"] = spec.resources
     return body
@@ -156,8 +179,18 @@ def volume_claim_template(cluster: ClusterRef, spec: ClusterSpec) -> dict[str, A
     }
 
 
+def tls_volume(tls: TlsMounts) -> dict[str, Any]:
+    """The TLS Secret as a volume, readable by the program's group only (keys inside)."""
+    return {"name": TLS_VOLUME, "secret": {"secretName": tls.secret, "defaultMode": AUTH_FILE_MODE}}
+
+
 def build_statefulset(
-    cluster: ClusterRef, spec: ClusterSpec, *, auth_secret: str, replicas: int | None = None
+    cluster: ClusterRef,
+    spec: ClusterSpec,
+    *,
+    auth_secret: str,
+    replicas: int | None = None,
+    tls: TlsMounts | None = None,
 ) -> dict[str, Any]:
     """One group's StatefulSet (`cluster.shard`); `replicas` overrides the spec while a
     scale-down waits."""
@@ -170,7 +203,7 @@ def build_statefulset(
             "fsGroup": RUN_AS_USER,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "containers": [container(spec, node_defaults_name(cluster))],
+        "containers": [container(spec, node_defaults_name(cluster), tls)],
         # Readable by the node's group only (fsGroup owns Secret volume files).
         "volumes": [
             {
@@ -179,6 +212,8 @@ def build_statefulset(
             }
         ],
     }
+    if tls is not None:
+        pod_spec["volumes"].append(tls_volume(tls))
     spread = affinity(cluster, spec.anti_affinity)
     if spread is not None:
         pod_spec["affinity"] = spread
