@@ -7,7 +7,8 @@ own certificate; incoming connections that present a certificate are verified ag
 
 Renewal without downtime: :class:`Reloader` loads the certificate and key again when their
 files change (a Secret updated in place), into the same contexts, so new connections get the
-new certificate and open ones go on.
+new certificate and open ones go on; a changed CA file is added to what they trust (a CA
+rotation, see :meth:`Reloader.check`).
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ class TlsFiles:
         context.load_cert_chain(self.cert, self.key)
         return context
 
-    def stamp(self) -> tuple[float, float]:
-        return (self.cert.stat().st_mtime, self.key.stat().st_mtime)
+    def stamp(self) -> tuple[float, float, float]:
+        ca = self.ca.stat().st_mtime if self.ca is not None else 0.0
+        return (self.cert.stat().st_mtime, self.key.stat().st_mtime, ca)
 
 
 class Reloader:
@@ -55,13 +57,20 @@ class Reloader:
         self._stamp = files.stamp()
 
     def check(self) -> bool:
-        """Reload if the files changed; True if it did. A half-written pair keeps the old."""
+        """Reload if the files changed; True if it did. A half-written pair keeps the old.
+
+        A changed CA file is added to what the contexts trust (a rotation: members still on
+        the old CA's certificates and those on the new one both verify until each restarts;
+        an SSL context cannot forget a CA, so the old one is dropped at the next restart).
+        """
         try:
             stamp = self.files.stamp()
             if stamp == self._stamp:
                 return False
             for context in self.contexts:
                 context.load_cert_chain(self.files.cert, self.files.key)
+                if self.files.ca is not None and stamp[2] != self._stamp[2]:
+                    context.load_verify_locations(self.files.ca)
         except (OSError, ssl.SSLError) as exc:
             log.error("TLS certificate reload failed, keeping the current one: %s", exc)
             return False

@@ -229,3 +229,55 @@ def test_the_router_reaches_tls_members(node_factory: NodeFactory, tmp_path: Pat
             assert [h["id"] for h in hits] == ["v3", "v4"]
 
     asyncio.run(run())
+
+
+def test_members_trust_a_new_ca_without_a_restart(
+    node_factory: NodeFactory, tmp_path: Path
+) -> None:
+    """A CA rotation, as a Secret update brings it: new certificates and a new ca.crt. A
+    member that did not restart must trust the new CA for its next connection (its follower
+    stream to a leader that did restart), or replication stops."""
+    old = TestCa(tmp_path / "ca")
+    leader = _start_tls(node_factory, old, "m0", standalone=False)
+    follower = _start_tls(node_factory, old, "m1", standalone=False)
+    new = TestCa(tmp_path / "new", common_name="dvecdb rotated CA")
+
+    async def run() -> None:
+        async with NodeClient(_https(leader), token=TOKEN, ssl=_context(old)) as lead:
+            await lead.promote(1)
+            async with NodeClient(_https(follower), token=TOKEN, ssl=_context(old)) as follow:
+                await follow.follow(_https(leader), 1)
+            await lead.create_collection(name="c", dimension=2, metric="l2")
+            await lead.upsert("c", [{"id": "a", "vector": [1.0, 2.0]}], ack="one")
+        # The rotation: every member's pair and the CA file replaced in place.
+        for member in ("m0", "m1"):
+            issued = new.issue(member, into=tmp_path / "new-leaves")
+            (old.folder / f"{member}.key").write_bytes(issued.key.read_bytes())
+            (old.folder / f"{member}.crt").write_bytes(issued.cert.read_bytes())
+        old.path.write_bytes(new.path.read_bytes())
+        await asyncio.sleep(1.0)  # the secrets refresh is 0.2 s
+        # The leader restarts (it reads the new files at start); the follower does not.
+        leader.stop()
+        leader.start(wait=False)
+        context = _context(new)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if _get(_https(leader) + "/healthz", context)[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, leader.log()
+            await asyncio.sleep(0.1)
+        async with (
+            NodeClient(_https(leader), token=TOKEN, ssl=context) as lead,
+            NodeClient(_https(follower), token=TOKEN, ssl=context) as follow,
+        ):
+            await lead.promote(2)
+            await follow.follow(_https(leader), 2)
+            written = await lead.upsert(
+                "c", [{"id": "b", "vector": [3.0, 4.0]}], ack="one", retry=False
+            )
+            assert (await follow.status())["applied_seq"] >= written["seq"]
+
+    asyncio.run(run())
