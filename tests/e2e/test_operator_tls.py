@@ -24,10 +24,10 @@ from cryptography import x509
 from dvecdb_client import NodeClient, NodeError
 from dvecdb_operator import certificates as certs
 
-from .conftest import NEEDS_CONSOLE_SCRIPTS, Kubectl, api_key, secret_key, wait_until
+from .conftest import Kubectl, api_key, secret_key, wait_until
 from .test_operator_cluster import healthy_with, install_operator, pod, ready_endpoints
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900), NEEDS_CONSOLE_SCRIPTS]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 # The default spec: nothing about TLS or keys.
 CLUSTER = """
