@@ -1,0 +1,333 @@
+"""Resharding online, the I/O half: one cluster's resharding carried out step by step.
+
+Each `step` reads the cluster, asks `resharding.next_step` what to do, does it and says how
+long to wait before the next. It runs in its own kopf daemon (`runtime.reshard`), apart from
+the monitor: a move takes minutes, and the failovers of the groups it moves between must go
+on meanwhile (the mover finds each group's leader before every call). Everything it writes to
+the status is the record (`status.resharding`), the map (`status.slotMap`) and, at the end,
+`lastResharding`; the router's members file gets each new map at once (the monitor's
+publisher derives the same file from the status on its next pass).
+
+The slot moves themselves are the mover's (`reshard.mover.run_move`, planned by
+`reshard.plan`); they are passed in, so the orchestration is tested with fakes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import kopf
+
+from dvecdb_client.slots import SlotMap
+from dvecdb_operator import constants as c
+from dvecdb_operator import kube as kube_api
+from dvecdb_operator import resharding as rs
+from dvecdb_operator.builders.common import ClusterRef, selector_labels
+from dvecdb_operator.builders.router import build_router_configmap, router_members
+from dvecdb_operator.monitor import node_port
+from dvecdb_operator.slotmap import map_from_status, slot_map_status
+
+log = logging.getLogger(__name__)
+
+# A progress report is written to the status at most this often (and at each phase change).
+PROGRESS_SECONDS = 2.0
+IDLE_SECONDS = 3.0
+BUSY_SECONDS = 1.0
+
+
+class RunMove(Protocol):
+    """`reshard.mover.run_move` as the contract gives it, `publish` included."""
+
+    def __call__(
+        self,
+        move: rs.PlannedMove,
+        groups: GroupsAccess,
+        *,
+        map_version: int,
+        phase: str,
+        on_progress: Callable[[Any], Awaitable[None]],
+        publish: Callable[[SlotMap], Awaitable[None]],
+    ) -> Awaitable[None]: ...
+
+
+@dataclass
+class GroupsAccess:
+    """What the mover needs of the groups: each shard's member URLs (asked afresh before
+    every call: a failover or a restarted pod changes them), the cluster token, TLS."""
+
+    kube: kube_api.Kube
+    ref: ClusterRef
+    token: str | None
+    ssl: Any = None
+
+    async def members(self, shard: int) -> list[str]:
+        group = self.ref.group(shard)
+        pods = await self.kube.list_pods(self.ref.namespace, selector_labels(self.ref))
+        urls = []
+        for pod in pods:
+            name = pod["metadata"]["name"]
+            ip = (pod.get("status") or {}).get("podIP")
+            if group.owns_pod(name) and ip and not pod["metadata"].get("deletionTimestamp"):
+                urls.append(f"http://{ip}:{node_port(pod)}")
+        return sorted(urls)
+
+
+def describe(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if type(exc).__name__ not in text else text
+
+
+def progress_fields(progress: Any) -> tuple[str, int]:
+    """The mover's `Progress` as (phase, items copied so far in this move)."""
+    phase = str(getattr(progress, "phase", "") or "")
+    items = getattr(progress, "items_copied", 0)
+    return phase, int(items) if isinstance(items, int) else 0
+
+
+class Resharder:
+    """One cluster's resharding. `plan`: the moves from a map to a shard count;
+    `run_move`: the mover; `token`: reads the cluster token; `clock`: wall seconds."""
+
+    def __init__(
+        self,
+        kube: kube_api.Kube,
+        namespace: str,
+        name: str,
+        *,
+        plan: rs.Planner,
+        run_move: RunMove,
+        token: Callable[[Mapping[str, Any]], Awaitable[str | None]],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.kube = kube
+        self.namespace = namespace
+        self.name = name
+        self.plan = plan
+        self.run_move = run_move
+        self.token = token
+        self.clock = clock
+        self._progress_written = 0.0
+
+    async def _status(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        body = await self.kube.get_cluster(self.namespace, self.name)
+        return body, dict(body.get("status") or {})
+
+    async def _write(self, patch: Mapping[str, Any]) -> None:
+        await self.kube.patch_cluster_status(self.namespace, self.name, patch)
+
+    async def step(self) -> float:
+        """One decision and its action; the seconds to wait before the next."""
+        body, status = await self._status()
+        if body.get("metadata", {}).get("deletionTimestamp"):
+            return IDLE_SECONDS
+        spec_shards = (body.get("spec") or {}).get("shards", 1)
+        if not isinstance(spec_shards, int):
+            return IDLE_SECONDS
+        step = rs.next_step(rs.Inputs(spec_shards, status, self.clock()), self.plan)
+        if isinstance(step, rs.Idle):
+            return IDLE_SECONDS
+        if isinstance(step, rs.Wait):
+            log.info("%s/%s: resharding: %s", self.namespace, self.name, step.reason)
+            return max(BUSY_SECONDS, min(step.seconds, 10.0))
+        if isinstance(step, rs.Start):
+            record = step.record
+            await self._write({"resharding": record.to_status()})
+            kube_api.post_event(
+                body,
+                reason="ReshardingStarted",
+                message=f"shards {record.from_} -> {record.to}: {len(record.moves)} moves of "
+                f"{record.slots_total} slots",
+            )
+            return 0.0
+        if isinstance(step, rs.Advance):
+            await self._write({"resharding": step.record.to_status()})
+            log.info("%s/%s: resharding %s: %s", self.namespace, self.name, step.record.phase,
+                     step.reason)  # fmt: skip
+            return BUSY_SECONDS
+        if isinstance(step, rs.RunMove):
+            await self._move(body, status, step)
+            return 0.0
+        if isinstance(step, rs.RemoveShards):
+            if await self._remove(body, step):
+                await self._finish(body, step.record)
+                return 0.0
+            return BUSY_SECONDS * 2
+        if isinstance(step, rs.Finish):
+            await self._finish(body, step.record)
+            return 0.0
+        return IDLE_SECONDS
+
+    def _ref(self, record: rs.Record) -> ClusterRef:
+        return ClusterRef(self.name, self.namespace, 0, max(record.from_, record.to))
+
+    async def _move(
+        self, body: Mapping[str, Any], status: Mapping[str, Any], step: rs.RunMove
+    ) -> None:
+        record = step.record
+        current = map_from_status(status, max(record.from_, record.to))
+        ref = self._ref(record)
+        groups = GroupsAccess(self.kube, ref, await self.token(body))
+        number = f"{record.index + 1}/{len(record.moves)}"
+        state = {"record": record}
+        if step.phase == rs.MOVE_COPY and record.attempts == 0:
+            kube_api.post_event(
+                body, reason="ReshardingMove", message=f"move {number}: {step.move.label()}"
+            )
+
+        async def on_progress(progress: Any) -> None:
+            phase, items = progress_fields(progress)
+            before = state["record"]
+            after = rs.progressed(before, phase, items)
+            state["record"] = after
+            now = time.monotonic()
+            if after.move_phase != before.move_phase or now - self._progress_written >= (
+                PROGRESS_SECONDS
+            ):
+                self._progress_written = now
+                await self._write({"resharding": after.to_status()})
+
+        async def publish(new_map: SlotMap) -> None:
+            expected = rs.apply_move(current, step.move)
+            if new_map.owners != expected.owners:
+                log.warning(
+                    "%s/%s: move %s: the mover's map differs from the plan's (published)",
+                    self.namespace,
+                    self.name,
+                    number,
+                )
+            done = rs.published(state["record"], expected)
+            # One write: the map and the record saying it is out (never copy again).
+            await self._write(
+                {"slotMap": slot_map_status(expected), "resharding": done.to_status()}
+            )
+            state["record"] = done
+            await self._publish_members(body, ref, expected)
+            kube_api.post_event(
+                body,
+                reason="ReshardingPublished",
+                message=f"move {number}: slot map version {expected.version} published",
+            )
+
+        try:
+            await self.run_move(
+                step.move,
+                groups,
+                map_version=step.map_version,
+                phase=step.phase,
+                on_progress=on_progress,
+                publish=publish,
+            )
+        except Exception as exc:
+            again = rs.failed(state["record"], describe(exc), self.clock())
+            log.warning("%s/%s: resharding move %s failed (attempt %d): %s", self.namespace,
+                        self.name, number, again.attempts, again.last_error)  # fmt: skip
+            await self._write({"resharding": again.to_status()})
+            kube_api.post_event(
+                body,
+                reason="ReshardingMoveFailed",
+                message=f"move {number} (attempt {again.attempts}): {again.last_error}; "
+                f"retrying at {again.retry_at}",
+                warning=True,
+            )
+            return
+        done = rs.moved(state["record"], self.clock())
+        await self._write({"resharding": done.to_status()})
+        kube_api.post_event(
+            body,
+            reason="ReshardingMoved",
+            message=f"move {number} done: {step.move.label()}; "
+            f"{done.slots_moved}/{done.slots_total} slots moved",
+        )
+
+    async def _publish_members(
+        self, body: Mapping[str, Any], ref: ClusterRef, slot_map: SlotMap
+    ) -> None:
+        """The router's file with the new map and the members the live file lists."""
+        live = await self.kube.get("v1", "ConfigMap", self.namespace, ref.router)
+        urls: dict[int, Sequence[str]] = {}
+        text = ((live or {}).get("data") or {}).get(c.ROUTER_CONFIG_KEY)
+        try:
+            for entry in json.loads(text)["shards"] if isinstance(text, str) else []:
+                urls[int(entry["shard"])] = list(entry.get("members") or [])
+        except (ValueError, KeyError, TypeError):
+            urls = {}
+        manifest = build_router_configmap(ref, router_members(ref, urls, slot_map=slot_map))
+        kopf.adopt(manifest, owner=dict(body))  # type: ignore[arg-type]
+        await self.kube.apply(manifest)
+
+    async def _remove(self, body: Mapping[str, Any], step: rs.RemoveShards) -> bool:
+        """Delete the emptied shards' objects (their claims follow the StatefulSet's retention
+        policy, `storage.reclaimPolicy`); True once none is left."""
+        uid = body["metadata"].get("uid")
+        left = False
+        for shard in step.shards:
+            for api_version, kind, name in rs.shard_objects(self.name, shard):
+                live = await self.kube.get(api_version, kind, self.namespace, name)
+                if live is None:
+                    continue
+                owners = live.get("metadata", {}).get("ownerReferences") or []
+                if not any(o.get("uid") == uid for o in owners):
+                    continue  # not this cluster's
+                left = True
+                if live.get("metadata", {}).get("deletionTimestamp"):
+                    continue
+                path = kube_api.object_path(api_version, kind, self.namespace, name)
+                await self.kube.request("DELETE", path)
+                kube_api.post_event(
+                    body, reason="ShardRemoved", message=f"shard {shard}: deleted {kind}/{name}"
+                )
+        return not left
+
+    async def _finish(self, body: Mapping[str, Any], record: rs.Record) -> None:
+        patch: dict[str, Any] = {
+            "resharding": None,
+            "lastResharding": rs.finished_status(record, self.clock()),
+        }
+        if record.to < record.from_:
+            patch.update(rs.removed_groups_patch(record))
+        await self._write(patch)
+        last = patch["lastResharding"]
+        kube_api.post_event(
+            body,
+            reason="ReshardingFinished",
+            message=f"shards {record.from_} -> {record.to} in {last['seconds']}s: "
+            f"{record.slots_moved} slots, {record.items_copied} items copied",
+        )
+
+
+async def run(resharder: Resharder, stopped: Any) -> None:
+    """Steps until `stopped`; a failed read or write is logged and tried again."""
+    while not stopped:
+        try:
+            wait = await resharder.step()
+        except kube_api.NotFoundError:
+            return
+        except (kube_api.ApiError, OSError, TimeoutError) as exc:
+            log.warning("resharding %s/%s: %s", resharder.namespace, resharder.name, exc)
+            wait = IDLE_SECONDS
+        await stopped.wait(wait)
+
+
+def contract_parts() -> tuple[rs.Planner, RunMove]:
+    """The planner and the mover of `reshard.plan` and `reshard.mover`, adapted to the
+    record's moves (`PlannedMove`). Raises ImportError when they are not installed."""
+    plan = importlib.import_module("dvecdb_operator.reshard.plan")
+    mover = importlib.import_module("dvecdb_operator.reshard.mover")
+
+    def planner(current: SlotMap, shards: int) -> list[rs.PlannedMove]:
+        target = plan.target_map(current, shards)
+        return [
+            rs.PlannedMove(int(m.source), int(m.target), tuple(tuple(r) for r in m.ranges))
+            for m in plan.moves(current, target)
+        ]
+
+    async def run_move(move: rs.PlannedMove, groups: GroupsAccess, **kwargs: Any) -> None:
+        await mover.run_move(plan.Move(move.source, move.target, move.ranges), groups, **kwargs)
+
+    return planner, run_move
