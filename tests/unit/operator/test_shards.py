@@ -466,9 +466,10 @@ async def test_reconcile_creates_the_new_shards_and_keeps_shard_zeros_selector(
     assert sts["spec"]["selector"] == one["spec"]["selector"]
     assert c.LABEL_SHARD not in sts["spec"]["selector"]["matchLabels"]
     assert sts["spec"]["template"]["metadata"]["labels"][c.LABEL_SHARD] == "0"
-    assert kube.objects[("StatefulSet", "db-s2")]["spec"]["selector"]["matchLabels"][
-        c.LABEL_SHARD
-    ] == "2"
+    assert (
+        kube.objects[("StatefulSet", "db-s2")]["spec"]["selector"]["matchLabels"][c.LABEL_SHARD]
+        == "2"
+    )
 
 
 async def test_reconcile_keeps_the_shards_a_shrink_has_not_emptied(

@@ -1,0 +1,491 @@
+"""Resharding online, the operator's side: the pure steps (`resharding`) and their execution
+(`resharder`) on the fake API server with a fake mover that follows the contract's call."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+import pytest
+
+from dvecdb_client.slots import SlotMap
+from dvecdb_operator import constants as c
+from dvecdb_operator import kube as kube_api
+from dvecdb_operator import resharding as rs
+from dvecdb_operator.aggregate import aggregate_status
+from dvecdb_operator.builders.common import ClusterRef
+from dvecdb_operator.groups import GroupScope
+from dvecdb_operator.resharder import GroupsAccess, Resharder
+from dvecdb_operator.slotmap import map_from_status, slot_map_status
+from dvecdb_router.config import parse_config
+from tests.support.operator_fakes import FakeKube
+
+pytestmark = pytest.mark.unit
+
+NOW = 1_800_000_000.0
+
+
+def even_planner(current: SlotMap, shards: int) -> list[rs.PlannedMove]:
+    """A stand-in for `reshard.plan`: to the even map, one move per (source, target)."""
+    target = SlotMap.even(shards)
+    pairs: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for slot, (old, new) in enumerate(zip(current.owners, target.owners, strict=True)):
+        if old == new:
+            continue
+        ranges = pairs.setdefault((old, new), [])
+        if ranges and ranges[-1][1] == slot - 1:
+            ranges[-1] = (ranges[-1][0], slot)
+        else:
+            ranges.append((slot, slot))
+    return [rs.PlannedMove(s, t, tuple(r)) for (s, t), r in sorted(pairs.items())]
+
+
+def led(shards: int, *, without: tuple[int, ...] = ()) -> dict[str, Any]:
+    """A status whose groups (of `shards` running) have leaders, but those in `without`."""
+    status: dict[str, Any] = {"leader": "db-0", "epoch": 1, "groups": {}}
+    for shard in range(1, shards):
+        if shard not in without:
+            status["groups"][str(shard)] = {"leader": f"db-s{shard}-0", "epoch": 1}
+    return status
+
+
+def step(spec: int, status: dict[str, Any], now: float = NOW) -> rs.Step:
+    return rs.next_step(rs.Inputs(spec, status, now), even_planner)
+
+
+# --- the groups to run ----------------------------------------------------------------------
+
+
+def test_groups_run_for_every_shard_that_owns_or_will_own_slots() -> None:
+    assert rs.running_shards(2, {}) == 2  # new cluster
+    assert rs.running_shards(3, {"slotMap": {"shards": 2}}) == 3  # grow: created first
+    assert rs.running_shards(1, {"slotMap": {"shards": 3}}) == 3  # shrink: not yet moved
+    record = rs.Record(3, 1, rs.PHASE_MOVING, tuple(even_planner(SlotMap.even(3), 1)), "t")
+    assert rs.running_shards(1, {"resharding": record.to_status()}) == 3
+    shrinking = rs.Record(3, 1, rs.PHASE_SHRINKING, record.moves, "t", index=2)
+    assert rs.running_shards(1, {"resharding": shrinking.to_status()}) == 1
+    # A record that grows while the spec was set back still runs every group it made.
+    growing = rs.Record(2, 4, rs.PHASE_GROWING, (), "t")
+    assert rs.running_shards(2, {"resharding": growing.to_status()}) == 4
+
+
+def test_an_older_status_without_owners_is_the_even_map_of_its_count() -> None:
+    assert map_from_status({"slotMap": {"shards": 3, "version": 4}}, 1) == SlotMap.even(3, 4)
+    owners = slot_map_status(SlotMap(7, (0,) * 2048 + (1,) * 2048))
+    assert map_from_status({"slotMap": owners}, 5) == SlotMap(7, (0,) * 2048 + (1,) * 2048)
+    assert map_from_status({}, 2) == SlotMap.even(2)
+
+
+# --- the steps ------------------------------------------------------------------------------
+
+
+def test_no_change_no_resharding() -> None:
+    assert isinstance(step(2, {"slotMap": {"shards": 2}}), rs.Idle)
+
+
+def test_growing_starts_waits_for_the_new_leaders_then_moves_one_at_a_time() -> None:
+    status: dict[str, Any] = {"slotMap": slot_map_status(SlotMap.even(2)), **led(2)}
+    start = step(3, status)
+    assert isinstance(start, rs.Start)
+    record = start.record
+    assert (record.from_, record.to, record.phase) == (2, 3, rs.PHASE_GROWING)
+    assert [(m.source, m.target) for m in record.moves] == [(0, 1), (1, 2)]
+    assert record.slots_total == sum(m.slots for m in record.moves) > 0
+    status["resharding"] = record.to_status()
+    wait = step(3, status)
+    assert isinstance(wait, rs.Wait) and "new shard(s) 2" in wait.reason
+    status.update(led(3))
+    advance = step(3, status)
+    assert isinstance(advance, rs.Advance) and advance.record.phase == rs.PHASE_MOVING
+    status["resharding"] = advance.record.to_status()
+    first = step(3, status)
+    assert isinstance(first, rs.RunMove)
+    assert (first.move, first.phase, first.map_version) == (record.moves[0], rs.MOVE_COPY, 1)
+
+
+def test_a_failover_in_a_new_shard_holds_the_moves_back() -> None:
+    status = {"slotMap": {"shards": 1}, **led(2)}
+    record = rs.Record(1, 2, rs.PHASE_GROWING, tuple(even_planner(SlotMap.even(1), 2)), "t")
+    status["resharding"] = record.to_status()
+    status["groups"]["1"]["failover"] = {"epoch": 2, "phase": "fencing"}
+    assert isinstance(step(2, status), rs.Wait)
+
+
+def test_a_restart_resumes_each_move_from_its_recorded_phase_never_copying_after_publish() -> None:
+    moves = tuple(even_planner(SlotMap.even(2), 3))
+    for phase in (rs.MOVE_COPY, rs.MOVE_PUBLISH, rs.MOVE_PURGE):
+        record = rs.Record(2, 3, rs.PHASE_MOVING, moves, "t", index=1, move_phase=phase)
+        again = rs.Record.from_status(orjson.loads(orjson.dumps(record.to_status())))
+        assert again == record
+        resumed = step(3, {"slotMap": {"shards": 2}, "resharding": record.to_status()})
+        assert isinstance(resumed, rs.RunMove)
+        assert (resumed.move, resumed.phase) == (moves[1], phase)
+    # A late progress report does not take a published move back to copying.
+    record = rs.Record(2, 3, rs.PHASE_MOVING, moves, "t", move_phase=rs.MOVE_PURGE)
+    assert rs.progressed(record, rs.MOVE_COPY, 10).move_phase == rs.MOVE_PURGE
+    assert rs.published(rs.progressed(record, "publish", 5), SlotMap.even(3)).move_phase == (
+        rs.MOVE_PURGE
+    )
+
+
+def test_after_the_last_move_a_grow_finishes_and_a_shrink_removes_its_shards() -> None:
+    grow = rs.Record(2, 3, rs.PHASE_MOVING, tuple(even_planner(SlotMap.even(2), 3)), "t")
+    grow = rs.moved(rs.moved(grow, NOW), NOW)
+    assert isinstance(step(3, {"resharding": grow.to_status()}), rs.Finish)
+    shrink = rs.Record(3, 1, rs.PHASE_MOVING, tuple(even_planner(SlotMap.even(3), 1)), "t")
+    for _ in shrink.moves:
+        shrink = rs.moved(shrink, NOW)
+    advance = step(1, {"resharding": shrink.to_status()})
+    assert isinstance(advance, rs.Advance) and advance.record.phase == rs.PHASE_SHRINKING
+    remove = step(1, {"resharding": advance.record.to_status()})
+    assert isinstance(remove, rs.RemoveShards) and remove.shards == (1, 2)
+    assert rs.removed_groups_patch(shrink) == {"groups": None}
+    assert rs.removed_groups_patch(rs.Record(4, 2, rs.PHASE_SHRINKING, (), "t")) == {
+        "groups": {"2": None, "3": None}
+    }
+
+
+def test_a_spec_changed_again_is_taken_up_after_the_resharding_in_flight() -> None:
+    record = rs.Record(2, 3, rs.PHASE_MOVING, tuple(even_planner(SlotMap.even(2), 3)), "t")
+    assert isinstance(step(4, {"resharding": record.to_status()}), rs.RunMove)
+    done = {"slotMap": slot_map_status(SlotMap.even(3, 3))}
+    again = step(4, done)
+    assert isinstance(again, rs.Start) and (again.record.from_, again.record.to) == (3, 4)
+
+
+def test_a_failed_move_waits_a_growing_backoff_and_keeps_one_line_of_error() -> None:
+    record = rs.Record(2, 3, rs.PHASE_MOVING, tuple(even_planner(SlotMap.even(2), 3)), "t")
+    trace = "Traceback (most recent call last):\n  File x\nOSError: boom"
+    failed = rs.failed(record, "ClientConnectorError: cannot connect\n" + trace, NOW)
+    assert failed.last_error == "ClientConnectorError: cannot connect"
+    assert failed.attempts == 1 and failed.retry_at == rs.iso(NOW + 5)
+    status = {"resharding": failed.to_status()}
+    wait = step(3, status, NOW + 1)
+    assert isinstance(wait, rs.Wait) and wait.seconds == pytest.approx(4)
+    assert isinstance(step(3, status, NOW + 6), rs.RunMove)
+    assert [rs.backoff(n) for n in (1, 2, 3, 10)] == [5.0, 10.0, 20.0, 300.0]
+    assert rs.moved(failed, NOW).last_error is None  # a success clears it
+
+
+def test_the_status_says_how_far_it_is() -> None:
+    moves = tuple(even_planner(SlotMap.even(2), 3))
+    record = rs.Record(2, 3, rs.PHASE_MOVING, moves, rs.iso(NOW))
+    record = rs.progressed(record, rs.MOVE_COPY, 40)
+    done = rs.moved(record, NOW + 10)
+    shown = done.to_status()
+    assert shown["move"] == "2/2" and shown["slotsMoved"] == moves[0].slots
+    assert shown["slotsTotal"] == moves[0].slots + moves[1].slots
+    assert shown["itemsCopied"] == 40 and shown["startedAt"] == "2027-01-15T08:00:00Z"
+    assert shown["etaSeconds"] == round(10 / moves[0].slots * moves[1].slots)
+    assert shown["summary"] == "2->3 2/2 copy"
+    assert rs.Record(1, 2, rs.PHASE_GROWING, moves, "t").summary() == "1->2 growing"
+    last = rs.finished_status(rs.moved(done, NOW + 20), NOW + 20)
+    assert (last["seconds"], last["itemsCopied"]) == (20.0, 40)
+
+
+def test_the_aggregate_shows_the_resharding_and_leaves_the_map_to_the_resharder() -> None:
+    groups = [{"phase": "Healthy", "leader": f"l{i}", "conditions": []} for i in range(3)]
+    record = rs.Record(2, 3, rs.PHASE_MOVING, tuple(even_planner(SlotMap.even(2), 3)), "t")
+    status = {"resharding": record.to_status()}
+    patch = aggregate_status(["db", "db-s1", "db-s2"], groups, status=status)
+    assert patch["phase"] == "Resharding" and "slotMap" not in patch
+    assert patch["message"].startswith("resharding 2->3 1/2 copy")
+    [cond] = [c for c in patch["conditions"] if c["type"] == "Resharding"]
+    assert cond["status"] == "True" and cond["reason"] == rs.PHASE_MOVING
+    failing = rs.failed(record, "boom", NOW).to_status()
+    [cond] = [
+        c
+        for c in aggregate_status(["a", "b", "c"], groups, status={"resharding": failing})[
+            "conditions"
+        ]
+        if c["type"] == "Resharding"
+    ]
+    assert cond["reason"] == "MoveFailing" and "boom" in cond["message"]
+    uneven = SlotMap(3, (0,) * 1000 + (2,) * 96 + (0,) * 1000 + (1,) * 2000)
+    patch = aggregate_status(["db", "db-s1", "db-s2"], groups, slot_map=uneven)
+    assert [line["slots"] for line in patch["shards"]] == [
+        ["0-999", "1096-2095"],
+        ["2096-4095"],
+        ["1000-1095"],
+    ]
+    assert patch["slotMap"]["owners"][:2] == [[0, 999, 0], [1000, 1095, 2]]
+
+
+# --- the resharder on the fake API server ----------------------------------------------------
+
+
+class FakeMover:
+    """`run_move` as the contract gives it: progress, then `publish` (step 8), then purge.
+    `fail`: raise this many times before working; `block`: wait for it before publishing."""
+
+    def __init__(self, slot_map: SlotMap) -> None:
+        self.map = slot_map  # the mover's own idea of the map: the plan's, moved
+        self.calls: list[tuple[rs.PlannedMove, str, int]] = []
+        self.fail = 0
+        self.block: asyncio.Event | None = None
+        self.stop_after_publish = False
+        self.copied: list[rs.PlannedMove] = []
+        self.purged: list[rs.PlannedMove] = []
+        self.members: dict[int, list[str]] = {}
+
+    async def __call__(
+        self,
+        move: rs.PlannedMove,
+        groups: GroupsAccess,
+        *,
+        map_version: int,
+        phase: str,
+        on_progress: Callable[[Any], Awaitable[None]],
+        publish: Callable[[SlotMap], Awaitable[None]],
+    ) -> None:
+        self.calls.append((move, phase, map_version))
+        self.members = {s: await groups.members(s) for s in (move.source, move.target)}
+        if self.fail:
+            self.fail -= 1
+            raise ConnectionError("shard 1 leader unreachable")
+        if phase == rs.MOVE_COPY:
+            progress = type("Progress", (), {"phase": "copy", "items_copied": move.slots * 2})
+            await on_progress(progress())
+            self.copied.append(move)
+            phase = rs.MOVE_PUBLISH
+        if self.block is not None:
+            await self.block.wait()
+        if phase == rs.MOVE_PUBLISH:
+            self.map = rs.apply_move(SlotMap(map_version, self.map.owners), move)
+            await publish(self.map)
+            if self.stop_after_publish:
+                raise asyncio.CancelledError  # the operator stops here
+        self.purged.append(move)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Harness:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, *, shards: int, spec: int) -> None:
+        self.kube = FakeKube(
+            {
+                "apiVersion": c.API_VERSION,
+                "kind": c.KIND,
+                "metadata": {"name": "db", "namespace": "ns"},
+                "spec": {"replicas": 2, "shards": spec},
+                "status": {
+                    "slotMap": slot_map_status(SlotMap.even(shards)),
+                    **led(max(shards, spec)),
+                },
+            }
+        )
+        address = 1
+        for shard in range(max(shards, spec)):
+            for i in range(2):
+                sts = "db" if shard == 0 else f"db-s{shard}"
+                self.kube.add_pod(f"{sts}-{i}", f"10.0.{shard}.{address}")
+                address += 1
+        self.events: list[tuple[str, str]] = []
+        monkeypatch.setattr(
+            kube_api,
+            "post_event",
+            lambda body, *, reason, message, warning=False: self.events.append((reason, message)),
+        )
+        self.mover = FakeMover(SlotMap.even(shards))
+        self.clock = Clock()
+
+    def resharder(self) -> Resharder:
+        async def token(body: Any) -> str:
+            return "tok"
+
+        return Resharder(
+            self.kube,  # type: ignore[arg-type]
+            "ns",
+            "db",
+            plan=even_planner,
+            run_move=self.mover,
+            token=token,
+            clock=self.clock,
+        )
+
+    async def run(self, resharder: Resharder, steps: int = 20) -> None:
+        for _ in range(steps):
+            await resharder.step()
+            if "resharding" not in self.kube.status and "lastResharding" in self.kube.status:
+                return
+
+    def reasons(self) -> list[str]:
+        return [reason for reason, _ in self.events]
+
+
+async def test_growing_two_to_three_moves_and_publishes_each_map(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    h = Harness(monkeypatch, shards=2, spec=3)
+    h.kube.cluster["status"]["groups"].pop("2", None)
+    resharder = h.resharder()
+    await resharder.step()  # start
+    assert h.kube.status["resharding"]["phase"] == rs.PHASE_GROWING
+    await resharder.step()  # no leader in shard 2 yet: waits
+    assert h.mover.calls == []
+    h.kube.cluster["status"]["groups"]["2"] = {"leader": "db-s2-0", "epoch": 1}
+    await h.run(resharder)
+    status = h.kube.status
+    assert "resharding" not in status
+    assert [(m.source, m.target, p) for m, p, _ in h.mover.calls] == [
+        (0, 1, "copy"),
+        (1, 2, "copy"),
+    ]
+    assert [v for _, _, v in h.mover.calls] == [1, 2]  # each move at the map it starts from
+    assert map_from_status(status, 3) == SlotMap.even(3, 3)
+    last = status["lastResharding"]
+    assert (last["from"], last["to"], last["slotsMoved"]) == (2, 3, 682 + 1365)
+    assert last["itemsCopied"] == 2 * last["slotsMoved"]
+    text = h.kube.objects[("ConfigMap", "db-router")]["data"][c.ROUTER_CONFIG_KEY]
+    config = parse_config(text.encode())
+    assert config.version == 3
+    assert h.reasons() == [
+        "ReshardingStarted",
+        "ReshardingMove",
+        "ReshardingPublished",
+        "ReshardingMoved",
+        "ReshardingMove",
+        "ReshardingPublished",
+        "ReshardingMoved",
+        "ReshardingFinished",
+    ]
+    # The mover is given each group's members by their pods.
+    assert h.mover.members[2] == ["http://10.0.2.5:8080", "http://10.0.2.6:8080"]
+    # Every status write that changed the map also recorded the move as published.
+    for patch in h.kube.status_patches:
+        if "slotMap" in patch:
+            assert patch["resharding"]["movePhase"] == rs.MOVE_PURGE
+
+
+async def test_a_failed_move_is_retried_after_its_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    h = Harness(monkeypatch, shards=2, spec=3)
+    h.mover.fail = 2
+    resharder = h.resharder()
+    await resharder.step()  # start
+    await resharder.step()  # every shard led: moving
+    await resharder.step()  # fails
+    record = h.kube.status["resharding"]
+    assert record["attempts"] == 1 and record["lastError"].startswith("ConnectionError")
+    assert "Traceback" not in str(record)
+    assert await resharder.step() > 0 and len(h.mover.calls) == 1  # backing off
+    h.clock.now += 5
+    await resharder.step()  # fails again: 10 s now
+    assert h.kube.status["resharding"]["retryAt"] == rs.iso(h.clock.now + 10)
+    h.clock.now += 10
+    await h.run(resharder)
+    assert "resharding" not in h.kube.status and map_from_status(h.kube.status, 3).version == 3
+    assert h.reasons().count("ReshardingMoveFailed") == 2
+
+
+async def test_an_operator_restart_after_publish_only_purges(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    h = Harness(monkeypatch, shards=2, spec=3)
+    h.mover.stop_after_publish = True
+    first = h.resharder()
+    await first.step()
+    await first.step()
+    with pytest.raises(asyncio.CancelledError):
+        await first.step()
+    record = h.kube.status["resharding"]
+    assert (record["move"], record["movePhase"]) == ("1/2", rs.MOVE_PURGE)
+    assert map_from_status(h.kube.status, 3).version == 2
+    h.mover.stop_after_publish = False
+    await h.run(h.resharder())  # a new operator
+    moves = [(m.source, m.target, p) for m, p, _ in h.mover.calls]
+    assert moves == [(0, 1, "copy"), (0, 1, "purge"), (1, 2, "copy")]
+    assert len(h.mover.copied) == 2 and map_from_status(h.kube.status, 3) == SlotMap.even(3, 3)
+
+
+async def test_shrinking_moves_the_slots_off_then_deletes_the_shards_objects(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    h = Harness(monkeypatch, shards=3, spec=2)
+    owner = [{"uid": "uid-1"}]
+    for kind, name in (
+        ("StatefulSet", "db-s2"),
+        ("Service", "db-s2-rw"),
+        ("Service", "db-s2-ro"),
+        ("StatefulSet", "db-s1"),
+    ):
+        h.kube.objects[(kind, name)] = {"metadata": {"name": name, "ownerReferences": owner}}
+    resharder = h.resharder()
+    await resharder.step()
+    assert h.kube.status["resharding"]["phase"] == rs.PHASE_MOVING  # no new shard to wait for
+    await h.run(resharder)
+    status = h.kube.status
+    assert map_from_status(status, 2).owners == SlotMap.even(2).owners
+    assert {s for m, _, _ in h.mover.calls for s in (m.source,)} >= {2}
+    assert ("StatefulSet", "db-s2") not in h.kube.objects
+    assert ("Service", "db-s2-rw") not in h.kube.objects
+    assert ("StatefulSet", "db-s1") in h.kube.objects
+    assert "2" not in status["groups"] and "1" in status["groups"]
+    assert "ShardRemoved" in h.reasons() and h.reasons()[-1] == "ReshardingFinished"
+
+
+async def test_a_move_in_flight_does_not_hold_the_groups_failover_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The move and the monitor share nothing but the status: a monitor pass (here shard 1
+    failing over) runs while a move waits, and the move's writes keep its fields."""
+    from tests.unit.operator.test_shards import TwoShards
+
+    shards = TwoShards(monkeypatch)
+    await shards.tick()
+    await shards.tick()
+    shards.kube.cluster["spec"]["shards"] = 3
+    mover = FakeMover(SlotMap.even(2))
+    mover.block = asyncio.Event()
+    shards.kube.cluster["status"]["groups"]["2"] = {"leader": "db-s2-0", "epoch": 1}
+
+    async def token(body: Any) -> str:
+        return "tok"
+
+    resharder = Resharder(
+        shards.kube,  # type: ignore[arg-type]
+        "ns",
+        "db",
+        plan=even_planner,
+        run_move=mover,
+        token=token,
+    )
+    await resharder.step()
+    await resharder.step()
+    moving = asyncio.create_task(resharder.step())
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert not moving.done() and mover.calls  # the move waits
+    for name, seq in (("db-s1-0", 8), ("db-s1-1", 9)):
+        node = shards.node(name)
+        node.last_seq = node.applied_seq = seq
+        node.last_epoch = 1
+    shards.node("db-s1-0").role = "standby"
+    shards.kube.pods["db-s1-0"]["status"]["containerStatuses"][0]["restartCount"] += 1
+    started = time.monotonic()
+    await asyncio.wait_for(shards.monitors[1].tick(), 5)
+    assert time.monotonic() - started < 5
+    assert GroupScope(1, 2).view(shards.kube.status)["leader"] == "db-s1-1"
+    mover.block.set()
+    await asyncio.wait_for(moving, 5)
+    status = shards.kube.status
+    assert status["groups"]["1"]["leader"] == "db-s1-1"
+    assert status["resharding"]["move"] == "2/2" and map_from_status(status, 3).version == 2
+
+
+def test_groups_access_lists_each_groups_pods() -> None:
+    kube = FakeKube({"metadata": {"name": "db", "namespace": "ns"}})
+    kube.add_pod("db-0", "10.0.0.1")
+    kube.add_pod("db-s1-0", "10.0.0.2")
+    kube.add_pod("db-s10-0", "10.0.0.3")
+    access = GroupsAccess(kube, ClusterRef("db", "ns", 0, 11), "tok")  # type: ignore[arg-type]
+    assert asyncio.run(access.members(1)) == ["http://10.0.0.2:8080"]
+    assert asyncio.run(access.members(0)) == ["http://10.0.0.1:8080"]
