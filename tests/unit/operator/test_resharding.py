@@ -471,11 +471,13 @@ async def test_a_move_in_flight_does_not_hold_the_groups_failover_back(
     shards.node("db-s1-0").role = "standby"
     shards.kube.pods["db-s1-0"]["status"]["containerStatuses"][0]["restartCount"] += 1
     started = time.monotonic()
-    await asyncio.wait_for(shards.monitors[1].tick(), 5)
+    async with asyncio.timeout(5):
+        await shards.monitors[1].tick()
     assert time.monotonic() - started < 5
     assert GroupScope(1, 2).view(shards.kube.status)["leader"] == "db-s1-1"
     mover.block.set()
-    await asyncio.wait_for(moving, 5)
+    async with asyncio.timeout(5):
+        await moving
     status = shards.kube.status
     assert status["groups"]["1"]["leader"] == "db-s1-1"
     assert status["resharding"]["move"] == "2/2" and map_from_status(status, 3).version == 2
