@@ -175,7 +175,7 @@ async def test_a_move_that_does_not_publish_in_time_answers_503_slot_moving(
 
 
 def _ids_in(slots: range, count: int) -> list[str]:
-    out = []
+    out: list[str] = []
     n = 0
     while len(out) < count:
         candidate = f"h-{n}"
