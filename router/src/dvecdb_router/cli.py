@@ -55,6 +55,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="how long a write waits for a shard's leader during a failover",
     )
     parser.add_argument("--poll-seconds", type=float, default=1.0)
+    parser.add_argument(
+        "--moved-retry-seconds",
+        type=float,
+        default=15.0,
+        help="how long a write whose slots are being moved is retried before 503 slot_moving",
+    )
     parser.add_argument("--max-body-bytes", type=int, default=64 << 20)
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
@@ -83,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
         pass
     source = None if args.members_file is None else FileSource(args.members_file)
+    slot_map = None
     if source is None:
         shards = [group.split(",") for group in args.shard]
     else:
@@ -94,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         if first is None:
             return 2
         shards = [list(urls) for urls in first.shards]
+        slot_map = first.slot_map
     # A Secret's value may hold several tokens while one is rotated: send the first.
     cluster_token: str | TokenFile | None = first_token(args.cluster_token)
     if args.cluster_token_file:
@@ -105,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         request_timeout=args.request_timeout,
         leader_wait_seconds=args.leader_wait_seconds,
         poll_seconds=args.poll_seconds,
+        moved_retry_seconds=args.moved_retry_seconds,
+        slot_map=slot_map,
         ssl_context=None
         if args.ca_file is None
         else ssl.create_default_context(cafile=args.ca_file),
