@@ -14,12 +14,12 @@ The slot moves themselves are the mover's (`reshard.mover.run_move`, planned by
 
 from __future__ import annotations
 
-import importlib
+import asyncio
+import contextlib
 import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import kopf
@@ -28,9 +28,10 @@ from dvecdb_client.slots import SlotMap
 from dvecdb_operator import constants as c
 from dvecdb_operator import kube as kube_api
 from dvecdb_operator import resharding as rs
-from dvecdb_operator.builders.common import ClusterRef, selector_labels
+from dvecdb_operator.builders.common import ClusterRef, selector_labels, shard_of_pod
 from dvecdb_operator.builders.router import build_router_configmap, router_members
 from dvecdb_operator.monitor import node_port
+from dvecdb_operator.reshard import mover, plan
 from dvecdb_operator.slotmap import map_from_status, slot_map_status
 
 log = logging.getLogger(__name__)
@@ -39,43 +40,57 @@ log = logging.getLogger(__name__)
 PROGRESS_SECONDS = 2.0
 IDLE_SECONDS = 3.0
 BUSY_SECONDS = 1.0
+REFRESH_SECONDS = 2.0
 
 
 class RunMove(Protocol):
-    """`reshard.mover.run_move` as the contract gives it, `publish` included."""
+    """`reshard.mover.run_move` as the resharder calls it (`publish` and `current` given)."""
 
     def __call__(
         self,
         move: rs.PlannedMove,
-        groups: GroupsAccess,
+        groups: PodMembers,
         *,
         map_version: int,
         phase: str,
         on_progress: Callable[[Any], Awaitable[None]],
         publish: Callable[[SlotMap], Awaitable[None]],
+        current: SlotMap,
     ) -> Awaitable[None]: ...
 
 
-@dataclass
-class GroupsAccess:
-    """What the mover needs of the groups: each shard's member URLs (asked afresh before
-    every call: a failover or a restarted pod changes them), the cluster token, TLS."""
+class PodMembers:
+    """Each group's member URLs from its pods, for the mover, which asks for them before
+    every leader lookup (a failover or a restarted pod changes them): kept fresh by
+    `refresh`, which the resharder calls every `REFRESH_SECONDS` while a move runs."""
 
-    kube: kube_api.Kube
-    ref: ClusterRef
-    token: str | None
-    ssl: Any = None
+    def __init__(self, kube: kube_api.Kube, ref: ClusterRef, token: str | None) -> None:
+        self.kube = kube
+        self.ref = ref
+        self.token = token
+        self.urls: dict[int, list[str]] = {}
 
-    async def members(self, shard: int) -> list[str]:
-        group = self.ref.group(shard)
+    def members(self, shard: int) -> list[str]:
+        return list(self.urls.get(shard, ()))
+
+    async def refresh(self) -> None:
         pods = await self.kube.list_pods(self.ref.namespace, selector_labels(self.ref))
-        urls = []
+        urls: dict[int, list[str]] = {shard: [] for shard in range(self.ref.shards)}
         for pod in pods:
             name = pod["metadata"]["name"]
             ip = (pod.get("status") or {}).get("podIP")
-            if group.owns_pod(name) and ip and not pod["metadata"].get("deletionTimestamp"):
-                urls.append(f"http://{ip}:{node_port(pod)}")
-        return sorted(urls)
+            shard = shard_of_pod(self.ref, name)
+            if shard is not None and ip and not pod["metadata"].get("deletionTimestamp"):
+                urls[shard].append(f"http://{ip}:{node_port(pod)}")
+        self.urls = {shard: sorted(found) for shard, found in urls.items()}
+
+    async def keep_fresh(self) -> None:
+        while True:
+            await asyncio.sleep(REFRESH_SECONDS)
+            try:
+                await self.refresh()
+            except (kube_api.ApiError, OSError, TimeoutError) as exc:
+                log.warning("%s/%s: listing members: %s", self.ref.namespace, self.ref.name, exc)
 
 
 def describe(exc: BaseException) -> str:
@@ -172,7 +187,8 @@ class Resharder:
         record = step.record
         current = map_from_status(status, max(record.from_, record.to))
         ref = self._ref(record)
-        groups = GroupsAccess(self.kube, ref, await self.token(body))
+        groups = PodMembers(self.kube, ref, await self.token(body))
+        await groups.refresh()
         number = f"{record.index + 1}/{len(record.moves)}"
         state = {"record": record}
         if step.phase == rs.MOVE_COPY and record.attempts == 0:
@@ -214,6 +230,7 @@ class Resharder:
                 message=f"move {number}: slot map version {expected.version} published",
             )
 
+        refresher = asyncio.create_task(groups.keep_fresh())
         try:
             await self.run_move(
                 step.move,
@@ -222,6 +239,7 @@ class Resharder:
                 phase=step.phase,
                 on_progress=on_progress,
                 publish=publish,
+                current=current,
             )
         except Exception as exc:
             again = rs.failed(state["record"], describe(exc), self.clock())
@@ -236,6 +254,10 @@ class Resharder:
                 warning=True,
             )
             return
+        finally:
+            refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refresher
         done = rs.moved(state["record"], self.clock())
         await self._write({"resharding": done.to_status()})
         kube_api.post_event(
@@ -316,18 +338,30 @@ async def run(resharder: Resharder, stopped: Any) -> None:
 
 def contract_parts() -> tuple[rs.Planner, RunMove]:
     """The planner and the mover of `reshard.plan` and `reshard.mover`, adapted to the
-    record's moves (`PlannedMove`). Raises ImportError when they are not installed."""
-    plan = importlib.import_module("dvecdb_operator.reshard.plan")
-    mover = importlib.import_module("dvecdb_operator.reshard.mover")
+    record's moves (`PlannedMove`) and the pods' member lists."""
 
     def planner(current: SlotMap, shards: int) -> list[rs.PlannedMove]:
         target = plan.target_map(current, shards)
-        return [
-            rs.PlannedMove(int(m.source), int(m.target), tuple(tuple(r) for r in m.ranges))
-            for m in plan.moves(current, target)
-        ]
+        return [rs.PlannedMove(m.source, m.target, m.ranges) for m in plan.moves(current, target)]
 
-    async def run_move(move: rs.PlannedMove, groups: GroupsAccess, **kwargs: Any) -> None:
-        await mover.run_move(plan.Move(move.source, move.target, move.ranges), groups, **kwargs)
+    async def run_move(
+        move: rs.PlannedMove,
+        groups: PodMembers,
+        *,
+        map_version: int,
+        phase: str,
+        on_progress: Callable[[Any], Awaitable[None]],
+        publish: Callable[[SlotMap], Awaitable[None]],
+        current: SlotMap,
+    ) -> None:
+        await mover.run_move(
+            plan.Move(move.source, move.target, move.ranges),
+            mover.GroupsAccess(members=groups.members, token=groups.token),
+            map_version=map_version,
+            phase=phase,
+            on_progress=on_progress,
+            publish=publish,
+            current=current,
+        )
 
     return planner, run_move

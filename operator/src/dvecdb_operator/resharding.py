@@ -234,6 +234,9 @@ class Advance:
 
 @dataclass(frozen=True)
 class RunMove:
+    """Run `move` from `phase`; `map_version`: the version its map is published at (the
+    source's fence carries it)."""
+
     record: Record
     move: PlannedMove
     phase: str
@@ -310,7 +313,7 @@ def next_step(inputs: Inputs, plan: Planner) -> Step:
         retry = parse_time(record.retry_at)
         if retry is not None and retry > inputs.now:
             return Wait(f"move {record.index + 1} retries at {record.retry_at}", retry - inputs.now)
-        return RunMove(record, move, record.move_phase, current.version)
+        return RunMove(record, move, record.move_phase, current.version + 1)
     if record.phase == PHASE_SHRINKING:
         return RemoveShards(record, tuple(range(record.to, record.from_)))
     return Idle()

@@ -291,11 +291,7 @@ async def reshard(
     """The cluster's resharding daemon (`resharder`), apart from the monitor's: a move runs
     for minutes while the groups' failovers go on."""
     kube: kube_api.Kube = memo.kube
-    try:
-        planner, mover = contract_parts()
-    except ImportError as exc:
-        log.error("cluster %s/%s: resharding unavailable: %s", namespace, name, exc)
-        return
+    planner, mover = contract_parts()
 
     async def token(body: Mapping[str, Any]) -> str | None:
         spec = parse_spec(body.get("spec"))

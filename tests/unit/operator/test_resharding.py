@@ -18,7 +18,7 @@ from dvecdb_operator import resharding as rs
 from dvecdb_operator.aggregate import aggregate_status
 from dvecdb_operator.builders.common import ClusterRef
 from dvecdb_operator.groups import GroupScope
-from dvecdb_operator.resharder import GroupsAccess, Resharder
+from dvecdb_operator.resharder import PodMembers, Resharder, contract_parts
 from dvecdb_operator.slotmap import map_from_status, slot_map_status
 from dvecdb_router.config import parse_config
 from tests.support.operator_fakes import FakeKube
@@ -28,19 +28,8 @@ pytestmark = pytest.mark.unit
 NOW = 1_800_000_000.0
 
 
-def even_planner(current: SlotMap, shards: int) -> list[rs.PlannedMove]:
-    """A stand-in for `reshard.plan`: to the even map, one move per (source, target)."""
-    target = SlotMap.even(shards)
-    pairs: dict[tuple[int, int], list[tuple[int, int]]] = {}
-    for slot, (old, new) in enumerate(zip(current.owners, target.owners, strict=True)):
-        if old == new:
-            continue
-        ranges = pairs.setdefault((old, new), [])
-        if ranges and ranges[-1][1] == slot - 1:
-            ranges[-1] = (ranges[-1][0], slot)
-        else:
-            ranges.append((slot, slot))
-    return [rs.PlannedMove(s, t, tuple(r)) for (s, t), r in sorted(pairs.items())]
+# The real planner (`reshard.plan`), as the operator wires it.
+even_planner, _ = contract_parts()
 
 
 def led(shards: int, *, without: tuple[int, ...] = ()) -> dict[str, Any]:
@@ -103,7 +92,7 @@ def test_growing_starts_waits_for_the_new_leaders_then_moves_one_at_a_time() -> 
     status["resharding"] = advance.record.to_status()
     first = step(3, status)
     assert isinstance(first, rs.RunMove)
-    assert (first.move, first.phase, first.map_version) == (record.moves[0], rs.MOVE_COPY, 1)
+    assert (first.move, first.phase, first.map_version) == (record.moves[0], rs.MOVE_COPY, 2)
 
 
 def test_a_failover_in_a_new_shard_holds_the_moves_back() -> None:
@@ -234,15 +223,17 @@ class FakeMover:
     async def __call__(
         self,
         move: rs.PlannedMove,
-        groups: GroupsAccess,
+        groups: PodMembers,
         *,
         map_version: int,
         phase: str,
         on_progress: Callable[[Any], Awaitable[None]],
         publish: Callable[[SlotMap], Awaitable[None]],
+        current: SlotMap,
     ) -> None:
         self.calls.append((move, phase, map_version))
-        self.members = {s: await groups.members(s) for s in (move.source, move.target)}
+        assert map_version == current.version + 1
+        self.members = {s: groups.members(s) for s in (move.source, move.target)}
         if self.fail:
             self.fail -= 1
             raise ConnectionError("shard 1 leader unreachable")
@@ -254,7 +245,7 @@ class FakeMover:
         if self.block is not None:
             await self.block.wait()
         if phase == rs.MOVE_PUBLISH:
-            self.map = rs.apply_move(SlotMap(map_version, self.map.owners), move)
+            self.map = rs.apply_move(SlotMap(map_version - 1, self.map.owners), move)
             await publish(self.map)
             if self.stop_after_publish:
                 raise asyncio.CancelledError  # the operator stops here
@@ -340,7 +331,7 @@ async def test_growing_two_to_three_moves_and_publishes_each_map(
         (0, 1, "copy"),
         (1, 2, "copy"),
     ]
-    assert [v for _, _, v in h.mover.calls] == [1, 2]  # each move at the map it starts from
+    assert [v for _, _, v in h.mover.calls] == [2, 3]  # the version each move publishes
     assert map_from_status(status, 3) == SlotMap.even(3, 3)
     last = status["lastResharding"]
     assert (last["from"], last["to"], last["slotsMoved"]) == (2, 3, 682 + 1365)
@@ -483,11 +474,17 @@ async def test_a_move_in_flight_does_not_hold_the_groups_failover_back(
     assert status["resharding"]["move"] == "2/2" and map_from_status(status, 3).version == 2
 
 
-def test_groups_access_lists_each_groups_pods() -> None:
+async def test_the_mover_gets_each_groups_members_from_its_pods() -> None:
     kube = FakeKube({"metadata": {"name": "db", "namespace": "ns"}})
     kube.add_pod("db-0", "10.0.0.1")
     kube.add_pod("db-s1-0", "10.0.0.2")
     kube.add_pod("db-s10-0", "10.0.0.3")
-    access = GroupsAccess(kube, ClusterRef("db", "ns", 0, 11), "tok")  # type: ignore[arg-type]
-    assert asyncio.run(access.members(1)) == ["http://10.0.0.2:8080"]
-    assert asyncio.run(access.members(0)) == ["http://10.0.0.1:8080"]
+    kube.add_pod("other-0", "10.0.0.4")
+    access = PodMembers(kube, ClusterRef("db", "ns", 0, 11), "tok")  # type: ignore[arg-type]
+    await access.refresh()
+    assert access.members(1) == ["http://10.0.0.2:8080"]
+    assert access.members(0) == ["http://10.0.0.1:8080"]
+    assert access.members(10) == ["http://10.0.0.3:8080"] and access.members(2) == []
+    kube.pods["db-s1-0"]["status"]["podIP"] = "10.0.0.9"  # a restarted pod
+    await access.refresh()
+    assert access.members(1) == ["http://10.0.0.9:8080"]
