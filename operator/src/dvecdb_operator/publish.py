@@ -35,6 +35,17 @@ log = logging.getLogger(__name__)
 RECHECK_SECONDS = 30.0
 
 
+def listed_shards(owning: int, ready: Sequence[bool]) -> int:
+    """How many shards the members file lists: every shard that owns slots, and after them
+    each further one (a new shard before its first move) once it has a ready member, in
+    order. A router is ready only when every listed shard has a ready member: a new shard
+    still starting must not take the routers out of their Service."""
+    count = owning
+    while count < len(ready) and ready[count]:
+        count += 1
+    return max(1, min(count, len(ready)) if ready else count)
+
+
 def member_urls(watchers: Sequence[ClusterMonitor]) -> dict[int, list[str]]:
     """Each shard's member URLs as its last pass saw them (pods with an address)."""
     out: dict[int, list[str]] = {}
@@ -82,7 +93,9 @@ class Publisher:
         if any(w.last is None for w in watchers) and self._members is not None:
             return  # a group not seen yet: keep the file as it is
         slot_map = map_from_status(body.get("status"), ref.shards)
-        manifest = build_router_configmap(ref, router_members(ref, urls, slot_map=slot_map))
+        ready = [w.last is not None and any(m.pod_ready for m in w.last.members) for w in watchers]
+        listed = ClusterRef(ref.name, ref.namespace, 0, listed_shards(slot_map.shards, ready))
+        manifest = build_router_configmap(listed, router_members(listed, urls, slot_map=slot_map))
         text = json.dumps(manifest["data"], sort_keys=True)
         now = time.monotonic()
         if text == self._members and now - self._checked < RECHECK_SECONDS:

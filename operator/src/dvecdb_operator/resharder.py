@@ -19,7 +19,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 import kopf
@@ -223,7 +223,7 @@ class Resharder:
                 {"slotMap": slot_map_status(expected), "resharding": done.to_status()}
             )
             state["record"] = done
-            await self._publish_members(body, ref, expected)
+            await self._publish_members(body, ref, expected, groups)
             kube_api.post_event(
                 body,
                 reason="ReshardingPublished",
@@ -268,18 +268,20 @@ class Resharder:
         )
 
     async def _publish_members(
-        self, body: Mapping[str, Any], ref: ClusterRef, slot_map: SlotMap
+        self, body: Mapping[str, Any], ref: ClusterRef, slot_map: SlotMap, groups: PodMembers
     ) -> None:
-        """The router's file with the new map and the members the live file lists."""
+        """The router's file with the new map: the shards the live file lists and at least
+        every owner, with their members as the pods are now."""
         live = await self.kube.get("v1", "ConfigMap", self.namespace, ref.router)
-        urls: dict[int, Sequence[str]] = {}
         text = ((live or {}).get("data") or {}).get(c.ROUTER_CONFIG_KEY)
         try:
-            for entry in json.loads(text)["shards"] if isinstance(text, str) else []:
-                urls[int(entry["shard"])] = list(entry.get("members") or [])
+            listed = len(json.loads(text)["shards"]) if isinstance(text, str) else 0
         except (ValueError, KeyError, TypeError):
-            urls = {}
-        manifest = build_router_configmap(ref, router_members(ref, urls, slot_map=slot_map))
+            listed = 0
+        count = min(ref.shards, max(listed, slot_map.shards))
+        out = ClusterRef(ref.name, ref.namespace, 0, count)
+        urls = {shard: groups.members(shard) for shard in range(count)}
+        manifest = build_router_configmap(out, router_members(out, urls, slot_map=slot_map))
         kopf.adopt(manifest, owner=dict(body))  # type: ignore[arg-type]
         await self.kube.apply(manifest)
 

@@ -18,6 +18,7 @@ from dvecdb_operator import resharding as rs
 from dvecdb_operator.aggregate import aggregate_status
 from dvecdb_operator.builders.common import ClusterRef
 from dvecdb_operator.groups import GroupScope
+from dvecdb_operator.publish import listed_shards
 from dvecdb_operator.resharder import PodMembers, Resharder, contract_parts
 from dvecdb_operator.slotmap import map_from_status, slot_map_status
 from dvecdb_router.config import parse_config
@@ -488,3 +489,12 @@ async def test_the_mover_gets_each_groups_members_from_its_pods() -> None:
     kube.pods["db-s1-0"]["status"]["podIP"] = "10.0.0.9"  # a restarted pod
     await access.refresh()
     assert access.members(1) == ["http://10.0.0.9:8080"]
+
+
+def test_a_new_shard_is_listed_for_the_routers_once_it_has_a_ready_member() -> None:
+    """A router is ready only when every listed shard has a ready member."""
+    assert listed_shards(2, [True, True, False]) == 2
+    assert listed_shards(2, [True, True, True]) == 3
+    assert listed_shards(2, [True, True, False, True]) == 2  # in order
+    assert listed_shards(2, [False, True, True]) == 3  # owners are always listed
+    assert listed_shards(3, [True, True, True]) == 3  # an emptied shard stays until it goes
