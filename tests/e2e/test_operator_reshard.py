@@ -1,18 +1,23 @@
-"""Resharding online on the local real Kubernetes: 2 shards x 2 members grow to 3 under load.
+"""Resharding online on the local real Kubernetes: 2 shards x 2 members grow to 3 and shrink
+back to 2 under load, the operator restarted during the shrink.
 
 `kubectl patch dvc demo --type merge -p '{"spec":{"shards":3}}'` while a writer and a searcher
 go through the router: the operator creates shard 2 (StatefulSet `demo-s2`), waits for its
 leader, runs the planned moves one at a time (each publishing a new slot map to the status and
-the router's members file) and finishes. Every write the router acknowledged is readable
-afterwards (by id, through the router, and in the count), each item is held by exactly its
-owner, and no search answered during the resharding returned an id twice.
+the router's members file) and finishes; the shrink moves shard 2's slots off, then deletes its
+StatefulSet and Services (its claims stay: `reclaimPolicy: Retain`). Every write the router
+acknowledged is readable afterwards (by id, through the router, and in the count), each item
+is held by exactly its owner, and no search answered during a resharding returned an id twice.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -32,14 +37,6 @@ BATCH = 20
 
 def vector(i: int) -> list[float]:
     return [float(i % 17), float(i % 5), 1.0, float(i % 1000) / 1000]
-
-
-def healthy_three(kubectl: Kubectl, namespace: str) -> dict[str, Any] | None:
-    status = status_of(kubectl, namespace)
-    done = "resharding" not in status and (status.get("lastResharding") or {}).get("to") == 3
-    if not done or status.get("phase") != "Healthy" or status.get("readyShards") != "3/3":
-        return None
-    return status
 
 
 class Load:
@@ -109,7 +106,111 @@ class Load:
             time.sleep(0.05)
 
 
-def test_two_shards_grow_to_three_online(kubectl: Kubectl, namespace: str) -> None:
+def finished_at(kubectl: Kubectl, namespace: str, shards: int) -> dict[str, Any] | None:
+    status = status_of(kubectl, namespace)
+    done = "resharding" not in status and (status.get("lastResharding") or {}).get("to") == shards
+    ready = status.get("readyShards") == f"{shards}/{shards}"
+    return status if done and status.get("phase") == "Healthy" and ready else None
+
+
+@dataclass
+class Run:
+    status: dict[str, Any]
+    load: Load
+    seconds: float
+    phases: list[str]
+
+
+def reshard_under_load(
+    kubectl: Kubectl,
+    namespace: str,
+    url: str,
+    key: str,
+    shards: int,
+    *,
+    during: Callable[[dict[str, Any]], bool] | None = None,
+) -> Run:
+    """Patch `spec.shards` while writing and searching; `during(status)` is called on each
+    poll until it returns True (e.g. to restart the operator once a move runs)."""
+    with Load(url, key) as load:
+        time.sleep(2)
+        patched = time.monotonic()
+        kubectl.run(
+            "patch", "dvc", "demo", "-n", namespace, "--type=merge",
+            "-p", json.dumps({"spec": {"shards": shards}}),
+        )  # fmt: skip
+        phases: list[str] = []
+        acted = during is None
+
+        def finished() -> dict[str, Any] | None:
+            nonlocal acted
+            status = status_of(kubectl, namespace)
+            summary = (status.get("resharding") or {}).get("summary")
+            if summary and (not phases or phases[-1] != summary):
+                phases.append(summary)
+            if not acted and during is not None:
+                acted = during(status)
+            return finished_at(kubectl, namespace, shards) if acted else None
+
+        status = wait_until(finished, 420, f"the resharding to {shards} shards", every=0.5)
+        seconds = time.monotonic() - patched
+        time.sleep(2)  # writes and searches on the new map
+    return Run(status, load, seconds, phases)
+
+
+def check_data(
+    kubectl: Kubectl, namespace: str, url: str, key: str, acked: list[str], status: dict[str, Any]
+) -> dict[int, int]:
+    """Every acknowledged id is readable through the router, counted once, held by its owner
+    only; returns each shard's count."""
+    owners = SlotMap.from_owner_ranges(
+        status["slotMap"]["version"], [(o[0], o[1], o[2]) for o in status["slotMap"]["owners"]]
+    )
+    missing = []
+    for item in acked:
+        code, _ = http("GET", f"{url}/v1/collections/e2e/vectors/{item}", token=key)
+        if code != 200:
+            missing.append((item, code))
+    assert missing == [], missing[:5]
+    unique = set(acked)
+    wait_until(
+        lambda: (
+            (c := http("GET", f"{url}/v1/collections/e2e", token=key))[0] == 200
+            and c[1]["count"] == len(unique)
+        ),
+        60,
+        f"the router's count to be {len(unique)}",
+    )
+    held = {}
+    for shard, leader in enumerate(status["leaders"].split(",")):
+        ip = kubectl.get("pod", leader, namespace)["status"]["podIP"]
+        code, info = http("GET", f"http://{ip}:8080/v1/collections/e2e", token=key)
+        assert code == 200, info
+        held[shard] = info["count"]
+    expected = Counter(owners.shard_of(item) for item in unique)
+    assert held == dict(sorted(expected.items())), (held, expected)
+    return held
+
+
+def summary(run: Run) -> str:
+    last = run.status["lastResharding"]
+    refused = Counter(code for code, _ in run.load.refused)
+    return (
+        f"{last['from']}->{last['to']} shards in {run.seconds:.1f}s (operator: {last['seconds']}s,"
+        f" {last['slotsMoved']} slots, {last['itemsCopied']} items copied), "
+        f"{len(run.load.acked)} items written during it ({len(run.load.refused)} batches "
+        f"refused: {dict(refused)}), {run.load.searches} searches "
+        f"({len(run.load.bad_searches)} failed), phases {run.phases}"
+    )
+
+
+def check_run(run: Run) -> None:
+    assert run.load.duplicates == [], run.load.duplicates[:3]
+    assert len(run.load.acked) > 0 and run.load.searches > 10
+    assert len(run.load.bad_searches) <= run.load.searches // 20, run.load.bad_searches[:3]
+
+
+def test_two_shards_grow_to_three_and_shrink_back_online(kubectl: Kubectl, namespace: str) -> None:
     started = time.monotonic()
     release = install_operator(kubectl, namespace)
     try:
@@ -130,81 +231,83 @@ def test_two_shards_grow_to_three_online(kubectl: Kubectl, namespace: str) -> No
             )
             assert code == 200, body
 
-        with Load(url, key) as load:
-            time.sleep(2)
-            patched = time.monotonic()
-            kubectl.run(
-                "patch", "dvc", "demo", "-n", namespace, "--type=merge",
-                "-p", '{"spec": {"shards": 3}}',
-            )  # fmt: skip
-            seen: list[str] = []
-
-            def finished() -> dict[str, Any] | None:
-                status = status_of(kubectl, namespace)
-                summary = (status.get("resharding") or {}).get("summary")
-                if summary and (not seen or seen[-1] != summary):
-                    seen.append(summary)
-                return healthy_three(kubectl, namespace)
-
-            status = wait_until(finished, 420, "the resharding to 3 shards to finish", every=1)
-            resharding_seconds = time.monotonic() - patched
-            time.sleep(2)  # writes and searches on the new map
-        acked += load.acked
-
-        # The record went through its phases; the map and the file agree.
-        assert any("growing" in s for s in seen) or seen, seen
+        # 2 -> 3: shard 2 is created, waited for, and given slots by two moves.
+        grow = reshard_under_load(kubectl, namespace, url, key, 3)
+        acked += grow.load.acked
+        check_run(grow)
+        status = grow.status
+        assert grow.phases and grow.phases[0] == "2->3 growing", grow.phases
         last = status["lastResharding"]
-        assert (last["from"], last["to"]) == (2, 3) and last["slotsMoved"] > 0
+        assert (last["from"], last["to"]) == (2, 3) and last["slotsMoved"] == 682 + 1365
         assert status["slotMap"]["version"] == 3  # two moves, each one version
-        owners = SlotMap.from_owner_ranges(
-            3,
-            [tuple(o) for o in status["slotMap"]["owners"]],  # type: ignore[misc]
-        )
-        assert owners.owners == SlotMap.even(3).owners
+        owners = [(o[0], o[1], o[2]) for o in status["slotMap"]["owners"]]
+        assert SlotMap.from_owner_ranges(3, owners).owners == SlotMap.even(3).owners
         assert [line["statefulSet"] for line in status["shards"]] == ["demo", "demo-s1", "demo-s2"]
         code, routed = http("GET", f"{url}/v1/status", token=key)
         assert code == 200 and routed["slot_map"]["version"] == 3, routed
-        reasons = {
+        held = check_data(kubectl, namespace, url, key, acked, status)
+        assert len(held) == 3 and min(held.values()) > 0, held
+        claims = sorted(
+            p["metadata"]["name"]
+            for p in kubectl.json("get", "pvc", "-n", namespace)["items"]
+            if "demo-s2-" in p["metadata"]["name"]
+        )
+
+        # 3 -> 2, the operator restarted while a move runs: it resumes from the record.
+        restarts: list[str] = []
+
+        def restart_operator(status: dict[str, Any]) -> bool:
+            if (status.get("resharding") or {}).get("phase") != "Moving":
+                return False
+            kubectl.run(
+                "delete", "pod", "-n", namespace, "-l",
+                f"app.kubernetes.io/instance={release}", "--wait=false",
+            )  # fmt: skip
+            restarts.append(status["resharding"]["summary"])
+            return True
+
+        shrink = reshard_under_load(kubectl, namespace, url, key, 2, during=restart_operator)
+        acked += shrink.load.acked
+        check_run(shrink)
+        status = shrink.status
+        assert restarts, "the operator was not restarted during a move"
+        last = status["lastResharding"]
+        assert (last["from"], last["to"]) == (3, 2) and status["slotMap"]["version"] == 5
+        owners = [(o[0], o[1], o[2]) for o in status["slotMap"]["owners"]]
+        assert SlotMap.from_owner_ranges(5, owners).owners == SlotMap.even(2).owners
+        assert [line["statefulSet"] for line in status["shards"]] == ["demo", "demo-s1"]
+        assert "2" not in (status.get("groups") or {})
+        for kind, name in (
+            ("statefulset", "demo-s2"),
+            ("service", "demo-s2-rw"),
+            ("service", "demo-s2-ro"),
+        ):
+            wait_until(
+                lambda k=kind, n=name: kubectl.get(k, n, namespace) is None,
+                60,
+                f"{kind} {name} gone",
+            )
+        # storage.reclaimPolicy Retain (the default): shard 2's claims stay.
+        left = sorted(
+            p["metadata"]["name"]
+            for p in kubectl.json("get", "pvc", "-n", namespace)["items"]
+            if "demo-s2-" in p["metadata"]["name"]
+        )
+        assert left == claims
+        code, routed = http("GET", f"{url}/v1/status", token=key)
+        assert code == 200 and routed["slot_map"]["version"] == 5, routed
+        assert len(routed["shards"]) == 2, routed
+        check_data(kubectl, namespace, url, key, acked, status)
+        reasons = Counter(
             e["reason"]
             for e in kubectl.json("get", "events", "-n", namespace)["items"]
             if e.get("involvedObject", {}).get("kind") == "DVecCluster"
-        }
-        assert {"ReshardingStarted", "ReshardingMoved", "ReshardingFinished"} <= reasons, reasons
-
-        # Every acknowledged write is there, once, at its owner.
-        assert load.duplicates == [], load.duplicates[:3]
-        assert len(load.acked) > 0 and load.searches > 10
-        missing = []
-        for item in acked:
-            code, _ = http("GET", f"{url}/v1/collections/e2e/vectors/{item}", token=key)
-            if code != 200:
-                missing.append((item, code))
-        assert missing == [], missing[:5]
-        wait_until(
-            lambda: (
-                (c := http("GET", f"{url}/v1/collections/e2e", token=key))[0] == 200
-                and c[1]["count"] == len(set(acked))
-            ),
-            60,
-            f"the router's count to be {len(set(acked))}",
         )
-        held = {}
-        for shard, leader in enumerate(status["leaders"].split(",")):
-            ip = kubectl.get("pod", leader, namespace)["status"]["podIP"]
-            code, info = http("GET", f"http://{ip}:8080/v1/collections/e2e", token=key)
-            assert code == 200, info
-            held[shard] = info["count"]
-        expected = Counter(owners.shard_of(item) for item in set(acked))
-        assert held == dict(sorted(expected.items())), (held, expected)
+        assert reasons["ReshardingFinished"] >= 2 and reasons["ShardRemoved"] >= 1, reasons
         print(
-            f"\nreshard e2e: created+healthy {created:.1f}s, 2->3 shards in "
-            f"{resharding_seconds:.1f}s (operator: {last['seconds']}s, {last['slotsMoved']} "
-            f"slots, {last['itemsCopied']} items copied), {len(load.acked)} items written "
-            f"during it ({len(load.refused)} batches refused: "
-            f"{Counter(code for code, _ in load.refused)}), {load.searches} searches "
-            f"({len(load.bad_searches)} failed), phases {seen}, "
+            f"\nreshard e2e: created+healthy {created:.1f}s; {summary(grow)}; {summary(shrink)}"
+            f" (operator restarted at {restarts}); {len(set(acked))} items in all, "
             f"total {time.monotonic() - started:.1f}s"
         )
-        assert len(load.bad_searches) <= load.searches // 20, load.bad_searches[:3]
     finally:
         kubectl.run("uninstall", release, "-n", namespace, tool="helm", check=False)
