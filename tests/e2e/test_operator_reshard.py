@@ -200,7 +200,8 @@ def summary(run: Run) -> str:
         f" {last['slotsMoved']} slots, {last['itemsCopied']} items copied), "
         f"{len(run.load.acked)} items written during it ({len(run.load.refused)} batches "
         f"refused: {dict(refused)}), {run.load.searches} searches "
-        f"({len(run.load.bad_searches)} failed), phases {run.phases}"
+        f"({len(run.load.bad_searches)} failed: {str(run.load.bad_searches[:2])[:300]}), "
+        f"phases {run.phases}"
     )
 
 

@@ -33,6 +33,7 @@ from dvecdb_operator.builders.router import build_router_configmap, router_membe
 from dvecdb_operator.monitor import node_port
 from dvecdb_operator.reshard import mover, plan
 from dvecdb_operator.slotmap import map_from_status, slot_map_status
+from dvecdb_operator.spec import InvalidSpecError, parse_spec
 
 log = logging.getLogger(__name__)
 
@@ -141,10 +142,13 @@ class Resharder:
         body, status = await self._status()
         if body.get("metadata", {}).get("deletionTimestamp"):
             return IDLE_SECONDS
-        spec_shards = (body.get("spec") or {}).get("shards", 1)
-        if not isinstance(spec_shards, int):
-            return IDLE_SECONDS
+        try:
+            spec_shards = parse_spec(body.get("spec")).shards
+        except InvalidSpecError:
+            return IDLE_SECONDS  # the monitor reports it; nothing moves meanwhile
         step = rs.next_step(rs.Inputs(spec_shards, status, self.clock()), self.plan)
+        if isinstance(step, rs.Wait | rs.Advance) and step.record.from_ == 1:
+            await self._label_shard_zero()
         if isinstance(step, rs.Idle):
             return IDLE_SECONDS
         if isinstance(step, rs.Wait):
@@ -177,6 +181,17 @@ class Resharder:
             await self._finish(body, step.record)
             return 0.0
         return IDLE_SECONDS
+
+    async def _label_shard_zero(self) -> None:
+        """A cluster growing from one shard: its members get the shard label now, so shard
+        0's Services (which select it from now on) keep their endpoints until the pods
+        restart with it from the template (`reconcile.keep_selector`)."""
+        ref = ClusterRef(self.name, self.namespace, 0, 2)
+        for pod in await self.kube.list_pods(self.namespace, selector_labels(ref)):
+            name = pod["metadata"]["name"]
+            labels = pod["metadata"].get("labels") or {}
+            if ref.owns_pod(name) and labels.get(c.LABEL_SHARD) != "0":
+                await self.kube.patch_pod_labels(self.namespace, name, {c.LABEL_SHARD: "0"})
 
     def _ref(self, record: rs.Record) -> ClusterRef:
         return ClusterRef(self.name, self.namespace, 0, max(record.from_, record.to))

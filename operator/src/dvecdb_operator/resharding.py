@@ -220,6 +220,7 @@ class Start:
 class Wait:
     """Nothing to do for `seconds` (at most): `reason` goes in the log."""
 
+    record: Record
     reason: str
     seconds: float = 2.0
 
@@ -299,7 +300,7 @@ def next_step(inputs: Inputs, plan: Planner) -> Step:
         ]
         if missing:
             names = ", ".join(str(s) for s in missing)
-            return Wait(f"waiting for a leader in new shard(s) {names}")
+            return Wait(record, f"waiting for a leader in new shard(s) {names}")
         return Advance(replace(record, phase=PHASE_MOVING), "every new shard has a leader")
     if record.phase == PHASE_MOVING:
         move = record.current
@@ -312,7 +313,9 @@ def next_step(inputs: Inputs, plan: Planner) -> Step:
             return Finish(record)
         retry = parse_time(record.retry_at)
         if retry is not None and retry > inputs.now:
-            return Wait(f"move {record.index + 1} retries at {record.retry_at}", retry - inputs.now)
+            return Wait(
+                record, f"move {record.index + 1} retries at {record.retry_at}", retry - inputs.now
+            )
         return RunMove(record, move, record.move_phase, current.version + 1)
     if record.phase == PHASE_SHRINKING:
         return RemoveShards(record, tuple(range(record.to, record.from_)))

@@ -498,3 +498,24 @@ def test_a_new_shard_is_listed_for_the_routers_once_it_has_a_ready_member() -> N
     assert listed_shards(2, [True, True, False, True]) == 2  # in order
     assert listed_shards(2, [False, True, True]) == 3  # owners are always listed
     assert listed_shards(3, [True, True, True]) == 3  # an emptied shard stays until it goes
+
+
+async def test_growing_from_one_shard_labels_shard_zeros_members(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Shard 0's Services select the shard label once there are two shards: its running
+    members get it at once (the template gives it to their next incarnations)."""
+    h = Harness(monkeypatch, shards=1, spec=2)
+    await h.run(h.resharder())
+    labels = {
+        name: pod["metadata"]["labels"].get(c.LABEL_SHARD) for name, pod in h.kube.pods.items()
+    }
+    assert labels == {"db-0": "0", "db-1": "0", "db-s1-0": None, "db-s1-1": None}
+    assert map_from_status(h.kube.status, 2) == SlotMap.even(2, 2)
+
+
+async def test_an_invalid_spec_moves_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    h = Harness(monkeypatch, shards=2, spec=3)
+    h.kube.cluster["spec"]["replicas"] = 0
+    await h.resharder().step()
+    assert "resharding" not in h.kube.status and h.mover.calls == []
