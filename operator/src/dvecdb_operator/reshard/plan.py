@@ -66,8 +66,7 @@ def apply_move(current: SlotMap, move: Move) -> SlotMap:
     for slot in move.slots:
         if owners[slot] != move.source:
             raise ValueError(
-                f"slot {slot} is owned by shard {owners[slot]}, not the move's source "
-                f"{move.source}"
+                f"slot {slot} is owned by shard {owners[slot]}, not the move's source {move.source}"
             )
         owners[slot] = move.target
     return SlotMap(current.version + 1, tuple(owners))
