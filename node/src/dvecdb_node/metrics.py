@@ -52,6 +52,11 @@ class NodeMetrics:
             buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
             registry=self.registry,
         )
+        self.slot_moved = Counter(
+            "dvecdb_slot_moved",
+            "Writes refused with 409 slot_moved (an id in a slot fenced for resharding).",
+            registry=self.registry,
+        )
         self.fastlane_connections = Gauge(
             "dvecdb_fastlane_connections",
             "Open connections answered by the search fast lane.",
@@ -125,6 +130,11 @@ class _EngineCollector(Collector):
             labels=["collection"],
         )
         wal_size = GaugeMetricFamily("dvecdb_wal_size_bytes", "Bytes of retained WAL segments.")
+        yield GaugeMetricFamily(
+            "dvecdb_fenced_slots",
+            "Hash slots fenced for resharding (ordinary writes to them answer 409 slot_moved).",
+            value=len(engine.slot_fences),
+        )
         if ready:
             for collection in engine.collections():
                 vectors.add_metric([collection.name], collection.count)

@@ -104,6 +104,10 @@ class ClusterHooks(Protocol):
     def not_ready_reason(self) -> str | None:
         """Why ``/readyz`` should answer 503 beyond recovery (e.g. follower lag), or None."""
 
+    def commit_seq(self, durable_seq: int) -> int:
+        """The highest seq durable on a majority of members, this leader's own durable
+        position being ``durable_seq`` (what resharding's slot log may serve)."""
+
 
 class SingleNodeHooks:
     """No followers: every ack level is met by the leader's own durability."""
@@ -128,3 +132,6 @@ class SingleNodeHooks:
 
     def not_ready_reason(self) -> str | None:
         return None
+
+    def commit_seq(self, durable_seq: int) -> int:
+        return durable_seq

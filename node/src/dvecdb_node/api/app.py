@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 
 from aiohttp import web
 
-from dvecdb_node.api import collections, search, system, vectors
+from dvecdb_node.api import collections, search, slots, slots_openapi, system, vectors
 from dvecdb_node.api.auth import auth_middleware
 from dvecdb_node.api.errors import Handler, error_middleware
 from dvecdb_node.api.gates import read_gate
@@ -165,10 +165,10 @@ def create_app(
     app[METRICS] = metrics
     app[RECOVERED] = asyncio.Event()
     app[RECOVERY_ERROR] = []
-    app[OPENAPI_PATHS] = {}
+    app[OPENAPI_PATHS] = dict(slots_openapi.PATHS)
     app[READ_GATES] = []
     metrics.watch_engine(engine, lambda: role.epoch)
-    for table in (system.routes, collections.routes, vectors.routes, search.routes):
+    for table in (system.routes, collections.routes, vectors.routes, search.routes, slots.routes):
         app.add_routes(table)
     app.cleanup_ctx.append(engine_context)
     app.cleanup_ctx.append(credentials_context)

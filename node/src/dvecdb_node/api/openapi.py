@@ -40,7 +40,10 @@ _ERRORS = {
     "401": "Missing bearer token",
     "403": "Wrong bearer token",
     "404": "Unknown path, collection or id",
-    "409": "Conflict, not_leader (also a strong/quorum read on a non-leader) or stale",
+    "409": "Conflict, not_leader (also a strong/quorum read on a non-leader), stale, or "
+    "slot_moved (a write with an id in a slot fenced for resharding: nothing of it was made; "
+    "the error names slots, owner and map_version)",
+    "410": "snapshot_required: the log no longer holds what was asked",
     "413": "Body, batch, query count or metadata too large",
     "503": "recovering (with Retry-After: the store is still loading), storage_error (a "
     "corrupt log or a failed fsync, named), lease_expired (a leader that heard from neither a "

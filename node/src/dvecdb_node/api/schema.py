@@ -297,7 +297,57 @@ class FollowerAck(_Body):
     lease_token: Seq | None = None
 
 
-ADMIN_BODIES: tuple[type[Struct], ...] = (Promote, Follow, Fence, Confirm, FollowerAck)
+# ---------------------------------------------------------------- resharding
+# One slot, 0-4095, in decimal without leading zeros.
+_SLOT = "(?:409[0-5]|40[0-8][0-9]|[1-3][0-9]{3}|[1-9][0-9]{0,2}|0)"
+SLOT_RANGE_PATTERN = f"^{_SLOT}(?:-{_SLOT})?$"
+SLOT_RANGES_PATTERN = f"^{_SLOT}(?:-{_SLOT})?(?:,{_SLOT}(?:-{_SLOT})?)*$"
+SLOT_RANGE_HELP = "A slot N or an inclusive range N-M of slots (0-4095; a reversed M-N is N-M)"
+SlotRange = Annotated[
+    str,
+    Meta(pattern=SLOT_RANGE_PATTERN, description=SLOT_RANGE_HELP, extra=_codes("invalid_slots")),
+]
+SlotRanges = Annotated[
+    list[SlotRange], Meta(min_length=1, extra=_codes("invalid_slots", short="invalid_slots"))
+]
+
+
+class SlotFenceChange(_Body):
+    """Fence or unfence slots (a log record: followers, restarts and snapshots keep it)."""
+
+    slots: SlotRanges
+    fenced: bool
+    owner: Annotated[int, Meta(ge=0, le=63, description="The shard the slots go to")] | None = None
+    map_version: Annotated[int, Meta(ge=0, le=MAX_INT64)] | None = None
+
+
+class SlotPurge(_Body):
+    slots: SlotRanges
+    collection: Name | None = None
+
+
+# The import's lists may be empty; too long answers 413 as an upsert's batch does.
+_IMPORT = Meta(extra=_codes(long="batch_too_large"))
+_EMPTY: Any = msgspec.field(default_factory=list)
+
+
+class SlotApply(_Body):
+    """Resharding's import: upserts, then deletes, whatever the fence."""
+
+    collection: Name
+    upserts: list[VectorItem] = msgspec.field(default_factory=list)
+    deletes: list[ItemId] = msgspec.field(default_factory=list)
+
+
+ADMIN_BODIES: tuple[type[Struct], ...] = (
+    Promote,
+    Follow,
+    Fence,
+    Confirm,
+    FollowerAck,
+    SlotFenceChange,
+    SlotPurge,
+)
 
 
 # ------------------------------------------------------------------ responses
@@ -363,6 +413,14 @@ class StoredVector(Struct):
     metadata: dict[str, Scalar]
 
 
+class StoredVectorOrNull(Struct):
+    """An item as resharding copies it (null metadata: none)."""
+
+    id: str
+    vector: list[float]
+    metadata: dict[str, Scalar] | None
+
+
 class Hit(Struct):
     id: str
     distance: Annotated[
@@ -410,6 +468,10 @@ class Status(Struct):
             "/v1/admin/confirm, whose lease then runs from this moment"
         ),
     ]
+    fenced_slots: Annotated[
+        list[str],
+        Meta(description="Slots refusing ordinary writes (resharding moves them): N or N-M"),
+    ]
     followers: list[dict[str, Any]] | UnsetType = UNSET
     lease: Lease | UnsetType = UNSET
     last_ack_seconds: (
@@ -422,6 +484,33 @@ class Status(Struct):
         ]
         | UnsetType
     ) = UNSET
+
+
+class SlotWritten(Struct):
+    seq: int
+    epoch: int
+
+
+class SlotApplied(SlotWritten):
+    count: int
+
+
+class SlotPurged(SlotWritten):
+    count: int
+
+
+class SlotLogOp(Struct):
+    seq: int
+    collection: str
+    op: Literal["upsert", "delete"]
+    items: list[StoredVectorOrNull] | UnsetType = UNSET
+    ids: list[str] | UnsetType = UNSET
+
+
+class SlotLog(Struct):
+    ops: list[SlotLogOp]
+    next_seq: int
+    commit_seq: Annotated[int, Meta(description="The highest seq durable on a majority")]
 
 
 class Probe(Struct):
@@ -441,6 +530,10 @@ RESPONSES: tuple[type[Struct], ...] = (
     SearchResult,
     Status,
     Probe,
+    SlotWritten,
+    SlotApplied,
+    SlotPurged,
+    SlotLog,
 )
 
 
@@ -478,9 +571,17 @@ class Bodies:
     delete: type[Delete]
     search: type[Search]
     options: type[SearchOptions]
+    slot_apply: type[SlotApply]
 
     def types(self) -> list[type[Struct]]:
-        return [self.collection, self.upsert, self.delete, self.search, self.options]
+        return [
+            self.collection,
+            self.upsert,
+            self.delete,
+            self.search,
+            self.options,
+            self.slot_apply,
+        ]
 
 
 def _limited(base: type[Struct], fields: list[tuple[str, Any] | tuple[str, Any, Any]]) -> Any:
@@ -508,6 +609,13 @@ def bodies(limits: Limits) -> Bodies:
             [k, ("vector", vector | UnsetType, UNSET), ("vectors", queries | UnsetType, UNSET)],
         ),
         options=_limited(SearchOptions, [k]),
+        slot_apply=_limited(
+            SlotApply,
+            [
+                ("upserts", _most(_ANNOTATED[_LIST[item], _IMPORT], limits.max_batch), _EMPTY),
+                ("deletes", _most(_ANNOTATED[_LIST[ItemId], _IMPORT], limits.max_batch), _EMPTY),
+            ],
+        ),
     )
 
 

@@ -70,6 +70,7 @@ def status_body(app: web.Application) -> dict[str, Any]:
         "url": app[SETTINGS].self_url,
         "fsync": app[SETTINGS].fsync.value,
         "storage_error": storage_error(app),
+        "fenced_slots": engine.slot_fences.ranges(),
         # Pass to /v1/admin/promote or /v1/admin/confirm: the lease runs from this moment.
         "lease_token": lease_token(),
     }

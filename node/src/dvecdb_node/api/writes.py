@@ -13,10 +13,11 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from dvecdb_node.api.keys import ENGINE, HOOKS, ROLE, SETTINGS
+from dvecdb_node.api.keys import ENGINE, HOOKS, METRICS, ROLE, SETTINGS
 from dvecdb_node.api.validation import parse_ack
 from dvecdb_node.errors import NotLeader, NotReady
 from dvecdb_node.storage.records import Change
+from dvecdb_node.storage.slotfence import SlotMoved
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,14 +36,26 @@ def unacknowledged(seq: int, reason: str, code: str) -> NotReady:
     return NotReady(f"{reason}; the write may or may not persist", code=code, seq=seq)
 
 
-async def write(request: web.Request, change: Change, ack: object = None) -> Written:
-    """Check leadership, log and apply ``change``, then wait for the ``ack`` level."""
+async def write(
+    request: web.Request, change: Change, ack: object = None, *, fenced_ok: bool = False
+) -> Written:
+    """Check leadership, log and apply ``change``, then wait for the ``ack`` level.
+
+    An upsert or delete touching a fenced slot is refused (409 ``slot_moved``) unless
+    ``fenced_ok`` (resharding's import and purge).
+    """
     app = request.app
     level = parse_ack(ack, app[SETTINGS].default_ack)
     role = app[ROLE]
     epoch = role.require_leader()
     role.require_epoch(epoch)
-    result = await app[ENGINE].submit(change, epoch=epoch, check=role.require_epoch)
+    try:
+        result = await app[ENGINE].submit(
+            change, epoch=epoch, check=role.require_epoch, fenced_ok=fenced_ok
+        )
+    except SlotMoved:
+        app[METRICS].slot_moved.inc()
+        raise
     await app[HOOKS].wait_ack(result.seq, level)
     try:
         role.require_epoch(epoch)

@@ -462,6 +462,17 @@ class ReplicationManager:
                 code="no_quorum",
             )
 
+    def commit_seq(self, durable_seq: int) -> int:
+        """The highest seq this leader and enough followers hold durably for a majority
+        (the ``quorum`` count); 0 while too few followers are known."""
+        needed = acks.followers_needed("quorum", self.members())
+        if needed == 0:
+            return durable_seq
+        held = sorted((f.received_seq for f in self.tracker.all()), reverse=True)
+        if len(held) < needed:
+            return 0
+        return min(durable_seq, held[needed - 1])
+
     def followers(self) -> list[dict[str, Any]]:
         """Per-follower positions for ``/v1/status`` and metrics: a plain read (the write
         clock is trimmed on the write path, :meth:`wait_ack`)."""

@@ -15,6 +15,9 @@ Leader writes
     applies it, and returns once the record is durable under ``options.fsync`` (``always``:
     fsync per write; ``batch``: group commit, one fsync covers every write waiting on it;
     ``none``: written to the OS).
+    An upsert or delete with an id in a fenced slot (``engine.slot_fences``, changed only by
+    logged :class:`~.records.SlotFence` records) raises ``SlotMoved`` (409 ``slot_moved``),
+    checked under the write lock, so in log order; ``fenced_ok=True`` skips that check.
     Raises :class:`dvecdb_node.errors.NodeError` subclasses for invalid changes,
     :class:`DiskFull` (507 ``disk_full``: the log was cut back, retry once space returns) and
     :class:`StorageFailed` (503 ``storage_error``: after a failed fsync the engine fail-stops,
@@ -92,12 +95,14 @@ from dvecdb_node.storage.records import (
     Metadata,
     Noop,
     PayloadError,
+    SlotFence,
     UpdateCollection,
     UpsertBatch,
     decode_payload,
     encode_payload,
     op_of,
 )
+from dvecdb_node.storage.slotfence import SlotFences
 from dvecdb_node.storage.wal import (
     DEFAULT_SEGMENT_BYTES,
     Record,
@@ -237,6 +242,7 @@ class Engine:
         self.retention_floors: list[Callable[[], int | None]] = []
         self._wal: WriteAheadLog | None = None
         self._collections: dict[str, Collection] = {}
+        self._fences = SlotFences()
         self._write_lock = asyncio.Lock()
         self._checkpoint_lock = asyncio.Lock()
         self._sync_task: asyncio.Future[int] | None = None
@@ -303,6 +309,12 @@ class Engine:
         return self._last_epoch
 
     @property
+    def slot_fences(self) -> SlotFences:
+        """The fenced slots as of the applied state (change them only by logging a
+        :class:`SlotFence`)."""
+        return self._fences
+
+    @property
     def checkpoint_seq(self) -> int:
         return self._checkpoint_seq
 
@@ -337,7 +349,7 @@ class Engine:
         """
         loop = asyncio.get_running_loop()
         try:
-            wal, collections, (ckpt_seq, ckpt_epoch), epoch = await loop.run_in_executor(
+            wal, (collections, fences), (ckpt_seq, ckpt_epoch), epoch = await loop.run_in_executor(
                 self._apply_pool, self._recover_blocking
             )
         except (WalCorruptError, WalFailedError, PayloadError, RecoveryError, OSError) as exc:
@@ -345,6 +357,7 @@ class Engine:
             log.error("%s", self._storage_error)
             raise RecoveryError(self._storage_error) from exc
         self._collections = collections
+        self._fences = fences
         self._checkpoint_seq, self._checkpoint_epoch = ckpt_seq, ckpt_epoch
         self._last_epoch = epoch
         self._wal = wal
@@ -357,10 +370,12 @@ class Engine:
 
     def _recover_blocking(
         self,
-    ) -> tuple[WriteAheadLog, dict[str, Collection], tuple[int, int], int]:
-        """(log, collections, (checkpoint seq, its epoch), epoch of the last record)."""
+    ) -> tuple[WriteAheadLog, tuple[dict[str, Collection], SlotFences], tuple[int, int], int]:
+        """(log, (collections, fenced slots), (checkpoint seq, its epoch), epoch of the last
+        record)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         collections: dict[str, Collection] = {}
+        fences = SlotFences()
         ckpt_seq, epoch = 0, 0
         for seq, path in snapshots.list_checkpoints(self.checkpoint_dir):
             try:
@@ -369,6 +384,7 @@ class Engine:
                 log.warning("skipping checkpoint %s: %s", seq, exc)
                 continue
             ckpt_seq, epoch = info.seq, info.epoch
+            fences = SlotFences.from_json(info.slot_fences)
             log.info("loaded checkpoint at seq %d (%d collections)", seq, len(collections))
             break
         ckpt_epoch = epoch
@@ -383,14 +399,19 @@ class Engine:
             raise RecoveryError(
                 f"log starts at seq {wal.first_seq} but the checkpoint covers only {ckpt_seq}"
             )
-        epoch, replayed = self._replay(wal, ckpt_seq, collections, epoch)
+        epoch, replayed = self._replay(wal, ckpt_seq, collections, fences, epoch)
         wal.sync()
         log.info("recovered to seq %d (replayed %d records)", wal.last_seq, replayed)
-        return wal, collections, (ckpt_seq, ckpt_epoch), epoch
+        return wal, (collections, fences), (ckpt_seq, ckpt_epoch), epoch
 
     @classmethod
     def _replay(
-        cls, wal: WriteAheadLog, after: int, collections: dict[str, Collection], epoch: int
+        cls,
+        wal: WriteAheadLog,
+        after: int,
+        collections: dict[str, Collection],
+        fences: SlotFences,
+        epoch: int,
     ) -> tuple[int, int]:
         """Apply the log's records after seq ``after`` to ``collections`` (recovery and
         rewinds share this loop): (epoch of the last record, or ``epoch`` if none; count)."""
@@ -400,7 +421,7 @@ class Engine:
                 change = decode_payload(record.op, record.payload)
             except PayloadError as exc:
                 raise RecoveryError(f"record {record.seq} does not decode: {exc}") from exc
-            cls._apply(change, collections)
+            cls._apply(change, collections, fences)
             epoch = record.epoch
             count += 1
         return epoch, count
@@ -420,7 +441,12 @@ class Engine:
 
     # ----------------------------------------------------------------- writes
     async def submit(
-        self, change: Change, *, epoch: int, check: Callable[[int], None] | None = None
+        self,
+        change: Change,
+        *,
+        epoch: int,
+        check: Callable[[int], None] | None = None,
+        fenced_ok: bool = False,
     ) -> WriteResult:
         """Leader write path (see the module docstring).
 
@@ -428,6 +454,10 @@ class Engine:
         raises, nothing is appended and the exception propagates. A write that queued for the
         lock while its leader was fenced or deposed is refused here, not appended at the old
         epoch (the API passes ``role.require_epoch``).
+
+        An upsert or delete with an id in a fenced slot raises ``SlotMoved`` (409
+        ``slot_moved``), checked under the same lock as the append, so the refusal is ordered
+        with the fence record; ``fenced_ok`` skips the check (resharding's import path).
         """
         self._check_writable()
         wal = self.wal
@@ -436,6 +466,10 @@ class Engine:
             count = self._validate(change)
             if check is not None:
                 check(epoch)
+            if self._fences and not fenced_ok and isinstance(change, UpsertBatch | DeleteBatch):
+                refusal = self._fences.refusal(change.ids)
+                if refusal is not None:
+                    raise refusal
             seq = wal.next_seq
             record = encode_record(seq, epoch, op_of(change), encode_payload(change))
             self._append([record])
@@ -559,9 +593,11 @@ class Engine:
     async def _apply_async(self, change: Change) -> None:
         if isinstance(change, UpsertBatch | CreateCollection | DeleteBatch | UpdateCollection):
             loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._apply_pool, self._apply, change, self._collections)
+            await loop.run_in_executor(
+                self._apply_pool, self._apply, change, self._collections, self._fences
+            )
         else:
-            self._apply(change, self._collections)
+            self._apply(change, self._collections, self._fences)
 
     async def _sync(self) -> None:
         loop = asyncio.get_running_loop()
@@ -629,9 +665,11 @@ class Engine:
             case UpdateCollection(name):
                 self.collection(name)
                 return 1
+            case SlotFence(ranges):
+                return sum(last - first + 1 for first, last in ranges)
 
     @staticmethod
-    def _apply(change: Change, collections: dict[str, Collection]) -> None:
+    def _apply(change: Change, collections: dict[str, Collection], fences: SlotFences) -> None:
         """Apply one logged change; tolerant, because a logged record must always replay."""
         match change:
             case CreateCollection(config):
@@ -652,6 +690,8 @@ class Engine:
                 target = collections.get(name)
                 if target is not None and ef_search is not None:
                     target.set_ef_search(ef_search)
+            case SlotFence():
+                fences.apply(change)
 
     # ------------------------------------------------------------ checkpoints
     async def checkpoint(self) -> int | None:
@@ -671,6 +711,7 @@ class Engine:
                 return None
             await self._sync()
             epoch = self._last_epoch
+            fences = self._fences.to_json()
             collections = self.collections()
             frozen: list[FrozenCollection] | None = None
             if sum(c.memory_bytes for c in collections) <= self.options.checkpoint_copy_bytes:
@@ -680,7 +721,8 @@ class Engine:
                 )
             else:  # too big to copy: write the files while writes wait
                 await loop.run_in_executor(
-                    self._io_pool, lambda: self._write_checkpoint(seq, epoch, collections)
+                    self._io_pool,
+                    lambda: self._write_checkpoint(seq, epoch, collections, fences),
                 )
             try:
                 self.wal.roll()
@@ -693,7 +735,7 @@ class Engine:
         if frozen is not None:
             copies = frozen
             await loop.run_in_executor(
-                self._io_pool, lambda: self._write_checkpoint(seq, epoch, copies)
+                self._io_pool, lambda: self._write_checkpoint(seq, epoch, copies, fences)
             )
         self._checkpoint_seq, self._checkpoint_epoch = seq, epoch
         self._checkpoint_time = time.monotonic()
@@ -709,10 +751,18 @@ class Engine:
         return seq
 
     def _write_checkpoint(
-        self, seq: int, epoch: int, collections: Sequence[Collection | FrozenCollection]
+        self,
+        seq: int,
+        epoch: int,
+        collections: Sequence[Collection | FrozenCollection],
+        fences: list[list[object]],
     ) -> None:
         snapshots.write_checkpoint(
-            self.checkpoint_dir, seq=seq, epoch=epoch, collections=collections
+            self.checkpoint_dir,
+            seq=seq,
+            epoch=epoch,
+            collections=collections,
+            slot_fences=fences,
         )
 
     def _prune(self) -> None:
@@ -778,7 +828,7 @@ class Engine:
             info = await loop.run_in_executor(
                 self._io_pool, snapshots.unpack_snapshot, archive, self.checkpoint_dir
             )
-            _, collections = await loop.run_in_executor(
+            loaded, collections = await loop.run_in_executor(
                 self._io_pool, snapshots.load_checkpoint, info.path
             )
             for seq, path in snapshots.list_checkpoints(self.checkpoint_dir):
@@ -789,6 +839,7 @@ class Engine:
             except OSError as exc:  # the log is in no known state: stop until a restart
                 raise self._fail(f"resetting the log after a snapshot failed: {exc}") from exc
             self._collections = collections
+            self._fences = SlotFences.from_json(loaded.slot_fences)
             self._last_epoch = info.epoch
             self._checkpoint_seq, self._checkpoint_epoch = info.seq, info.epoch
             self._checkpoint_time = time.monotonic()
@@ -814,11 +865,13 @@ class Engine:
                 return False
             ckpt_seq, epoch = 0, 0
             collections: dict[str, Collection] = {}
+            fences = SlotFences()
             if base:
                 info, collections = await loop.run_in_executor(
                     self._io_pool, snapshots.load_checkpoint, base[0][1]
                 )
                 ckpt_seq, epoch = info.seq, info.epoch
+                fences = SlotFences.from_json(info.slot_fences)
             for s, p in snapshots.list_checkpoints(self.checkpoint_dir):
                 if s > seq:
                     shutil.rmtree(p, ignore_errors=True)
@@ -828,11 +881,12 @@ class Engine:
                 raise self._fail(f"cutting the log back to {seq} failed: {exc}") from exc
             try:
                 self._last_epoch, _ = await loop.run_in_executor(
-                    self._apply_pool, self._replay, wal, ckpt_seq, collections, epoch
+                    self._apply_pool, self._replay, wal, ckpt_seq, collections, fences, epoch
                 )
             except RecoveryError as exc:  # the log changed under us: stop until a restart
                 raise self._fail(f"rebuilding the state at {seq} failed: {exc}") from exc
             self._collections = collections
+            self._fences = fences
             self._checkpoint_seq, self._checkpoint_epoch = ckpt_seq, epoch
             self._set_positions(seq)
         return True

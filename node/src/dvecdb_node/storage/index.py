@@ -283,6 +283,33 @@ class Collection:
         with self._lock.read():
             return list(self._labels)
 
+    @property
+    def label_span(self) -> int:
+        """Labels ever used (live or free): :meth:`items_in` walks ``0..label_span``."""
+        return len(self._ids_by_label)
+
+    def items_in(
+        self, start: int, stop: int, keep: Callable[[str], bool]
+    ) -> tuple[list[str], Float32Matrix, list[Metadata | None]]:
+        """The live items at labels ``start..stop-1`` whose id ``keep`` accepts, copied under
+        the shared lock (resharding's export reads a collection in such chunks).
+
+        An item that exists throughout a walk of all labels keeps its label, so the walk
+        meets it; one written meanwhile is in the log after the walk began.
+        """
+        with self._lock.read():
+            ids_by_label = self._ids_by_label
+            labels: list[int] = []
+            ids: list[str] = []
+            for label in range(start, min(stop, len(ids_by_label))):
+                item_id = ids_by_label[label]
+                if item_id is not None and keep(item_id):
+                    labels.append(label)
+                    ids.append(item_id)
+            vectors = self._vectors[labels] if labels else self._vectors[:0].copy()
+            metadata = [self._metadata.get(label) for label in labels]
+        return ids, vectors, metadata
+
     # ----------------------------------------------------------------- writes
     def upsert(
         self, ids: list[str], vectors: Float32Matrix, metadata: list[Metadata | None]

@@ -11,7 +11,9 @@ Vectors travel as raw little-endian float32, never as JSON floats: an upsert pay
 A delete payload is ``u16 name_len | name | u32 count | count x (u16 id_len | id)``; a
 create-collection payload is the orjson of the collection config; a drop is the name. An
 update-collection payload is the orjson of ``{"name", "hnsw": {"ef_search"}}``: the settings
-that may change after creation (the others shape the stored graph).
+that may change after creation (the others shape the stored graph). A slot-fence payload is the
+orjson of ``{"ranges": [[first, last], ...], "fenced", "owner", "map_version"}`` (resharding:
+ordinary writes to fenced slots are refused, see :mod:`.slotfence`).
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ class Op(enum.IntEnum):
     NOOP = 5
     # Changes a collection's live settings (today the default ef_search).
     UPDATE_COLLECTION = 6
+    # Fences or unfences hash slots (resharding moves them to another shard).
+    SLOT_FENCE = 7
 
 
 class PayloadError(ValueError):
@@ -152,7 +156,42 @@ class Noop:
     pass
 
 
-Change = CreateCollection | DropCollection | UpsertBatch | DeleteBatch | Noop | UpdateCollection
+@dataclass(frozen=True, slots=True)
+class SlotFence:
+    """Fence (or lift the fence of) these inclusive slot ranges; ``owner`` and
+    ``map_version`` say where the slots went (told to a refused writer; None: unknown)."""
+
+    ranges: tuple[tuple[int, int], ...]
+    fenced: bool
+    owner: int | None = None
+    map_version: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ranges": [list(r) for r in self.ranges],
+            "fenced": self.fenced,
+            "owner": self.owner,
+            "map_version": self.map_version,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> SlotFence:
+        if not isinstance(data, dict):
+            raise ValueError("not an object")
+        ranges = tuple((int(first), int(last)) for first, last in data["ranges"])
+        owner, version = data.get("owner"), data.get("map_version")
+        return cls(
+            ranges=ranges,
+            fenced=bool(data["fenced"]),
+            owner=None if owner is None else int(owner),
+            map_version=None if version is None else int(version),
+        )
+
+
+Change = (
+    CreateCollection | DropCollection | UpsertBatch | DeleteBatch | Noop | UpdateCollection
+    | SlotFence
+)  # fmt: skip
 
 
 def op_of(change: Change) -> Op:
@@ -170,6 +209,8 @@ def op_of(change: Change) -> Op:
             return Op.NOOP
         case UpdateCollection():
             return Op.UPDATE_COLLECTION
+        case SlotFence():
+            return Op.SLOT_FENCE
 
 
 def _put_str(out: list[bytes], text: str) -> None:
@@ -211,7 +252,7 @@ def encode_payload(change: Change) -> bytes:
             return b"".join(out)
         case Noop():
             return b""
-        case UpdateCollection():
+        case UpdateCollection() | SlotFence():
             return orjson.dumps(change.to_dict())
 
 
@@ -290,6 +331,8 @@ def decode_payload(op: int, payload: bytes | memoryview) -> Change:
                 return Noop()
             case Op.UPDATE_COLLECTION:
                 return UpdateCollection.from_dict(orjson.loads(payload))
+            case Op.SLOT_FENCE:
+                return SlotFence.from_dict(orjson.loads(payload))
     except (KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
         if isinstance(exc, PayloadError):
             raise

@@ -38,6 +38,8 @@ class CheckpointInfo:
     seq: int
     epoch: int
     path: Path
+    # The fenced slots as ``SlotFences.to_json`` runs (None in checkpoints from before them).
+    slot_fences: Any = None
 
 
 def _crc_file(path: Path) -> int:
@@ -64,7 +66,12 @@ def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
 
 
 def write_checkpoint(
-    root: Path, *, seq: int, epoch: int, collections: Iterable[Collection | FrozenCollection]
+    root: Path,
+    *,
+    seq: int,
+    epoch: int,
+    collections: Iterable[Collection | FrozenCollection],
+    slot_fences: Any = None,
 ) -> CheckpointInfo:
     """Write a checkpoint covering ``seq`` atomically (see the module docstring)."""
     root.mkdir(parents=True, exist_ok=True)
@@ -74,7 +81,7 @@ def write_checkpoint(
     tmp.mkdir()
     try:
         return _write_checkpoint_files(
-            root, tmp, final, seq=seq, epoch=epoch, collections=collections
+            root, tmp, final, seq=seq, epoch=epoch, collections=collections, fences=slot_fences
         )
     except BaseException:
         # A failed checkpoint (a full disk) must not keep holding the space it took.
@@ -90,6 +97,7 @@ def _write_checkpoint_files(
     seq: int,
     epoch: int,
     collections: Iterable[Collection | FrozenCollection],
+    fences: Any = None,
 ) -> CheckpointInfo:
     """Fill ``tmp``, fsync everything, then rename it to ``final``."""
     entries: list[dict[str, Any]] = []
@@ -108,6 +116,7 @@ def _write_checkpoint_files(
         "epoch": epoch,
         "created": time.time(),
         "collections": entries,
+        "slot_fences": fences or [],
     }
     manifest_path = tmp / MANIFEST
     manifest_path.write_bytes(orjson.dumps(manifest))
@@ -117,7 +126,7 @@ def _write_checkpoint_files(
         shutil.rmtree(final)
     os.replace(tmp, final)
     fsync_path(root)
-    return CheckpointInfo(seq=seq, epoch=epoch, path=final)
+    return CheckpointInfo(seq=seq, epoch=epoch, path=final, slot_fences=fences or [])
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
@@ -142,7 +151,12 @@ def verify_checkpoint(path: Path) -> CheckpointInfo:
                 raise CheckpointError(f"{path.name}: missing {file.name}") from exc
             if size != expect["size"] or _crc_file(file) != expect["crc32"]:
                 raise CheckpointError(f"{path.name}: {entry['dir']}/{name} is damaged")
-    return CheckpointInfo(seq=int(manifest["seq"]), epoch=int(manifest["epoch"]), path=path)
+    return CheckpointInfo(
+        seq=int(manifest["seq"]),
+        epoch=int(manifest["epoch"]),
+        path=path,
+        slot_fences=manifest.get("slot_fences"),
+    )
 
 
 def load_checkpoint(path: Path) -> tuple[CheckpointInfo, dict[str, Collection]]:
@@ -212,4 +226,4 @@ def unpack_snapshot(archive: Path, root: Path) -> CheckpointInfo:
     os.replace(folder, final)
     fsync_path(root)
     shutil.rmtree(staging, ignore_errors=True)
-    return CheckpointInfo(seq=info.seq, epoch=info.epoch, path=final)
+    return CheckpointInfo(seq=info.seq, epoch=info.epoch, path=final, slot_fences=info.slot_fences)
