@@ -320,7 +320,11 @@ class _Mover:
             try:
                 cuts = await self.copy_collections()
                 await self.report(step="catch-up")
-                from_seq = min(cuts.values(), default=0) + 1
+                if cuts:
+                    from_seq = min(cuts.values()) + 1
+                else:  # nothing to export: the log from now on is all there is
+                    status = await self.nodes.call(move.source, "GET", "/v1/status")
+                    from_seq = int(status.get("applied_seq", 0)) + 1
                 for _ in range(CATCH_UP_ROUNDS):
                     from_seq, lag = await self.replay(from_seq, until=None, cuts=cuts)
                     if lag < SMALL_LAG:
