@@ -33,7 +33,7 @@ from dvecdb_operator.reshard.plan import Move, apply_move
 log = logging.getLogger(__name__)
 
 PHASES = ("copy", "publish", "purge")
-APPLY_BATCH = 256  # items per import call: well under the node's batch and body limits
+APPLY_BATCH = 512  # items per import call: well under the node's batch and body limits
 LOG_LIMIT = 1000  # records per slot-log read
 SMALL_LAG = 1000  # ops: below this the source is fenced (the final catch-up is short)
 CATCH_UP_ROUNDS = 20  # before fencing anyway: a writer faster than the replay must not stall it
