@@ -25,7 +25,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import generate_latest
 
-from dvecdb_client.slots import slot_of
+from dvecdb_client.slots import parse_ranges, slot_of, slot_set
 from dvecdb_router import bodies, tokens
 from dvecdb_router.bodies import BodyError
 from dvecdb_router.cluster import Answer, Call, Cluster, ShardUnavailable, client_authorization
@@ -322,9 +322,10 @@ async def update_collection(request: web.Request) -> web.Response:
 async def _split_write(request: web.Request, path: str, field: str) -> web.Response:
     """Split a JSON write by owning shard, send each part to its leader, join the answers.
 
-    A part refused ``slot_moved`` (its slots are being handed to another shard; nothing of it
-    was applied) is split again by the map re-read from the file and sent again, with backoff,
-    until the move publishes its map or ``moved_retry_seconds`` pass (503 ``slot_moving``).
+    A part refused ``slot_moved`` (some of its slots are being handed to another shard; nothing
+    of it was applied): its ids in the slots the node names are split again by the map re-read
+    from the file and sent again, with backoff, until the move publishes its map or
+    ``moved_retry_seconds`` pass (503 ``slot_moving``); its other ids are sent again at once.
     Parts that were taken are not sent again.
     """
     cluster = request.app[CLUSTER]
@@ -349,6 +350,8 @@ async def _split_write(request: web.Request, path: str, field: str) -> web.Respo
     count = 0
     failure: web.Response | None = None
     pending = list(range(len(ids)))
+    waiting: list[int] = []  # refused for a fenced slot: sent again after a backoff
+    moved: Answer | None = None
     deadline = time.monotonic() + cluster.moved_retry_seconds
     delay = MOVED_FIRST_DELAY
     while True:
@@ -360,16 +363,18 @@ async def _split_write(request: web.Request, path: str, field: str) -> web.Respo
         results = await asyncio.gather(
             *(part(s, groups[s]) for s in shards), return_exceptions=True
         )
-        refused: list[int] = []
-        moved: Answer | None = None
+        now: list[int] = []  # refused only for sharing a batch with a fenced id: send at once
         for shard, result in zip(shards, results, strict=True):
             if isinstance(result, ShardUnavailable):
                 failure = failure or _unavailable(result)
             elif isinstance(result, BaseException):
                 raise result
             elif result.status == 409 and result.code == "slot_moved":
-                refused.extend(groups[shard])
                 moved = result
+                fenced = _refused_slots(result)
+                for position in groups[shard]:
+                    slot = slot_of(ids[position])
+                    (waiting if fenced is None or slot in fenced else now).append(position)
             elif result.status >= 300:
                 failure = failure or relay(result)
             else:
@@ -377,16 +382,21 @@ async def _split_write(request: web.Request, path: str, field: str) -> web.Respo
                 at = (int(answer.get("epoch", 0)), int(answer["seq"]))
                 written[shard] = max(written.get(shard, at), at)
                 count += int(answer.get("count", 0))
-        if failure is not None or moved is None:
+        if failure is not None or not (now or waiting):
             break
+        if now and now != pending:  # (the same ids refused twice running: they wait too)
+            pending = now
+            continue
+        waiting += now
         if time.monotonic() + delay > deadline:
             cluster.metrics.slot_moving.inc()
+            slots = (moved.json().get("error") or {}).get("slots") if moved else None
             failure = error(
                 503,
                 "slot_moving",
-                f"{len(refused)} ids are in slots being moved between shards; the move did "
+                f"{len(waiting)} ids are in slots being moved between shards; the move did "
                 f"not publish within {cluster.moved_retry_seconds:g}s (retry later)",
-                slots=(moved.json().get("error") or {}).get("slots"),
+                slots=slots,
             )
             failure.headers["Retry-After"] = "1"
             break
@@ -394,7 +404,7 @@ async def _split_write(request: web.Request, path: str, field: str) -> web.Respo
         await asyncio.sleep(delay)
         delay = min(delay * 2, MOVED_MAX_DELAY)
         cluster.refresh()
-        pending = sorted(refused)
+        pending, waiting = sorted(waiting), []
     cluster.metrics.fanout_seconds.labels("write").observe(time.perf_counter() - started)
     if failure is not None:
         if written:  # said plainly: part of the write is in, a retry is safe
@@ -410,6 +420,16 @@ async def _split_write(request: web.Request, path: str, field: str) -> web.Respo
             )
         return failure
     return ok({"count": count, "token": tokens.encode(written), "shards": len(written)})
+
+
+def _refused_slots(answer: Answer) -> frozenset[int] | None:
+    """The fenced slots a ``slot_moved`` answer names (None: it names none, so every id of
+    the part waits)."""
+    try:
+        texts = answer.json().get("error", {}).get("slots")
+        return slot_set(parse_ranges(texts)) if isinstance(texts, list) and texts else None
+    except (ValueError, AttributeError):
+        return None
 
 
 @routes.put("/v1/collections/{name}/vectors")

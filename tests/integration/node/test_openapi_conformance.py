@@ -34,11 +34,11 @@ ROOT = Path(__file__).resolve().parents[3]
 API_KEY = "data-key"
 CLUSTER_TOKEN = "cluster-token"
 RUNS = {
-    "data key, every operation": (API_KEY, [], 21),
+    "data key, every operation": (API_KEY, [], 26),
     "cluster token, admin and replication": (
         CLUSTER_TOKEN,
         ["--include-path-regex=^/v1/(admin/|replication/(ack|status|snapshot)$)"],
-        7,
+        12,
     ),
 }
 

@@ -75,7 +75,12 @@ async def _fenced(admin: Admin, url: str) -> list[str]:
 async def test_fence_refuses_writes_and_survives_promotion_and_restarts(
     group: Group, admin: Admin
 ) -> None:
-    await setup_group(group)
+    # One checkpoint kept: the log before it goes, so a late member needs a snapshot.
+    group.start(3, env={"DVECDB_KEEP_CHECKPOINTS": "1", "DVECDB_SHUTDOWN_GRACE_SECONDS": "1"})
+    await group.client(0).promote(1)
+    for client in group.clients[1:]:
+        await client.follow(group.nodes[0].url, 1)
+    await group.client(0).create_collection("c", DIM, "l2", ack="one")
     leader = group.nodes[0]
     kept = ids_where("kept", 20, _inside)
     await group.client(0).upsert(
@@ -137,6 +142,22 @@ async def test_fence_refuses_writes_and_survives_promotion_and_restarts(
     await group.client(1).promote(3)
     await group.client(2).follow(new.url, 3)
     await _refused_whole(admin, new.url, ids_where("r-in", 3, _inside), ["r-out-x"])
+
+    # A new member joins after the leader's log was cut at its checkpoint (a second clean
+    # restart): it installs a snapshot, which carries the fence.
+    await wait_converged([group.client(1), group.client(2)])
+    await asyncio.to_thread(new.stop)
+    await asyncio.to_thread(new.start)
+    await group.client(1).promote(4)
+    await group.client(2).follow(new.url, 4)
+    status, leader_status = await admin.call(new.url, "GET", "/v1/status")
+    assert leader_status["first_seq"] > 1
+    group.add("n3")
+    await group.client(3).follow(new.url, 4)
+    await wait_converged([group.client(1), group.client(2), group.client(3)])
+    status, joined = await admin.call(group.nodes[3].url, "GET", "/v1/status")
+    assert joined["first_seq"] > 1  # it started from a snapshot, not from the log
+    assert joined["fenced_slots"] == [FENCED]
 
     # Lifting the fence lets the writes through again.
     status, body = await admin.call(

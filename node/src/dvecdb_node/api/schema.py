@@ -326,6 +326,11 @@ class SlotPurge(_Body):
     collection: Name | None = None
 
 
+# The import's lists may be empty; too long answers 413 as an upsert's batch does.
+_IMPORT = Meta(extra=_codes(long="batch_too_large"))
+_EMPTY: Any = msgspec.field(default_factory=list)
+
+
 class SlotApply(_Body):
     """Resharding's import: upserts, then deletes, whatever the fence."""
 
@@ -607,16 +612,8 @@ def bodies(limits: Limits) -> Bodies:
         slot_apply=_limited(
             SlotApply,
             [
-                (
-                    "upserts",
-                    _most(_LIST[item], limits.max_batch),
-                    msgspec.field(default_factory=list),
-                ),
-                (
-                    "deletes",
-                    _most(_LIST[ItemId], limits.max_batch),
-                    msgspec.field(default_factory=list),
-                ),
+                ("upserts", _most(_ANNOTATED[_LIST[item], _IMPORT], limits.max_batch), _EMPTY),
+                ("deletes", _most(_ANNOTATED[_LIST[ItemId], _IMPORT], limits.max_batch), _EMPTY),
             ],
         ),
     )

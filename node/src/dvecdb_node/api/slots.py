@@ -51,8 +51,8 @@ EXPORT_CHUNK = 2048
 LOG_LIMIT_DEFAULT = 1000
 LOG_LIMIT_MAX = 100_000
 # Bytes of log read per pass; a log call stops after the pass that crosses LOG_MAX_BYTES.
-_LOG_READ_BYTES = 4 << 20
-LOG_MAX_BYTES = 64 << 20
+_LOG_READ_BYTES = 2 << 20
+LOG_MAX_BYTES = 8 << 20
 _PURGE_BATCH = 1000
 _QUORUM = "quorum"
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY

@@ -15,6 +15,9 @@ Leader writes
     applies it, and returns once the record is durable under ``options.fsync`` (``always``:
     fsync per write; ``batch``: group commit, one fsync covers every write waiting on it;
     ``none``: written to the OS).
+    An upsert or delete with an id in a fenced slot (``engine.slot_fences``, changed only by
+    logged :class:`~.records.SlotFence` records) raises ``SlotMoved`` (409 ``slot_moved``),
+    checked under the write lock, so in log order; ``fenced_ok=True`` skips that check.
     Raises :class:`dvecdb_node.errors.NodeError` subclasses for invalid changes,
     :class:`DiskFull` (507 ``disk_full``: the log was cut back, retry once space returns) and
     :class:`StorageFailed` (503 ``storage_error``: after a failed fsync the engine fail-stops,
@@ -461,12 +464,12 @@ class Engine:
         async with self._write_lock:
             self._check_writable()
             count = self._validate(change)
+            if check is not None:
+                check(epoch)
             if self._fences and not fenced_ok and isinstance(change, UpsertBatch | DeleteBatch):
                 refusal = self._fences.refusal(change.ids)
                 if refusal is not None:
                     raise refusal
-            if check is not None:
-                check(epoch)
             seq = wal.next_seq
             record = encode_record(seq, epoch, op_of(change), encode_payload(change))
             self._append([record])

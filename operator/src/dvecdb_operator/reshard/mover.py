@@ -33,7 +33,7 @@ from dvecdb_operator.reshard.plan import Move, apply_move
 log = logging.getLogger(__name__)
 
 PHASES = ("copy", "publish", "purge")
-APPLY_BATCH = 256  # items per import call: well under the node's batch and body limits
+APPLY_BATCH = 512  # items per import call: well under the node's batch and body limits
 LOG_LIMIT = 1000  # records per slot-log read
 SMALL_LAG = 1000  # ops: below this the source is fenced (the final catch-up is short)
 CATCH_UP_ROUNDS = 20  # before fencing anyway: a writer faster than the replay must not stall it
@@ -320,7 +320,11 @@ class _Mover:
             try:
                 cuts = await self.copy_collections()
                 await self.report(step="catch-up")
-                from_seq = min(cuts.values(), default=0) + 1
+                if cuts:
+                    from_seq = min(cuts.values()) + 1
+                else:  # nothing to export: the log from now on is all there is
+                    status = await self.nodes.call(move.source, "GET", "/v1/status")
+                    from_seq = int(status.get("applied_seq", 0)) + 1
                 for _ in range(CATCH_UP_ROUNDS):
                     from_seq, lag = await self.replay(from_seq, until=None, cuts=cuts)
                     if lag < SMALL_LAG:
@@ -394,10 +398,11 @@ class _Mover:
     async def replay(
         self, from_seq: int, *, until: int | None, cuts: Mapping[str, int]
     ) -> tuple[int, int]:
-        """Apply the source's slot log from ``from_seq`` to the target in order: one round to
-        the commit seq (``until`` None), or until ``until`` is passed. Returns where to go on
-        and the lag left."""
+        """Apply the source's slot log from ``from_seq`` to the target in order, up to
+        ``until``, or (None) up to the commit seq seen at the first read, so that a round ends
+        even under a writer faster than the replay. Returns where to go on and the lag left."""
         source = self.move.source
+        bound = until
         while True:
             page = await self.nodes.call(
                 source,
@@ -414,38 +419,32 @@ class _Mover:
             next_seq, commit = int(page["next_seq"]), int(page["commit_seq"])
             lag = max(0, commit - next_seq + 1)
             await self.report(ops_replayed=self.progress.ops_replayed + len(ops), lag=lag)
-            if until is None:
-                if next_seq > commit or next_seq == from_seq:
-                    return next_seq, lag
-            elif next_seq > until:
+            if bound is None:
+                bound = commit
+            if next_seq > bound:
                 return next_seq, lag
-            elif next_seq == from_seq:
-                await asyncio.sleep(0.05)  # the fence is not yet committed as far as we read
+            if next_seq == from_seq:
+                await asyncio.sleep(0.05)  # not committed as far as the bound yet
             from_seq = next_seq
 
     async def apply_ops(self, ops: Sequence[Mapping[str, Any]]) -> None:
-        """Ops in log order, runs of one kind on one collection joined (last write wins)."""
-        run: tuple[str, str] | None = None
-        upserts: dict[str, dict[str, Any]] = {}
-        deletes: dict[str, None] = {}
-
-        async def flush() -> None:
-            if run is not None:
-                await self.apply_to_existing(run[0], list(upserts.values()), list(deletes))
-            upserts.clear()
-            deletes.clear()
-
+        """Ops in log order, as one import per collection: an id's last op decides (an
+        upsert's item or a delete), which is what applying them one by one would leave."""
+        last: dict[str, dict[str, dict[str, Any] | None]] = {}
         for op in ops:
-            key = (str(op["collection"]), str(op["op"]))
-            if key != run:
-                await flush()
-                run = key
+            ids = last.setdefault(str(op["collection"]), {})
             if op["op"] == "upsert":
                 for item in op["items"]:
-                    upserts[item["id"]] = item
+                    ids.pop(item["id"], None)  # keep the order of last writes
+                    ids[item["id"]] = item
             else:
-                deletes.update(dict.fromkeys(op["ids"]))
-        await flush()
+                for item_id in op["ids"]:
+                    ids.pop(item_id, None)
+                    ids[item_id] = None
+        for collection, ids in last.items():
+            upserts = [item for item in ids.values() if item is not None]
+            deletes = [item_id for item_id, item in ids.items() if item is None]
+            await self.apply_to_existing(collection, upserts, deletes)
 
     async def apply_to_existing(
         self, collection: str, upserts: list[dict[str, Any]], deletes: list[str]
