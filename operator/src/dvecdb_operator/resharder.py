@@ -22,6 +22,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
+import aiohttp
 import kopf
 
 from dvecdb_client.slots import SlotMap
@@ -29,8 +30,12 @@ from dvecdb_operator import constants as c
 from dvecdb_operator import kube as kube_api
 from dvecdb_operator import resharding as rs
 from dvecdb_operator.builders.common import ClusterRef, selector_labels, shard_of_pod
-from dvecdb_operator.builders.router import build_router_configmap, router_members
-from dvecdb_operator.monitor import node_port
+from dvecdb_operator.builders.router import (
+    build_router_configmap,
+    router_labels,
+    router_members,
+)
+from dvecdb_operator.monitor import node_port, pod_view
 from dvecdb_operator.reshard import mover, plan
 from dvecdb_operator.slotmap import map_from_status, slot_map_status
 from dvecdb_operator.spec import InvalidSpecError, parse_spec
@@ -42,6 +47,34 @@ PROGRESS_SECONDS = 2.0
 IDLE_SECONDS = 3.0
 BUSY_SECONDS = 1.0
 REFRESH_SECONDS = 2.0
+# How long a published move waits for every ready router to follow the new map before the
+# source is purged anyway (a router still on the old map reads moved ids at the source).
+ROUTER_WAIT_SECONDS = 120.0
+ROUTER_POLL_SECONDS = 0.5
+
+RouterVersion = Callable[[str], Awaitable[int | None]]
+
+
+async def router_version(url: str) -> int | None:
+    """The slot map version a router follows (its `/v1/status`), None when it does not say."""
+    timeout = aiohttp.ClientTimeout(total=2)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(f"{url}/v1/status") as resp,
+        ):
+            if resp.status != 200:
+                return None
+            doc = await resp.json()
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return None
+    version = (doc.get("slot_map") or {}).get("version") if isinstance(doc, dict) else None
+    return version if isinstance(version, int) else None
+
+
+def routers_behind(versions: Mapping[str, int | None], wanted: int) -> list[str]:
+    """The routers (by URL) that do not follow map `wanted` yet (or do not answer)."""
+    return sorted(url for url, version in versions.items() if version is None or version < wanted)
 
 
 class RunMove(Protocol):
@@ -120,6 +153,8 @@ class Resharder:
         run_move: RunMove,
         token: Callable[[Mapping[str, Any]], Awaitable[str | None]],
         clock: Callable[[], float] = time.time,
+        router_version: RouterVersion = router_version,
+        router_wait: float = ROUTER_WAIT_SECONDS,
     ) -> None:
         self.kube = kube
         self.namespace = namespace
@@ -128,6 +163,8 @@ class Resharder:
         self.run_move = run_move
         self.token = token
         self.clock = clock
+        self.router_version = router_version
+        self.router_wait = router_wait
         self._progress_written = 0.0
 
     async def _status(self) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -244,6 +281,15 @@ class Resharder:
                 reason="ReshardingPublished",
                 message=f"move {number}: slot map version {expected.version} published",
             )
+            behind = await self._routers_follow(ref, expected.version)
+            if behind:
+                kube_api.post_event(
+                    body,
+                    reason="RoutersBehind",
+                    message=f"move {number}: after {self.router_wait:g}s {', '.join(behind)} "
+                    f"still not on map version {expected.version}; purging the source anyway",
+                    warning=True,
+                )
 
         refresher = asyncio.create_task(groups.keep_fresh())
         try:
@@ -299,6 +345,31 @@ class Resharder:
         manifest = build_router_configmap(out, router_members(out, urls, slot_map=slot_map))
         kopf.adopt(manifest, owner=dict(body))  # type: ignore[arg-type]
         await self.kube.apply(manifest)
+
+    async def _routers_follow(self, ref: ClusterRef, version: int) -> list[str]:
+        """Wait (bounded) until every ready router follows map `version`: the source is
+        purged next, and a router on the older map would look for moved ids there. Returns
+        the routers still behind when the wait ran out."""
+        deadline = time.monotonic() + self.router_wait
+        while True:
+            pods = await self.kube.list_pods(self.namespace, router_labels(ref))
+            urls = [
+                f"http://{pod['status']['podIP']}:{node_port(pod)}"
+                for pod in pods
+                if (pod["metadata"].get("labels") or {}).get(c.LABEL_ROUTER) == self.name
+                and (pod.get("status") or {}).get("podIP")
+                and not pod["metadata"].get("deletionTimestamp")
+                and pod_view(pod).ready
+            ]
+            versions = dict(
+                zip(
+                    urls, await asyncio.gather(*(self.router_version(u) for u in urls)), strict=True
+                )
+            )
+            behind = routers_behind(versions, version)
+            if not behind or time.monotonic() >= deadline:
+                return behind
+            await asyncio.sleep(ROUTER_POLL_SECONDS)
 
     async def _remove(self, body: Mapping[str, Any], step: rs.RemoveShards) -> bool:
         """Delete the emptied shards' objects (their claims follow the StatefulSet's retention

@@ -14,6 +14,7 @@ import pytest
 from dvecdb_client.slots import SlotMap
 from dvecdb_operator import constants as c
 from dvecdb_operator import kube as kube_api
+from dvecdb_operator import resharder as resharder_module
 from dvecdb_operator import resharding as rs
 from dvecdb_operator.aggregate import aggregate_status
 from dvecdb_operator.builders.common import ClusterRef
@@ -519,3 +520,46 @@ async def test_an_invalid_spec_moves_nothing(monkeypatch: pytest.MonkeyPatch) ->
     h.kube.cluster["spec"]["replicas"] = 0
     await h.resharder().step()
     assert "resharding" not in h.kube.status and h.mover.calls == []
+
+
+async def test_the_source_is_purged_once_every_router_follows_the_new_map(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A router still on the older map reads moved ids at the source: purging it first
+    would hide them from that router's reads until its file is updated."""
+    h = Harness(monkeypatch, shards=2, spec=3)
+    monkeypatch.setattr(resharder_module, "ROUTER_POLL_SECONDS", 0.0)
+    for name, ip, ready in (("db-router-a", "10.9.0.1", True), ("db-router-b", "10.9.0.2", False)):
+        h.kube.add_pod(name, ip, ready=ready)
+        h.kube.pods[name]["metadata"]["labels"] = {c.LABEL_ROUTER: "db"}
+    asked: list[tuple[str, int, int]] = []
+
+    async def version(url: str) -> int | None:
+        published = map_from_status(h.kube.status, 3).version
+        asked.append((url, published, len(h.mover.purged)))
+        lagging = sum(1 for u, v, _ in asked if v == published) < 3
+        return published - 1 if lagging else published
+
+    resharder = h.resharder()
+    resharder.router_version = version
+    await h.run(resharder)
+    assert "resharding" not in h.kube.status
+    assert {url for url, _, _ in asked} == {"http://10.9.0.1:8080"}  # ready routers only
+    # Each move's purge came after the router had answered the new version three times.
+    for move in (0, 1):
+        answers = [purged for _, v, purged in asked if v == move + 2]
+        assert len(answers) == 3 and set(answers) == {move}
+    assert "RoutersBehind" not in h.reasons()
+
+    slow = Harness(monkeypatch, shards=2, spec=3)
+    slow.kube.add_pod("db-router-a", "10.9.0.1")
+    slow.kube.pods["db-router-a"]["metadata"]["labels"] = {c.LABEL_ROUTER: "db"}
+    stuck = slow.resharder()
+    stuck.router_wait = 0.0
+
+    async def old(url: str) -> int | None:
+        return None  # does not answer
+
+    stuck.router_version = old
+    await slow.run(stuck)
+    assert "resharding" not in slow.kube.status and slow.reasons().count("RoutersBehind") == 2
