@@ -13,7 +13,9 @@ an operator that restarts resumes where the record says:
    move is never copied again. A failed move is tried again after a growing backoff.
 3. **Shrinking** (fewer shards): every slot has left the removed shards; their objects go.
 
-A `spec.shards` changed again while one runs is taken up after it (from the map it left).
+A `spec.shards` changed again while one runs is taken up after it (from the map it left),
+except while growing, before any slot moved: then the record is planned afresh at once (a
+new shard that never got a leader does not hold a cluster whose owner set the count back).
 """
 
 from __future__ import annotations
@@ -120,11 +122,16 @@ class Record:
     def current(self) -> PlannedMove | None:
         return self.moves[self.index] if self.index < len(self.moves) else None
 
+    @property
+    def shown_phase(self) -> str:
+        """The move's phase as shown: `done` once the last move is."""
+        return self.move_phase if self.current is not None else "done"
+
     def summary(self) -> str:
         """The printer column: short enough for `kubectl get dvc`."""
         if self.phase == PHASE_MOVING and self.moves:
             step = min(self.index + 1, len(self.moves))
-            text = f"{self.from_}->{self.to} {step}/{len(self.moves)} {self.move_phase}"
+            text = f"{self.from_}->{self.to} {step}/{len(self.moves)} {self.shown_phase}"
         else:
             text = f"{self.from_}->{self.to} {self.phase.lower()}"
         return text + (" (retrying)" if self.last_error else "")
@@ -136,7 +143,7 @@ class Record:
             "to": self.to,
             "phase": self.phase,
             "move": f"{step}/{len(self.moves)}",
-            "movePhase": self.move_phase,
+            "movePhase": self.shown_phase,
             "slotsMoved": self.slots_moved,
             "slotsTotal": self.slots_total,
             "itemsCopied": self.items_copied + self.move_items,
@@ -293,10 +300,24 @@ def next_step(inputs: Inputs, plan: Planner) -> Step:
                 started_at=iso(inputs.now),
             )
         )
+    if record.phase == PHASE_GROWING and inputs.spec_shards != record.to:
+        # Set again before any slot moved: plan afresh from the groups that run now (a
+        # shard made for the old count and not wanted now is removed by the shrink).
+        running = max(record.from_, record.to)
+        return Advance(
+            Record(
+                from_=running,
+                to=inputs.spec_shards,
+                phase=PHASE_GROWING if inputs.spec_shards > running else PHASE_MOVING,
+                moves=tuple(plan(current, inputs.spec_shards)),
+                started_at=record.started_at,
+            ),
+            f"spec.shards changed to {inputs.spec_shards} while growing to {record.to}",
+        )
     if record.phase == PHASE_GROWING:
         running = max(record.from_, record.to)
         missing = [
-            s for s in range(record.from_, record.to) if group_leader(status, s, running) is None
+            s for s in range(current.shards, record.to) if group_leader(status, s, running) is None
         ]
         if missing:
             names = ", ".join(str(s) for s in missing)

@@ -563,3 +563,35 @@ async def test_the_source_is_purged_once_every_router_follows_the_new_map(
     stuck.router_version = old
     await slow.run(stuck)
     assert "resharding" not in slow.kube.status and slow.reasons().count("RoutersBehind") == 2
+
+
+def test_a_count_set_again_while_growing_is_planned_afresh_at_once() -> None:
+    """A new shard that never gets a leader must not hold the cluster: set back, it goes."""
+    status: dict[str, Any] = {"slotMap": slot_map_status(SlotMap.even(2)), **led(3, without=(2,))}
+    record = rs.Record(2, 3, rs.PHASE_GROWING, tuple(even_planner(SlotMap.even(2), 3)), "t")
+    status["resharding"] = record.to_status()
+    back = step(2, status)
+    assert isinstance(back, rs.Advance)
+    assert (back.record.from_, back.record.to, back.record.moves) == (3, 2, ())
+    status["resharding"] = back.record.to_status()
+    assert rs.running_shards(2, status) == 3
+    shrink = step(2, status)
+    assert isinstance(shrink, rs.Advance) and shrink.record.phase == rs.PHASE_SHRINKING
+    status["resharding"] = shrink.record.to_status()
+    remove = step(2, status)
+    assert isinstance(remove, rs.RemoveShards) and remove.shards == (2,)
+
+    status["resharding"] = record.to_status()
+    further = step(4, status)
+    assert isinstance(further, rs.Advance) and further.record.phase == rs.PHASE_GROWING
+    assert (further.record.from_, further.record.to) == (3, 4)
+    assert further.record.moves == tuple(even_planner(SlotMap.even(2), 4))
+    status["resharding"] = further.record.to_status()
+    wait = step(4, status)  # shards 2 and 3 both new: both need a leader
+    assert isinstance(wait, rs.Wait) and "2, 3" in wait.reason
+
+
+def test_once_the_last_move_is_done_the_status_says_done() -> None:
+    record = rs.Record(2, 3, rs.PHASE_MOVING, tuple(even_planner(SlotMap.even(2), 3)), "t")
+    record = rs.moved(rs.moved(record, NOW), NOW)
+    assert record.summary() == "2->3 2/2 done" and record.to_status()["movePhase"] == "done"
