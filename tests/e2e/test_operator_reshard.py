@@ -13,6 +13,8 @@ is held by exactly its owner, and no search answered during a resharding returne
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 import time
 from collections import Counter
@@ -23,6 +25,7 @@ from typing import Any
 import pytest
 
 from dvecdb_client.slots import SlotMap
+from localkube.containerpid import host_pid
 
 from .conftest import NEEDS_CONSOLE_SCRIPTS, Kubectl, api_key, http, wait_until
 from .test_operator_cluster import install_operator
@@ -312,3 +315,73 @@ def test_two_shards_grow_to_three_and_shrink_back_online(kubectl: Kubectl, names
         )
     finally:
         kubectl.run("uninstall", release, "-n", namespace, tool="helm", check=False)
+
+
+def test_one_shard_grows_to_two_while_its_leader_is_killed(
+    kubectl: Kubectl, namespace: str
+) -> None:
+    """A one-shard cluster (pods without a shard label, a StatefulSet selector without one)
+    grows to two: shard 0's members are labelled at once and restarted from the new template
+    later; shard 0's leader (the move's source) is killed once the move runs, the failover
+    goes on beside the move, and the move follows the new leader."""
+    started = time.monotonic()
+    release = install_operator(kubectl, namespace)
+    try:
+        kubectl.apply(CLUSTER.replace("shards: 2", "shards: 1"), namespace)
+        wait_until(lambda: all_healthy_one(kubectl, namespace), 240, "one shard Healthy")
+        key = api_key(kubectl, namespace)
+        url = router_url(kubectl, namespace)
+        code, body = http(
+            "POST", f"{url}/v1/collections", {"name": "e2e", "dimension": DIM}, token=key
+        )
+        assert code == 201, body
+        acked = [f"doc-{i}" for i in range(4 * BEFORE)]
+        for first in range(0, len(acked), 300):
+            batch = [{"id": acked[i], "vector": vector(i)} for i in range(first, first + 300)]
+            code, body = http(
+                "PUT", f"{url}/v1/collections/e2e/vectors", {"vectors": batch}, token=key
+            )
+            assert code == 200, body
+        sts_selector = kubectl.get("statefulset", "demo", namespace)["spec"]["selector"]
+        killed: list[str] = []
+
+        def kill_source_leader(status: dict[str, Any]) -> bool:
+            record = status.get("resharding") or {}
+            if record.get("phase") != "Moving":
+                return False
+            leader = status.get("leader") or ""
+            pod = kubectl.get("pod", leader, namespace)
+            pid = host_pid(pod["status"]["containerStatuses"][0]["containerID"])
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
+            killed.append(f"{leader} at {record.get('summary')}")
+            return True
+
+        run = reshard_under_load(kubectl, namespace, url, key, 2, during=kill_source_leader)
+        acked += run.load.acked
+        check_run(run)
+        status = run.status
+        assert killed, "the leader was not killed during the move"
+        assert status["epoch"] > 1 and status.get("lastFailover"), status.get("lastFailover")
+        last = status["lastResharding"]
+        assert (last["from"], last["to"], last["slotsMoved"]) == (1, 2, 2048)
+        assert kubectl.get("statefulset", "demo", namespace)["spec"]["selector"] == sts_selector
+        labels = [
+            kubectl.get("pod", f"demo-{i}", namespace)["metadata"]["labels"] for i in range(2)
+        ]
+        assert all(lab.get("dvecdb.io/shard") == "0" for lab in labels), labels
+        check_data(kubectl, namespace, url, key, acked, status)
+        print(
+            f"\nreshard e2e (1->2, leader killed: {killed}): {summary(run)}; "
+            f"failover {status['lastFailover'].get('from')} -> {status['lastFailover'].get('to')};"
+            f" total {time.monotonic() - started:.1f}s"
+        )
+    finally:
+        kubectl.run("uninstall", release, "-n", namespace, tool="helm", check=False)
+
+
+def all_healthy_one(kubectl: Kubectl, namespace: str) -> dict[str, Any] | None:
+    status = status_of(kubectl, namespace)
+    return (
+        status if status.get("phase") == "Healthy" and status.get("readyShards") == "1/1" else None
+    )
