@@ -208,10 +208,16 @@ def summary(run: Run) -> str:
     )
 
 
-def check_run(run: Run) -> None:
+def check_run(run: Run, *, leader_killed: bool = False) -> None:
+    """No duplicates ever; searches fail only rarely, or with a leader killed (its group of
+    two has no ready member until the failover and the restart), only as `shard_unavailable`."""
     assert run.load.duplicates == [], run.load.duplicates[:3]
     assert len(run.load.acked) > 0 and run.load.searches > 10
-    assert len(run.load.bad_searches) <= run.load.searches // 20, run.load.bad_searches[:3]
+    if leader_killed:
+        other = [b for b in run.load.bad_searches if "shard_unavailable" not in str(b)]
+        assert other == [], other[:3]
+    else:
+        assert len(run.load.bad_searches) <= run.load.searches // 20, run.load.bad_searches[:3]
 
 
 def test_two_shards_grow_to_three_and_shrink_back_online(kubectl: Kubectl, namespace: str) -> None:
@@ -359,7 +365,10 @@ def test_one_shard_grows_to_two_while_its_leader_is_killed(
 
         run = reshard_under_load(kubectl, namespace, url, key, 2, during=kill_source_leader)
         acked += run.load.acked
-        check_run(run)
+        check_run(run, leader_killed=True)
+        query = {"vector": vector(1), "k": 10, "consistency": "eventual"}
+        code, body = http("POST", f"{url}/v1/collections/e2e/search", query, token=key)
+        assert code == 200 and body["coverage"] == {"shards": 2, "answered": 2}, body
         status = run.status
         assert killed, "the leader was not killed during the move"
         assert status["epoch"] > 1 and status.get("lastFailover"), status.get("lastFailover")
