@@ -114,10 +114,13 @@ async def healthz(request: web.Request) -> web.Response:
 
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when every shard has a member that can serve reads."""
+    """Ready when every shard that owns slots has a member that can serve reads (a group
+    listed before slots move to it may still be starting)."""
     cluster = request.app[CLUSTER]
     missing = [
-        index for index, members in enumerate(cluster.shards) if not any(m.ready for m in members)
+        index
+        for index in cluster.owning_shards()
+        if not any(m.ready for m in cluster.shards[index])
     ]
     if missing:
         return error(503, "shard_unavailable", f"no ready member in shards {missing}")
@@ -209,7 +212,7 @@ async def create_collection(request: web.Request) -> web.Response:
 async def list_collections(request: web.Request) -> web.Response:
     cluster = request.app[CLUSTER]
     answers = await asyncio.gather(
-        *(cluster.to_reader(s, Call("GET", "/v1/collections")) for s in range(len(cluster.shards)))
+        *(cluster.to_reader(s, Call("GET", "/v1/collections")) for s in cluster.owning_shards())
     )
     for answer in answers:
         if answer.status != 200:
@@ -248,7 +251,7 @@ async def _describe(cluster: Cluster, name: str) -> dict[str, Any] | None:
     answers = await asyncio.gather(
         *(
             cluster.to_reader(s, Call("GET", f"/v1/collections/{name}"))
-            for s in range(len(cluster.shards))
+            for s in cluster.owning_shards()
         )
     )
     found = [a.json() for a in answers if a.status == 200]
@@ -267,7 +270,7 @@ async def get_collection(request: web.Request) -> web.Response:
     answers = await asyncio.gather(
         *(
             cluster.to_reader(s, Call("GET", f"/v1/collections/{name}"))
-            for s in range(len(cluster.shards))
+            for s in cluster.owning_shards()
         )
     )
     if all(a.status == 404 for a in answers):

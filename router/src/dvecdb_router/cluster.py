@@ -187,6 +187,11 @@ class Cluster:
         self.metrics.map_version.set(self.slot_map.version)
         return True
 
+    def owning_shards(self) -> list[int]:
+        """Shards the map gives slots to: reads and readiness need only them. (Collections
+        are created and dropped on every listed shard, so a group is ready to take slots.)"""
+        return sorted(set(self.slot_map.owners))
+
     def refresh(self) -> bool:
         """Re-read the members file now (a write was refused because its slots moved);
         True when a newer map or other members were taken."""

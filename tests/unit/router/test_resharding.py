@@ -38,17 +38,25 @@ class FakeNode:
     hits: list[str] = field(default_factory=list)
     seq: int = 0
     offset: float = 0.0  # added to every distance
+    ready: bool = True
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/v1/status", self.status)
-        app.router.add_get("/readyz", self.status)
+        app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/v1/collections", self.collections)
         app.router.add_put("/v1/collections/{name}/vectors", self.upsert)
         app.router.add_post("/v1/collections/{name}/search", self.search)
         return app
 
     async def status(self, request: web.Request) -> web.Response:
         return web.json_response({"role": "leader", "epoch": 1})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        return web.json_response({}, status=200 if self.ready else 503)
+
+    async def collections(self, request: web.Request) -> web.Response:
+        return web.json_response({"collections": []})
 
     async def upsert(self, request: web.Request) -> web.Response:
         doc = await request.json()
@@ -213,13 +221,23 @@ async def test_search_keeps_only_hits_from_their_slots_owner_and_asks_again_for_
     assert "dvecdb_router_hits_dropped_not_owner_total 9.0" in metrics
 
 
-async def test_shards_that_own_no_slot_are_not_asked(start: Start) -> None:
-    """After a shrink's last move the emptied shard is still listed until its objects go."""
+async def test_shards_that_own_no_slot_are_not_asked_nor_needed_for_readiness(
+    start: Start,
+) -> None:
+    """A group listed before slots move to it (still starting), or emptied by a shrink and
+    listed until its objects go, neither answers reads nor makes the router unready."""
     client, (a, b), _ = await start(2, SlotMap.even(1))
+    b.ready = False
+    await client.app[CLUSTER].poll()
+    assert (await client.get("/readyz")).status == 200
+    assert (await client.get("/v1/collections")).status == 200
     a.hits = b.hits = ["x"]
     resp = await client.post("/v1/collections/docs/search", json={"vector": [1.0], "k": 4})
     assert (await resp.json())["coverage"] == {"shards": 1, "answered": 1}
     assert a.searches == [4] and b.searches == []
+    a.ready = False
+    await client.app[CLUSTER].poll()
+    assert (await client.get("/readyz")).status == 503  # an owner without a ready member
 
 
 def test_keep_owned_says_when_a_full_row_lost_hits() -> None:
