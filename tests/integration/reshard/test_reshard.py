@@ -421,6 +421,7 @@ async def test_resharding_1_2_4_2_under_writes_searches_and_a_failover(
     quiet_checks: list[str] = []
     failed_over = False
     restarted: list[Move] = []
+    failover_move: list[Move] = []
 
     async def quiet_check(label: str, current: SlotMap) -> None:
         """Writers paused: a search for everything returns exactly what the owners hold."""
@@ -475,6 +476,7 @@ async def test_resharding_1_2_4_2_under_writes_searches_and_a_failover(
                 await quiet_check(f"{label}: published, not purged", apply_move(before, move))
             if not failed_over and to == 4 and p.step == "export static" and p.items_copied:
                 failed_over = True
+                failover_move.append(move)
                 await fail_over(groups[move.source])
             if to == 2 and before.shards == 4 and index == 0 and p.step == "final-catch-up":
                 if not restarted:
@@ -512,6 +514,8 @@ async def test_resharding_1_2_4_2_under_writes_searches_and_a_failover(
                 "items": copied,
                 "seconds": round(ended - began, 2),
                 "copy_vectors_per_s": round(copied / max(copy_seconds, 1e-6)),
+                "rerun": move in restarted,  # its second copy found the items there already
+                "failover": failed_over and failover_move == [move],
             }
         )
 
