@@ -52,11 +52,15 @@ async def test_import_validates_like_an_upsert(node: Any, admin: Admin) -> None:
     assert items == [{"id": "a", "vector": [1.0, 2.0], "metadata": {"k": "v"}}]
 
     # Slots: a reversed range is the same range; out of range or malformed is refused.
-    for bad in ("4096", "1-x", "", "-3"):
+    for bad in ("4096", "1-x", "", "-3", "\u00b2-1", "0-1,"):
         status, body = await admin.call(
             node.url, "GET", "/v1/admin/slots/log", params={"slots": bad, "from_seq": "1"}
         )
         assert (status, body["error"]["code"]) == (400, "invalid_slots"), bad
+    status, body = await admin.call(
+        node.url, "GET", "/v1/admin/slots/log", params={"slots": "0", "from_seq": "\u00b2"}
+    )
+    assert status == 400, body
     slot = slot_of("a")
     status, body = await admin.call(
         node.url,

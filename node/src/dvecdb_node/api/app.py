@@ -168,8 +168,9 @@ def create_app(
     app[OPENAPI_PATHS] = dict(slots_openapi.PATHS)
     app[READ_GATES] = []
     metrics.watch_engine(engine, lambda: role.epoch)
-    for table in (system.routes, collections.routes, vectors.routes, search.routes, slots.routes):
+    for table in (system.routes, collections.routes, vectors.routes, search.routes):
         app.add_routes(table)
+    slots.install(app)
     app.cleanup_ctx.append(engine_context)
     app.cleanup_ctx.append(credentials_context)
     for register in extra_routes:

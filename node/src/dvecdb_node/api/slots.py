@@ -33,6 +33,7 @@ from dvecdb_node.api.validation import (
 from dvecdb_node.api.writes import write
 from dvecdb_node.errors import InvalidInput, NodeError, NotReady
 from dvecdb_node.storage.index import Collection
+from dvecdb_node.storage.readers import LogReaders
 from dvecdb_node.storage.records import (
     DeleteBatch,
     Float32Matrix,
@@ -45,6 +46,16 @@ from dvecdb_node.storage.wal import Record as WalRecord
 from dvecdb_node.storage.wal import SeqNotRetainedError, decode_frames
 
 routes = web.RouteTableDef()
+READERS = web.AppKey("slot_log_readers", LogReaders)
+
+
+def install(app: web.Application) -> None:
+    """Routes, and a retention floor: the log a mover still reads is kept."""
+    readers = LogReaders(app[SETTINGS].replication_retention_seconds)
+    app[READERS] = readers
+    app[ENGINE].retention_floors.append(readers.floor)
+    app.add_routes(routes)
+
 
 # Labels read per chunk of an export (under the collection's shared lock).
 EXPORT_CHUNK = 2048
@@ -65,12 +76,16 @@ class SnapshotRequired(NodeError):
     code = "snapshot_required"
 
 
+def _decimal(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
 def parse_slot_ranges(texts: Iterable[str]) -> tuple[tuple[int, int], ...]:
     """``["0-1023", "7"]`` to inclusive ranges (a reversed ``M-N`` taken as ``N-M``)."""
     out: list[tuple[int, int]] = []
     for text in texts:
         first, _, last = str(text).partition("-")
-        if last and first.isdigit() and last.isdigit() and int(first) > int(last):
+        if last and _decimal(first) and _decimal(last) and int(first) > int(last):
             text = f"{last}-{first}"
         try:
             out.extend(parse_ranges([text]))
@@ -96,7 +111,7 @@ def _query_int(request: web.Request, name: str, default: int | None, low: int, h
         if default is None:
             raise InvalidInput(f"query parameter {name!r} is required")
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    if not _decimal(raw) or not low <= int(raw) <= high:
         raise InvalidInput(f"query parameter {name!r} must be an integer {low}..{high}")
     return int(raw)
 
@@ -184,13 +199,16 @@ async def export(request: web.Request) -> web.StreamResponse:
     engine = request.app[ENGINE]
     collection = engine.collection(name)
     seq = engine.applied_seq  # every chunk read from here on is at least as new
+    request.app[READERS].note(seq + 1)  # the mover's log replay starts there
     await _wait_committed(request, seq)
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await response.prepare(request)
     await response.write(orjson.dumps({"seq": seq, "epoch": epoch}) + b"\n")
     loop = asyncio.get_running_loop()
     count = start = 0
-    while start < collection.label_span:
+    # Labels past today's span are items inserted after the cut: the log replay brings them.
+    span = collection.label_span
+    while start < span:
         data, found = await loop.run_in_executor(
             None, _export_chunk, collection, start, start + EXPORT_CHUNK, slots
         )
@@ -259,6 +277,7 @@ async def slot_log(request: web.Request) -> web.Response:
     limit = _query_int(request, "limit", LOG_LIMIT_DEFAULT, 1, LOG_LIMIT_MAX)
     _leader(request)
     engine = request.app[ENGINE]
+    request.app[READERS].note(from_seq)
     commit = request.app[HOOKS].commit_seq(engine.durable_seq)
     upto = min(commit, from_seq + limit - 1)
     records: list[WalRecord] = []
