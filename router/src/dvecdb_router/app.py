@@ -139,7 +139,11 @@ async def status(request: web.Request) -> web.Response:
     return ok(
         {
             "role": "router",
-            "slot_map": {"version": cluster.slot_map.version, "shards": cluster.slot_map.shards},
+            "slot_map": {
+                "version": cluster.slot_map.version,
+                "shards": cluster.slot_map.shards,
+                "owners": [list(r) for r in cluster.slot_map.owner_ranges()],
+            },
             "shards": cluster.describe(),
         }
     )

@@ -166,6 +166,8 @@ async def test_a_refused_part_follows_the_new_map_and_only_it_is_sent_again(
     metrics = await (await client.get("/metrics")).text()
     assert "dvecdb_router_slot_moved_retries_total" in metrics
     assert "dvecdb_router_slot_map_version 2.0" in metrics
+    status = await (await client.get("/v1/status")).json()
+    assert status["slot_map"]["owners"] == [[0, 2047, 0], [2048, 3071, 2], [3072, 4095, 1]]
 
 
 async def test_a_move_that_does_not_publish_in_time_answers_503_slot_moving(
