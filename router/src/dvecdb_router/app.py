@@ -37,7 +37,8 @@ CLUSTER = web.AppKey("cluster", Cluster)
 JSON = "application/json"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 routes = web.RouteTableDef()
-# A write refused `slot_moved` is sent again after 25 ms, doubling to 500 ms between tries.
+# A write refused `slot_moved` is sent again after 25 ms, doubling to 500 ms between tries, or
+# as soon as the members file brings a new map.
 MOVED_FIRST_DELAY = 0.025
 MOVED_MAX_DELAY = 0.5
 # A shard whose answer lost hits it does not own is asked again for more, at most this often,
@@ -408,9 +409,8 @@ async def _split_write(request: web.Request, path: str, field: str) -> web.Respo
             failure.headers["Retry-After"] = "1"
             break
         cluster.metrics.slot_moved_retries.inc()
-        await asyncio.sleep(delay)
+        await cluster.wait_map_change(delay)
         delay = min(delay * 2, MOVED_MAX_DELAY)
-        cluster.refresh()
         pending, waiting = sorted(waiting), []
     cluster.metrics.fanout_seconds.labels("write").observe(time.perf_counter() - started)
     if failure is not None:

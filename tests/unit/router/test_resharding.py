@@ -6,6 +6,7 @@ dropped, and such a shard is asked again for more."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,17 +148,20 @@ async def test_a_refused_part_follows_the_new_map_and_only_it_is_sent_again(
     body = {"vectors": [{"id": i, "vector": [1.0]} for i in ids]}
 
     async def publish_soon() -> None:
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.4)  # between the retries at 375 ms and 775 ms
         # Shard 1's ids outside the moving slots were sent again at once, not after the map.
         assert set(b.items) == {i for i in ids if 3072 <= slot_of(i)}
         after = SlotMap.from_owner_ranges(2, [(0, 2047, 0), (2048, 3071, 2), (3072, 4095, 1)])
         _write_file(path, _urls(client), after)
 
     task = asyncio.create_task(publish_soon())
+    began = time.monotonic()
     resp = await client.put("/v1/collections/docs/vectors", json=body)
+    took = time.monotonic() - began
     await task
     assert resp.status == 200, await resp.text()
     assert (await resp.json())["count"] == len(ids)
+    assert took < 0.7  # woken by the new map, not by the next backoff step
     assert set(c.items) == refused  # the refused part went to the new owner
     assert set(a.items) | set(b.items) | set(c.items) == set(ids)
     assert not set(b.items) & refused
