@@ -37,7 +37,8 @@ CLUSTER = web.AppKey("cluster", Cluster)
 JSON = "application/json"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 routes = web.RouteTableDef()
-# A write refused `slot_moved` is sent again after 25 ms, doubling to 500 ms between tries.
+# A write refused `slot_moved` is sent again after 25 ms, doubling to 500 ms between tries, or
+# as soon as the members file brings a new map.
 MOVED_FIRST_DELAY = 0.025
 MOVED_MAX_DELAY = 0.5
 # A shard whose answer lost hits it does not own is asked again for more, at most this often,
@@ -114,10 +115,13 @@ async def healthz(request: web.Request) -> web.Response:
 
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when every shard has a member that can serve reads."""
+    """Ready when every shard that owns slots has a member that can serve reads (a group
+    listed before slots move to it may still be starting)."""
     cluster = request.app[CLUSTER]
     missing = [
-        index for index, members in enumerate(cluster.shards) if not any(m.ready for m in members)
+        index
+        for index in cluster.owning_shards()
+        if not any(m.ready for m in cluster.shards[index])
     ]
     if missing:
         return error(503, "shard_unavailable", f"no ready member in shards {missing}")
@@ -136,7 +140,11 @@ async def status(request: web.Request) -> web.Response:
     return ok(
         {
             "role": "router",
-            "slot_map": {"version": cluster.slot_map.version, "shards": cluster.slot_map.shards},
+            "slot_map": {
+                "version": cluster.slot_map.version,
+                "shards": cluster.slot_map.shards,
+                "owners": [list(r) for r in cluster.slot_map.owner_ranges()],
+            },
             "shards": cluster.describe(),
         }
     )
@@ -209,7 +217,7 @@ async def create_collection(request: web.Request) -> web.Response:
 async def list_collections(request: web.Request) -> web.Response:
     cluster = request.app[CLUSTER]
     answers = await asyncio.gather(
-        *(cluster.to_reader(s, Call("GET", "/v1/collections")) for s in range(len(cluster.shards)))
+        *(cluster.to_reader(s, Call("GET", "/v1/collections")) for s in cluster.owning_shards())
     )
     for answer in answers:
         if answer.status != 200:
@@ -248,7 +256,7 @@ async def _describe(cluster: Cluster, name: str) -> dict[str, Any] | None:
     answers = await asyncio.gather(
         *(
             cluster.to_reader(s, Call("GET", f"/v1/collections/{name}"))
-            for s in range(len(cluster.shards))
+            for s in cluster.owning_shards()
         )
     )
     found = [a.json() for a in answers if a.status == 200]
@@ -267,7 +275,7 @@ async def get_collection(request: web.Request) -> web.Response:
     answers = await asyncio.gather(
         *(
             cluster.to_reader(s, Call("GET", f"/v1/collections/{name}"))
-            for s in range(len(cluster.shards))
+            for s in cluster.owning_shards()
         )
     )
     if all(a.status == 404 for a in answers):
@@ -401,9 +409,8 @@ async def _split_write(request: web.Request, path: str, field: str) -> web.Respo
             failure.headers["Retry-After"] = "1"
             break
         cluster.metrics.slot_moved_retries.inc()
-        await asyncio.sleep(delay)
+        await cluster.wait_map_change(delay)
         delay = min(delay * 2, MOVED_MAX_DELAY)
-        cluster.refresh()
         pending, waiting = sorted(waiting), []
     cluster.metrics.fanout_seconds.labels("write").observe(time.perf_counter() - started)
     if failure is not None:

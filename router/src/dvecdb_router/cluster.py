@@ -38,6 +38,9 @@ client_authorization: contextvars.ContextVar[str | None] = contextvars.ContextVa
     "client_authorization", default=None
 )
 
+# While writes wait for a move's new map, the members file is read at most this often.
+REFRESH_SECONDS = 0.02
+
 # Node answers that mean "not here, not now": wait and retry at the (new) leader.
 RETRY_CODES = frozenset(
     {"not_leader", "recovering", "lease_expired", "leadership_lost", "shutting_down", "not_ready"}
@@ -124,6 +127,9 @@ class Cluster:
         self._session: aiohttp.ClientSession | None = None
         self._poller: asyncio.Task[None] | None = None
         self.polled = asyncio.Event()  # set after the first full poll
+        # Set (and replaced) when the file brings a new map or members: wakes waiting writes.
+        self._map_changed = asyncio.Event()
+        self._refreshed_at = 0.0
         self.metrics.map_version.set(self.slot_map.version)
 
     # ------------------------------------------------------------- lifecycle
@@ -185,15 +191,41 @@ class Cluster:
             )
         self.slot_map = config.slot_map
         self.metrics.map_version.set(self.slot_map.version)
+        self._map_changed.set()
+        self._map_changed = asyncio.Event()
         return True
 
+    def owning_shards(self) -> list[int]:
+        """Shards the map gives slots to: reads and readiness need only them. (Collections
+        are created and dropped on every listed shard, so a group is ready to take slots.)"""
+        return sorted(set(self.slot_map.owners))
+
     def refresh(self) -> bool:
-        """Re-read the members file now (a write was refused because its slots moved);
-        True when a newer map or other members were taken."""
-        if self.source is None:
+        """Re-read the members file now (a write was refused because its slots moved), at
+        most every ``REFRESH_SECONDS`` however many writes wait; True when a newer map or
+        other members were taken."""
+        now = time.monotonic()
+        if self.source is None or now - self._refreshed_at < REFRESH_SECONDS:
             return False
+        self._refreshed_at = now
         changed = self.source.read()
         return changed is not None and self.reconfigure(changed)
+
+    async def wait_map_change(self, seconds: float) -> None:
+        """Sleep up to ``seconds`` (a write's backoff), waking as soon as the members file
+        brings a new map: a write refused ``slot_moved`` goes on right after the publish."""
+        event = self._map_changed
+        deadline = time.monotonic() + seconds
+        while not event.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self.refresh()
+            if event.is_set():
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(left, REFRESH_SECONDS)):
+                    await event.wait()
 
     async def poll(self, shard: int | None = None) -> None:
         """Refresh every member's role, epoch and readiness (of one shard, if given)."""

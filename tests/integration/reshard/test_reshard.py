@@ -1,7 +1,8 @@
 """Resharding online, end to end on real processes: four replica groups (leader + follower),
 a real ``dvecdb-router`` reading a members file that the test rewrites when a move publishes,
 and the mover taking the cluster 1 → 2 → 4 → 2 shards under concurrent upserts, deletes and
-searches, with a failover of a source leader in the middle of a copy.
+searches, with a failover of a source leader in the middle of a copy, and a mover that dies
+after fencing a source and runs the move again from its start.
 
 The checker: no acknowledged write is lost (the final state of every id is its last
 acknowledged value or a later attempted one); no answer holds an id twice; at quiet points in
@@ -51,6 +52,10 @@ DOCS = {"name": "docs", "dimension": DIM, "metric": "l2", "hnsw": {"ef_search": 
 STATIC_COLLECTION = {"name": "static", "dimension": DIM, "metric": "l2"}
 EFS = (64, 12)
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}
+
+
+class MoverDied(Exception):
+    """The mover stops mid-move, as an operator that restarts does."""
 
 
 # ------------------------------------------------------------------ the cluster
@@ -415,6 +420,8 @@ async def test_resharding_1_2_4_2_under_writes_searches_and_a_failover(
     moved: list[dict[str, Any]] = []
     quiet_checks: list[str] = []
     failed_over = False
+    restarted: list[Move] = []
+    failover_move: list[Move] = []
 
     async def quiet_check(label: str, current: SlotMap) -> None:
         """Writers paused: a search for everything returns exactly what the owners hold."""
@@ -469,22 +476,33 @@ async def test_resharding_1_2_4_2_under_writes_searches_and_a_failover(
                 await quiet_check(f"{label}: published, not purged", apply_move(before, move))
             if not failed_over and to == 4 and p.step == "export static" and p.items_copied:
                 failed_over = True
+                failover_move.append(move)
                 await fail_over(groups[move.source])
+            if to == 2 and before.shards == 4 and index == 0 and p.step == "final-catch-up":
+                if not restarted:
+                    restarted.append(move)
+                    raise MoverDied  # after the source's fence: the rerun must not lose writes
 
         async def publish(new: SlotMap) -> None:
             members.write(new, listed)
             await wait_router_version(http, router, new.version)
 
         began = time.monotonic()
-        await run_move(
-            move,
-            GroupsAccess(lambda shard: groups[shard].urls, TOKEN),
-            map_version=before.version + 1,
-            phase="copy",
-            on_progress=on_progress,
-            publish=publish,
-            current=before,
-        )
+        for attempt in range(2):
+            try:
+                await run_move(
+                    move,
+                    GroupsAccess(lambda shard: groups[shard].urls, TOKEN),
+                    map_version=before.version + 1,
+                    phase="copy",  # what a restarted operator's record says until publish
+                    on_progress=on_progress,
+                    publish=publish,
+                    current=before,
+                )
+                break
+            except MoverDied:
+                assert attempt == 0
+                steps.clear()
         slot_map = apply_move(before, move)
         ended = time.monotonic()
         move_windows.append((began, ended))
@@ -496,6 +514,8 @@ async def test_resharding_1_2_4_2_under_writes_searches_and_a_failover(
                 "items": copied,
                 "seconds": round(ended - began, 2),
                 "copy_vectors_per_s": round(copied / max(copy_seconds, 1e-6)),
+                "rerun": move in restarted,  # its second copy found the items there already
+                "failover": failed_over and failover_move == [move],
             }
         )
 
@@ -544,7 +564,7 @@ async def test_resharding_1_2_4_2_under_writes_searches_and_a_failover(
     ]
     assert not outside, f"searches failed outside the failover: {outside[:3]}"
     acked = sum(a.acked for attempts in work.history.values() for a in attempts[1:])
-    assert failed_over and acked > 0
+    assert failed_over and restarted and acked > 0
     async with http.get(router + "/metrics") as resp:
         metrics = await resp.text()
     report = {

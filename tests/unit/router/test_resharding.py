@@ -6,6 +6,7 @@ dropped, and such a shard is asked again for more."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,17 +39,25 @@ class FakeNode:
     hits: list[str] = field(default_factory=list)
     seq: int = 0
     offset: float = 0.0  # added to every distance
+    ready: bool = True
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/v1/status", self.status)
-        app.router.add_get("/readyz", self.status)
+        app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/v1/collections", self.collections)
         app.router.add_put("/v1/collections/{name}/vectors", self.upsert)
         app.router.add_post("/v1/collections/{name}/search", self.search)
         return app
 
     async def status(self, request: web.Request) -> web.Response:
         return web.json_response({"role": "leader", "epoch": 1})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        return web.json_response({}, status=200 if self.ready else 503)
+
+    async def collections(self, request: web.Request) -> web.Response:
+        return web.json_response({"collections": []})
 
     async def upsert(self, request: web.Request) -> web.Response:
         doc = await request.json()
@@ -139,17 +148,20 @@ async def test_a_refused_part_follows_the_new_map_and_only_it_is_sent_again(
     body = {"vectors": [{"id": i, "vector": [1.0]} for i in ids]}
 
     async def publish_soon() -> None:
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.4)  # between the retries at 375 ms and 775 ms
         # Shard 1's ids outside the moving slots were sent again at once, not after the map.
         assert set(b.items) == {i for i in ids if 3072 <= slot_of(i)}
         after = SlotMap.from_owner_ranges(2, [(0, 2047, 0), (2048, 3071, 2), (3072, 4095, 1)])
         _write_file(path, _urls(client), after)
 
     task = asyncio.create_task(publish_soon())
+    began = time.monotonic()
     resp = await client.put("/v1/collections/docs/vectors", json=body)
+    took = time.monotonic() - began
     await task
     assert resp.status == 200, await resp.text()
     assert (await resp.json())["count"] == len(ids)
+    assert took < 0.7  # woken by the new map, not by the next backoff step
     assert set(c.items) == refused  # the refused part went to the new owner
     assert set(a.items) | set(b.items) | set(c.items) == set(ids)
     assert not set(b.items) & refused
@@ -158,6 +170,8 @@ async def test_a_refused_part_follows_the_new_map_and_only_it_is_sent_again(
     metrics = await (await client.get("/metrics")).text()
     assert "dvecdb_router_slot_moved_retries_total" in metrics
     assert "dvecdb_router_slot_map_version 2.0" in metrics
+    status = await (await client.get("/v1/status")).json()
+    assert status["slot_map"]["owners"] == [[0, 2047, 0], [2048, 3071, 2], [3072, 4095, 1]]
 
 
 async def test_a_move_that_does_not_publish_in_time_answers_503_slot_moving(
@@ -213,13 +227,23 @@ async def test_search_keeps_only_hits_from_their_slots_owner_and_asks_again_for_
     assert "dvecdb_router_hits_dropped_not_owner_total 9.0" in metrics
 
 
-async def test_shards_that_own_no_slot_are_not_asked(start: Start) -> None:
-    """After a shrink's last move the emptied shard is still listed until its objects go."""
+async def test_shards_that_own_no_slot_are_not_asked_nor_needed_for_readiness(
+    start: Start,
+) -> None:
+    """A group listed before slots move to it (still starting), or emptied by a shrink and
+    listed until its objects go, neither answers reads nor makes the router unready."""
     client, (a, b), _ = await start(2, SlotMap.even(1))
+    b.ready = False
+    await client.app[CLUSTER].poll()
+    assert (await client.get("/readyz")).status == 200
+    assert (await client.get("/v1/collections")).status == 200
     a.hits = b.hits = ["x"]
     resp = await client.post("/v1/collections/docs/search", json={"vector": [1.0], "k": 4})
     assert (await resp.json())["coverage"] == {"shards": 1, "answered": 1}
     assert a.searches == [4] and b.searches == []
+    a.ready = False
+    await client.app[CLUSTER].poll()
+    assert (await client.get("/readyz")).status == 503  # an owner without a ready member
 
 
 def test_keep_owned_says_when_a_full_row_lost_hits() -> None:

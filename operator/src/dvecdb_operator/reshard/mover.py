@@ -1,7 +1,8 @@
 """Moving one slot set between two replica groups over the nodes' admin API (the I/O half).
 
 The steps are those of the contract (/work/notes/reshard-contract.md, DESIGN.md "Horizontal
-scale"): fence the slots at the target, create the collections there, copy an export of the
+scale"): fence the slots at the target and clear them there (leftovers of an earlier attempt),
+create the collections there, copy an export of the
 slots from the source, replay the source's slot log until the lag is small, fence the slots at
 the source (its answer's seq ``F`` bounds what the source acknowledged), replay until ``F``,
 unfence the target; then the caller publishes the new map; then the source's copies are purged.
@@ -318,6 +319,12 @@ class _Mover:
         await self.fence(move.target, True)
         for attempt in range(COPY_ATTEMPTS):
             try:
+                # What an earlier attempt copied may since have been deleted at the source
+                # before the new cut: the target (not yet the owner) starts empty for S.
+                await self.report(step="clear-target")
+                await self.nodes.call(
+                    move.target, "POST", "/v1/admin/slots/purge", body={"slots": self.slots}
+                )
                 cuts = await self.copy_collections()
                 await self.report(step="catch-up")
                 if cuts:
