@@ -540,31 +540,7 @@ async def test_resharding_1_2_4_2_under_writes_searches_and_a_failover(
         await asyncio.gather(*tasks, return_exceptions=True)
     assert proc.poll() is None, (tmp_path / "router.log").read_text()[-3000:]
 
-    # Every group's followers converge, then the final state of each acked write is checked.
-    for group in groups:
-        await wait_converged(
-            [group.clients[group.leader], group.clients[1 - group.leader]], within=60
-        )
-    final = await owned_holdings(http, groups, slot_map, "docs")
-    bad = check_history(work.history, final)
-    assert not bad, f"{len(bad)} ids lost an acknowledged write: {bad[:5]}"
-    assert not work.duplicates
-    # Purged: no group holds an id of a slot it does not own.
-    for shard, group in enumerate(groups):
-        held = await holdings(http, group, "docs")
-        strays = [i for i in held if slot_map.owners[slot_of(i)] != shard]
-        assert not strays, f"group {shard} still holds {strays[:5]}"
-    await quiet_check("final", slot_map)
-    # The same partition (2 shards) before and after the round trip through 4: the copies'
-    # graphs (built by the import) search as well as the ones built by the original writes.
-    before, after = recalls["2 shards"][EFS[0]], recalls["2 shards after 4"][EFS[0]]
-    assert abs(after - before) <= 0.005, recalls
-    outside = [
-        e for e in work.search_errors if not any(a <= e[0] <= b for a, b in failover_windows)
-    ]
-    assert not outside, f"searches failed outside the failover: {outside[:3]}"
-    acked = sum(a.acked for attempts in work.history.values() for a in attempts[1:])
-    assert failed_over and restarted and acked > 0
+    # The figures first, so that a failing check still shows them.
     async with http.get(router + "/metrics") as resp:
         metrics = await resp.text()
     report = {
@@ -588,3 +564,31 @@ async def test_resharding_1_2_4_2_under_writes_searches_and_a_failover(
         ],
     }
     save_report("reshard_online", report)
+
+    # Every group's followers converge, then the final state of each acked write is checked.
+    for group in groups:
+        await wait_converged(
+            [group.clients[group.leader], group.clients[1 - group.leader]], within=60
+        )
+    final = await owned_holdings(http, groups, slot_map, "docs")
+    bad = check_history(work.history, final)
+    assert not bad, f"{len(bad)} ids lost an acknowledged write: {bad[:5]}"
+    assert not work.duplicates
+    # Purged: no group holds an id of a slot it does not own.
+    for shard, group in enumerate(groups):
+        held = await holdings(http, group, "docs")
+        strays = [i for i in held if slot_map.owners[slot_of(i)] != shard]
+        assert not strays, f"group {shard} still holds {strays[:5]}"
+    await quiet_check("final", slot_map)
+    # The same partition (2 shards) before and after the round trip through 4: the copies'
+    # graphs (built by the import) search as well as the ones built by the original writes.
+    # (At DVECDB_RESHARD_STATIC=20000 this is at the edge, 0.9995 -> 0.9945: a group refilled
+    # after a purge re-inserts into freed hnswlib labels, which builds a worse graph.)
+    before, after = recalls["2 shards"][EFS[0]], recalls["2 shards after 4"][EFS[0]]
+    assert abs(after - before) <= 0.005, recalls
+    outside = [
+        e for e in work.search_errors if not any(a <= e[0] <= b for a, b in failover_windows)
+    ]
+    assert not outside, f"searches failed outside the failover: {outside[:3]}"
+    acked = sum(a.acked for attempts in work.history.values() for a in attempts[1:])
+    assert failed_over and restarted and acked > 0

@@ -34,6 +34,7 @@ from dvecdb_operator.reshard.plan import Move, apply_move
 log = logging.getLogger(__name__)
 
 PHASES = ("copy", "publish", "purge")
+APPLY_PARALLEL = 2  # import calls in flight during a copy
 APPLY_BATCH = 512  # items per import call: well under the node's batch and body limits
 LOG_LIMIT = 1000  # records per slot-log read
 SMALL_LAG = 1000  # ops: below this the source is fenced (the final catch-up is short)
@@ -380,9 +381,7 @@ class _Mover:
             for tries in range(3):
                 seq, batches = await self.nodes.export(self.move.source, name, ",".join(self.slots))
                 try:
-                    async for batch in batches:
-                        await self.apply(name, batch, [])
-                        await self.report(items_copied=self.progress.items_copied + len(batch))
+                    await self.import_batches(name, batches)
                     cuts[name] = seq
                     break
                 except (_CutShort, aiohttp.ClientError, TimeoutError) as exc:
@@ -390,6 +389,35 @@ class _Mover:
                         raise MoveError(f"exporting {name}: {exc!r}") from exc
                     log.warning("move %s: export of %s broke (%r); again", self.slots, name, exc)
         return cuts
+
+    async def import_batches(
+        self, collection: str, batches: AsyncIterator[list[dict[str, Any]]]
+    ) -> None:
+        """Apply an export's batches, ``APPLY_PARALLEL`` at a time while the next is read (an
+        export names each id once, so their order does not matter)."""
+        running: set[asyncio.Task[int]] = set()
+
+        async def one(batch: list[dict[str, Any]]) -> int:
+            await self.apply(collection, batch, [])
+            return len(batch)
+
+        async def settle() -> None:
+            done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                running.discard(task)
+                await self.report(items_copied=self.progress.items_copied + task.result())
+
+        try:
+            async for batch in batches:
+                while len(running) >= APPLY_PARALLEL:
+                    await settle()
+                running.add(asyncio.create_task(one(batch)))
+            while running:
+                await settle()
+        finally:
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
 
     async def apply(
         self, collection: str, upserts: list[dict[str, Any]], deletes: list[str]
