@@ -6,8 +6,10 @@ the 4,096 slots evenly over them (``slots.SlotMap.even``)::
     dvecdb-router --port 8080 --shard http://a0:8080,http://a1:8080 --shard http://b0:8080
 
 or, where the members' addresses change (pods on Kubernetes), from a file that the operator
-keeps current (``--members-file``, see ``config``), re-read whenever it changes. A client's
-``Authorization`` header goes with its requests to the members, which check the key.
+keeps current (``--members-file``, see ``config``), re-read whenever it changes; the file also
+carries the slot map, which a resharding move changes (a write refused ``slot_moved`` waits up
+to ``--moved-retry-seconds`` for it). A client's ``Authorization`` header goes with its
+requests to the members, which check the key.
 """
 
 from __future__ import annotations
