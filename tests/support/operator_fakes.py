@@ -118,6 +118,13 @@ class FakeKube:
             raise kube_api.NotFoundError(404, name)
         merge(self.pods[name]["metadata"]["labels"], labels)
 
+    async def patch_pod_annotations(
+        self, namespace: str, name: str, annotations: Mapping[str, str | None]
+    ) -> None:
+        if name not in self.pods:
+            raise kube_api.NotFoundError(404, name)
+        merge(self.pods[name]["metadata"].setdefault("annotations", {}), annotations)
+
     async def delete_pod(self, namespace: str, name: str) -> None:
         self.deleted.append(name)
         self.pods.pop(name, None)

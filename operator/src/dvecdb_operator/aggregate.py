@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from dvecdb_client.slots import SlotMap, format_ranges
+from dvecdb_operator import resharding
 from dvecdb_operator.decisions import (
     PHASE_CREATING,
     PHASE_DEGRADED,
@@ -23,6 +25,9 @@ from dvecdb_operator.decisions import (
     PHASE_UPGRADING,
 )
 from dvecdb_operator.slotmap import slot_map_status
+
+# Every shard is Healthy and slots are moving between them.
+PHASE_RESHARDING = "Resharding"
 
 # The first that some shard is in names the cluster's phase.
 PHASE_ORDER = (
@@ -43,9 +48,13 @@ def cluster_phase(phases: Sequence[str | None]) -> str:
 
 
 def shard_lines(
-    statefulsets: Sequence[str], groups: Sequence[Mapping[str, Any]]
+    statefulsets: Sequence[str],
+    groups: Sequence[Mapping[str, Any]],
+    slot_map: SlotMap | None = None,
 ) -> list[dict[str, Any]]:
-    ranges = slot_map_status(len(groups))["ranges"]
+    """One line per running group; `slots`: what it owns in the map (none: a new shard before
+    its moves, or an emptied one before it goes)."""
+    slot_map = slot_map or SlotMap.even(len(groups))
     lines = []
     for index, (name, group) in enumerate(zip(statefulsets, groups, strict=True)):
         line: dict[str, Any] = {
@@ -55,7 +64,7 @@ def shard_lines(
             "leader": group.get("leader") or "",
             "epoch": int(group.get("epoch") or 0),
             "readyMembers": group.get("readyMembers") or "",
-            "slots": [ranges[index]],
+            "slots": format_ranges(slot_map.ranges(index)),
             "message": group.get("message") or "",
         }
         lines.append(line)
@@ -98,25 +107,46 @@ def aggregate_status(
     statefulsets: Sequence[str],
     groups: Sequence[Mapping[str, Any]],
     *,
-    slot_map_version: int = 1,
+    slot_map: SlotMap | None = None,
+    status: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The cluster-level fields, from every group's status (as `GroupScope.view` gives it)."""
+    """The cluster-level fields, from every group's status (as `GroupScope.view` gives it).
+
+    `slot_map`: the published map (default: the even map of the groups); `status`: the
+    cluster's, for its resharding record: while one is in flight a cluster whose shards are
+    all Healthy is `Resharding`, and the `Resharding` condition says how far it is. The
+    patch carries `slotMap` only when there is no record: during a resharding only the
+    resharder writes the map (a pass that read the status before a move was published must
+    not write the older map back).
+    """
     shards = len(groups)
-    lines = shard_lines(statefulsets, groups)
+    slot_map = slot_map or SlotMap.even(shards)
+    lines = shard_lines(statefulsets, groups, slot_map)
+    record = resharding.Record.from_status((status or {}).get("resharding"))
     patch: dict[str, Any] = {
         "shards": lines,
-        "slotMap": slot_map_status(shards, version=slot_map_version),
         "readyShards": f"{sum(line['phase'] == PHASE_HEALTHY for line in lines)}/{shards}",
         "leaders": ",".join(line["leader"] for line in lines),
     }
+    if record is None:
+        patch["slotMap"] = slot_map_status(slot_map)
     if shards > 1:
         phase = cluster_phase([line["phase"] for line in lines])
-        patch["phase"] = phase
-        patch["message"] = "; ".join(
+        problems = [
             f"shard {line['shard']} {line['phase']}"
             + (f": {line['message']}" if line["message"] else "")
             for line in lines
             if line["phase"] != PHASE_HEALTHY
-        )
-        patch["conditions"] = merge_conditions(groups)
+        ]
+        if record is not None:
+            problems.insert(0, f"resharding {record.summary()}")
+            if phase == PHASE_HEALTHY:
+                phase = PHASE_RESHARDING
+        patch["phase"] = phase
+        patch["message"] = "; ".join(problems)
+        conditions = merge_conditions(groups)
+        extra = resharding.condition(status)
+        if extra is not None:
+            conditions.append(extra)
+        patch["conditions"] = conditions
     return patch

@@ -61,26 +61,3 @@ class GroupScope:
         if own:
             top[GROUPS_KEY] = {self.key: own}
         return top
-
-
-def recorded_shards(status: Mapping[str, Any] | None) -> int | None:
-    """The shard count the cluster's published slot map was made for, if any."""
-    slot_map = (status or {}).get("slotMap")
-    shards = slot_map.get("shards") if isinstance(slot_map, Mapping) else None
-    return shards if isinstance(shards, int) and shards >= 1 else None
-
-
-def effective_shards(spec_shards: int, status: Mapping[str, Any] | None) -> tuple[int, str | None]:
-    """How many groups to run, and why not `spec.shards` if it is refused.
-
-    Moving slots between groups (resharding) does not exist yet: a cluster keeps the shard
-    count its slot map was published with. The CRD refuses the change at admission; this
-    holds where the CRD in the cluster predates that rule (Helm does not upgrade CRDs).
-    """
-    recorded = recorded_shards(status)
-    if recorded is None or recorded == spec_shards:
-        return spec_shards, None
-    return recorded, (
-        f"spec.shards {spec_shards} refused: the cluster runs {recorded} shards and resharding "
-        f"online is not supported yet; set spec.shards back to {recorded}"
-    )

@@ -47,6 +47,19 @@ async def monitor(
     await runtime.monitor(memo, namespace, name, stopped, uid=uid)
 
 
+@kopf.daemon(*_CR, id="reshard", cancellation_timeout=10.0)
+async def reshard(
+    memo: kopf.Memo,
+    namespace: str | None,
+    name: str,
+    uid: str | None,
+    stopped: kopf.DaemonStopped,
+    **_: Any,
+) -> None:
+    assert namespace is not None
+    await runtime.reshard(memo, namespace, name, stopped, uid=uid)
+
+
 def _monitor_needs_no_finalizer(registry: kopf.OperatorRegistry) -> None:
     """kopf puts a finalizer on every object a daemon serves, only so that the daemon is
     stopped before the object goes. Nothing outside the cluster needs cleaning (every child

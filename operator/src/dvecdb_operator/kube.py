@@ -215,6 +215,17 @@ class Kube:
             content_type="application/merge-patch+json",
         )
 
+    async def patch_pod_annotations(
+        self, namespace: str, name: str, annotations: Mapping[str, str | None]
+    ) -> None:
+        body = {"metadata": {"annotations": dict(annotations)}}
+        await self.request(
+            "PATCH",
+            object_path("v1", "Pod", namespace, name),
+            body=body,
+            content_type="application/merge-patch+json",
+        )
+
     async def delete_pod(self, namespace: str, name: str) -> None:
         try:
             await self.request("DELETE", object_path("v1", "Pod", namespace, name))

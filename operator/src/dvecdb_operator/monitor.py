@@ -23,7 +23,7 @@ from typing import Any
 from dvecdb_operator import constants as c
 from dvecdb_operator import kube as kube_api
 from dvecdb_operator import livesettings
-from dvecdb_operator.builders.common import ClusterRef, member_labels, ordinal_of, shard_of_pod
+from dvecdb_operator.builders.common import ClusterRef, ordinal_of, selector_labels, shard_of_pod
 from dvecdb_operator.decisions import FINAL, PHASE_DELETING, PHASE_FAILED, Policy, decide, watched
 from dvecdb_operator.drift import contains
 from dvecdb_operator.executor import Executor, PassState, now_iso
@@ -152,7 +152,9 @@ async def observe_cluster(
     ref = ClusterRef(meta["name"], meta["namespace"], scope.shard, scope.shards)
     pods = [
         pod_view(p)
-        for p in await kube.list_pods(ref.namespace, member_labels(ref))
+        # By the cluster's label and the group's pod names: a cluster grown from one shard
+        # has shard 0 pods without the shard label until they restart (`keep_selector`).
+        for p in await kube.list_pods(ref.namespace, selector_labels(ref))
         if ordinal_of(p["metadata"]["name"]) >= 0 and ref.owns_pod(p["metadata"]["name"])
     ]
     observed = await members.observe(pods)

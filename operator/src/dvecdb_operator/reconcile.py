@@ -40,7 +40,8 @@ from dvecdb_operator.builders.services import build_services
 from dvecdb_operator.builders.statefulset import build_statefulset
 from dvecdb_operator.decisions import effective_replicas
 from dvecdb_operator.drift import drifted
-from dvecdb_operator.groups import GroupScope, effective_shards
+from dvecdb_operator.groups import GroupScope
+from dvecdb_operator.resharding import running_shards
 from dvecdb_operator.spec import ClusterSpec
 from dvecdb_operator.tlsplan import tls_mounts
 from dvecdb_operator.tlsreconcile import ensure_tls
@@ -53,9 +54,9 @@ def auth_secret_name(ref: ClusterRef, spec: ClusterSpec) -> str:
 
 
 def cluster_ref(body: Mapping[str, Any], spec: ClusterSpec) -> ClusterRef:
-    """The cluster and its groups: as many as its published slot map has (`effective_shards`)."""
+    """The cluster and its groups: every shard that owns slots or will (`running_shards`)."""
     meta = body["metadata"]
-    shards, _ = effective_shards(spec.shards, body.get("status"))
+    shards = running_shards(spec.shards, body.get("status"))
     return ClusterRef(name=meta["name"], namespace=meta["namespace"], shards=shards)
 
 
@@ -178,6 +179,7 @@ async def _fit_immutable(
     if storagegrowth.needed(spec.storage.size, live, body.get("status")):
         if await storagegrowth.reconcile(kube, body, live, spec.storage.size):
             return False
+    keep_selector(live, sts)
     live_vct = live.get("spec", {}).get("volumeClaimTemplates")
     if live_vct and live_vct != sts["spec"]["volumeClaimTemplates"]:
         sts["spec"]["volumeClaimTemplates"] = [
@@ -185,6 +187,23 @@ async def _fit_immutable(
             for t in live_vct
         ]
     return True
+
+
+def keep_selector(live: Mapping[str, Any], sts: dict[str, Any]) -> None:
+    """Keep the live StatefulSet's selector (immutable), and its labels on the pod template.
+
+    A group's pods carry the shard label only on a cluster of several shards: a cluster that
+    grows from one shard keeps shard 0's selector without it (its pods get the label from
+    the template at their next restart), one that shrinks to one keeps it (no restart).
+    """
+    selector = (live.get("spec") or {}).get("selector")
+    wanted = sts["spec"].get("selector")
+    if not isinstance(selector, Mapping) or selector == wanted:
+        return
+    sts["spec"]["selector"] = dict(selector)
+    labels = sts["spec"]["template"]["metadata"]["labels"]
+    for key, value in (selector.get("matchLabels") or {}).items():
+        labels.setdefault(key, value)
 
 
 async def reconcile_children(

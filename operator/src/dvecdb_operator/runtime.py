@@ -22,11 +22,14 @@ from dvecdb_operator import kube as kube_api
 from dvecdb_operator.builders.common import ClusterRef
 from dvecdb_operator.builders.networkpolicy import OperatorIdentity
 from dvecdb_operator.builders.secret import read_cluster_token
-from dvecdb_operator.groups import GroupScope, effective_shards
+from dvecdb_operator.groups import GroupScope
 from dvecdb_operator.members import Members, client_factory
 from dvecdb_operator.monitor import ClusterMonitor, MonitorSettings
 from dvecdb_operator.publish import Publisher
 from dvecdb_operator.reconcile import auth_secret_name, reconcile_children
+from dvecdb_operator.resharder import Resharder, contract_parts
+from dvecdb_operator.resharder import run as run_resharder
+from dvecdb_operator.resharding import running_shards
 from dvecdb_operator.spec import ClusterSpec, InvalidSpecError, parse_spec
 from dvecdb_operator.tlsreconcile import TlsState, ensure_tls
 
@@ -226,15 +229,11 @@ async def monitor(
                         last_reconcile, reconcile_due = now, False
                         await converge(memo, body, spec)
                     fresh = await _cluster_token(kube, ref, spec)
-                shards, refused = (
-                    effective_shards(spec.shards, body.get("status"))
+                shards = (
+                    running_shards(spec.shards, body.get("status"))
                     if spec is not None
-                    else (max(1, len(watchers)), None)
+                    else max(1, len(watchers))
                 )
-                if refused is not None:
-                    kube_api.post_event(
-                        body, reason="ReshardingRefused", message=refused, warning=True
-                    )
                 fresh_tls = tls
                 if spec is not None:
                     # Every pass: a pod that got its IP or a certificate due for renewal is
@@ -293,9 +292,7 @@ async def monitor(
                         result = await watcher.tick(body if index == 0 else None, spec)
                         acted = acted or result.acted
                     reconcile_due = acted
-                    await publisher.publish(
-                        ClusterRef(name, namespace, 0, shards), watchers, problem=refused
-                    )
+                    await publisher.publish(ClusterRef(name, namespace, 0, shards), watchers)
             except kube_api.NotFoundError:
                 return
             except (kube_api.ApiError, OSError, TimeoutError) as exc:
@@ -307,3 +304,20 @@ async def monitor(
     finally:
         for watcher in watchers:
             await watcher.members.close()
+
+
+async def reshard(
+    memo: Any, namespace: str, name: str, stopped: Any, *, uid: str | None = None
+) -> None:
+    """The cluster's resharding daemon (`resharder`), apart from the monitor's: a move runs
+    for minutes while the groups' failovers go on."""
+    kube: kube_api.Kube = memo.kube
+    planner, mover = contract_parts()
+
+    async def token(body: Mapping[str, Any]) -> str | None:
+        spec = parse_spec(body.get("spec"))
+        return await _cluster_token(kube, ClusterRef(name, namespace), spec)
+
+    del uid  # the daemon ends with its object (NotFoundError), as the monitor's
+    resharder = Resharder(kube, namespace, name, plan=planner, run_move=mover, token=token)
+    await run_resharder(resharder, stopped)

@@ -26,10 +26,11 @@ from aiohttp import web
 from prometheus_client import generate_latest
 
 from dvecdb_client import tokens
+from dvecdb_client.slots import parse_ranges, slot_of, slot_set
 from dvecdb_router import bodies
 from dvecdb_router.bodies import BodyError
 from dvecdb_router.cluster import Answer, Call, Cluster, ShardUnavailable, client_authorization
-from dvecdb_router.merge import merge_rows
+from dvecdb_router.merge import Hit, keep_owned, merge_rows
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,14 @@ CLUSTER = web.AppKey("cluster", Cluster)
 JSON = "application/json"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 routes = web.RouteTableDef()
+# A write refused `slot_moved` is sent again after 25 ms, doubling to 500 ms between tries, or
+# as soon as the members file brings a new map.
+MOVED_FIRST_DELAY = 0.025
+MOVED_MAX_DELAY = 0.5
+# A shard whose answer lost hits it does not own is asked again for more, at most this often,
+# up to the node's default largest k.
+RE_ASKS = 2
+MAX_K = 1000
 
 
 def error(status: int, code: str, message: str, **extra: Any) -> web.Response:
@@ -107,10 +116,13 @@ async def healthz(request: web.Request) -> web.Response:
 
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when every shard has a member that can serve reads."""
+    """Ready when every shard that owns slots has a member that can serve reads (a group
+    listed before slots move to it may still be starting)."""
     cluster = request.app[CLUSTER]
     missing = [
-        index for index, members in enumerate(cluster.shards) if not any(m.ready for m in members)
+        index
+        for index in cluster.owning_shards()
+        if not any(m.ready for m in cluster.shards[index])
     ]
     if missing:
         return error(503, "shard_unavailable", f"no ready member in shards {missing}")
@@ -129,7 +141,11 @@ async def status(request: web.Request) -> web.Response:
     return ok(
         {
             "role": "router",
-            "slot_map": {"version": cluster.slot_map.version, "shards": cluster.slot_map.shards},
+            "slot_map": {
+                "version": cluster.slot_map.version,
+                "shards": cluster.slot_map.shards,
+                "owners": [list(r) for r in cluster.slot_map.owner_ranges()],
+            },
             "shards": cluster.describe(),
         }
     )
@@ -202,7 +218,7 @@ async def create_collection(request: web.Request) -> web.Response:
 async def list_collections(request: web.Request) -> web.Response:
     cluster = request.app[CLUSTER]
     answers = await asyncio.gather(
-        *(cluster.to_reader(s, Call("GET", "/v1/collections")) for s in range(len(cluster.shards)))
+        *(cluster.to_reader(s, Call("GET", "/v1/collections")) for s in cluster.owning_shards())
     )
     for answer in answers:
         if answer.status != 200:
@@ -241,7 +257,7 @@ async def _describe(cluster: Cluster, name: str) -> dict[str, Any] | None:
     answers = await asyncio.gather(
         *(
             cluster.to_reader(s, Call("GET", f"/v1/collections/{name}"))
-            for s in range(len(cluster.shards))
+            for s in cluster.owning_shards()
         )
     )
     found = [a.json() for a in answers if a.status == 200]
@@ -260,7 +276,7 @@ async def get_collection(request: web.Request) -> web.Response:
     answers = await asyncio.gather(
         *(
             cluster.to_reader(s, Call("GET", f"/v1/collections/{name}"))
-            for s in range(len(cluster.shards))
+            for s in cluster.owning_shards()
         )
     )
     if all(a.status == 404 for a in answers):
@@ -313,7 +329,14 @@ async def update_collection(request: web.Request) -> web.Response:
 
 # ----------------------------------------------------------------- writes
 async def _split_write(request: web.Request, path: str, field: str) -> web.Response:
-    """Split a JSON write by owning shard, send each part to its leader, join the answers."""
+    """Split a JSON write by owning shard, send each part to its leader, join the answers.
+
+    A part refused ``slot_moved`` (some of its slots are being handed to another shard; nothing
+    of it was applied): its ids in the slots the node names are split again by the map re-read
+    from the file and sent again, with backoff, until the move publishes its map or
+    ``moved_retry_seconds`` pass (503 ``slot_moving``); its other ids are sent again at once.
+    Parts that were taken are not sent again.
+    """
     cluster = request.app[CLUSTER]
     if request.content_type not in (JSON, "application/octet-stream", ""):
         return error(
@@ -324,32 +347,73 @@ async def _split_write(request: web.Request, path: str, field: str) -> web.Respo
     doc = bodies.parse_json_object(await request.read())
     ids = bodies.ids_of(doc.get(field), field)
     items: list[Any] = doc[field]  # a list: ids_of checked it
-    groups = cluster.slot_map.split(ids)
     params = dict(request.query)
     started = time.perf_counter()
-    shards = sorted(groups)
 
-    async def part(shard: int) -> Answer:
-        body = orjson.dumps({**doc, field: [items[i] for i in groups[shard]]})
+    async def part(shard: int, positions: list[int]) -> Answer:
+        body = orjson.dumps({**doc, field: [items[i] for i in positions]})
         call = Call(request.method, path, body, params, {"Content-Type": JSON})
         return await cluster.to_leader(shard, call)
 
-    results = await asyncio.gather(*(part(s) for s in shards), return_exceptions=True)
-    cluster.metrics.fanout_seconds.labels("write").observe(time.perf_counter() - started)
     written: dict[int, tokens.Position] = {}
     count = 0
     failure: web.Response | None = None
-    for shard, result in zip(shards, results, strict=True):
-        if isinstance(result, ShardUnavailable):
-            failure = failure or _unavailable(result)
-        elif isinstance(result, BaseException):
-            raise result
-        elif result.status >= 300:
-            failure = failure or relay(result)
-        else:
-            answer = result.json()
-            written[shard] = (int(answer.get("epoch", 0)), int(answer["seq"]))
-            count += int(answer.get("count", 0))
+    pending = list(range(len(ids)))
+    waiting: list[int] = []  # refused for a fenced slot: sent again after a backoff
+    moved: Answer | None = None
+    deadline = time.monotonic() + cluster.moved_retry_seconds
+    delay = MOVED_FIRST_DELAY
+    while True:
+        owners = cluster.slot_map.owners
+        groups: dict[int, list[int]] = {}
+        for position in pending:
+            groups.setdefault(owners[slot_of(ids[position])], []).append(position)
+        shards = sorted(groups)
+        results = await asyncio.gather(
+            *(part(s, groups[s]) for s in shards), return_exceptions=True
+        )
+        now: list[int] = []  # refused only for sharing a batch with a fenced id: send at once
+        for shard, result in zip(shards, results, strict=True):
+            if isinstance(result, ShardUnavailable):
+                failure = failure or _unavailable(result)
+            elif isinstance(result, BaseException):
+                raise result
+            elif result.status == 409 and result.code == "slot_moved":
+                moved = result
+                fenced = _refused_slots(result)
+                for position in groups[shard]:
+                    slot = slot_of(ids[position])
+                    (waiting if fenced is None or slot in fenced else now).append(position)
+            elif result.status >= 300:
+                failure = failure or relay(result)
+            else:
+                answer = result.json()
+                at = (int(answer.get("epoch", 0)), int(answer["seq"]))
+                written[shard] = max(written.get(shard, at), at)
+                count += int(answer.get("count", 0))
+        if failure is not None or not (now or waiting):
+            break
+        if now and now != pending:  # (the same ids refused twice running: they wait too)
+            pending = now
+            continue
+        waiting += now
+        if time.monotonic() + delay > deadline:
+            cluster.metrics.slot_moving.inc()
+            slots = (moved.json().get("error") or {}).get("slots") if moved else None
+            failure = error(
+                503,
+                "slot_moving",
+                f"{len(waiting)} ids are in slots being moved between shards; the move did "
+                f"not publish within {cluster.moved_retry_seconds:g}s (retry later)",
+                slots=slots,
+            )
+            failure.headers["Retry-After"] = "1"
+            break
+        cluster.metrics.slot_moved_retries.inc()
+        await cluster.wait_map_change(delay)
+        delay = min(delay * 2, MOVED_MAX_DELAY)
+        pending, waiting = sorted(waiting), []
+    cluster.metrics.fanout_seconds.labels("write").observe(time.perf_counter() - started)
     if failure is not None:
         if written:  # said plainly: part of the write is in, a retry is safe
             detail = orjson.loads(failure.body) if isinstance(failure.body, bytes) else {}
@@ -363,7 +427,17 @@ async def _split_write(request: web.Request, path: str, field: str) -> web.Respo
                 headers={k: v for k, v in failure.headers.items() if k == "Retry-After"},
             )
         return failure
-    return ok({"count": count, "token": tokens.encode(written), "shards": len(shards)})
+    return ok({"count": count, "token": tokens.encode(written), "shards": len(written)})
+
+
+def _refused_slots(answer: Answer) -> frozenset[int] | None:
+    """The fenced slots a ``slot_moved`` answer names (None: it names none, so every id of
+    the part waits)."""
+    try:
+        texts = answer.json().get("error", {}).get("slots")
+        return slot_set(parse_ranges(texts)) if isinstance(texts, list) and texts else None
+    except (ValueError, AttributeError):
+        return None
 
 
 @routes.put("/v1/collections/{name}/vectors")
@@ -390,6 +464,9 @@ async def get_vector(request: web.Request) -> web.Response:
 # ----------------------------------------------------------------- search
 @routes.post("/v1/collections/{name}/search")
 async def search(request: web.Request) -> web.Response:
+    """Every shard that owns slots answers its top-k; hits of slots it does not own (copies a
+    move is making, or stale ones the source has not purged yet) are dropped, and a shard whose
+    answer lost hits that way is asked again for more, so each owner's true top-k is merged."""
     cluster = request.app[CLUSTER]
     body = bodies.parse_search(await request.read(), request.content_type)
     options = dict(body.options)
@@ -411,10 +488,13 @@ async def search(request: web.Request) -> web.Response:
             raise BodyError(str(exc), code="invalid_token") from exc
     consistency = options.get("consistency", "eventual")
     leader_read = consistency in ("strong", "quorum")
-    shard_count = len(cluster.shards)
+    slot_map = cluster.slot_map  # one map for the whole search: whom to ask and whose hits
+    owning = sorted(set(slot_map.owners))
 
-    async def ask(shard: int) -> Answer:
+    async def ask(shard: int, k: int) -> Answer:
         own = dict(options)
+        if k != body.k:
+            own["k"] = k
         if shard in positions:
             own["min_epoch"], own["min_seq"] = positions[shard]
         call = Call(
@@ -424,8 +504,23 @@ async def search(request: web.Request) -> web.Response:
             return await cluster.to_leader(shard, call)
         return await cluster.to_reader(shard, call)
 
+    async def owned(shard: int) -> Answer | list[list[Hit]]:
+        k = body.k
+        asks = 0
+        while True:
+            answer = await ask(shard, k)
+            if answer.status != 200:
+                return answer
+            rows, dropped, short = keep_owned(answer.json()["results"], shard, slot_map, k)
+            if dropped:
+                cluster.metrics.hits_dropped.inc(dropped)
+            asks += 1
+            if not short or k >= MAX_K or asks > RE_ASKS:
+                return rows
+            k = min(MAX_K, 2 * k + dropped)
+
     started = time.perf_counter()
-    results = await asyncio.gather(*(ask(s) for s in range(shard_count)), return_exceptions=True)
+    results = await asyncio.gather(*(owned(s) for s in owning), return_exceptions=True)
     cluster.metrics.fanout_seconds.labels("search").observe(time.perf_counter() - started)
     answered: list[Any] = []
     unavailable: ShardUnavailable | None = None
@@ -434,16 +529,16 @@ async def search(request: web.Request) -> web.Response:
             unavailable = unavailable or result
         elif isinstance(result, BaseException):
             raise result
-        elif result.status != 200:
+        elif isinstance(result, Answer):
             return relay(result)  # a 4xx (bad query, unknown collection, stale) is the answer
         else:
-            answered.append(result.json()["results"])
+            answered.append(result)
     if unavailable is not None and (not allow_partial or not answered):
         return _unavailable(unavailable)
-    if len(answered) < shard_count:
+    if len(answered) < len(owning):
         cluster.metrics.partial.inc()
     merged = merge_rows(answered, body.k) if answered else []
-    return ok({"results": merged, "coverage": {"shards": shard_count, "answered": len(answered)}})
+    return ok({"results": merged, "coverage": {"shards": len(owning), "answered": len(answered)}})
 
 
 def create_app(cluster: Cluster, *, max_body_bytes: int = 64 << 20) -> web.Application:

@@ -6,8 +6,10 @@ the 4,096 slots evenly over them (``slots.SlotMap.even``)::
     dvecdb-router --port 8080 --shard http://a0:8080,http://a1:8080 --shard http://b0:8080
 
 or, where the members' addresses change (pods on Kubernetes), from a file that the operator
-keeps current (``--members-file``, see ``config``), re-read whenever it changes. A client's
-``Authorization`` header goes with its requests to the members, which check the key.
+keeps current (``--members-file``, see ``config``), re-read whenever it changes; the file also
+carries the slot map, which a resharding move changes (a write refused ``slot_moved`` waits up
+to ``--moved-retry-seconds`` for it). A client's ``Authorization`` header goes with its
+requests to the members, which check the key.
 
 With ``--tls-cert-file`` and ``--tls-key-file`` the router serves HTTPS only (renewed files
 are loaded without a restart, ``tls``); ``--ca-file`` is the CA https members are verified
@@ -67,6 +69,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="how long a write waits for a shard's leader during a failover",
     )
     parser.add_argument("--poll-seconds", type=float, default=1.0)
+    parser.add_argument(
+        "--moved-retry-seconds",
+        type=float,
+        default=15.0,
+        help="how long a write whose slots are being moved is retried before 503 slot_moving",
+    )
     parser.add_argument("--max-body-bytes", type=int, default=64 << 20)
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
@@ -97,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
         pass
     source = None if args.members_file is None else FileSource(args.members_file)
+    slot_map = None
     if source is None:
         shards = [group.split(",") for group in args.shard]
     else:
@@ -108,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         if first is None:
             return 2
         shards = [list(urls) for urls in first.shards]
+        slot_map = first.slot_map
     # A Secret's value may hold several tokens while one is rotated: send the first.
     cluster_token: str | TokenFile | None = first_token(args.cluster_token)
     if args.cluster_token_file:
@@ -119,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         request_timeout=args.request_timeout,
         leader_wait_seconds=args.leader_wait_seconds,
         poll_seconds=args.poll_seconds,
+        moved_retry_seconds=args.moved_retry_seconds,
+        slot_map=slot_map,
         ssl_context=client_context(args.ca_file),
     )
     app = create_app(cluster, max_body_bytes=args.max_body_bytes)

@@ -38,6 +38,9 @@ client_authorization: contextvars.ContextVar[str | None] = contextvars.ContextVa
     "client_authorization", default=None
 )
 
+# While writes wait for a move's new map, the members file is read at most this often.
+REFRESH_SECONDS = 0.02
+
 # Node answers that mean "not here, not now": wait and retry at the (new) leader.
 RETRY_CODES = frozenset(
     {"not_leader", "recovering", "lease_expired", "leadership_lost", "shutting_down", "not_ready"}
@@ -98,6 +101,8 @@ class Cluster:
         metrics: RouterMetrics | None = None,
         ssl_context: ssl.SSLContext | None = None,
         source: FileSource | None = None,
+        slot_map: SlotMap | None = None,
+        moved_retry_seconds: float = 15.0,
     ) -> None:
         # For https members: trusts the cluster's CA (None: the system's CAs).
         self.ssl_context = ssl_context
@@ -107,7 +112,13 @@ class Cluster:
         if not shards or (source is None and any(not urls for urls in shards)):
             raise ValueError("every shard needs at least one member URL")
         self.shards = [[Member(url.rstrip("/")) for url in urls] for urls in shards]
-        self.slot_map = SlotMap.even(len(self.shards))
+        if slot_map is None and source is not None and source.current is not None:
+            slot_map = source.current.slot_map
+        self.slot_map = slot_map or SlotMap.even(len(self.shards))
+        if self.slot_map.shards > len(self.shards):
+            raise ValueError(f"the slot map needs {self.slot_map.shards} shards")
+        # How long a write refused `slot_moved` (its slots are being handed over) is retried.
+        self.moved_retry_seconds = moved_retry_seconds
         self.cluster_token = cluster_token
         self.request_timeout = request_timeout
         self.leader_wait_seconds = leader_wait_seconds
@@ -116,6 +127,10 @@ class Cluster:
         self._session: aiohttp.ClientSession | None = None
         self._poller: asyncio.Task[None] | None = None
         self.polled = asyncio.Event()  # set after the first full poll
+        # Set (and replaced) when the file brings a new map or members: wakes waiting writes.
+        self._map_changed = asyncio.Event()
+        self._refreshed_at = 0.0
+        self.metrics.map_version.set(self.slot_map.version)
 
     # ------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -152,21 +167,65 @@ class Cluster:
                 log.exception("polling the members failed")
 
     def reconfigure(self, config: ShardsConfig) -> bool:
-        """Take new member URLs per shard, keeping what was learnt of members that stay;
-        False (nothing changed) when the shard count differs (that would be resharding)."""
-        if len(config.shards) != len(self.shards):
-            log.error(
-                "the members file lists %d shards, the router serves %d: ignored (resharding "
-                "is not supported; restart the router with the new map)",
-                len(config.shards),
-                len(self.shards),
+        """Take the file's slot map and member URLs per shard (more or fewer shards after a
+        resharding move), keeping what was learnt of members that stay; False (nothing
+        changed) when its map is older than the one the router follows."""
+        if config.version < self.slot_map.version:
+            log.warning(
+                "the members file's slot map version %d is older than the router's %d: ignored",
+                config.version,
+                self.slot_map.version,
             )
             return False
+        old = self.shards
+        shards: list[list[Member]] = []
         for index, urls in enumerate(config.shards):
-            known = {m.url: m for m in self.shards[index]}
-            self.shards[index] = [known.get(url) or Member(url) for url in urls]
-        self.slot_map = SlotMap(config.version, self.slot_map.owners)
+            known = {m.url: m for m in old[index]} if index < len(old) else {}
+            shards.append([known.get(url) or Member(url) for url in urls])
+        self.shards = shards
+        if config.slot_map != self.slot_map:
+            log.info(
+                "slot map version %d: %s",
+                config.version,
+                [list(r) for r in config.slot_map.owner_ranges()],
+            )
+        self.slot_map = config.slot_map
+        self.metrics.map_version.set(self.slot_map.version)
+        self._map_changed.set()
+        self._map_changed = asyncio.Event()
         return True
+
+    def owning_shards(self) -> list[int]:
+        """Shards the map gives slots to: reads and readiness need only them. (Collections
+        are created and dropped on every listed shard, so a group is ready to take slots.)"""
+        return sorted(set(self.slot_map.owners))
+
+    def refresh(self) -> bool:
+        """Re-read the members file now (a write was refused because its slots moved), at
+        most every ``REFRESH_SECONDS`` however many writes wait; True when a newer map or
+        other members were taken."""
+        now = time.monotonic()
+        if self.source is None or now - self._refreshed_at < REFRESH_SECONDS:
+            return False
+        self._refreshed_at = now
+        changed = self.source.read()
+        return changed is not None and self.reconfigure(changed)
+
+    async def wait_map_change(self, seconds: float) -> None:
+        """Sleep up to ``seconds`` (a write's backoff), waking as soon as the members file
+        brings a new map: a write refused ``slot_moved`` goes on right after the publish."""
+        event = self._map_changed
+        deadline = time.monotonic() + seconds
+        while not event.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self.refresh()
+            if event.is_set():
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(left, REFRESH_SECONDS)):
+                    await event.wait()
 
     async def poll(self, shard: int | None = None) -> None:
         """Refresh every member's role, epoch and readiness (of one shard, if given)."""

@@ -1,12 +1,12 @@
 """The shards' members from a file that someone else keeps current (the operator's ConfigMap).
 
-The file is JSON: ``{"slotMap": {"version": N, "shards": S}, "shards": [{"shard": 0,
-"members": ["http://10.0.0.5:8080", ...]}, ...]}``. The operator rewrites it whenever a member's
-address changes (a restarted pod gets a new IP); the kubelet then updates the mounted file, and
-the router re-reads it before each poll when its content changed. Leaders are not in the file:
-the router learns them from the members' ``/v1/status`` as before, so a failover needs no new
-file. A file whose shard count differs from the router's is refused (moving slots between
-shards is resharding, which the router does not do yet).
+The file is JSON: ``{"slotMap": {"version": V, "shards": N, "owners": [[first, last, shard],
+...]}, "shards": [{"shard": 0, "members": ["http://10.0.0.5:8080", ...]}, ...]}``; ``owners``
+absent means the even map over the listed shards. The operator rewrites it whenever a member's
+address changes (a restarted pod gets a new IP) and whenever a resharding move publishes a new
+map (which may list more or fewer shards); the kubelet then updates the mounted file, and the
+router re-reads it before each poll, and at once when a write was refused ``slot_moved``.
+Leaders are not in the file: the router learns them from the members' ``/v1/status``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from dvecdb_client.secrets import key_values
-from dvecdb_client.slots import MAX_SHARDS
+from dvecdb_client.slots import MAX_SHARDS, SlotMap
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +30,12 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class ShardsConfig:
-    version: int
+    slot_map: SlotMap
     shards: tuple[tuple[str, ...], ...]
+
+    @property
+    def version(self) -> int:
+        return self.slot_map.version
 
 
 def parse_config(raw: bytes) -> ShardsConfig:
@@ -54,9 +58,38 @@ def parse_config(raw: bytes) -> ShardsConfig:
             if not url.startswith(("http://", "https://")):
                 raise ConfigError(f"shard {index}: {url!r} must start with http:// or https://")
         shards.append(tuple(u.rstrip("/") for u in members))
-    slot_map = doc.get("slotMap")
-    version = slot_map.get("version", 1) if isinstance(slot_map, dict) else 1
-    return ShardsConfig(version if isinstance(version, int) else 1, tuple(shards))
+    return ShardsConfig(parse_slot_map(doc.get("slotMap"), len(shards)), tuple(shards))
+
+
+def parse_slot_map(doc: Any, listed: int) -> SlotMap:
+    """``slotMap`` to a SlotMap whose owners are all among the ``listed`` shards."""
+    if doc is None:
+        return SlotMap.even(listed)
+    if not isinstance(doc, dict):
+        raise ConfigError("`slotMap` must be an object")
+    version = doc.get("version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ConfigError(f"slotMap.version must be a positive integer, not {version!r}")
+    owners = doc.get("owners")
+    try:
+        if owners is None:
+            count = doc.get("shards", listed)
+            if not isinstance(count, int) or not 1 <= count <= listed:
+                raise ConfigError(f"slotMap.shards is {count!r} but {listed} shards are listed")
+            return SlotMap.even(count, version)
+        if not isinstance(owners, list) or not all(
+            isinstance(r, list) and len(r) == 3 and all(isinstance(v, int) for v in r)
+            for r in owners
+        ):
+            raise ConfigError("slotMap.owners must be a list of [first, last, shard]")
+        slot_map = SlotMap.from_owner_ranges(version, [(r[0], r[1], r[2]) for r in owners])
+    except ConfigError:
+        raise
+    except ValueError as exc:
+        raise ConfigError(f"slotMap: {exc}") from exc
+    if slot_map.shards > listed:
+        raise ConfigError(f"slotMap gives slots to shard {slot_map.shards - 1}; {listed} listed")
+    return slot_map
 
 
 class FileSource:

@@ -5,7 +5,28 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from dvecdb_client.slots import SlotMap, slot_of
+
 Hit = dict[str, Any]
+
+
+def keep_owned(
+    rows: Sequence[Sequence[Hit]], shard: int, slot_map: SlotMap, k: int
+) -> tuple[list[list[Hit]], int, bool]:
+    """A shard's rows without hits of slots it does not own, the number dropped, and whether
+    some row may now lack owned hits the shard holds (it lost hits and had answered a full
+    ``k``: what lies beyond its k-th could be its own)."""
+    owners = slot_map.owners
+    out: list[list[Hit]] = []
+    dropped = 0
+    short = False
+    for row in rows:
+        kept = [hit for hit in row if owners[slot_of(hit["id"])] == shard]
+        lost = len(row) - len(kept)
+        dropped += lost
+        short = short or (lost > 0 and len(row) >= k)
+        out.append(kept)
+    return out, dropped, short
 
 
 def merge_rows(per_shard: Sequence[Sequence[Sequence[Hit]]], k: int) -> list[list[Hit]]:

@@ -48,3 +48,24 @@ class RouterMetrics:
             "Shards whose leader the router knows.",
             registry=self.registry,
         )
+        self.slot_moved_retries = Counter(
+            "dvecdb_router_slot_moved_retries",
+            "Write parts refused `slot_moved` (their slots were being handed over) and sent again.",
+            registry=self.registry,
+        )
+        self.slot_moving = Counter(
+            "dvecdb_router_slot_moving",
+            "Writes answered 503 slot_moving: their slots stayed refused past the deadline.",
+            registry=self.registry,
+        )
+        self.hits_dropped = Counter(
+            "dvecdb_router_hits_dropped_not_owner",
+            "Search hits dropped because the answering shard does not own the hit's slot "
+            "(a copy during a move, or a stale one before the source's purge).",
+            registry=self.registry,
+        )
+        self.map_version = Gauge(
+            "dvecdb_router_slot_map_version",
+            "Version of the slot map the router routes by.",
+            registry=self.registry,
+        )

@@ -69,6 +69,7 @@ def test_crd_is_a_valid_custom_resource_definition() -> None:
         "Epoch": ".status.epoch",
         "Ready": ".status.readyMembers",
         "Shards": ".status.readyShards",
+        "Resharding": ".status.resharding.summary",
         "Leaders": ".status.leaders",
         "Age": ".metadata.creationTimestamp",
     }

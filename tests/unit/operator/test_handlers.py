@@ -313,7 +313,7 @@ def test_clusters_carry_no_finalizer_so_deleting_one_never_waits_for_the_operato
     """Issue #15: deleting a cluster after the operator was uninstalled hung on the finalizer
     kopf puts on every object a daemon serves; nothing outside Kubernetes needs cleaning."""
     spawning = kopf.get_default_registry()._spawning.get_all_handlers()
-    assert [h.id for h in spawning] == ["monitor"]
+    assert [h.id for h in spawning] == ["monitor", "reshard"]
     assert all(h.requires_finalizer is False for h in spawning)
 
 

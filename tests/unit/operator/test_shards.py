@@ -23,7 +23,7 @@ from dvecdb_operator.builders.router import (
 )
 from dvecdb_operator.builders.services import build_services
 from dvecdb_operator.builders.statefulset import build_statefulset
-from dvecdb_operator.groups import GroupScope, effective_shards
+from dvecdb_operator.groups import GroupScope
 from dvecdb_operator.members import Members
 from dvecdb_operator.monitor import ClusterMonitor, MonitorSettings, observe_cluster
 from dvecdb_operator.publish import Publisher
@@ -140,12 +140,13 @@ def test_the_published_map_is_the_routers(shards: int) -> None:
     assert sum(last - first + 1 for first, last in even_ranges(shards)) == SLOTS
 
 
-def test_slot_map_status_names_its_hash_and_version() -> None:
-    assert slot_map_status(2) == {
+def test_slot_map_status_names_its_hash_version_and_owners() -> None:
+    assert slot_map_status(SlotMap.even(2)) == {
         "version": 1,
         "slots": 4096,
         "hash": "crc32(utf8(id)) % 4096",
         "shards": 2,
+        "owners": [[0, 2047, 0], [2048, 4095, 1]],
         "ranges": ["0-2047", "2048-4095"],
     }
 
@@ -439,46 +440,77 @@ async def test_a_switchover_annotation_is_acted_on_by_its_members_group_only(
     assert c.ANNOTATION_SWITCHOVER not in (h.kube.cluster["metadata"].get("annotations") or {})
 
 
-# --- resharding is refused -----------------------------------------------------------------
+# --- a new shard count ----------------------------------------------------------------------
 
 
-def test_a_changed_shard_count_is_refused_where_the_crd_did_not_refuse_it() -> None:
-    assert effective_shards(2, {}) == (2, None)  # new: nothing published yet
-    assert effective_shards(2, {"slotMap": {"shards": 2}}) == (2, None)
-    shards, problem = effective_shards(3, {"slotMap": {"shards": 2}})
-    assert shards == 2 and problem is not None
-    assert "resharding online is not supported" in problem and "back to 2" in problem
-
-
-async def test_reconcile_keeps_the_published_shard_count(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_reconcile_creates_the_new_shards_and_keeps_shard_zeros_selector(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A one-shard cluster growing to three: shard 0's StatefulSet selector cannot change
+    (it has no shard label), its template gets the label; the new groups are created."""
     monkeypatch.setattr(kube_api, "post_event", lambda body, **_: None)
     body = {
         "apiVersion": c.API_VERSION,
         "kind": c.KIND,
         "metadata": {"name": "db", "namespace": "ns"},
         "spec": {"replicas": 2, "shards": 3},
-        "status": {"slotMap": {"shards": 1}},
+        "status": {"slotMap": {"shards": 1, "version": 1}},
+    }
+    kube = FakeKube(body)
+    one = build_statefulset(ClusterRef("db", "ns"), parse_spec({"replicas": 2}), auth_secret="k")
+    kube.objects[("StatefulSet", "db")] = one
+    await reconcile_children(kube, kube.cluster, parse_spec(body["spec"]))  # type: ignore[arg-type]
+    statefulsets = sorted(name for kind, name in kube.objects if kind == "StatefulSet")
+    assert statefulsets == ["db", "db-s1", "db-s2"]
+    sts = kube.objects[("StatefulSet", "db")]
+    assert sts["spec"]["selector"] == one["spec"]["selector"]
+    assert c.LABEL_SHARD not in sts["spec"]["selector"]["matchLabels"]
+    assert sts["spec"]["template"]["metadata"]["labels"][c.LABEL_SHARD] == "0"
+    assert (
+        kube.objects[("StatefulSet", "db-s2")]["spec"]["selector"]["matchLabels"][c.LABEL_SHARD]
+        == "2"
+    )
+
+
+async def test_reconcile_keeps_the_shards_a_shrink_has_not_emptied(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(kube_api, "post_event", lambda body, **_: None)
+    body = {
+        "apiVersion": c.API_VERSION,
+        "kind": c.KIND,
+        "metadata": {"name": "db", "namespace": "ns"},
+        "spec": {"replicas": 2, "shards": 1},
+        "status": {"slotMap": {"shards": 2, "version": 1}},
     }
     kube = FakeKube(body)
     await reconcile_children(kube, kube.cluster, parse_spec(body["spec"]))  # type: ignore[arg-type]
-    statefulsets = sorted(name for kind, name in kube.objects if kind == "StatefulSet")
-    assert statefulsets == ["db"]
-    labels = kube.objects[("StatefulSet", "db")]["spec"]["template"]["metadata"]["labels"]
-    assert c.LABEL_SHARD not in labels
+    assert sorted(name for kind, name in kube.objects if kind == "StatefulSet") == ["db", "db-s1"]
 
 
-async def test_the_refusal_is_in_the_status_and_goes_when_the_spec_is_set_back(
+async def test_an_older_operators_refusal_is_cleared(monkeypatch: pytest.MonkeyPatch) -> None:
+    h = TwoShards(monkeypatch)
+    await h.tick()
+    h.kube.status["specRefused"] = "spec.shards 3 refused: ..."
+    await h.publisher.publish(ClusterRef("db", "ns", 0, 2), h.monitors)
+    assert "specRefused" not in h.kube.status
+
+
+async def test_the_publisher_never_sends_routers_back_to_an_older_map(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     h = TwoShards(monkeypatch)
     await h.tick()
-    ref = ClusterRef("db", "ns", 0, 2)
-    await h.publisher.publish(ref, h.monitors, problem="spec.shards 3 refused: ...")
-    status = h.kube.status
-    assert status["specRefused"] == "spec.shards 3 refused: ..."
-    assert status["message"].startswith("spec.shards 3 refused: ...")
-    await h.publisher.publish(ref, h.monitors)
-    assert "specRefused" not in h.kube.status
+    newer = router_members(
+        ClusterRef("db", "ns", 0, 2), {}, slot_map=SlotMap(5, SlotMap.even(2).owners)
+    )
+    h.kube.objects[("ConfigMap", "db-router")]["data"] = {
+        c.ROUTER_CONFIG_KEY: orjson.dumps(newer).decode()
+    }
+    h.publisher._members = None
+    await h.publisher.publish(ClusterRef("db", "ns", 0, 2), h.monitors)
+    text = h.kube.objects[("ConfigMap", "db-router")]["data"][c.ROUTER_CONFIG_KEY]
+    assert parse_config(text.encode()).version == 5
 
 
 async def test_a_users_own_service_named_like_the_cluster_is_left_alone(
@@ -519,7 +551,7 @@ class Passes:
         self.left -= 1
 
 
-async def test_the_daemon_runs_a_monitor_per_shard_and_refuses_a_new_count(
+async def test_the_daemon_runs_a_monitor_per_shard_and_one_more_for_a_new_shard(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     kube = FakeKube(
@@ -545,9 +577,18 @@ async def test_the_daemon_runs_a_monitor_per_shard_and_refuses_a_new_count(
     assert status["phase"] == "Healthy" and status["slotMap"]["shards"] == 2
     assert ("ConfigMap", "db-router") in kube.objects
 
-    kube.cluster["spec"]["shards"] = 3  # past a CRD without the rule
-    await runtime.monitor(memo, "ns", "db", Passes(2))
-    assert ("StatefulSet", "db-s2") not in kube.objects
-    assert kube.status["specRefused"].startswith("spec.shards 3 refused")
-    assert "ReshardingRefused" in reasons
-    assert kube.status["groups"]["1"]["leader"] == "db-s1-0"
+    kube.cluster["spec"]["shards"] = 3
+    for index, name in enumerate(["db-s2-0", "db-s2-1"]):
+        kube.add_pod(name, f"10.0.0.{index + 5}")
+        nodes[f"http://10.0.0.{index + 5}:8080"] = FakeNode(name)
+    await runtime.monitor(memo, "ns", "db", Passes(3))
+    assert ("StatefulSet", "db-s2") in kube.objects
+    status = kube.status
+    assert status["groups"]["1"]["leader"] == "db-s1-0"
+    assert status["groups"]["2"]["leader"] == "db-s2-0"
+    # No slot has moved yet: the new shard owns none, the map is the one it was.
+    assert [line["slots"] for line in status["shards"]] == [["0-2047"], ["2048-4095"], []]
+    assert status["slotMap"]["owners"] == [[0, 2047, 0], [2048, 4095, 1]]
+    members = orjson.loads(kube.objects[("ConfigMap", "db-router")]["data"][c.ROUTER_CONFIG_KEY])
+    assert [len(s["members"]) for s in members["shards"]] == [2, 2, 2]
+    assert members["slotMap"]["shards"] == 3

@@ -7,6 +7,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from dvecdb_client.slots import SlotMap
 from dvecdb_router.cluster import Cluster
 from dvecdb_router.config import (
     ConfigError,
@@ -31,7 +32,7 @@ def doc(*shards: list[str], version: int = 1) -> bytes:
 
 def test_parse_gives_members_per_shard_in_order() -> None:
     config = parse_config(doc(["http://a:1/", "http://b:1"], [], version=3))
-    assert config == ShardsConfig(3, (("http://a:1", "http://b:1"), ()))
+    assert config == ShardsConfig(SlotMap.even(2, 3), (("http://a:1", "http://b:1"), ()))
 
 
 @pytest.mark.parametrize(
@@ -66,13 +67,54 @@ def test_reconfigure_keeps_what_was_learnt_of_members_that_stay() -> None:
     cluster = Cluster([["http://a:1", "http://b:1"], ["http://c:1"]], source=None)
     kept = cluster.shards[0][0]
     kept.role, kept.epoch = "leader", 4
-    assert cluster.reconfigure(ShardsConfig(2, (("http://a:1", "http://d:1"), ("http://c:1",))))
+    two = (("http://a:1", "http://d:1"), ("http://c:1",))
+    assert cluster.reconfigure(ShardsConfig(SlotMap.even(2, 2), two))
     assert cluster.shards[0][0] is kept and cluster.shards[0][0].role == "leader"
     assert [m.url for m in cluster.shards[0]] == ["http://a:1", "http://d:1"]
     assert cluster.slot_map.version == 2
-    # Another shard count would move slots: refused, nothing changes.
-    assert not cluster.reconfigure(ShardsConfig(3, (("http://a:1",),) * 3))
-    assert len(cluster.shards) == 2
+    # A resharding map with more shards is taken, members that stay keep what was learnt.
+    grown = SlotMap.from_owner_ranges(3, [(0, 1023, 0), (1024, 2047, 2), (2048, 4095, 1)])
+    assert cluster.reconfigure(ShardsConfig(grown, (*two, ("http://e:1",))))
+    assert cluster.shards[0][0] is kept and len(cluster.shards) == 3
+    assert cluster.slot_map == grown
+    # An older map (a stale file) is ignored, nothing changes.
+    assert not cluster.reconfigure(ShardsConfig(SlotMap.even(1, 2), (("http://a:1",),)))
+    assert cluster.slot_map == grown and len(cluster.shards) == 3
+    # And fewer shards after a shrink.
+    assert cluster.reconfigure(ShardsConfig(SlotMap.even(1, 9), (("http://a:1",),)))
+    assert [[m.url for m in s] for s in cluster.shards] == [["http://a:1"]]
+
+
+def test_the_slot_map_comes_from_owners_or_is_even_over_slotmap_shards() -> None:
+    raw = orjson.dumps(
+        {
+            "slotMap": {"version": 5, "shards": 2, "owners": [[0, 99, 1], [100, 4095, 0]]},
+            "shards": [{"shard": 0, "members": ["http://a:1"]}, {"shard": 1, "members": []}],
+        }
+    )
+    config = parse_config(raw)
+    assert config.version == 5 and config.slot_map.owner_ranges() == [(0, 99, 1), (100, 4095, 0)]
+    # Without owners: even over slotMap.shards, which may be fewer than the listed groups
+    # (new groups are listed before slots move to them).
+    grown = {"slotMap": {"version": 2, "shards": 1}, "shards": [{"members": []}] * 2}
+    assert parse_config(orjson.dumps(grown)).slot_map == SlotMap.even(1, 2)
+
+
+@pytest.mark.parametrize(
+    "slot_map",
+    [
+        {"version": 1, "owners": [[0, 4095, 2]]},  # shard 2 is not listed
+        {"version": 1, "owners": [[0, 4094, 0]]},  # slot 4095 has no owner
+        {"version": 1, "owners": [[0, 4095, 0], [7, 7, 1]]},  # slot 7 twice
+        {"version": 1, "owners": [["0", 4095, 0]]},
+        {"version": 0, "shards": 2},
+        {"version": 1, "shards": 3},  # more than listed
+    ],
+)
+def test_a_slot_map_that_does_not_fit_the_listed_shards_is_refused(slot_map: object) -> None:
+    raw = orjson.dumps({"slotMap": slot_map, "shards": [{"members": []}] * 2})
+    with pytest.raises(ConfigError):
+        parse_config(raw)
 
 
 def test_a_file_source_allows_a_shard_without_members_yet(tmp_path: Path) -> None:

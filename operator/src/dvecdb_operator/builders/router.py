@@ -20,10 +20,11 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from dvecdb_client.slots import SlotMap
 from dvecdb_operator import constants as c
 from dvecdb_operator.builders.common import ClusterRef, metadata
 from dvecdb_operator.builders.statefulset import AUTH_FILE_MODE, RUN_AS_USER, tls_volume
-from dvecdb_operator.slotmap import even_ranges, slot_map_status
+from dvecdb_operator.slotmap import slot_map_status
 from dvecdb_operator.spec import ClusterSpec, router_image
 from dvecdb_operator.tlsplan import TLS_DIR, TLS_VOLUME, TlsMounts
 
@@ -191,22 +192,38 @@ def build_router_pdb(cluster: ClusterRef) -> dict[str, Any]:
 
 
 def router_members(
-    cluster: ClusterRef, urls: Mapping[int, Sequence[str]], *, version: int = 1
+    cluster: ClusterRef,
+    urls: Mapping[int, Sequence[str]],
+    *,
+    slot_map: SlotMap | None = None,
 ) -> dict[str, Any]:
-    """The members file: every shard's member URLs (pods with an address, ready or not: the
-    router checks readiness itself), with the slot map the router must agree with."""
+    """The members file: every running shard's member URLs (pods with an address, ready or
+    not: the router checks readiness itself), with the slot map the router follows (`owners`;
+    default: the even map). During a resharding more shards run than own slots: `shards`
+    counts the groups listed."""
+    slot_map = slot_map or SlotMap.even(cluster.shards)
     return {
-        "slotMap": slot_map_status(cluster.shards, version=version),
+        "slotMap": slot_map_status(slot_map, shards=cluster.shards),
         "shards": [
             {
                 "shard": shard,
                 "statefulSet": cluster.group(shard).statefulset,
-                "slots": [list(r) for r in even_ranges(cluster.shards)[shard : shard + 1]],
+                "slots": [list(r) for r in slot_map.ranges(shard)],
                 "members": sorted(urls.get(shard, ())),
             }
             for shard in range(cluster.shards)
         ],
     }
+
+
+def members_file_version(data: Mapping[str, Any] | None) -> int:
+    """The slot map version of a members ConfigMap's data (0 when none can be read)."""
+    text = (data or {}).get(c.ROUTER_CONFIG_KEY)
+    try:
+        version = json.loads(text)["slotMap"]["version"] if isinstance(text, str) else 0
+    except (ValueError, KeyError, TypeError):
+        return 0
+    return version if isinstance(version, int) else 0
 
 
 def build_router_configmap(cluster: ClusterRef, members: Mapping[str, Any]) -> dict[str, Any]:
