@@ -27,11 +27,11 @@ import pytest
 from dvecdb_client.slots import SlotMap
 from localkube.containerpid import host_pid
 
-from .conftest import NEEDS_CONSOLE_SCRIPTS, Kubectl, api_key, http, wait_until
+from .conftest import Kubectl, api_key, http, wait_until
 from .test_operator_cluster import install_operator
 from .test_operator_shards import CLUSTER, all_healthy, router_url, status_of
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600), NEEDS_CONSOLE_SCRIPTS]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 DIM = 4
 BEFORE = 600
