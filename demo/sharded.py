@@ -151,6 +151,7 @@ class Traffic:
                 f"{len(self.acked):,} writes acknowledged ({self.write_failures} refused), "
                 f"{self.searches:,} searches ({self.partial} partial, {self.failed_searches} "
                 f"failed, {self.duplicates} duplicate ids)"
+                + (f"; last error: {self.last_error}" if self.last_error else "")
             )
 
 
@@ -280,9 +281,17 @@ class ShardedDemo:
         killed = time.monotonic()
         os.kill(pid, signal.SIGKILL)
         elected: float | None = None
+        shown = ""
         while time.monotonic() - killed < 120:
-            line = (self.status().get("shards") or [])[shard]
-            if line.get("leader") and line["leader"] != leader and int(line["epoch"]) > epoch:
+            status = self.status()
+            line = (status.get("shards") or [])[shard]
+            row = shards_row(status)
+            if row != shown:
+                say(f"t+{time.monotonic() - killed:5.1f}s {row}")
+                shown = row
+            # The kubelet may restart the killed container fast enough for it to be the most
+            # advanced member again: a new epoch is the failover, whoever leads it.
+            if line.get("leader") and int(line.get("epoch") or 0) > epoch:
                 elected = time.monotonic()
                 say(f"shard {shard}: {line['leader']} leads at epoch {line['epoch']}")
                 break
@@ -324,10 +333,7 @@ class ShardedDemo:
         missing = 0
         with self.client(timeout=30.0) as client:
             for item_id, vector in expected.items():
-                try:
-                    got = client.get_vector(COLLECTION, item_id)
-                except NodeError:
-                    got = None
+                got = client.get(COLLECTION, item_id)
                 if got is None or not np.allclose(got["vector"], vector, atol=1e-6):
                     missing += 1
             count = client.get_collection(COLLECTION)["count"]
