@@ -9,10 +9,10 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from dvecdb_client.secrets import key_values
+from dvecdb_client.tlsfiles import TlsFiles
 from dvecdb_node.credentials import Credentials
 from dvecdb_node.storage.engine import EngineOptions, FsyncMode
 from dvecdb_node.storage.policy import CheckpointPolicy
-from dvecdb_node.tls import TlsFiles
 
 AckLevel = Literal["leader", "one", "quorum"]
 

@@ -11,9 +11,9 @@ carries the slot map, which a resharding move changes (a write refused ``slot_mo
 to ``--moved-retry-seconds`` for it). A client's ``Authorization`` header goes with its
 requests to the members, which check the key.
 
-With ``--tls-cert-file`` and ``--tls-key-file`` the router serves HTTPS only (renewed files
-are loaded without a restart, ``tls``); ``--ca-file`` is the CA https members are verified
-against.
+With ``--tls-cert-file`` and ``--tls-key-file`` the router serves HTTPS only; ``--ca-file`` is
+the CA https members are verified against. A renewed certificate and a rotated CA are taken
+without a restart (``tls``).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from dvecdb_client.slots import MAX_SHARDS
 from dvecdb_router.app import create_app
 from dvecdb_router.cluster import Cluster
 from dvecdb_router.config import ConfigError, FileSource, TokenFile, first_token
-from dvecdb_router.tls import ServingTls, client_context
+from dvecdb_router.tls import RouterTls
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -122,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     cluster_token: str | TokenFile | None = first_token(args.cluster_token)
     if args.cluster_token_file:
         cluster_token = TokenFile(args.cluster_token_file)
+    tls = RouterTls(args.tls_cert_file, args.tls_key_file, args.ca_file)
     cluster = Cluster(
         shards,
         source=source,
@@ -131,20 +132,17 @@ def main(argv: list[str] | None = None) -> int:
         poll_seconds=args.poll_seconds,
         moved_retry_seconds=args.moved_retry_seconds,
         slot_map=slot_map,
-        ssl_context=client_context(args.ca_file),
+        ssl_context=tls.members,
     )
     app = create_app(cluster, max_body_bytes=args.max_body_bytes)
-    serving = None
-    if args.tls_cert_file is not None:
-        serving = ServingTls(args.tls_cert_file, args.tls_key_file)
-        app.cleanup_ctx.append(serving.watcher(args.tls_reload_seconds))
+    app.cleanup_ctx.append(tls.watcher(args.tls_reload_seconds))
     web.run_app(
         app,
         host=args.host,
         port=args.port,
         access_log=None,
         print=None,
-        ssl_context=None if serving is None else serving.context,
+        ssl_context=tls.serving,
     )
     return 0
 

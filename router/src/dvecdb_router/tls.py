@@ -1,65 +1,45 @@
-"""The router's own TLS (DESIGN.md "Access"): it serves HTTPS with the certificate the operator
-mounts, and takes a renewed one without a restart.
-
-The kubelet updates a mounted Secret in place; :class:`ServingTls` loads the pair again into
-the same context when the files change, so new connections get the new certificate and open
-ones go on. A half-written pair (one file updated, not yet the other) keeps the old one.
+"""The router's TLS (DESIGN.md "Access"): it serves HTTPS with the certificate the operator
+mounts, verifies members against the cluster's CA file, and takes a renewed certificate or a
+rotated CA without a restart (:class:`dvecdb_client.tlsfiles.Reloader`, shared with the node).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from aiohttp import web
 
-log = logging.getLogger(__name__)
+from dvecdb_client.tlsfiles import Reloader, TlsFiles
 
 
-class ServingTls:
-    def __init__(self, cert: str | Path, key: str | Path) -> None:
-        self.cert, self.key = Path(cert), Path(key)
-        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.context.minimum_version = ssl.TLSVersion.TLSv1_2
-        self.context.load_cert_chain(self.cert, self.key)
-        self._stamp = self._files_stamp()
+class RouterTls:
+    """The serving context (with a certificate) and the members' client context (with a CA
+    file); None for either means plain HTTP, or the system's CAs."""
 
-    def _files_stamp(self) -> tuple[float, float]:
-        return (self.cert.stat().st_mtime, self.key.stat().st_mtime)
+    def __init__(self, cert: str | None, key: str | None, ca: str | None) -> None:
+        def path(name: str | None) -> Path | None:
+            return None if name is None else Path(name)
 
-    def check(self) -> bool:
-        """Reload when the files changed; True if it did."""
-        try:
-            stamp = self._files_stamp()
-            if stamp == self._stamp:
-                return False
-            self.context.load_cert_chain(self.cert, self.key)
-        except (OSError, ssl.SSLError) as exc:
-            log.error("TLS certificate reload failed, keeping the current one: %s", exc)
-            return False
-        self._stamp = stamp
-        log.info("TLS certificate reloaded from %s", self.cert)
-        return True
+        files = TlsFiles(path(cert), path(key), path(ca))
+        # Clients are not asked for certificates (keys authenticate them), and the router
+        # presents none to members (its calls carry the cluster token).
+        pair, trust = TlsFiles(files.cert, files.key), TlsFiles(None, None, files.ca)
+        self.serving = None if files.cert is None else pair.server_context()
+        self.members = None if files.ca is None else trust.client_context()
+        self.reloader = Reloader(
+            files,
+            presenting=[] if self.serving is None else [self.serving],
+            trusting=[] if self.members is None else [self.members],
+        )
 
     def watcher(self, every: float) -> Callable[[web.Application], AsyncIterator[None]]:
         """An aiohttp cleanup context that checks the files every `every` seconds."""
 
         async def watch(_: web.Application) -> AsyncIterator[None]:
-            async def loop() -> None:
-                while True:
-                    await asyncio.sleep(every)
-                    self.check()
-
-            task = asyncio.create_task(loop())
+            task = asyncio.create_task(self.reloader.watch(every))
             yield
             task.cancel()
 
         return watch
-
-
-def client_context(ca_file: str | None) -> ssl.SSLContext | None:
-    """Verifies https members against `ca_file` (None: the system's CAs)."""
-    return None if ca_file is None else ssl.create_default_context(cafile=ca_file)
