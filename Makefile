@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev tools image-tools images lint typecheck test test-unit test-integration test-e2e test-images faults demo bench bench-mixed cluster-up cluster-down localkube-build clean
+.PHONY: dev tools image-tools images lint typecheck test test-unit test-integration test-e2e test-images faults demo bench bench-mixed cluster-up cluster-down localkube-build cert-manager clean
 
 # One environment: the four distributions editable, then the development project (the
 # single `dvecdb` distribution that held every package before the split goes first).
@@ -116,6 +116,11 @@ bench-mixed: dev
 # runc and podman from Debian; pods run the images. `localkube env` prints the exports.
 localkube-build: dev
 	$(BIN)/localkube build
+
+# cert-manager's controller for the e2e test of `spec.tls.issuerRef`, built once from its source
+# (tests/support/certmanager.py says where the source comes from) into ~/.cache/dvecdb.
+cert-manager: dev
+	$(BIN)/python -c 'from tests.support import certmanager; certmanager.ensure_controller()'
 
 cluster-up: dev images
 	$(BIN)/localkube up

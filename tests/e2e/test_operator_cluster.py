@@ -191,7 +191,7 @@ def count_on(url: str, key: str) -> int | None:
 
 
 def install_operator(kubectl: Kubectl, namespace: str) -> str:
-    release = f"op-{namespace}"[:40]
+    release = f"op-{namespace}"[:40].rstrip("-")
     kubectl.run(
         "install",
         release,
