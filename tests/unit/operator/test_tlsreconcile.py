@@ -151,6 +151,7 @@ async def test_cert_manager_without_its_crd_is_a_clear_status(
     state = await ensure_tls(kube, body, REF, spec, [3], now=NOW)
     assert state.problem is not None and "certificates.cert-manager.io" in state.problem
     assert kube.status["tls"] == {
+        "enabled": True,
         "mode": "cert-manager",
         "secretName": "db-tls",
         "ready": False,
@@ -225,3 +226,32 @@ async def test_a_failing_certificate_pass_does_not_cost_the_monitoring_pass(
     assert kube.down and kube.status["phase"] == "Healthy"
     assert (kube.status["leader"], kube.status["epoch"]) == ("db-0", 1)
     assert len(contexts) == 1 and contexts[0] is not None  # the first pass's CA kept
+
+
+async def test_service_cluster_ips_are_named_once_allocated_and_reissued_when_they_change(
+    events: list[tuple[str, str]],
+) -> None:
+    kube = FakeKube(cluster())
+    body = await kube.get_cluster("ns", "db")
+    spec = parse_spec({})
+    await ensure_tls(kube, body, REF, spec, [2], now=NOW)
+    before = data(kube, "db-tls")
+    assert "10.96.0.10" not in certs.names_of(x509.load_pem_x509_certificate(before["db-0.crt"]))[1]
+    for name, ip in (("db-rw", "10.96.0.10"), ("db-ro", "10.96.0.11"), ("db", "10.96.0.12")):
+        kube.objects[("Service", name)] = {"metadata": {"name": name}, "spec": {"clusterIP": ip}}
+    kube.objects[("Service", "db-headless")] = {"spec": {"clusterIP": "None"}}
+    await ensure_tls(kube, body, REF, spec, [2], now=NOW)
+    after = data(kube, "db-tls")
+
+    def ips(held: dict[str, bytes], leaf: str) -> frozenset[str]:
+        return certs.names_of(x509.load_pem_x509_certificate(held[f"{leaf}.crt"]))[1]
+
+    assert {"10.96.0.10", "10.96.0.11"} <= ips(after, "db-0") and "10.96.0.12" in ips(
+        after, "router"
+    )
+    # The rw Service made again with another ClusterIP: the members' certificates follow.
+    kube.objects[("Service", "db-rw")]["spec"]["clusterIP"] = "10.96.0.20"
+    await ensure_tls(kube, body, REF, spec, [2], now=NOW)
+    again = data(kube, "db-tls")
+    assert "10.96.0.20" in ips(again, "db-1") and "10.96.0.10" not in ips(again, "db-1")
+    assert again["router.crt"] == after["router.crt"]  # the router's names did not change
