@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from dvecdb_operator import kube as kube_api
 from dvecdb_operator import tlsdefault as td
 from dvecdb_operator import tlsplan
 from dvecdb_operator.builders.common import ClusterRef
@@ -67,17 +66,6 @@ def test_the_effective_spec_only_changes_tls_enabled() -> None:
     assert td.effective_spec(spec, td.TlsChoice(True, "")) is spec
     off = td.effective_spec(spec, td.TlsChoice(False, td.KEPT_OFF))
     assert not off.tls.enabled and off.replicas == 5 and tlsplan.tls_mounts(REF, off) is None
-
-
-@pytest.fixture
-def events(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
-    seen: list[tuple[str, str]] = []
-    monkeypatch.setattr(
-        kube_api,
-        "post_event",
-        lambda body, *, reason, message, warning=False: seen.append((reason, message)),
-    )
-    return seen
 
 
 def cluster(status: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -48,17 +48,6 @@ def cluster(spec: dict[str, Any] | None = None) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-def events(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
-    seen: list[tuple[str, str]] = []
-    monkeypatch.setattr(
-        kube_api,
-        "post_event",
-        lambda body, *, reason, message, warning=False: seen.append((reason, message)),
-    )
-    return seen
-
-
 def data(kube: FakeKube, name: str) -> dict[str, bytes]:
     raw = kube.objects[("Secret", name)]["data"]
     return {k: base64.b64decode(v) for k, v in raw.items()}
@@ -228,6 +217,11 @@ async def test_a_failing_certificate_pass_does_not_cost_the_monitoring_pass(
     assert len(contexts) == 1 and contexts[0] is not None  # the first pass's CA kept
 
 
+def ips(held: dict[str, bytes], leaf: str) -> frozenset[str]:
+    """The IP addresses a held certificate names."""
+    return certs.names_of(x509.load_pem_x509_certificate(held[f"{leaf}.crt"]))[1]
+
+
 async def test_service_cluster_ips_are_named_once_allocated_and_reissued_when_they_change(
     events: list[tuple[str, str]],
 ) -> None:
@@ -236,15 +230,12 @@ async def test_service_cluster_ips_are_named_once_allocated_and_reissued_when_th
     spec = parse_spec({})
     await ensure_tls(kube, body, REF, spec, [2], now=NOW)
     before = data(kube, "db-tls")
-    assert "10.96.0.10" not in certs.names_of(x509.load_pem_x509_certificate(before["db-0.crt"]))[1]
+    assert "10.96.0.10" not in ips(before, "db-0")
     for name, ip in (("db-rw", "10.96.0.10"), ("db-ro", "10.96.0.11"), ("db", "10.96.0.12")):
         kube.objects[("Service", name)] = {"metadata": {"name": name}, "spec": {"clusterIP": ip}}
     kube.objects[("Service", "db-headless")] = {"spec": {"clusterIP": "None"}}
     await ensure_tls(kube, body, REF, spec, [2], now=NOW)
     after = data(kube, "db-tls")
-
-    def ips(held: dict[str, bytes], leaf: str) -> frozenset[str]:
-        return certs.names_of(x509.load_pem_x509_certificate(held[f"{leaf}.crt"]))[1]
 
     assert {"10.96.0.10", "10.96.0.11"} <= ips(after, "db-0") and "10.96.0.12" in ips(
         after, "router"
