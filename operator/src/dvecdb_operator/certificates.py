@@ -29,6 +29,9 @@ from dvecdb_operator.builders.common import ClusterRef
 
 CA_LIFETIME = dt.timedelta(days=3650)
 LEAF_LIFETIME = dt.timedelta(days=90)
+# The kept CA is never renewed: warned about this long before it ends, more than a leaf's
+# lifetime, so there is time to replace it before certificates outlive it.
+CA_WARN_BEFORE = dt.timedelta(days=120)
 # Renewal at this part of a certificate's lifetime: a third of it is left to roll it out.
 RENEW_AT = 2 / 3
 # Backdated so a member whose clock is a little behind accepts a fresh certificate.
@@ -298,3 +301,31 @@ def ca_pair_valid(cert_pem: bytes | None, key_pem: bytes | None, now: dt.datetim
     except x509.ExtensionNotFound:
         return False
     return ca and cert.public_key() == key.public_key() and now < cert.not_valid_after_utc
+
+
+def expires_at(cert_pem: bytes | None) -> dt.datetime | None:
+    """A certificate's end of validity (None when unreadable)."""
+    if not cert_pem:
+        return None
+    try:
+        return x509.load_pem_x509_certificate(cert_pem).not_valid_after_utc
+    except ValueError:
+        return None
+
+
+def ca_expiry_warning(
+    ca_cert_pem: bytes | None, now: dt.datetime, *, before: dt.timedelta = CA_WARN_BEFORE
+) -> str | None:
+    """What to tell the user when the CA ends within `before` (the operator does not renew
+    it); None while it has longer, or when it cannot be read."""
+    end = expires_at(ca_cert_pem)
+    if end is None or end - now > before:
+        return None
+    left = (end - now).days
+    when = end.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if end <= now:
+        return f"the CA (ca.crt) expired at {when}: no certificate it signed verifies"
+    return (
+        f"the CA (ca.crt) expires at {when} ({left} days left) and the operator does not renew"
+        " it: replace it before then and give clients the new ca.crt"
+    )

@@ -10,6 +10,7 @@ resourceVersion, so two operators never interleave half-written pairs.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import ssl
@@ -42,6 +43,9 @@ class TlsState:
     renew_at: str | None = None
     # TLS off although spec.tls does not say so: why (`tlsdefault.KEPT_OFF`).
     off_note: str | None = None
+    # When the CA ends, and what to do about it once that is near (`ca_expiry_warning`).
+    ca_expires_at: str | None = None
+    ca_warning: str | None = None
 
     def status(self) -> dict[str, Any] | None:
         if self.mode is None:
@@ -60,8 +64,9 @@ class TlsState:
             "mode": self.mode,
             "secretName": self.secret,
             "ready": self.problem is None and self.ca_pem is not None,
-            "message": self.problem or "certificates in place",
+            "message": self.problem or self.ca_warning or "certificates in place",
             "renewAt": self.renew_at,
+            "caExpiresAt": self.ca_expires_at,
         }
 
     def client_context(self) -> ssl.SSLContext | None:
@@ -291,6 +296,13 @@ async def ensure_tls(
         state = await _cert_manager(kube, body, ref, spec, mounts, replicas)
     else:
         state = await _given(kube, ref, mounts)
+    if state.ca_pem is not None:
+        end = certs.expires_at(state.ca_pem)
+        state = dataclasses.replace(
+            state,
+            ca_expires_at=None if end is None else end.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            ca_warning=certs.ca_expiry_warning(state.ca_pem, now or dt.datetime.now(dt.UTC)),
+        )
     await _publish(kube, body, ref, state)
     return state
 
@@ -301,6 +313,8 @@ async def _publish(
     """`status.tls` when it changed (renewAt moves only on renewal: few writes)."""
     if state.problem:
         kube_api.post_event(body, reason="TlsNotReady", message=state.problem, warning=True)
+    if state.ca_warning:
+        kube_api.post_event(body, reason="CaExpiring", message=state.ca_warning, warning=True)
     wanted = state.status()
     current = (body.get("status") or {}).get("tls")
     if wanted == current:

@@ -322,3 +322,16 @@ def test_a_certificate_verifies_against_its_services_cluster_ips(
         server.load_cert_chain(tmp_path / "c.pem", tmp_path / "k.pem")
         with pytest.raises(ssl.SSLCertVerificationError, match="IP address mismatch"):
             handshake(server, client, address)
+
+
+def test_the_ca_is_warned_about_within_the_warning_window_only(ca: tuple[bytes, bytes]) -> None:
+    end = certs.expires_at(ca[0])
+    assert end == NOW + certs.CA_LIFETIME
+    assert certs.ca_expiry_warning(ca[0], NOW) is None
+    early = end - certs.CA_WARN_BEFORE - dt.timedelta(hours=1)
+    assert certs.ca_expiry_warning(ca[0], early) is None
+    near = certs.ca_expiry_warning(ca[0], end - dt.timedelta(days=30, hours=1))
+    assert near is not None and "30 days left" in near
+    gone = certs.ca_expiry_warning(ca[0], end + dt.timedelta(seconds=1))
+    assert gone is not None and "expired" in gone
+    assert certs.ca_expiry_warning(b"junk", NOW) is None and certs.expires_at(None) is None

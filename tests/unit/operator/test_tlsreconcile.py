@@ -146,6 +146,7 @@ async def test_cert_manager_without_its_crd_is_a_clear_status(
         "ready": False,
         "message": state.problem,
         "renewAt": None,
+        "caExpiresAt": None,
     }
     assert not kube.applied
 
@@ -246,3 +247,22 @@ async def test_service_cluster_ips_are_named_once_allocated_and_reissued_when_th
     again = data(kube, "db-tls")
     assert "10.96.0.20" in ips(again, "db-1") and "10.96.0.10" not in ips(again, "db-1")
     assert again["router.crt"] == after["router.crt"]  # the router's names did not change
+
+
+async def test_a_ca_near_its_end_is_warned_about_in_status_and_an_event(
+    events: list[tuple[str, str]],
+) -> None:
+    kube = FakeKube(cluster())
+    body = await kube.get_cluster("ns", "db")
+    await ensure_tls(kube, body, REF, parse_spec({}), [1], now=NOW)
+    end = NOW + certs.CA_LIFETIME
+    assert kube.status["tls"]["caExpiresAt"] == end.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert kube.status["tls"]["message"] == "certificates in place"
+    assert "CaExpiring" not in [r for r, _ in events]
+    # The kept CA is never renewed: 100 days before its end the status and an Event say so.
+    late = end - dt.timedelta(days=100, hours=1)
+    await ensure_tls(kube, body, REF, parse_spec({}), [1], now=late)
+    tls = kube.status["tls"]
+    assert tls["ready"] is True and "does not renew" in tls["message"], tls
+    assert "100 days left" in tls["message"]
+    assert [m for r, m in events if r == "CaExpiring"] == [tls["message"]]
