@@ -113,7 +113,8 @@ def test_an_operator_upgrade_keeps_a_pre_tls_cluster_plain_and_new_clusters_get_
     # The API server filled the default in, and credits it to the creator: neither the
     # spec nor managedFields tell the user's `enabled: true` from the default.
     assert old["spec"]["tls"] == {"enabled": True}, old["spec"]
-    creator = next(m for m in old["metadata"]["managedFields"] if m["operation"] == "Update")
+    fields = kubectl.json("get", "dveccluster", "old", "-n", namespace, "--show-managed-fields")
+    creator = next(m for m in fields["metadata"]["managedFields"] if m["operation"] == "Update")
     assert '"f:enabled"' in json.dumps(creator["fieldsV1"]), creator
 
     release = install_operator(kubectl, namespace)
