@@ -382,3 +382,12 @@ async def test_a_childs_event_and_the_clusters_daemon_share_the_converge_lock(
         runtime.converge(daemon, body, spec), runtime.converge(child_event, body, spec)
     )
     assert overlaps == [False, False]
+
+
+def test_the_tls_annotation_converges_at_once() -> None:
+    """Opting a cluster made before TLS in is an annotation (`tlsdefault`), not a spec change:
+    its own update handler converges the cluster without waiting for the monitor's safety net."""
+    changing = kopf.get_default_registry()._changing.get_all_handlers()
+    fields = {h.field for h in changing if h.reason == "update"}
+    assert fields == {("spec",), ("metadata", "annotations", "dvecdb.io/tls")}
+    assert all(h.fn is handlers.reconcile for h in changing)
