@@ -13,7 +13,6 @@ import kopf
 
 from dvecdb_operator import constants as c
 from dvecdb_operator import runtime
-from dvecdb_operator.tlsdefault import ANNOTATION_TLS
 
 _CR = (c.GROUP, c.VERSION, c.PLURAL)
 
@@ -31,8 +30,6 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.resume(*_CR)
 @kopf.on.create(*_CR)
 @kopf.on.update(*_CR, field="spec")
-# Opting a cluster made before TLS in (or out): `tlsdefault`.
-@kopf.on.update(*_CR, field=("metadata", "annotations", ANNOTATION_TLS))
 async def reconcile(memo: kopf.Memo, body: kopf.Body, spec: kopf.Spec, **_: Any) -> None:
     await runtime.reconcile(memo, body, spec)
 

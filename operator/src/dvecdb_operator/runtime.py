@@ -206,6 +206,7 @@ async def monitor(
     watchers: list[ClusterMonitor] = []
     token: str | None = None
     tls = TlsState()
+    tls_on: bool | None = None  # whether the last pass found TLS on (`settle_tls`)
     last_reconcile = 0.0
     reconcile_due = True
     spec: ClusterSpec | None = None
@@ -243,6 +244,12 @@ async def monitor(
                     try:
                         group_ref = ClusterRef(name, namespace, 0, shards)
                         tls_spec, choice = await settle_tls(kube, body, group_ref, spec)
+                        if tls_on is not None and choice.enabled != tls_on:
+                            # The annotation that opts a cluster in (or out) is no spec
+                            # change, so no handler runs: converge in this pass.
+                            last_reconcile = time.monotonic()
+                            await converge(memo, body, spec)
+                        tls_on = choice.enabled
                         fresh_tls = await ensure_tls(
                             kube, body, group_ref, tls_spec, [spec.replicas] * shards,
                             choice=choice,
