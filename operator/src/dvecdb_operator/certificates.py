@@ -7,7 +7,10 @@ reads and writes the Secrets.
 
 Members reach each other by pod IP (no cluster DNS is assumed), so a member's certificate
 names its pod IP once the pod has one, besides its DNS names through the headless Service
-and the group's Services; a pod that restarts with a new IP gets a new certificate.
+and the group's Services; a pod that restarts with a new IP gets a new certificate. The
+group's `-rw`/`-ro` Services' ClusterIPs (and the router Service's, on the router's
+certificate) are named too once allocated, so a client connecting by ClusterIP verifies the
+server without `server_hostname`; a Service made again with another ClusterIP reissues them.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ from dvecdb_operator.builders.common import ClusterRef
 
 CA_LIFETIME = dt.timedelta(days=3650)
 LEAF_LIFETIME = dt.timedelta(days=90)
+# The kept CA is never renewed: warned about this long before it ends, more than a leaf's
+# lifetime, so there is time to replace it before certificates outlive it.
+CA_WARN_BEFORE = dt.timedelta(days=120)
 # Renewal at this part of a certificate's lifetime: a third of it is left to roll it out.
 RENEW_AT = 2 / 3
 # Backdated so a member whose clock is a little behind accepts a fresh certificate.
@@ -62,9 +68,12 @@ def service_names(service: str, namespace: str) -> tuple[str, ...]:
     )
 
 
-def member_leaf(group: ClusterRef, ordinal: int, ip: str | None) -> Leaf:
+def member_leaf(
+    group: ClusterRef, ordinal: int, ip: str | None, service_ips: Mapping[str, str] | None = None
+) -> Leaf:
     """A member's names: its pod through the headless Service, its group's Services (a client
-    of `NAME-rw` must accept whichever member answers), its pod IP when known."""
+    of `NAME-rw` must accept whichever member answers) and their ClusterIPs (`service_ips`:
+    ClusterIP by Service name, when allocated), its pod IP when known."""
     pod = group.pod(ordinal)
     ns = group.namespace
     headless = f"{pod}.{group.headless_service}"
@@ -76,13 +85,26 @@ def member_leaf(group: ClusterRef, ordinal: int, ip: str | None) -> Leaf:
         *service_names(group.ro_service, ns),
         "localhost",
     )
-    return Leaf(pod, dns, _ips(["127.0.0.1", *([ip] if ip else [])]))
+    known = service_ips or {}
+    services = [known[s] for s in (group.rw_service, group.ro_service) if s in known]
+    return Leaf(pod, dns, _ips(["127.0.0.1", *([ip] if ip else []), *services]))
 
 
-def router_leaf(cluster: ClusterRef, ips: Iterable[str] = ()) -> Leaf:
-    """The router's names: its Service `NAME` (the client endpoint) and its pods' IPs."""
+def router_leaf(
+    cluster: ClusterRef, ips: Iterable[str] = (), service_ips: Mapping[str, str] | None = None
+) -> Leaf:
+    """The router's names: its Service `NAME` (the client endpoint) and its ClusterIP once
+    allocated, and its pods' IPs."""
     dns = (*service_names(cluster.router_service, cluster.namespace), "localhost")
-    return Leaf(ROUTER_LEAF, dns, _ips(["127.0.0.1", *ips]))
+    service = (service_ips or {}).get(cluster.router_service)
+    return Leaf(ROUTER_LEAF, dns, _ips(["127.0.0.1", *ips, *([service] if service else [])]))
+
+
+def service_names_of(cluster: ClusterRef) -> list[str]:
+    """The Services whose ClusterIPs the certificates name: each group's rw and ro Services
+    and the router's (the headless Service has no ClusterIP)."""
+    names = [n for group in cluster.groups for n in (group.rw_service, group.ro_service)]
+    return [*names, cluster.router_service]
 
 
 def _ips(ips: Iterable[str]) -> tuple[str, ...]:
@@ -101,11 +123,13 @@ def wanted_leaves(
     replicas: Mapping[int, int],
     pod_ips: Mapping[str, str],
     router_ips: Iterable[str] = (),
+    service_ips: Mapping[str, str] | None = None,
 ) -> list[Leaf]:
     """Every certificate the cluster needs: each group's members 0..replicas-1, and any other
     member pod that still runs (a scale-down in progress), and the router's.
 
-    `replicas`: each shard's member count; `pod_ips`: the member pods' IPs by pod name.
+    `replicas`: each shard's member count; `pod_ips`: the member pods' IPs by pod name;
+    `service_ips`: the Services' ClusterIPs by Service name (those allocated).
     """
     leaves: list[Leaf] = []
     for group in cluster.groups:
@@ -116,8 +140,8 @@ def wanted_leaves(
             if group.owns_pod(name) and name.rpartition("-")[2].isdigit()
         }
         for ordinal in sorted(ordinals):
-            leaves.append(member_leaf(group, ordinal, pod_ips.get(group.pod(ordinal))))
-    leaves.append(router_leaf(cluster, router_ips))
+            leaves.append(member_leaf(group, ordinal, pod_ips.get(group.pod(ordinal)), service_ips))
+    leaves.append(router_leaf(cluster, router_ips, service_ips))
     return leaves
 
 
@@ -277,3 +301,31 @@ def ca_pair_valid(cert_pem: bytes | None, key_pem: bytes | None, now: dt.datetim
     except x509.ExtensionNotFound:
         return False
     return ca and cert.public_key() == key.public_key() and now < cert.not_valid_after_utc
+
+
+def expires_at(cert_pem: bytes | None) -> dt.datetime | None:
+    """A certificate's end of validity (None when unreadable)."""
+    if not cert_pem:
+        return None
+    try:
+        return x509.load_pem_x509_certificate(cert_pem).not_valid_after_utc
+    except ValueError:
+        return None
+
+
+def ca_expiry_warning(
+    ca_cert_pem: bytes | None, now: dt.datetime, *, before: dt.timedelta = CA_WARN_BEFORE
+) -> str | None:
+    """What to tell the user when the CA ends within `before` (the operator does not renew
+    it); None while it has longer, or when it cannot be read."""
+    end = expires_at(ca_cert_pem)
+    if end is None or end - now > before:
+        return None
+    left = (end - now).days
+    when = end.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if end <= now:
+        return f"the CA (ca.crt) expired at {when}: no certificate it signed verifies"
+    return (
+        f"the CA (ca.crt) expires at {when} ({left} days left) and the operator does not renew"
+        " it: replace it before then and give clients the new ca.crt"
+    )

@@ -32,6 +32,7 @@ from dvecdb_operator.members import Members, PodView
 from dvecdb_operator.observation import ClusterObservation, FailoverRecord, LeaderPod
 from dvecdb_operator.spec import ClusterSpec, InvalidSpecError, parse_spec
 from dvecdb_operator.status import compute_status, desired_role_labels
+from dvecdb_operator.tlsplan import serving_scheme
 
 __all__ = ["ClusterMonitor", "MonitorSettings", "PassResult", "observe_cluster", "pod_view"]
 
@@ -73,17 +74,6 @@ def node_port(pod: Mapping[str, Any]) -> int:
     return c.NODE_PORT
 
 
-def node_scheme(pod: Mapping[str, Any]) -> str:
-    """`https` when the pod's node was started with a certificate (spec.tls), else `http`:
-    read from each pod, since pods made before TLS was switched on serve plain HTTP until
-    their restart."""
-    for container in (pod.get("spec") or {}).get("containers") or []:
-        for var in container.get("env") or []:
-            if var.get("name") == "DVECDB_TLS_CERT_FILE" and var.get("value"):
-                return "https"
-    return "http"
-
-
 def _container(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
     statuses = (pod.get("status") or {}).get("containerStatuses") or []
     return next((s for s in statuses if s.get("name") == "node"), statuses[0] if statuses else None)
@@ -108,7 +98,7 @@ def pod_view(pod: Mapping[str, Any]) -> PodView:
     return PodView(
         name=meta["name"],
         port=node_port(pod),
-        scheme=node_scheme(pod),
+        scheme=serving_scheme(pod),
         ordinal=ordinal_of(meta["name"]),
         ip=status.get("podIP") or None,
         ready=ready,

@@ -44,7 +44,7 @@ from dvecdb_operator.groups import GroupScope
 from dvecdb_operator.resharding import running_shards
 from dvecdb_operator.spec import ClusterSpec
 from dvecdb_operator.tlsplan import tls_mounts
-from dvecdb_operator.tlsreconcile import ensure_tls
+from dvecdb_operator.tlsreconcile import ensure_tls, settle_tls
 
 log = logging.getLogger(__name__)
 
@@ -222,8 +222,12 @@ async def reconcile_children(
         )
         for i in range(ref.shards)
     ]
-    # Before the workloads: the certificates members and the router mount (spec.tls).
-    await ensure_tls(kube, body, ref, spec, [max(spec.replicas, n) for n in replicas])
+    # Before the workloads: whether TLS is on (an operator upgrade never turns it on), then
+    # the certificates members and the router mount.
+    spec, choice = await settle_tls(kube, body, ref, spec)
+    await ensure_tls(
+        kube, body, ref, spec, [max(spec.replicas, n) for n in replicas], choice=choice
+    )
     wanted, absent = desired_children(ref, spec, replicas=replicas, operator=operator)
     written: list[str] = []
     for manifest in wanted:

@@ -15,8 +15,6 @@ The slot moves themselves are the mover's (`reshard.mover.run_move`, planned by
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import json
 import logging
@@ -29,19 +27,23 @@ import aiohttp
 import kopf
 
 from dvecdb_client.slots import SlotMap
+from dvecdb_operator import certificates as certs
 from dvecdb_operator import constants as c
 from dvecdb_operator import kube as kube_api
 from dvecdb_operator import resharding as rs
+from dvecdb_operator import tlsplan
 from dvecdb_operator.builders.common import ClusterRef, selector_labels, shard_of_pod
 from dvecdb_operator.builders.router import (
     build_router_configmap,
     router_labels,
     router_members,
 )
-from dvecdb_operator.monitor import node_port, node_scheme, pod_view
+from dvecdb_operator.monitor import node_port, pod_view
 from dvecdb_operator.reshard import mover, plan
 from dvecdb_operator.slotmap import map_from_status, slot_map_status
 from dvecdb_operator.spec import InvalidSpecError, parse_spec
+from dvecdb_operator.tlsplan import serving_scheme
+from dvecdb_operator.tlsreconcile import TlsState
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +76,6 @@ async def router_version(url: str, ssl_context: ssl.SSLContext | None = None) ->
         return None
     version = (doc.get("slot_map") or {}).get("version") if isinstance(doc, dict) else None
     return version if isinstance(version, int) else None
-
-
-def router_scheme(pod: Mapping[str, Any]) -> str:
-    """`https` when the router pod was started with a certificate (spec.tls), else `http`."""
-    for container in (pod.get("spec") or {}).get("containers") or []:
-        if "--tls-cert-file" in (container.get("args") or []):
-            return "https"
-    return "http"
 
 
 def routers_behind(versions: Mapping[str, int | None], wanted: int) -> list[str]:
@@ -135,7 +129,7 @@ class PodMembers:
             ip = (pod.get("status") or {}).get("podIP")
             shard = shard_of_pod(self.ref, name)
             if shard is not None and ip and not pod["metadata"].get("deletionTimestamp"):
-                urls[shard].append(f"{node_scheme(pod)}://{ip}:{node_port(pod)}")
+                urls[shard].append(f"{serving_scheme(pod)}://{ip}:{node_port(pod)}")
         self.urls = {shard: sorted(found) for shard, found in urls.items()}
 
     async def keep_fresh(self) -> None:
@@ -381,12 +375,10 @@ class Resharder:
         if not name:
             return None
         secret = await self.kube.get("v1", "Secret", self.namespace, str(name))
-        raw = ((secret or {}).get("data") or {}).get("ca.crt")
-        if not raw:
-            return None
+        ca = tlsplan.decode_data(secret).get(certs.CA_CERT_KEY)
         try:
-            return ssl.create_default_context(cadata=base64.b64decode(raw).decode())
-        except (binascii.Error, ValueError, ssl.SSLError) as exc:
+            return TlsState(ca_pem=ca).client_context()
+        except (ValueError, ssl.SSLError) as exc:
             log.warning("%s/%s: the CA in %s: %s", self.namespace, self.name, name, exc)
             return None
 
@@ -400,7 +392,7 @@ class Resharder:
         while True:
             pods = await self.kube.list_pods(self.namespace, router_labels(ref))
             urls = [
-                f"{router_scheme(pod)}://{pod['status']['podIP']}:{node_port(pod)}"
+                f"{serving_scheme(pod)}://{pod['status']['podIP']}:{node_port(pod)}"
                 for pod in pods
                 if (pod["metadata"].get("labels") or {}).get(c.LABEL_ROUTER) == self.name
                 and (pod.get("status") or {}).get("podIP")

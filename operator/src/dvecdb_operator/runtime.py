@@ -31,7 +31,7 @@ from dvecdb_operator.resharder import Resharder, contract_parts
 from dvecdb_operator.resharder import run as run_resharder
 from dvecdb_operator.resharding import running_shards
 from dvecdb_operator.spec import ClusterSpec, InvalidSpecError, parse_spec
-from dvecdb_operator.tlsreconcile import TlsState, ensure_tls
+from dvecdb_operator.tlsreconcile import TlsState, ensure_tls, settle_tls
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +206,7 @@ async def monitor(
     watchers: list[ClusterMonitor] = []
     token: str | None = None
     tls = TlsState()
+    tls_on: bool | None = None  # whether the last pass found TLS on (`settle_tls`)
     last_reconcile = 0.0
     reconcile_due = True
     spec: ClusterSpec | None = None
@@ -241,9 +242,17 @@ async def monitor(
                     # A failed certificate write must not cost the pass (failover goes on
                     # with the CA it has).
                     try:
+                        group_ref = ClusterRef(name, namespace, 0, shards)
+                        tls_spec, choice = await settle_tls(kube, body, group_ref, spec)
+                        if tls_on is not None and choice.enabled != tls_on:
+                            # The annotation that opts a cluster in (or out) is no spec
+                            # change, so no handler runs: converge in this pass.
+                            last_reconcile = time.monotonic()
+                            await converge(memo, body, spec)
+                        tls_on = choice.enabled
                         fresh_tls = await ensure_tls(
-                            kube, body, ClusterRef(name, namespace, 0, shards), spec,
-                            [spec.replicas] * shards,
+                            kube, body, group_ref, tls_spec, [spec.replicas] * shards,
+                            choice=choice,
                         )  # fmt: skip
                     except kube_api.ApiError as exc:
                         log.warning("cluster %s/%s: TLS not reconciled: %s", namespace, name, exc)

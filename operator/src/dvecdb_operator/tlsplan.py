@@ -34,6 +34,22 @@ CERT_MANAGER_API = "cert-manager.io/v1"
 MODE_GENERATED = "generated"
 MODE_SECRET = "secret"
 MODE_CERT_MANAGER = "cert-manager"
+# How members (env) and the router (argument) are told their certificate.
+MEMBER_CERT_ENV = "DVECDB_TLS_CERT_FILE"
+ROUTER_CERT_ARG = "--tls-cert-file"
+
+
+def serving_scheme(pod: Mapping[str, Any]) -> str:
+    """`https` when a pod (or a pod template) of a member or router was started with a
+    certificate, else `http`: read from each pod, since pods made before TLS was switched on
+    serve plain HTTP until their restart."""
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        if ROUTER_CERT_ARG in (container.get("args") or []):
+            return "https"
+        for var in container.get("env") or []:
+            if var.get("name") == MEMBER_CERT_ENV and var.get("value"):
+                return "https"
+    return "http"
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ resourceVersion, so two operators never interleave half-written pairs.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import ssl
@@ -21,6 +22,7 @@ import kopf
 
 from dvecdb_operator import certificates as certs
 from dvecdb_operator import kube as kube_api
+from dvecdb_operator import tlsdefault
 from dvecdb_operator import tlsplan as plan
 from dvecdb_operator.builders.common import ClusterRef, selector_labels
 from dvecdb_operator.builders.router import router_labels
@@ -39,16 +41,32 @@ class TlsState:
     ca_pem: bytes | None = None
     problem: str | None = None
     renew_at: str | None = None
+    # TLS off although spec.tls does not say so: why (`tlsdefault.KEPT_OFF`).
+    off_note: str | None = None
+    # When the CA ends, and what to do about it once that is near (`ca_expiry_warning`).
+    ca_expires_at: str | None = None
+    ca_warning: str | None = None
 
     def status(self) -> dict[str, Any] | None:
         if self.mode is None:
-            return None
+            if self.off_note is None:
+                return None
+            return {
+                "enabled": False,
+                "mode": None,
+                "secretName": None,
+                "ready": False,
+                "message": self.off_note,
+                "renewAt": None,
+            }
         return {
+            "enabled": True,
             "mode": self.mode,
             "secretName": self.secret,
             "ready": self.problem is None and self.ca_pem is not None,
-            "message": self.problem or "certificates in place",
+            "message": self.problem or self.ca_warning or "certificates in place",
             "renewAt": self.renew_at,
+            "caExpiresAt": self.ca_expires_at,
         }
 
     def client_context(self) -> ssl.SSLContext | None:
@@ -56,6 +74,76 @@ class TlsState:
         if self.ca_pem is None:
             return None
         return ssl.create_default_context(cadata=self.ca_pem.decode())
+
+
+async def settle_tls(
+    kube: kube_api.Kube, body: Mapping[str, Any], ref: ClusterRef, spec: ClusterSpec
+) -> tuple[ClusterSpec, tlsdefault.TlsChoice]:
+    """`spec` with TLS on or off as `tlsdefault` decides, and the choice. The cluster's
+    default is recorded first (before any child is written: a new cluster's first pass) and
+    read from `status.tlsDefault` afterwards; a failed record raises (the pass is retried)."""
+    default = tlsdefault.recorded_default(body.get("status"))
+    if default is None:
+        default = await _record_default(kube, body, ref)
+    annotations = (body.get("metadata") or {}).get("annotations") or {}
+    choice = tlsdefault.choose(spec, annotations, default)
+    return tlsdefault.effective_spec(spec, choice), choice
+
+
+async def _record_default(kube: kube_api.Kube, body: Mapping[str, Any], ref: ClusterRef) -> str:
+    """Decide and write `status.tlsDefault` once, on a fresh read (another pass may have
+    written it since `body` was read), preconditioned on that read."""
+    for _ in range(3):
+        fresh = await kube.get_cluster(ref.namespace, ref.name)
+        found = tlsdefault.recorded_default(fresh.get("status"))
+        if found is not None:
+            return found
+        sets = [
+            s
+            for group in ref.groups
+            if (s := await kube.get("apps/v1", "StatefulSet", ref.namespace, group.statefulset))
+        ]
+        default = tlsdefault.first_default(fresh.get("status"), sets)
+        version = (fresh.get("metadata") or {}).get("resourceVersion")
+        try:
+            await kube.patch_cluster_status(
+                ref.namespace, ref.name, {tlsdefault.STATUS_KEY: default}, resource_version=version
+            )
+        except kube_api.ConflictError:
+            continue
+        log.info("cluster %s/%s: TLS by default: %s", ref.namespace, ref.name, default)
+        if default == tlsdefault.DISABLED:
+            kube_api.post_event(
+                body, reason="TlsKeptOff", message=tlsdefault.KEPT_OFF, warning=True
+            )
+        return default
+    raise kube_api.ConflictError(409, "status.tlsDefault: the cluster kept changing")
+
+
+async def _service_ips(kube: kube_api.Kube, ref: ClusterRef) -> dict[str, str]:
+    """The ClusterIPs allocated to the Services the certificates name, by Service name."""
+    found: dict[str, str] = {}
+    for name in certs.service_names_of(ref):
+        service = await kube.get("v1", "Service", ref.namespace, name)
+        ip = ((service or {}).get("spec") or {}).get("clusterIP")
+        if ip and ip != "None":
+            found[name] = ip
+    return found
+
+
+async def _wanted_leaves(
+    kube: kube_api.Kube, ref: ClusterRef, replicas: Sequence[int]
+) -> list[certs.Leaf]:
+    """Every certificate with the names known now (pod and Service IPs as allocated)."""
+    members = await kube.list_pods(ref.namespace, selector_labels(ref))
+    routers = await kube.list_pods(ref.namespace, router_labels(ref))
+    return certs.wanted_leaves(
+        ref,
+        dict(enumerate(replicas)),
+        _ips(members),
+        _ips(routers).values(),
+        await _service_ips(kube, ref),
+    )
 
 
 def _ips(pods: Sequence[Mapping[str, Any]]) -> dict[str, str]:
@@ -98,11 +186,7 @@ async def _generated(
     if isinstance(ca, str):
         return TlsState(plan.MODE_GENERATED, mounts.secret, problem=ca)
     ca_cert, ca_key = ca
-    members = await kube.list_pods(ref.namespace, selector_labels(ref))
-    routers = await kube.list_pods(ref.namespace, router_labels(ref))
-    leaves = certs.wanted_leaves(
-        ref, dict(enumerate(replicas)), _ips(members), _ips(routers).values()
-    )
+    leaves = await _wanted_leaves(kube, ref, replicas)
     live = await kube.get("v1", "Secret", ref.namespace, mounts.secret)
     held = plan.decode_data(live)
     todo = plan.plan_leaves(held, leaves, ca_cert, ca_key, now)
@@ -178,11 +262,7 @@ async def _cert_manager(
                 f" {plan.CERT_MANAGER_CRD} is not installed"
             ),
         )
-    members = await kube.list_pods(ref.namespace, selector_labels(ref))
-    routers = await kube.list_pods(ref.namespace, router_labels(ref))
-    leaves = certs.wanted_leaves(
-        ref, dict(enumerate(replicas)), _ips(members), _ips(routers).values()
-    )
+    leaves = await _wanted_leaves(kube, ref, replicas)
     manifest = plan.build_certificate(ref, spec, leaves)
     kopf.adopt(manifest, owner=dict(body))  # type: ignore[arg-type]
     try:
@@ -202,18 +282,27 @@ async def ensure_tls(
     replicas: Sequence[int],
     *,
     now: dt.datetime | None = None,
+    choice: tlsdefault.TlsChoice | None = None,
 ) -> TlsState:
-    """Bring the cluster's certificates in line with `spec.tls` (see the module docstring);
-    a problem is reported in `status.tls` and as a Warning Event, never raised."""
+    """Bring the cluster's certificates in line with `spec.tls` (see the module docstring),
+    `spec` as `settle_tls` made it (`choice`: why TLS is off, said in `status.tls`); a
+    problem is reported in `status.tls` and as a Warning Event, never raised."""
     mounts = plan.tls_mounts(ref, spec)
     if mounts is None:
-        state = TlsState()
+        state = TlsState(off_note=choice.why if choice is not None and choice.kept_off else None)
     elif mounts.mode == plan.MODE_GENERATED:
         state = await _generated(kube, body, ref, mounts, replicas, now or dt.datetime.now(dt.UTC))
     elif mounts.mode == plan.MODE_CERT_MANAGER:
         state = await _cert_manager(kube, body, ref, spec, mounts, replicas)
     else:
         state = await _given(kube, ref, mounts)
+    if state.ca_pem is not None:
+        end = certs.expires_at(state.ca_pem)
+        state = dataclasses.replace(
+            state,
+            ca_expires_at=None if end is None else end.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            ca_warning=certs.ca_expiry_warning(state.ca_pem, now or dt.datetime.now(dt.UTC)),
+        )
     await _publish(kube, body, ref, state)
     return state
 
@@ -224,6 +313,8 @@ async def _publish(
     """`status.tls` when it changed (renewAt moves only on renewal: few writes)."""
     if state.problem:
         kube_api.post_event(body, reason="TlsNotReady", message=state.problem, warning=True)
+    if state.ca_warning:
+        kube_api.post_event(body, reason="CaExpiring", message=state.ca_warning, warning=True)
     wanted = state.status()
     current = (body.get("status") or {}).get("tls")
     if wanted == current:

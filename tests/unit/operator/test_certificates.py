@@ -16,9 +16,10 @@ from dvecdb_operator.builders.common import ClusterRef
 from dvecdb_operator.builders.router import build_router_deployment
 from dvecdb_operator.builders.statefulset import build_statefulset
 from dvecdb_operator.members import PodView
-from dvecdb_operator.monitor import node_scheme, pod_view
+from dvecdb_operator.monitor import pod_view
 from dvecdb_operator.observation import MemberObservation
 from dvecdb_operator.spec import InvalidSpecError, parse_spec
+from dvecdb_operator.tlsplan import serving_scheme
 
 pytestmark = pytest.mark.unit
 
@@ -237,14 +238,14 @@ def test_the_operator_calls_each_member_by_the_scheme_its_pod_was_started_with()
         "spec": sts["spec"]["template"]["spec"],
         "status": {"podIP": "10.0.0.1"},
     }
-    assert node_scheme(pod) == "https"
+    assert serving_scheme(pod) == "https"
     view = pod_view(pod)
     assert view.scheme == "https"
     member = MemberObservation(name="db-0", ordinal=0, pod_ip="10.0.0.1", scheme=view.scheme)
     assert member.url == "https://10.0.0.1:8080"
     # A pod made before TLS was switched on serves plain HTTP until its restart.
     old = {"metadata": {"name": "db-1"}, "spec": {"containers": [{"name": "node", "env": []}]}}
-    assert node_scheme(old) == "http"
+    assert serving_scheme(old) == "http"
     assert PodView("db-1", 1, "10.0.0.2", True, False, None, None).scheme == "http"
 
 
@@ -262,3 +263,75 @@ def test_the_operators_node_clients_verify_members_against_the_clusters_ca(
     assert TlsState().client_context() is None
     plain = client_factory(token="t", timeout=1.0)("http://10.0.0.1:8080")
     assert plain.ssl is True  # type: ignore[attr-defined]
+
+
+def handshake(server: ssl.SSLContext, client: ssl.SSLContext, address: str) -> None:
+    """A TLS handshake in memory, the client connecting to `address` (checked by OpenSSL)."""
+    c_in, c_out, s_in, s_out = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
+    conn = client.wrap_bio(c_in, c_out, server_hostname=address)
+    serv = server.wrap_bio(s_in, s_out, server_side=True)
+    done = {"client": False, "server": False}
+    for _ in range(10):
+        for name, end, out, peer_in in (
+            ("client", conn, c_out, s_in),
+            ("server", serv, s_out, c_in),
+        ):
+            if not done[name]:
+                try:
+                    end.do_handshake()
+                    done[name] = True
+                except ssl.SSLWantReadError:
+                    pass
+            peer_in.write(out.read())
+        if all(done.values()):
+            return
+    raise AssertionError("the handshake did not finish")
+
+
+def test_a_certificate_verifies_against_its_services_cluster_ips(
+    ca: tuple[bytes, bytes], tmp_path: Path
+) -> None:
+    ips = {"db-rw": "10.96.0.10", "db-ro": "10.96.0.11", "db": "10.96.0.12", "db-s1-rw": "1.2.3.4"}
+    member = certs.member_leaf(REF, 0, "10.0.0.1", ips)
+    assert {"10.96.0.10", "10.96.0.11"} <= set(member.ips) and "1.2.3.4" not in member.ips
+    assert "10.96.0.12" not in member.ips  # the router's Service fronts the router only
+    router = certs.router_leaf(REF, ["10.0.0.9"], ips)
+    assert "10.96.0.12" in router.ips and "10.96.0.10" not in router.ips
+    assert certs.service_names_of(ClusterRef("db", "ns", 0, 2)) == [
+        "db-rw",
+        "db-ro",
+        "db-s1-rw",
+        "db-s1-ro",
+        "db",
+    ]
+    now = dt.datetime.now(dt.UTC)
+    client = ssl.create_default_context(cadata=ca[0].decode())
+    for leaf, address in ((member, "10.96.0.10"), (router, "10.96.0.12")):
+        cert_pem, key_pem = certs.issue_leaf(*ca, leaf, now)
+        (tmp_path / "c.pem").write_bytes(cert_pem)
+        (tmp_path / "k.pem").write_bytes(key_pem)
+        server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server.load_cert_chain(tmp_path / "c.pem", tmp_path / "k.pem")
+        handshake(server, client, address)
+        # Before the ClusterIPs were named, a client by ClusterIP was refused.
+        bare = certs.Leaf(leaf.name, leaf.dns, tuple(i for i in leaf.ips if i != address))
+        cert_pem, key_pem = certs.issue_leaf(*ca, bare, now)
+        (tmp_path / "c.pem").write_bytes(cert_pem)
+        (tmp_path / "k.pem").write_bytes(key_pem)
+        server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server.load_cert_chain(tmp_path / "c.pem", tmp_path / "k.pem")
+        with pytest.raises(ssl.SSLCertVerificationError, match="IP address mismatch"):
+            handshake(server, client, address)
+
+
+def test_the_ca_is_warned_about_within_the_warning_window_only(ca: tuple[bytes, bytes]) -> None:
+    end = certs.expires_at(ca[0])
+    assert end == NOW + certs.CA_LIFETIME
+    assert certs.ca_expiry_warning(ca[0], NOW) is None
+    early = end - certs.CA_WARN_BEFORE - dt.timedelta(hours=1)
+    assert certs.ca_expiry_warning(ca[0], early) is None
+    near = certs.ca_expiry_warning(ca[0], end - dt.timedelta(days=30, hours=1))
+    assert near is not None and "30 days left" in near
+    gone = certs.ca_expiry_warning(ca[0], end + dt.timedelta(seconds=1))
+    assert gone is not None and "expired" in gone
+    assert certs.ca_expiry_warning(b"junk", NOW) is None and certs.expires_at(None) is None

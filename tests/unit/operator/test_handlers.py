@@ -13,6 +13,7 @@ import pytest
 from dvecdb_operator import cli, handlers, runtime
 from dvecdb_operator import constants as c
 from dvecdb_operator import kube as kube_api
+from dvecdb_operator.monitor import PassResult
 from tests.support.operator_fakes import FakeKube
 
 pytestmark = pytest.mark.unit
@@ -382,3 +383,54 @@ async def test_a_childs_event_and_the_clusters_daemon_share_the_converge_lock(
         runtime.converge(daemon, body, spec), runtime.converge(child_event, body, spec)
     )
     assert overlaps == [False, False]
+
+
+class AnnotateAfterFirstPass(Passes):
+    """Opts the cluster in to TLS (`dvecdb.io/tls=enabled`) once the first pass is done."""
+
+    def __init__(self, passes: int, kube: FakeKube) -> None:
+        super().__init__(passes)
+        self.kube = kube
+        self.env_after_first: set[str] = set()
+
+    async def wait(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 (kopf API)
+        if self.left == 2:
+            self.env_after_first = member_env(self.kube)
+            self.kube.cluster["metadata"]["annotations"] = {"dvecdb.io/tls": "enabled"}
+        await super().wait(timeout)
+
+
+def member_env(kube: FakeKube) -> set[str]:
+    template = kube.objects[("StatefulSet", "db")]["spec"]["template"]["spec"]
+    return {v["name"] for v in template["containers"][0]["env"]}
+
+
+async def test_the_tls_annotation_converges_in_the_next_pass(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Opting a cluster made before TLS in is an annotation, no spec change (no handler runs,
+    and kopf ignores annotations under its own prefix): the monitor converges on the pass that
+    finds TLS turned on, not at its safety net `reconcile_every` later."""
+    kube = FakeKube(
+        {
+            "apiVersion": c.API_VERSION,
+            "kind": c.KIND,
+            "metadata": {"name": "db", "namespace": "ns"},
+            "spec": {"replicas": 2},
+            "status": {"phase": "Healthy", "leader": "db-0", "epoch": 1},
+        }
+    )
+    monkeypatch.setattr(kube_api, "post_event", lambda *a, **k: None)
+
+    async def quiet_pass(self: Any, body: Any = None, spec: Any = None) -> PassResult:
+        return PassResult()  # a pass that changed nothing: no reconcile follows it
+
+    monkeypatch.setattr(runtime.ClusterMonitor, "tick", quiet_pass)
+    config = runtime.RuntimeConfig(reconcile_every=3600.0)
+    memo = kopf.Memo(kube=kube, node_session=None, config=config)
+    passes = AnnotateAfterFirstPass(2, kube)
+    await runtime.monitor(memo, "ns", "db", passes)
+    assert kube.status["tlsDefault"] == "disabled"
+    assert "DVECDB_TLS_CERT_FILE" not in passes.env_after_first
+    assert "DVECDB_TLS_CERT_FILE" in member_env(kube)
+    assert kube.status["tls"]["enabled"] is True

@@ -18,17 +18,6 @@ from tests.support.operator_fakes import FakeKube
 pytestmark = pytest.mark.unit
 
 
-@pytest.fixture
-def events(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
-    seen: list[tuple[str, str]] = []
-    monkeypatch.setattr(
-        kube_api,
-        "post_event",
-        lambda body, *, reason, message, warning=False: seen.append((reason, message)),
-    )
-    return seen
-
-
 def make(spec: dict[str, Any] | None = None, status: dict[str, Any] | None = None) -> FakeKube:
     return FakeKube(
         {

@@ -513,7 +513,8 @@ async def test_the_mover_gets_each_groups_members_from_its_pods() -> None:
 
 async def test_with_tls_the_mover_calls_members_over_https_trusting_the_clusters_ca() -> None:
     from dvecdb_operator import certificates
-    from dvecdb_operator.resharder import Resharder, router_scheme
+    from dvecdb_operator.resharder import Resharder
+    from dvecdb_operator.tlsplan import serving_scheme
 
     kube = FakeKube({"metadata": {"name": "db", "namespace": "ns"}})
     kube.add_pod("db-0", "10.0.0.1")
@@ -539,7 +540,7 @@ async def test_with_tls_the_mover_calls_members_over_https_trusting_the_clusters
     await access.refresh()
     assert access.members(0) == ["https://10.0.0.1:8080"]
     router = {"spec": {"containers": [{"args": ["--port", "8080", "--tls-cert-file", "/x"]}]}}
-    assert router_scheme(router) == "https" and router_scheme({"spec": {}}) == "http"
+    assert serving_scheme(router) == "https" and serving_scheme({"spec": {}}) == "http"
 
 
 def test_a_new_shard_is_listed_for_the_routers_once_it_has_a_ready_member() -> None:

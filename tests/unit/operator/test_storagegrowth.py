@@ -99,17 +99,6 @@ class StorageKube(FakeKube):
         return await super().request(method, path, **kw)
 
 
-@pytest.fixture
-def events(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
-    seen: list[tuple[str, str]] = []
-    monkeypatch.setattr(
-        kube_api,
-        "post_event",
-        lambda body, *, reason, message, warning=False: seen.append((reason, message)),
-    )
-    return seen
-
-
 def make(expandable: bool | None) -> StorageKube:
     return StorageKube(
         {

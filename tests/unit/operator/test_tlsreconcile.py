@@ -48,17 +48,6 @@ def cluster(spec: dict[str, Any] | None = None) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-def events(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
-    seen: list[tuple[str, str]] = []
-    monkeypatch.setattr(
-        kube_api,
-        "post_event",
-        lambda body, *, reason, message, warning=False: seen.append((reason, message)),
-    )
-    return seen
-
-
 def data(kube: FakeKube, name: str) -> dict[str, bytes]:
     raw = kube.objects[("Secret", name)]["data"]
     return {k: base64.b64decode(v) for k, v in raw.items()}
@@ -151,11 +140,13 @@ async def test_cert_manager_without_its_crd_is_a_clear_status(
     state = await ensure_tls(kube, body, REF, spec, [3], now=NOW)
     assert state.problem is not None and "certificates.cert-manager.io" in state.problem
     assert kube.status["tls"] == {
+        "enabled": True,
         "mode": "cert-manager",
         "secretName": "db-tls",
         "ready": False,
         "message": state.problem,
         "renewAt": None,
+        "caExpiresAt": None,
     }
     assert not kube.applied
 
@@ -225,3 +216,53 @@ async def test_a_failing_certificate_pass_does_not_cost_the_monitoring_pass(
     assert kube.down and kube.status["phase"] == "Healthy"
     assert (kube.status["leader"], kube.status["epoch"]) == ("db-0", 1)
     assert len(contexts) == 1 and contexts[0] is not None  # the first pass's CA kept
+
+
+def ips(held: dict[str, bytes], leaf: str) -> frozenset[str]:
+    """The IP addresses a held certificate names."""
+    return certs.names_of(x509.load_pem_x509_certificate(held[f"{leaf}.crt"]))[1]
+
+
+async def test_service_cluster_ips_are_named_once_allocated_and_reissued_when_they_change(
+    events: list[tuple[str, str]],
+) -> None:
+    kube = FakeKube(cluster())
+    body = await kube.get_cluster("ns", "db")
+    spec = parse_spec({})
+    await ensure_tls(kube, body, REF, spec, [2], now=NOW)
+    before = data(kube, "db-tls")
+    assert "10.96.0.10" not in ips(before, "db-0")
+    for name, ip in (("db-rw", "10.96.0.10"), ("db-ro", "10.96.0.11"), ("db", "10.96.0.12")):
+        kube.objects[("Service", name)] = {"metadata": {"name": name}, "spec": {"clusterIP": ip}}
+    kube.objects[("Service", "db-headless")] = {"spec": {"clusterIP": "None"}}
+    await ensure_tls(kube, body, REF, spec, [2], now=NOW)
+    after = data(kube, "db-tls")
+
+    assert {"10.96.0.10", "10.96.0.11"} <= ips(after, "db-0") and "10.96.0.12" in ips(
+        after, "router"
+    )
+    # The rw Service made again with another ClusterIP: the members' certificates follow.
+    kube.objects[("Service", "db-rw")]["spec"]["clusterIP"] = "10.96.0.20"
+    await ensure_tls(kube, body, REF, spec, [2], now=NOW)
+    again = data(kube, "db-tls")
+    assert "10.96.0.20" in ips(again, "db-1") and "10.96.0.10" not in ips(again, "db-1")
+    assert again["router.crt"] == after["router.crt"]  # the router's names did not change
+
+
+async def test_a_ca_near_its_end_is_warned_about_in_status_and_an_event(
+    events: list[tuple[str, str]],
+) -> None:
+    kube = FakeKube(cluster())
+    body = await kube.get_cluster("ns", "db")
+    await ensure_tls(kube, body, REF, parse_spec({}), [1], now=NOW)
+    end = NOW + certs.CA_LIFETIME
+    assert kube.status["tls"]["caExpiresAt"] == end.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert kube.status["tls"]["message"] == "certificates in place"
+    assert "CaExpiring" not in [r for r, _ in events]
+    # The kept CA is never renewed: 100 days before its end the status and an Event say so.
+    late = end - dt.timedelta(days=100, hours=1)
+    await ensure_tls(kube, body, REF, parse_spec({}), [1], now=late)
+    tls = kube.status["tls"]
+    assert tls["ready"] is True and "does not renew" in tls["message"], tls
+    assert "100 days left" in tls["message"]
+    assert [m for r, m in events if r == "CaExpiring"] == [tls["message"]]

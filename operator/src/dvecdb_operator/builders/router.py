@@ -26,7 +26,7 @@ from dvecdb_operator.builders.common import ClusterRef, metadata
 from dvecdb_operator.builders.statefulset import AUTH_FILE_MODE, RUN_AS_USER, tls_volume
 from dvecdb_operator.slotmap import slot_map_status
 from dvecdb_operator.spec import ClusterSpec, router_image
-from dvecdb_operator.tlsplan import TLS_DIR, TLS_VOLUME, TlsMounts
+from dvecdb_operator.tlsplan import ROUTER_CERT_ARG, TLS_DIR, TLS_VOLUME, TlsMounts
 
 CONFIG_VOLUME = "members"
 
@@ -87,7 +87,7 @@ def build_router_deployment(
     volumes: list[dict[str, Any]] = []
     if tls is not None:
         container["args"] += [
-            "--tls-cert-file",
+            ROUTER_CERT_ARG,
             tls.path(tls.router_cert),
             "--tls-key-file",
             tls.path(tls.router_key),

@@ -20,7 +20,7 @@ from dvecdb_operator.builders.common import (
 from dvecdb_operator.builders.cpus import search_threads
 from dvecdb_operator.builders.nodedefaults import ef_search_env, node_defaults_name
 from dvecdb_operator.spec import ClusterSpec
-from dvecdb_operator.tlsplan import TLS_DIR, TLS_VOLUME, TlsMounts
+from dvecdb_operator.tlsplan import MEMBER_CERT_ENV, TLS_DIR, TLS_VOLUME, TlsMounts
 
 RUN_AS_USER = 10001
 AUTH_FILE_MODE = 0o440
@@ -79,7 +79,7 @@ def node_env(
     ]
     if tls is not None:
         env += [
-            {"name": "DVECDB_TLS_CERT_FILE", "value": tls.path(tls.member_cert)},
+            {"name": MEMBER_CERT_ENV, "value": tls.path(tls.member_cert)},
             {"name": "DVECDB_TLS_KEY_FILE", "value": tls.path(tls.member_key)},
             {"name": "DVECDB_TLS_CA_FILE", "value": tls.path(tls.ca)},
         ]
