@@ -28,9 +28,9 @@ from localkube.versions import (
     DNS_BINARIES,
     DNS_COMPONENTS,
     GO_ROOT,
-    NODE_BINARIES,
     NETPOL_BINARIES,
     NETPOL_COMPONENTS,
+    NODE_BINARIES,
     NODE_COMPONENTS,
     Component,
     cache_key,
@@ -271,9 +271,7 @@ def ensure_dns_binaries(cache_root: Path | None = None, progress: Progress = _pr
     )
 
 
-def ensure_netpol_binaries(
-    cache_root: Path | None = None, progress: Progress = _print
-) -> Binaries:
+def ensure_netpol_binaries(cache_root: Path | None = None, progress: Progress = _print) -> Binaries:
     """kube-router (the NetworkPolicy enforcer), built once into its own cache folder; only a
     plane with network policies on asks for it."""
     go = find_go()

@@ -15,6 +15,7 @@ The decisions are here; ``realnode`` runs them.
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 
 from localkube.netplan import NetPlan
@@ -78,7 +79,7 @@ def _jumps_to_firewall(rule: str) -> bool:
     words = rule.split()
     return any(
         flag in ("-j", "-g", "--jump", "--goto") and is_firewall_chain(target)
-        for flag, target in zip(words, words[1:], strict=False)
+        for flag, target in pairwise(words)
     )
 
 

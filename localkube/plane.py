@@ -6,8 +6,8 @@ what it started and raises ``PlaneError`` with the failing component's log tail.
 ends every daemon (the kubelet first), then the node's containers, shims, mounts, cgroups and
 namespaces, removes the bridge, and keeps the logs. With ``network_policy`` (or
 ``enable_network_policy()`` on a running plane) kube-router's firewall enforces NetworkPolicies
-in the node (``netpolicy``); ``disable_network_policy()`` stops it and removes its rules. The state file lets
-``localkube down`` stop a plane that another process started.
+in the node (``netpolicy``); ``disable_network_policy()`` stops it and removes its rules. The
+state file lets ``localkube down`` stop a plane that another process started.
 """
 
 from __future__ import annotations

@@ -137,9 +137,7 @@ def firewall_argv(
     plan: NetPlan, netpol_bins: Binaries, kubeconfig: Path, node_name: str
 ) -> list[str]:
     """kube-router's firewall in the node's namespace (``netpolicy``), where its rules act."""
-    return in_node(
-        netpolicy.firewall_args(netpol_bins["kube-router"], plan, kubeconfig, node_name)
-    )
+    return in_node(netpolicy.firewall_args(netpol_bins["kube-router"], plan, kubeconfig, node_name))
 
 
 def missing_firewall_tools() -> str | None:

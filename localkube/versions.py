@@ -144,7 +144,9 @@ NETPOL_COMPONENTS: tuple[Component, ...] = (
         module_dir="netpol",
         packages=(("kube-router", "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router"),),
         version=KUBE_ROUTER_VERSION,
-        stamps=(f"github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=v{KUBE_ROUTER_VERSION}",),
+        stamps=(
+            f"github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=v{KUBE_ROUTER_VERSION}",
+        ),
     ),
 )
 NETPOL_BINARIES: tuple[str, ...] = ("kube-router",)
