@@ -1,8 +1,9 @@
 """The operator's NetworkPolicy, enforced (issue #16): on the session plane with kube-router's
 firewall on (localkube's opt-in `network_policy`, kube-router v2.1.0), a pod the policy admits
-reaches a member's port, a pod of another namespace does not until the policy is turned off
-(so the policy blocks it, not the network), and with the policy on the members still replicate
-and the operator (a pod: the Helm chart's Deployment) still reaches them.
+(`allowFrom`) reaches a member's port; a pod of the same namespace without the label and a pod
+of another namespace with it do not, until the policy is turned off (so the policy blocks them,
+not the network); with the policy on the members still replicate and the operator (a pod: the
+Helm chart's Deployment, admitted by its own peer only) still reaches them.
 
 Enforcement is on only while this module runs: the other e2e tests reach members from the host,
 which a policy would refuse. Its rules and ipsets are removed afterwards and checked gone.
@@ -13,6 +14,7 @@ Observed outcomes are printed (`-s`).
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -139,6 +141,20 @@ def connect(kubectl: Kubectl, namespace: str, name: str, ip: str, port: int = 80
     return result.stdout.strip()
 
 
+def host_connect(ip: str, port: int = 8080) -> str:
+    """The same probe from the test process (the host, routed through the node): observed and
+    printed, not asserted (the host is no pod, so no peer of the policy names it)."""
+    try:
+        socket.create_connection((ip, port), timeout=3).close()
+        return "open"
+    except TimeoutError:
+        return "timeout"
+    except ConnectionRefusedError:
+        return "refused"
+    except OSError as err:
+        return f"error {err.errno}"
+
+
 def request(
     kubectl: Kubectl, namespace: str, name: str, method: str, url: str, token: str, body: Any
 ) -> tuple[int, Any]:
@@ -168,9 +184,11 @@ def test_policy_admits_members_operator_and_allowed_pods_only(
         kubectl.apply(CLUSTER, namespace)
         start_prober(kubectl, namespace, "client", CLIENT_LABEL)
         start_prober(kubectl, other_namespace, "outsider", CLIENT_LABEL)
+        start_prober(kubectl, namespace, "bystander", {"dvecdb-e2e/role": "other"})
         status = wait_until(lambda: healthy_with(kubectl, namespace), 240, "the cluster Healthy")
         wait_until(lambda: running(kubectl, namespace, "client"), 60, "the client running")
         wait_until(lambda: running(kubectl, other_namespace, "outsider"), 60, "outsider running")
+        wait_until(lambda: running(kubectl, namespace, "bystander"), 60, "bystander running")
         assert kubectl.get("networkpolicy", "demo", namespace) is not None
         leader = pod(kubectl, namespace, status["leader"])["status"]["podIP"]
         follower_name = next(n for n in ("demo-0", "demo-1") if n != status["leader"])
@@ -185,7 +203,13 @@ def test_policy_admits_members_operator_and_allowed_pods_only(
             "the outsider refused",
         )
         assert outsider in ("timeout", "refused"), outsider
-        print(f"\npolicy on: client (allowFrom) -> {leader}:8080 open; outsider -> {outsider}")
+        bystander = connect(kubectl, namespace, "bystander", leader)
+        assert bystander in ("timeout", "refused"), bystander
+        print(
+            f"\npolicy on: client (allowFrom) -> {leader}:8080 open; bystander (same namespace, "
+            f"unlabelled) -> {bystander}; outsider (other namespace) -> {outsider}; "
+            f"the host -> {host_connect(leader)}"
+        )
 
         # With the policy on, the members replicate and the operator reaches them: a write
         # from the allowed pod reaches the follower and the operator reports both at its seq.
@@ -229,7 +253,8 @@ def test_policy_admits_members_operator_and_allowed_pods_only(
             60,
             "the outsider admitted once the policy is gone",
         )
-        print("policy off: outsider -> open")
+        assert connect(kubectl, namespace, "bystander", leader) == "open"
+        print("policy off: outsider -> open, bystander -> open")
     finally:
         kubectl.run("delete", "dvc", "demo", "-n", namespace, "--wait=false", check=False)
         kubectl.run("uninstall", release, "-n", namespace, tool="helm", check=False)
