@@ -284,7 +284,11 @@ class Plane:
             return
         self._ensure_firewall_binaries()
         self.network_policy = True
-        self._start_firewall()
+        try:
+            self._start_firewall()
+        except BaseException:
+            self.disable_network_policy()  # whatever it made before failing goes too
+            raise
 
     def disable_network_policy(self) -> list[str]:
         """Stop enforcing on this running plane: kube-router ends, its chains and ipsets are
