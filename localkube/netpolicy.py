@@ -22,8 +22,14 @@ from localkube.netplan import NetPlan
 
 CHAIN_PREFIXES = ("KUBE-ROUTER-", "KUBE-POD-FW-", "KUBE-NWPLCY-")
 SET_PREFIXES = ("KUBE-SRC-", "KUBE-DST-")
-# Made first by the controller, jumped to from FORWARD: its presence means it runs.
-READY_CHAIN = "KUBE-ROUTER-FORWARD"
+# The built-in chains kube-router hooks, and the chain each one jumps to first.
+HOOKS = {
+    "INPUT": "KUBE-ROUTER-INPUT",
+    "FORWARD": "KUBE-ROUTER-FORWARD",
+    "OUTPUT": "KUBE-ROUTER-OUTPUT",
+}
+# kube-proxy's forwarding chain: its jump from FORWARD is made by kube-proxy's first sync.
+PROXY_FORWARD = "KUBE-FORWARD"
 # kube-router's resync period; it also resyncs at once on every pod/policy/namespace event.
 SYNC_PERIOD = "30s"
 # The commands kube-router runs (iptables through go-iptables, ipset by name).
@@ -81,6 +87,32 @@ def _jumps_to_firewall(rule: str) -> bool:
         flag in ("-j", "-g", "--jump", "--goto") and is_firewall_chain(target)
         for flag, target in pairwise(words)
     )
+
+
+def _first_jumps(save_text: str) -> dict[str, str | None]:
+    """Each built-in chain's first rule's target (None when the chain has no rule)."""
+    first: dict[str, str | None] = dict.fromkeys(HOOKS)
+    for line in _filter_lines(save_text):
+        words = line.split()
+        if words[:1] == ["-A"] and words[1] in first and first[words[1]] is None:
+            first[words[1]] = words[words.index("-j") + 1] if "-j" in words else ""
+    return first
+
+
+def proxy_synced(save_text: str) -> bool:
+    """kube-proxy made its jumps (it prepends them once, on its first sync)."""
+    return any(
+        line.startswith("-A FORWARD ") and line.split()[-1] == PROXY_FORWARD
+        for line in _filter_lines(save_text)
+    )
+
+
+def enforcing(save_text: str) -> bool:
+    """kube-router's chains come first in INPUT, FORWARD and OUTPUT. Behind kube-proxy's
+    KUBE-FORWARD, which accepts packets marked for masquerading (every Service packet here:
+    `masqueradeAll`), a pod reaching a member through a Service would bypass the policy;
+    kube-router puts its jumps back at the top on each full sync."""
+    return _first_jumps(save_text) == HOOKS
 
 
 def cleanup_script(save_text: str) -> str | None:

@@ -274,6 +274,8 @@ class Plane:
         argv = realnode.firewall_argv(
             self.plan, self.netpol_binaries, self.kubeconfig, self.node_name
         )
+        # After kube-proxy's first sync: its jumps are prepended then and would come first.
+        self._wait("kube-proxy", realnode.proxy_synced)
         self._launch("kube-router", argv)
         self._wait("kube-router", realnode.firewall_ready)
 

@@ -165,9 +165,12 @@ def firewall_state() -> tuple[str, list[str]]:
     return save.stdout, sets.stdout.split()
 
 
+def proxy_synced() -> bool:
+    return netpolicy.proxy_synced(firewall_state()[0])
+
+
 def firewall_ready() -> bool:
-    save, _ = firewall_state()
-    return netpolicy.READY_CHAIN in netpolicy.firewall_chains(save)
+    return netpolicy.enforcing(firewall_state()[0])
 
 
 def remove_firewall() -> list[str]:

@@ -193,6 +193,7 @@ def test_policy_admits_members_operator_and_allowed_pods_only(
         leader = pod(kubectl, namespace, status["leader"])["status"]["podIP"]
         follower_name = next(n for n in ("demo-0", "demo-1") if n != status["leader"])
         follower = pod(kubectl, namespace, follower_name)["status"]["podIP"]
+        service = (kubectl.get("service", "demo-rw", namespace) or {})["spec"]["clusterIP"]
 
         # The allowed pod reaches the member; the other namespace's pod, with the same labels,
         # is refused by the policy (kube-router applies it within a sync).
@@ -205,10 +206,15 @@ def test_policy_admits_members_operator_and_allowed_pods_only(
         assert outsider in ("timeout", "refused"), outsider
         bystander = connect(kubectl, namespace, "bystander", leader)
         assert bystander in ("timeout", "refused"), bystander
+        # Through the Service too (kube-proxy's DNAT, marked for masquerading): kube-router's
+        # chains come before kube-proxy's accept of marked packets.
+        assert connect(kubectl, namespace, "client", service) == "open"
+        via_service = connect(kubectl, other_namespace, "outsider", service)
+        assert via_service in ("timeout", "refused"), via_service
         print(
             f"\npolicy on: client (allowFrom) -> {leader}:8080 open; bystander (same namespace, "
-            f"unlabelled) -> {bystander}; outsider (other namespace) -> {outsider}; "
-            f"the host -> {host_connect(leader)}"
+            f"unlabelled) -> {bystander}; outsider (other namespace) -> {outsider}, through "
+            f"demo-rw ({service}) -> {via_service}; the host -> {host_connect(leader)}"
         )
 
         # With the policy on, the members replicate and the operator reaches them: a write
@@ -254,7 +260,8 @@ def test_policy_admits_members_operator_and_allowed_pods_only(
             "the outsider admitted once the policy is gone",
         )
         assert connect(kubectl, namespace, "bystander", leader) == "open"
-        print("policy off: outsider -> open, bystander -> open")
+        assert connect(kubectl, other_namespace, "outsider", service) == "open"
+        print("policy off: outsider -> open (also through demo-rw), bystander -> open")
     finally:
         kubectl.run("delete", "dvc", "demo", "-n", namespace, "--wait=false", check=False)
         kubectl.run("uninstall", release, "-n", namespace, tool="helm", check=False)

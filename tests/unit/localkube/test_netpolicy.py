@@ -125,3 +125,23 @@ def test_enforcers_key_moves_with_its_pin_and_leaves_the_others(tmp_path: Path) 
     (root / "netpol" / "go.sum").write_text("a pin moved\n")
     assert versions.netpol_cache_key("go1.26", root) != netpol
     assert [key("go1.26", root) for key in keys] == before
+
+
+def test_enforcing_means_its_jumps_come_before_kube_proxys() -> None:
+    assert netpolicy.proxy_synced(SAVE) and netpolicy.enforcing(SAVE)
+    # kube-proxy prepended its KUBE-FORWARD (which accepts Service packets marked for
+    # masquerading) above kube-router's jump: a Service would bypass the policy.
+    behind = SAVE.replace(
+        '-A FORWARD -m comment --comment "kube-router netpol - TEMCG2JMHZYE7H7T" '
+        "-j KUBE-ROUTER-FORWARD\n",
+        "",
+    ).replace(
+        '-A FORWARD -m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD\n',
+        '-A FORWARD -m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD\n'
+        '-A FORWARD -m comment --comment "kube-router netpol - TEMCG2JMHZYE7H7T" '
+        "-j KUBE-ROUTER-FORWARD\n",
+    )
+    assert behind != SAVE and netpolicy.proxy_synced(behind)
+    assert not netpolicy.enforcing(behind)
+    fresh = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\nCOMMIT\n"
+    assert not netpolicy.proxy_synced(fresh) and not netpolicy.enforcing(fresh)
