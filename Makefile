@@ -124,9 +124,9 @@ bench-mixed: dev
 # kubectl and helm built into ~/.cache/dvecdb/localkube (KUBEBUILDER_ASSETS honoured), and the
 # node's kubelet, kube-proxy, kube-scheduler, containerd and CNI plugins in a folder beside it,
 # kube-router (NetworkPolicy enforcement, `localkube up --network-policy`) in another (about 3.5
-# minutes the first time); runc, podman and ipset from Debian; pods run the images.
+# minutes the first time); runc, podman and ipset (`make tools`) from Debian; pods run the images.
 # `localkube env` prints the exports.
-localkube-build: dev tools
+localkube-build: dev
 	$(BIN)/localkube build
 
 cluster-up: dev images
