@@ -55,10 +55,15 @@ faults: dev
 	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iptables >/dev/null; \
 	  else echo "iptables missing: apt-get install iptables (the fault trials will skip)"; fi; }
+	@command -v ipset >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ipset >/dev/null; \
+	  else echo "ipset missing: apt-get install ipset (the NetworkPolicy e2e test will fail)"; fi; }
 	DVECDB_FAULT_TRIALS=$(FAULT_TRIALS) $(BIN)/pytest tests/faults -q -s
 
 # promtool checks and unit-tests the alerting rules (Debian's `prometheus` package ships it);
-# the nemesis trials cut links with iptables.
+# the nemesis trials cut links with iptables; kube-router (NetworkPolicy enforcement) runs ipset.
 tools:
 	@command -v promtool >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
@@ -70,6 +75,11 @@ tools:
 	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iptables >/dev/null; \
 	  else echo "iptables missing: apt-get install iptables (the fault trials will skip)"; fi; }
+	@command -v ipset >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ipset >/dev/null; \
+	  else echo "ipset missing: apt-get install ipset (the NetworkPolicy e2e test will fail)"; fi; }
 
 # podman (with runc: crun refuses this host's hybrid cgroup layout) and mmdebstrap, from Debian's
 # packages, for `make images` and the image tests (tests/images skip without them).
@@ -112,8 +122,10 @@ bench-mixed: dev
 
 # Local real Kubernetes (localkube/): pinned etcd, kube-apiserver, kube-controller-manager,
 # kubectl and helm built into ~/.cache/dvecdb/localkube (KUBEBUILDER_ASSETS honoured), and the
-# node's kubelet, kube-proxy, kube-scheduler, containerd and CNI plugins in a folder beside it;
-# runc and podman from Debian; pods run the images. `localkube env` prints the exports.
+# node's kubelet, kube-proxy, kube-scheduler, containerd and CNI plugins in a folder beside it,
+# kube-router (NetworkPolicy enforcement, `localkube up --network-policy`) in another (about 3.5
+# minutes the first time); runc, podman and ipset (`make tools`) from Debian; pods run the images.
+# `localkube env` prints the exports.
 localkube-build: dev
 	$(BIN)/localkube build
 

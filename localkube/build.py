@@ -28,11 +28,14 @@ from localkube.versions import (
     DNS_BINARIES,
     DNS_COMPONENTS,
     GO_ROOT,
+    NETPOL_BINARIES,
+    NETPOL_COMPONENTS,
     NODE_BINARIES,
     NODE_COMPONENTS,
     Component,
     cache_key,
     dns_cache_key,
+    netpol_cache_key,
     node_cache_key,
 )
 
@@ -265,4 +268,17 @@ def ensure_dns_binaries(cache_root: Path | None = None, progress: Progress = _pr
     return Binaries(
         paths={name: bin_dir / name for name in DNS_BINARIES},
         sources=dict.fromkeys(DNS_BINARIES, "cache"),
+    )
+
+
+def ensure_netpol_binaries(cache_root: Path | None = None, progress: Progress = _print) -> Binaries:
+    """kube-router (the NetworkPolicy enforcer), built once into its own cache folder; only a
+    plane with network policies on asks for it."""
+    go = find_go()
+    root = cache_root or default_cache_root()
+    key_dir = root / netpol_cache_key(go_version(go))
+    bin_dir = _build_missing(key_dir, NETPOL_COMPONENTS, set(NETPOL_BINARIES), go, progress)
+    return Binaries(
+        paths={name: bin_dir / name for name in NETPOL_BINARIES},
+        sources=dict.fromkeys(NETPOL_BINARIES, "cache"),
     )

@@ -1,9 +1,10 @@
 """``localkube``: build the binaries, start/stop a plane, inspect it, cut a pod's link.
 
 localkube build            build (or find) etcd, kube-apiserver, kube-controller-manager,
-                           kubectl, helm and the node's binaries; prints their paths
+                           kubectl, helm, the node's binaries and kube-router; prints their paths
 localkube up               start a plane in the background and print how to use it (the node:
-                           kubelet, kube-proxy, kube-scheduler, containerd with runc)
+                           kubelet, kube-proxy, kube-scheduler, containerd with runc);
+                           --network-policy also enforces NetworkPolicies (kube-router)
 localkube env              print `export` lines for KUBECONFIG and PATH
 localkube status           what is running
 localkube down [--force]   stop it; --force also cleans what a crashed run left behind
@@ -21,7 +22,13 @@ import sys
 from pathlib import Path
 
 from localkube import net, procs
-from localkube.build import BuildError, default_cache_root, ensure_binaries, ensure_node_binaries
+from localkube.build import (
+    BuildError,
+    default_cache_root,
+    ensure_binaries,
+    ensure_netpol_binaries,
+    ensure_node_binaries,
+)
 from localkube.netplan import NetPlan
 from localkube.plane import (
     STATE_FILE,
@@ -46,13 +53,20 @@ def cmd_build(args: argparse.Namespace) -> int:
     node = ensure_node_binaries()
     for name, path in sorted(node.paths.items()):
         print(f"{name:24} {path}  (node)")
+    for name, path in sorted(ensure_netpol_binaries().paths.items()):
+        print(f"{name:24} {path}  (network policies)")
     return 0
 
 
 def cmd_up(args: argparse.Namespace) -> int:
     binaries = ensure_binaries()
     tags = dict(item.partition("=")[::2] for item in args.image_tag)
-    plane = Plane(binaries=binaries, state_dir=args.state_dir, image_tags=tags)
+    plane = Plane(
+        binaries=binaries,
+        state_dir=args.state_dir,
+        image_tags=tags,
+        network_policy=args.network_policy,
+    )
     print(f"starting localkube in {plane.state_dir} ...", file=sys.stderr)
     plane.start()
     print(f"API server {plane.server} is up; node {plane.node_name} is Ready.", file=sys.stderr)
@@ -148,6 +162,11 @@ def parser() -> argparse.ArgumentParser:
         default=[],
         metavar="REF=PODMAN_IMAGE",
         help="also load a local podman image under the name pods use",
+    )
+    up.add_argument(
+        "--network-policy",
+        action="store_true",
+        help="enforce NetworkPolicies (kube-router's firewall in the node; built on first use)",
     )
     up.set_defaults(func=cmd_up)
     sub.add_parser("env", help="print export lines").set_defaults(func=cmd_env)

@@ -4,8 +4,10 @@
 service account exists (proof that the controller-manager works); on any failure it stops
 what it started and raises ``PlaneError`` with the failing component's log tail. ``stop()``
 ends every daemon (the kubelet first), then the node's containers, shims, mounts, cgroups and
-namespaces, removes the bridge, and keeps the logs. The state file lets
-``localkube down`` stop a plane that another process started.
+namespaces, removes the bridge, and keeps the logs. With ``network_policy`` (or
+``enable_network_policy()`` on a running plane) kube-router's firewall enforces NetworkPolicies
+in the node (``netpolicy``); ``disable_network_policy()`` stops it and removes its rules. The
+state file lets ``localkube down`` stop a plane that another process started.
 """
 
 from __future__ import annotations
@@ -29,7 +31,12 @@ from typing import Any
 import yaml
 
 from localkube import claim, dns, net, pki, procs, realnode
-from localkube.build import Binaries, ensure_dns_binaries, ensure_node_binaries
+from localkube.build import (
+    Binaries,
+    ensure_dns_binaries,
+    ensure_netpol_binaries,
+    ensure_node_binaries,
+)
 from localkube.netplan import NetPlan
 from localkube.nodeconfig import CLUSTER_DOMAIN, NodePaths, node_ip
 
@@ -62,6 +69,7 @@ DAEMONS = (
     "kubelet",
     "kube-scheduler",
     "nodehelper",
+    "kube-router",
     "kube-proxy",
     "coredns",
     "containerd",
@@ -73,6 +81,7 @@ GRACE = {
     "kubelet": 60.0,
     "kube-scheduler": 10.0,
     "nodehelper": 10.0,
+    "kube-router": 10.0,
     "kube-proxy": 10.0,
     "coredns": 10.0,
     "containerd": 15.0,
@@ -122,6 +131,9 @@ class Plane:
     # Image a pod names -> local podman image (added to realnode.DEFAULT_IMAGE_TAGS).
     image_tags: dict[str, str] = field(default_factory=dict)
     node_binaries: Binaries | None = None
+    # Enforce NetworkPolicies (kube-router's firewall in the node); off by default.
+    network_policy: bool = False
+    netpol_binaries: Binaries | None = None
     pids: dict[str, int] = field(default_factory=dict)
     _children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, repr=False)
 
@@ -173,6 +185,8 @@ class Plane:
             self.node_binaries = Binaries(
                 {**node.paths, **dns.paths}, {**node.sources, **dns.sources}
             )
+        if self.network_policy:
+            self._ensure_firewall_binaries()
         if (self.state_dir / STATE_FILE).exists():
             raise PlaneError(
                 f"a plane is already recorded in {self.state_dir} (run `localkube down`, "
@@ -207,6 +221,8 @@ class Plane:
             lambda: self._api_ok("/api/v1/namespaces/default/serviceaccounts/default"),
         )
         self._wait("kubelet", self._node_ready)
+        if self.network_policy:  # kube-router reads the Node (its address) when it starts
+            self._start_firewall()
         kubernetes = f"kubernetes.default.svc.{CLUSTER_DOMAIN}"
         self._wait("coredns", lambda: bool(dns.resolve(self.dns_server, kubernetes, timeout=1)))
 
@@ -243,6 +259,54 @@ class Plane:
                 f"--containerd={paths.containerd_socket}",
             ],
         )
+
+    # -- NetworkPolicy enforcement -----------------------------------------------------------
+
+    def _ensure_firewall_binaries(self) -> None:
+        reason = realnode.missing_firewall_tools()
+        if reason is not None:
+            raise PlaneError(f"localkube cannot enforce NetworkPolicies here: {reason}")
+        if self.netpol_binaries is None:
+            self.netpol_binaries = ensure_netpol_binaries()
+
+    def _start_firewall(self) -> None:
+        assert self.netpol_binaries is not None
+        argv = realnode.firewall_argv(
+            self.plan, self.netpol_binaries, self.kubeconfig, self.node_name
+        )
+        # After kube-proxy's first sync: its jumps are prepended then and would come first.
+        self._wait("kube-proxy", realnode.proxy_synced)
+        self._launch("kube-router", argv)
+        self._wait("kube-router", realnode.firewall_ready)
+
+    def enable_network_policy(self) -> None:
+        """Start enforcing on this running plane (a test's fixture; `up --network-policy`
+        starts it with the plane)."""
+        if "kube-router" in self.pids:
+            return
+        self._ensure_firewall_binaries()
+        self.network_policy = True
+        try:
+            self._start_firewall()
+        except BaseException:
+            self.disable_network_policy()  # whatever it made before failing goes too
+            raise
+
+    def disable_network_policy(self) -> list[str]:
+        """Stop enforcing on this running plane: kube-router ends, its chains and ipsets are
+        removed from the node (so every pod reaches every pod again); returns what went."""
+        removed: list[str] = []
+        pid = self.pids.pop("kube-router", None)
+        child = self._children.pop("kube-router", None)
+        if pid is not None:
+            assert self.netpol_binaries is not None
+            if procs.stop(pid, str(self.netpol_binaries["kube-router"]), GRACE["kube-router"]):
+                removed.append(f"kube-router (pid {pid})")
+        if child is not None:
+            child.wait()
+        self.network_policy = False
+        self._save()
+        return removed + realnode.remove_firewall()
 
     def _launch(self, name: str, argv: list[str]) -> None:
         child = procs.start(argv, self.logs / f"{name}.log")
@@ -406,6 +470,8 @@ class Plane:
             return "localkube.nodehelper"
         if self.node_binaries and daemon in self.node_binaries.paths:
             return str(self.node_binaries[daemon])
+        if self.netpol_binaries and daemon in self.netpol_binaries.paths:
+            return str(self.netpol_binaries[daemon])
         return str(self.binaries[daemon])
 
     def _save(self) -> None:

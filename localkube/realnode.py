@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from localkube import net, procs
+from localkube import net, netpolicy, procs
 from localkube.build import Binaries
 from localkube.netplan import NetPlan
 from localkube.nodeconfig import (
@@ -131,6 +131,71 @@ def kubelet_argv(
 
 def proxy_argv(paths: NodePaths, node_bins: Binaries) -> list[str]:
     return in_node([str(node_bins["kube-proxy"]), f"--config={paths.proxy_config}", "--v=1"])
+
+
+def firewall_argv(
+    plan: NetPlan, netpol_bins: Binaries, kubeconfig: Path, node_name: str
+) -> list[str]:
+    """kube-router's firewall in the node's namespace (``netpolicy``), where its rules act."""
+    return in_node(netpolicy.firewall_args(netpol_bins["kube-router"], plan, kubeconfig, node_name))
+
+
+def missing_firewall_tools() -> str | None:
+    """None when kube-router's commands are here, else what to install."""
+    absent = [tool for tool in netpolicy.TOOLS if not shutil.which(tool)]
+    if absent:
+        return f"network policies need {', '.join(absent)} (apt-get install ipset iptables)"
+    return None
+
+
+def firewall_state() -> tuple[str, list[str]]:
+    """The node's filter table (`iptables-save`) and ipset names, or empty without a node."""
+    if NODE_NETNS not in net.list_netns():
+        return "", []
+    save = subprocess.run(
+        in_node(["iptables-save", "-t", "filter"]),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    sets = subprocess.run(
+        in_node(["ipset", "list", "-n"]), capture_output=True, text=True, timeout=30, check=False
+    )
+    return save.stdout, sets.stdout.split()
+
+
+def proxy_synced() -> bool:
+    return netpolicy.proxy_synced(firewall_state()[0])
+
+
+def firewall_ready() -> bool:
+    return netpolicy.enforcing(firewall_state()[0])
+
+
+def remove_firewall() -> list[str]:
+    """After kube-router stopped on a running plane: its rules, chains and ipsets out of the
+    node's namespace (kube-proxy's stay); returns what was removed."""
+    save, sets = firewall_state()
+    removed = netpolicy.leftovers(save, sets)
+    script = netpolicy.cleanup_script(save)
+    if script is not None:
+        result = subprocess.run(
+            in_node(["iptables-restore", "--noflush"]),
+            input=script,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise NodeError(f"removing kube-router's rules failed: {result.stderr.strip()}")
+    for name in netpolicy.firewall_sets(sets):
+        _run(*in_node(["ipset", "destroy", name]))
+    left = netpolicy.leftovers(*firewall_state())
+    if left:
+        raise NodeError(f"kube-router's state is still in the node: {', '.join(left)}")
+    return removed
 
 
 def coredns_argv(paths: NodePaths, node_bins: Binaries) -> list[str]:

@@ -133,6 +133,24 @@ DNS_COMPONENTS: tuple[Component, ...] = (
 )
 DNS_BINARIES: tuple[str, ...] = ("coredns",)
 
+# NetworkPolicy enforcement (opt-in): kube-router with only its firewall (the network policy
+# controller: iptables chains and ipsets in the node's namespace). v2.1.0 is the only version
+# the Go module proxy serves here; newer releases answer 403 "not available". It carries
+# reported security flaws, so it enforces policies for tests on this machine and nothing else.
+KUBE_ROUTER_VERSION = "2.1.0"
+NETPOL_COMPONENTS: tuple[Component, ...] = (
+    Component(
+        name="kube-router",
+        module_dir="netpol",
+        packages=(("kube-router", "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router"),),
+        version=KUBE_ROUTER_VERSION,
+        stamps=(
+            f"github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=v{KUBE_ROUTER_VERSION}",
+        ),
+    ),
+)
+NETPOL_BINARIES: tuple[str, ...] = ("kube-router",)
+
 
 def module_digest(go_root: Path, components: tuple[Component, ...] = COMPONENTS) -> str:
     """Hash of every component's go.mod, go.sum and Go sources (the tiny etcd main)."""
@@ -172,12 +190,22 @@ def node_cache_key(go_version: str, go_root: Path = GO_ROOT) -> str:
     )
 
 
-def dns_cache_key(go_version: str, go_root: Path = GO_ROOT) -> str:
-    """Folder name of CoreDNS's binary (a sibling of the others)."""
+def _component_digest(go_version: str, go_root: Path, components: tuple[Component, ...]) -> str:
     digest = hashlib.sha256()
-    digest.update(module_digest(go_root, DNS_COMPONENTS).encode())
+    digest.update(module_digest(go_root, components).encode())
     digest.update(go_version.encode())
     digest.update("\0".join(BUILD_FLAGS).encode())
-    for component in DNS_COMPONENTS:
+    for component in components:
         digest.update(f"{component.name}:{component.tags}:{component.stamps}\0".encode())
-    return f"dns-coredns-{COREDNS_VERSION}_{digest.hexdigest()[:12]}"
+    return digest.hexdigest()[:12]
+
+
+def dns_cache_key(go_version: str, go_root: Path = GO_ROOT) -> str:
+    """Folder name of CoreDNS's binary (a sibling of the others)."""
+    return f"dns-coredns-{COREDNS_VERSION}_{_component_digest(go_version, go_root, DNS_COMPONENTS)}"
+
+
+def netpol_cache_key(go_version: str, go_root: Path = GO_ROOT) -> str:
+    """Folder name of the policy enforcer's binary (a sibling; never changes the others)."""
+    digest = _component_digest(go_version, go_root, NETPOL_COMPONENTS)
+    return f"netpol-kube-router-{KUBE_ROUTER_VERSION}_{digest}"
