@@ -22,9 +22,16 @@ from typing import Any, TypeVar
 import pytest
 
 from localkube import claim, net, procs, realnode
-from localkube.build import Binaries, BuildError, ensure_binaries, ensure_node_binaries
+from localkube.build import (
+    Binaries,
+    BuildError,
+    ensure_binaries,
+    ensure_netpol_binaries,
+    ensure_node_binaries,
+)
 from localkube.netplan import NETNS_PREFIX, VETH_PREFIX, NetPlan
 from localkube.plane import Plane
+from tests.support import certmanager
 
 T = TypeVar("T")
 
@@ -66,6 +73,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     try:
         session.config.stash[_BINARIES] = ensure_binaries(progress=progress)
         ensure_node_binaries(progress=progress)  # the planes' Plane.start finds them cached
+        ensure_netpol_binaries(progress=progress)  # the NetworkPolicy test's enforcer
+        try:
+            certmanager.ensure_controller(progress=progress)  # the issuerRef test's
+        except certmanager.Unavailable as err:
+            progress(f"the cert-manager test will be skipped: {err}")
     except BuildError as err:
         session.config.stash[_BINARIES] = err
 
