@@ -308,16 +308,20 @@ def test_two_shards_grow_to_three_and_shrink_back_online(kubectl: Kubectl, names
         assert code == 200 and routed["slot_map"]["version"] == 5, routed
         assert len(routed["shards"]) == 2, routed
         check_data(kubectl, namespace, url, key, acked, status)
-        reasons = Counter(
-            e["reason"]
+        events = [
+            e
             for e in kubectl.json("get", "events", "-n", namespace)["items"]
             if e.get("involvedObject", {}).get("kind") == "DVecCluster"
-        )
+        ]
+        reasons = Counter(e["reason"] for e in events)
         assert reasons["ReshardingFinished"] >= 2 and reasons["ShardRemoved"] >= 1, reasons
+        # Routers took the published maps before the purges (never "RoutersBehind").
+        followed = sorted(e["message"] for e in events if e["reason"] == "RoutersFollowed")
+        assert followed and not reasons["RoutersBehind"], reasons
         print(
             f"\nreshard e2e: created+healthy {created:.1f}s; {summary(grow)}; {summary(shrink)}"
             f" (operator restarted at {restarts}); {len(set(acked))} items in all, "
-            f"total {time.monotonic() - started:.1f}s"
+            f"total {time.monotonic() - started:.1f}s; routers: {'; '.join(followed)}"
         )
     finally:
         kubectl.run("uninstall", release, "-n", namespace, tool="helm", check=False)

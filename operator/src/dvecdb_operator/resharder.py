@@ -295,7 +295,17 @@ class Resharder:
                 reason="ReshardingPublished",
                 message=f"move {number}: slot map version {expected.version} published",
             )
+            asked_at = time.monotonic()
             behind = await self._routers_follow(ref, expected.version, groups.ssl_context)
+            if not behind:
+                # How long the routers' kubelets took to refresh the map (the pod annotation
+                # asks them to at once; otherwise up to their sync period).
+                kube_api.post_event(
+                    body,
+                    reason="RoutersFollowed",
+                    message=f"move {number}: every ready router on map version "
+                    f"{expected.version} {time.monotonic() - asked_at:.1f}s after the publish",
+                )
             if behind:
                 kube_api.post_event(
                     body,
