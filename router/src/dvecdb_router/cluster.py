@@ -114,7 +114,8 @@ class Cluster:
         self.shards = [[Member(url.rstrip("/")) for url in urls] for urls in shards]
         if slot_map is None and source is not None and source.current is not None:
             slot_map = source.current.slot_map
-        self.slot_map = slot_map or SlotMap.even(len(self.shards))
+        self._slot_map = slot_map or SlotMap.even(len(self.shards))
+        self._owning = sorted(set(self._slot_map.owners))
         if self.slot_map.shards > len(self.shards):
             raise ValueError(f"the slot map needs {self.slot_map.shards} shards")
         # How long a write refused `slot_moved` (its slots are being handed over) is retried.
@@ -131,6 +132,15 @@ class Cluster:
         self._map_changed = asyncio.Event()
         self._refreshed_at = 0.0
         self.metrics.map_version.set(self.slot_map.version)
+
+    @property
+    def slot_map(self) -> SlotMap:
+        return self._slot_map
+
+    @slot_map.setter
+    def slot_map(self, slot_map: SlotMap) -> None:
+        self._slot_map = slot_map
+        self._owning = sorted(set(slot_map.owners))
 
     # ------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -197,8 +207,13 @@ class Cluster:
 
     def owning_shards(self) -> list[int]:
         """Shards the map gives slots to: reads and readiness need only them. (Collections
-        are created and dropped on every listed shard, so a group is ready to take slots.)"""
-        return sorted(set(self.slot_map.owners))
+        are created and dropped on every listed shard, so a group is ready to take slots.)
+        Kept with the map: every search asks, and a set of 4,096 owners is not free."""
+        return list(self._owning)
+
+    def map_and_owners(self) -> tuple[SlotMap, list[int]]:
+        """The map and its owning shards, read together (a search keeps one map)."""
+        return self._slot_map, self._owning
 
     def refresh(self) -> bool:
         """Re-read the members file now (a write was refused because its slots moved), at
