@@ -303,6 +303,25 @@ def test_the_router_process_serves_on_its_port(node_factory: NodeFactory, tmp_pa
             status = json.loads(r.read())
         assert status["role"] == "router" and len(status["shards"]) == 2
         assert status["shards"][1]["slots"] == [[2048, 4095]]
+        # Data through the process (its event loop is uvloop's, unlike this test's).
+        base = f"http://127.0.0.1:{port}"
+        _, items = _data()
+
+        def call(method: str, path: str, body: dict[str, Any]) -> Any:
+            request = urllib.request.Request(
+                base + path,
+                data=json.dumps(body).encode(),
+                method=method,
+                headers={"Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=10) as r:
+                return json.loads(r.read())
+
+        assert call("POST", "/v1/collections", COLLECTION)["shards"] == 2
+        assert call("PUT", "/v1/collections/docs/vectors", {"vectors": items[:40]})["count"] == 40
+        query = {"vector": items[5]["vector"], "k": 3}
+        found = call("POST", "/v1/collections/docs/search", query)
+        assert found["results"][0][0]["id"] == "doc-5" and len(found["results"][0]) == 3
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
