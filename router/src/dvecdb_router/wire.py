@@ -25,7 +25,8 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import aiohttp
 
-IDLE_PER_MEMBER = 64
+# Requests in flight to one member at most (as aiohttp's connector limit was); more wait.
+PER_MEMBER = 64
 _CRLF2 = b"\r\n\r\n"
 
 
@@ -200,6 +201,7 @@ class Wire:
         self._idle: dict[str, list[_Connection]] = {}
         self._origins: dict[str, _Origin] = {}
         self._busy: set[_Connection] = set()
+        self._limits: dict[str, asyncio.Semaphore] = {}
 
     def _origin(self, base: str) -> _Origin:
         origin = self._origins.get(base)
@@ -256,7 +258,10 @@ class Wire:
         if body is not None or method in ("POST", "PUT", "PATCH"):
             lines.append(b"Content-Length: %d" % len(body or b""))
         raw = b"\r\n".join(lines) + _CRLF2 + (body or b"")
-        async with asyncio.timeout(self.timeout):
+        limit = self._limits.get(base)
+        if limit is None:
+            limit = self._limits[base] = asyncio.Semaphore(PER_MEMBER)
+        async with asyncio.timeout(self.timeout), limit:
             idle = self._idle.setdefault(base, [])
             while idle:
                 conn = idle.pop()
@@ -280,7 +285,8 @@ class Wire:
         finally:
             self._busy.discard(conn)
         idle = self._idle.setdefault(base, [])
-        if conn.open and conn.keep_alive and not conn.buffer and len(idle) < IDLE_PER_MEMBER:
+        kept = conn.open and conn.keep_alive and not conn.buffer and base in self._origins
+        if kept and len(idle) < PER_MEMBER:
             conn.waiter = None
             idle.append(conn)
         else:
@@ -294,6 +300,7 @@ class Wire:
                 for conn in self._idle.pop(base):
                     conn.close()
                 self._origins.pop(base, None)
+                self._limits.pop(base, None)
 
     async def close(self) -> None:
         for conns in self._idle.values():

@@ -11,12 +11,14 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
+from dvecdb_router import wire as wire_module
 from dvecdb_router.wire import Wire, dechunk, parse_head, request_target
 
 pytestmark = pytest.mark.unit
 
 # A request's head -> the answer's pieces (None: hang up instead).
 Script = Callable[[bytes], list[bytes] | None]
+ACCEPTED = {"connections": 0}  # connections the peer accepted
 
 
 def test_heads_and_chunks_are_read_as_http_1_1_frames_them() -> None:
@@ -42,7 +44,10 @@ async def peer() -> AsyncIterator[tuple[str, list[Script], list[bytes]]]:
     scripts: list[Script] = []
     seen: list[bytes] = []
 
+    ACCEPTED["connections"] = 0
+
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        ACCEPTED["connections"] += 1
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -118,5 +123,21 @@ async def test_failures_raise_what_aiohttp_raised(
             await wire.request(url, "GET", "/cut")
         with pytest.raises(aiohttp.ClientConnectionError):
             await wire.request("http://127.0.0.1:1", "GET", "/refused")
+    finally:
+        await wire.close()
+
+
+async def test_requests_to_one_member_beyond_the_limit_wait_for_a_connection(
+    peer: tuple[str, list[Script], list[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, scripts, seen = peer
+    monkeypatch.setattr(wire_module, "PER_MEMBER", 2)
+    wire = Wire(None, timeout=5)
+    try:
+        for _ in range(6):
+            scripts.append(lambda h: [b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n", b"ok"])
+        answers = await asyncio.gather(*(wire.request(url, "GET", f"/{i}") for i in range(6)))
+        assert answers == [(200, b"ok")] * 6 and len(seen) == 6
+        assert ACCEPTED["connections"] == 2
     finally:
         await wire.close()
