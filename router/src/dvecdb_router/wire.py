@@ -53,7 +53,6 @@ class _Connection(asyncio.Protocol):
         self.keep_alive = True
         self.received = False  # some answer bytes arrived for the current request
         self._head: tuple[int, int | None, bool] | None = None  # status, length, chunked
-        self._body_at = 0
 
     # -- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -79,7 +78,7 @@ class _Connection(asyncio.Protocol):
         head = self._head
         if head is not None and head[1] is None and not head[2]:
             # No length, not chunked: the body ends with the connection.
-            waiter.set_result((head[0], bytes(self.buffer[self._body_at :])))
+            waiter.set_result((head[0], bytes(self.buffer)))
             return
         reason = f": {exc}" if exc else ""
         waiter.set_exception(aiohttp.ServerDisconnectedError(f"the member closed{reason}"))
@@ -115,7 +114,6 @@ class _Connection(asyncio.Protocol):
             self.keep_alive = head.keep_alive
             length = 0 if head.status in (204, 304) else head.length
             self._head = (head.status, length, head.chunked)
-            self._body_at = 0
         status, length, chunked = self._head
         assert self.waiter is not None
         if chunked:
