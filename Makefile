@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev tools image-tools images lint typecheck test test-unit test-integration test-e2e test-images faults demo bench bench-mixed cluster-up cluster-down localkube-build cert-manager clean
+.PHONY: dev tools image-tools images lint typecheck test test-unit test-integration test-e2e test-images faults demo bench bench-mixed bench-reshard cluster-up cluster-down localkube-build cert-manager clean
 
 # One environment: the four distributions editable, then the development project (the
 # single `dvecdb` distribution that held every package before the split goes first).
@@ -119,6 +119,12 @@ bench: dev
 MIXED_ARGS ?= --qdrant --out bench/results/mixed.json
 bench-mixed: dev
 	cd bench && GLIBC_TUNABLES=$(BENCH_MALLOC) ../$(BIN)/python -m dvecbench.mixed_run $(MIXED_ARGS)
+
+# The reshard row alone (a full `make bench` has it too): a reshard 1 -> 2 of 30,000 vectors
+# under searches and writes through the router; under a minute.
+RESHARD_ARGS ?= --out results/reshard.json
+bench-reshard: dev
+	cd bench && GLIBC_TUNABLES=$(BENCH_MALLOC) ../$(BIN)/python -m dvecbench.reshard $(RESHARD_ARGS)
 
 # Local real Kubernetes (localkube/): pinned etcd, kube-apiserver, kube-controller-manager,
 # kubectl and helm built into ~/.cache/dvecdb/localkube (KUBEBUILDER_ASSETS honoured), and the

@@ -39,6 +39,7 @@ class Config:
     shared: bool
     mixed: bool
     sharded: bool
+    reshard: bool
     tls: bool
     profile: bool
     out_dir: Path
@@ -118,6 +119,11 @@ def parse(argv: Sequence[str] | None = None) -> Config:
         help="skip the router and two-shard rows (dvecbench.sharded; full runs)",
     )
     p.add_argument(
+        "--no-reshard",
+        action="store_true",
+        help="skip the reshard 1 -> 2 row under load (dvecbench.reshard; full runs)",
+    )
+    p.add_argument(
         "--no-tls",
         action="store_true",
         help="skip the TLS cost rows (HTTPS over HTTP: ingest ack=one, search; full runs)",
@@ -161,6 +167,7 @@ def parse(argv: Sequence[str] | None = None) -> Config:
         shared=not a.no_shared,
         mixed=not (quick or a.no_mixed),
         sharded=not (quick or a.no_sharded),
+        reshard=not (quick or a.no_reshard),
         tls=not (quick or a.no_tls),
         profile=bool(a.profile),
         out_dir=a.out_dir,

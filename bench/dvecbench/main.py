@@ -26,6 +26,7 @@ from dvecbench import (
     mixed_run,
     qdrant,
     report,
+    reshard,
     sharded,
     textset,
     tlscost,
@@ -100,6 +101,7 @@ def run(cfg: config.Config) -> Path:
                 table += text_table
             mixed_rows = mixed_figures(cfg, say) if cfg.mixed else None
             sharded_rows = sharded_figures(cfg, say) if cfg.sharded else None
+            reshard_row = reshard_figures(cfg, say) if cfg.reshard else None
             tls_rows = None
             if cfg.tls:
                 say("TLS cost: a leader and follower over HTTP, then HTTPS, alternating")
@@ -129,6 +131,8 @@ def run(cfg: config.Config) -> Path:
         result["mixed"] = mixed_rows
     if sharded_rows is not None:
         result["sharded"] = sharded_rows
+    if reshard_row is not None:
+        result["reshard"] = reshard_row
     if tls_rows is not None:
         result["tls"] = tls_rows
     path = report.write(cfg.out_dir, cfg.stem, result, table)
@@ -190,6 +194,19 @@ def sharded_figures(cfg: config.Config, say: Progress) -> list[dict[str, Any]]:
         say=say,
     )
     return [row.as_dict() for row in rows]
+
+
+def reshard_figures(cfg: config.Config, say: Progress) -> dict[str, Any]:
+    """A reshard 1 -> 2 of 30,000 vectors under searches and writes (:mod:`dvecbench.reshard`)."""
+    row = reshard.measure(
+        n=30_000,
+        dim=64,
+        baseline=cfg.seconds / 2,
+        server_cpus=cfg.server_cpus,
+        client_cpus=cfg.client_cpus,
+        say=say,
+    )
+    return row.as_dict()
 
 
 def _dump_logs(procs: Processes) -> None:

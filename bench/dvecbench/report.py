@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from dvecbench import mixed, sharded, tlscost
+from dvecbench import mixed, reshard, sharded, tlscost
 
 Direction = Literal["higher", "lower"]
 
@@ -215,6 +215,8 @@ def markdown(result: dict[str, Any], figures: list[Figure]) -> str:
         lines += mixed.section(result["mixed"]["rows"], result["mixed"].get("note", ""))
     if result.get("sharded"):
         lines += sharded.section(result["sharded"])
+    if result.get("reshard"):
+        lines += reshard.section(result["reshard"])
     if result.get("tls"):
         lines += ["", "### TLS cost (HTTPS / HTTP, same run; dvecbench.tlscost)", ""]
         lines += [tlscost.table(result["tls"])]

@@ -30,7 +30,7 @@ from dvecdb_client.slots import parse_ranges, slot_of, slot_set
 from dvecdb_router import bodies
 from dvecdb_router.bodies import BodyError
 from dvecdb_router.cluster import Answer, Call, Cluster, ShardUnavailable, client_authorization
-from dvecdb_router.merge import Hit, keep_owned, merge_rows
+from dvecdb_router.merge import Hit, forward_one_owner, keep_owned, merge_rows
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     finally:
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "unmatched"
-        cluster.metrics.requests.labels(request.method, route, str(status)).inc()
+        cluster.metrics.request(request.method, route, str(status))
 
 
 # ----------------------------------------------------------------- system
@@ -413,7 +413,7 @@ async def _split_write(request: web.Request, path: str, field: str) -> web.Respo
         await cluster.wait_map_change(delay)
         delay = min(delay * 2, MOVED_MAX_DELAY)
         pending, waiting = sorted(waiting), []
-    cluster.metrics.fanout_seconds.labels("write").observe(time.perf_counter() - started)
+    cluster.metrics.fanout("write", time.perf_counter() - started)
     if failure is not None:
         if written:  # said plainly: part of the write is in, a retry is safe
             detail = orjson.loads(failure.body) if isinstance(failure.body, bytes) else {}
@@ -466,7 +466,10 @@ async def get_vector(request: web.Request) -> web.Response:
 async def search(request: web.Request) -> web.Response:
     """Every shard that owns slots answers its top-k; hits of slots it does not own (copies a
     move is making, or stale ones the source has not purged yet) are dropped, and a shard whose
-    answer lost hits that way is asked again for more, so each owner's true top-k is merged."""
+    answer lost hits that way is asked again for more, so each owner's true top-k is merged.
+
+    With one owning shard its answer's bytes are forwarded when the merge would not change
+    them (:func:`.merge.forward_one_owner`): only ``coverage`` is added."""
     cluster = request.app[CLUSTER]
     body = bodies.parse_search(await request.read(), request.content_type)
     options = dict(body.options)
@@ -486,32 +489,41 @@ async def search(request: web.Request) -> web.Response:
             positions = tokens.decode(raw_token)
         except tokens.TokenError as exc:
             raise BodyError(str(exc), code="invalid_token") from exc
+    # The client's bytes go to the members as they are unless an option changes.
+    edited = len(options) != len(body.options)
     consistency = options.get("consistency", "eventual")
     leader_read = consistency in ("strong", "quorum")
-    slot_map = cluster.slot_map  # one map for the whole search: whom to ask and whose hits
-    owning = sorted(set(slot_map.owners))
+    # One map for the whole search: whom to ask and whose hits.
+    slot_map, owning = cluster.map_and_owners()
+    headers = {"Content-Type": body.content_type}
 
     async def ask(shard: int, k: int) -> Answer:
-        own = dict(options)
-        if k != body.k:
-            own["k"] = k
-        if shard in positions:
-            own["min_epoch"], own["min_seq"] = positions[shard]
-        call = Call(
-            "POST", request.path, body.rebuild(own), None, {"Content-Type": body.content_type}
-        )
+        if edited or k != body.k or shard in positions:
+            own = dict(options)
+            if k != body.k:
+                own["k"] = k
+            if shard in positions:
+                own["min_epoch"], own["min_seq"] = positions[shard]
+            payload = body.rebuild(own)
+        else:
+            payload = body.raw
+        call = Call("POST", request.path, payload, None, headers)
         if leader_read:
             return await cluster.to_leader(shard, call)
         return await cluster.to_reader(shard, call)
 
-    async def owned(shard: int) -> Answer | list[list[Hit]]:
+    async def owned(shard: int, first: list[list[Hit]] | None = None) -> Answer | list[list[Hit]]:
         k = body.k
         asks = 0
         while True:
-            answer = await ask(shard, k)
-            if answer.status != 200:
-                return answer
-            rows, dropped, short = keep_owned(answer.json()["results"], shard, slot_map, k)
+            if first is None:
+                answer = await ask(shard, k)
+                if answer.status != 200:
+                    return answer
+                found = answer.json()["results"]
+            else:
+                found, first = first, None
+            rows, dropped, short = keep_owned(found, shard, slot_map, k)
             if dropped:
                 cluster.metrics.hits_dropped.inc(dropped)
             asks += 1
@@ -520,8 +532,21 @@ async def search(request: web.Request) -> web.Response:
             k = min(MAX_K, 2 * k + dropped)
 
     started = time.perf_counter()
-    results = await asyncio.gather(*(owned(s) for s in owning), return_exceptions=True)
-    cluster.metrics.fanout_seconds.labels("search").observe(time.perf_counter() - started)
+    if len(owning) == 1:
+        try:
+            answer = await ask(owning[0], body.k)
+        finally:
+            cluster.metrics.fanout("search", time.perf_counter() - started)
+        if answer.status != 200:
+            return relay(answer)  # a 4xx (bad query, unknown collection, stale) is the answer
+        prefix, rows = forward_one_owner(answer.body, body.k)
+        if prefix is not None:
+            cluster.metrics.forwarded.inc()
+            return web.Response(body=prefix + _ONE_OF_ONE, content_type=JSON)
+        results: list[Any] = [await owned(owning[0], rows)]
+    else:
+        results = await asyncio.gather(*(owned(s) for s in owning), return_exceptions=True)
+        cluster.metrics.fanout("search", time.perf_counter() - started)
     answered: list[Any] = []
     unavailable: ShardUnavailable | None = None
     for result in results:
@@ -539,6 +564,10 @@ async def search(request: web.Request) -> web.Response:
         cluster.metrics.partial.inc()
     merged = merge_rows(answered, body.k) if answered else []
     return ok({"results": merged, "coverage": {"shards": len(owning), "answered": len(answered)}})
+
+
+# What a lone owner's forwarded answer ends with (the router's answer has no `seq`).
+_ONE_OF_ONE = b',"coverage":{"shards":1,"answered":1}}'
 
 
 def create_app(cluster: Cluster, *, max_body_bytes: int = 64 << 20) -> web.Application:

@@ -30,6 +30,7 @@ class SearchBody:
     options: dict[str, Any]
     rebuild: Callable[[dict[str, Any]], bytes]
     content_type: str
+    raw: bytes  # as the client sent it: forwarded as is when no option is changed
 
     @property
     def k(self) -> int:
@@ -59,8 +60,8 @@ def parse_search(raw: bytes, content_type: str | None) -> SearchBody:
         def rebuild_binary(new: dict[str, Any]) -> bytes:
             return querybody.join(count, dim, matrix, orjson.dumps(new) if new else b"")
 
-        return SearchBody(options, rebuild_binary, querybody.CONTENT_TYPE)
-    return SearchBody(parse_json_object(raw), orjson.dumps, "application/json")
+        return SearchBody(options, rebuild_binary, querybody.CONTENT_TYPE, raw)
+    return SearchBody(parse_json_object(raw), orjson.dumps, "application/json", raw)
 
 
 def ids_of(items: object, field: str) -> list[str]:

@@ -28,6 +28,7 @@ from dvecdb_client.slots import SlotMap
 from dvecdb_router.config import FileSource, ShardsConfig, TokenFile
 from dvecdb_router.members import Member, leader_of, open_circuits, pick_reader
 from dvecdb_router.metrics import RouterMetrics
+from dvecdb_router.wire import Wire
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,8 @@ class Cluster:
         self.shards = [[Member(url.rstrip("/")) for url in urls] for urls in shards]
         if slot_map is None and source is not None and source.current is not None:
             slot_map = source.current.slot_map
-        self.slot_map = slot_map or SlotMap.even(len(self.shards))
+        self._slot_map = slot_map or SlotMap.even(len(self.shards))
+        self._owning = sorted(set(self._slot_map.owners))
         if self.slot_map.shards > len(self.shards):
             raise ValueError(f"the slot map needs {self.slot_map.shards} shards")
         # How long a write refused `slot_moved` (its slots are being handed over) is retried.
@@ -124,13 +126,23 @@ class Cluster:
         self.leader_wait_seconds = leader_wait_seconds
         self.poll_seconds = poll_seconds
         self.metrics = metrics or RouterMetrics()
-        self._session: aiohttp.ClientSession | None = None
+        self._session: aiohttp.ClientSession | None = None  # polls
+        self._wire: Wire | None = None  # data and admin calls (:mod:`.wire`)
         self._poller: asyncio.Task[None] | None = None
         self.polled = asyncio.Event()  # set after the first full poll
         # Set (and replaced) when the file brings a new map or members: wakes waiting writes.
         self._map_changed = asyncio.Event()
         self._refreshed_at = 0.0
         self.metrics.map_version.set(self.slot_map.version)
+
+    @property
+    def slot_map(self) -> SlotMap:
+        return self._slot_map
+
+    @slot_map.setter
+    def slot_map(self, slot_map: SlotMap) -> None:
+        self._slot_map = slot_map
+        self._owning = sorted(set(slot_map.owners))
 
     # ------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -140,6 +152,7 @@ class Cluster:
         self._session = aiohttp.ClientSession(
             connector=connector, timeout=aiohttp.ClientTimeout(total=self.request_timeout)
         )
+        self._wire = Wire(self.ssl_context, self.request_timeout)
         await self.poll()
         self._poller = asyncio.create_task(self._poll_forever(), name="router poller")
 
@@ -150,12 +163,20 @@ class Cluster:
                 await self._poller
         if self._session is not None:
             await self._session.close()
+        if self._wire is not None:
+            await self._wire.close()
 
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
             raise RuntimeError("the cluster is not started")
         return self._session
+
+    @property
+    def wire(self) -> Wire:
+        if self._wire is None:
+            raise RuntimeError("the cluster is not started")
+        return self._wire
 
     # --------------------------------------------------------------- polling
     async def _poll_forever(self) -> None:
@@ -183,6 +204,8 @@ class Cluster:
             known = {m.url: m for m in old[index]} if index < len(old) else {}
             shards.append([known.get(url) or Member(url) for url in urls])
         self.shards = shards
+        if self._wire is not None:
+            self._wire.forget({m.url for members in shards for m in members})
         if config.slot_map != self.slot_map:
             log.info(
                 "slot map version %d: %s",
@@ -197,8 +220,13 @@ class Cluster:
 
     def owning_shards(self) -> list[int]:
         """Shards the map gives slots to: reads and readiness need only them. (Collections
-        are created and dropped on every listed shard, so a group is ready to take slots.)"""
-        return sorted(set(self.slot_map.owners))
+        are created and dropped on every listed shard, so a group is ready to take slots.)
+        Kept with the map: every search asks, and a set of 4,096 owners is not free."""
+        return list(self._owning)
+
+    def map_and_owners(self) -> tuple[SlotMap, list[int]]:
+        """The map and its owning shards, read together (a search keeps one map)."""
+        return self._slot_map, self._owning
 
     def refresh(self) -> bool:
         """Re-read the members file now (a write was refused because its slots moved), at
@@ -273,15 +301,10 @@ class Cluster:
         if authorization is not None:
             headers = {**(headers or {}), "Authorization": authorization}
         try:
-            async with self.session.request(
-                call.method,
-                member.url + call.path,
-                data=call.body,
-                params=call.params,
-                headers=headers,
-            ) as resp:
-                data = await resp.read()
-                answer = Answer(resp.status, data, member.url)
+            status, data = await self.wire.request(
+                member.url, call.method, call.path, call.body, call.params, headers
+            )
+            answer = Answer(status, data, member.url)
         except (aiohttp.ClientError, TimeoutError) as exc:
             member.ready = False
             if member.failed(time.monotonic()):

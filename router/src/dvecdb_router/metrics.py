@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
@@ -64,8 +66,29 @@ class RouterMetrics:
             "(a copy during a move, or a stale one before the source's purge).",
             registry=self.registry,
         )
+        self.forwarded = Counter(
+            "dvecdb_router_searches_forwarded",
+            "Searches answered with the lone owning shard's bytes (nothing to merge).",
+            registry=self.registry,
+        )
         self.map_version = Gauge(
             "dvecdb_router_slot_map_version",
             "Version of the slot map the router routes by.",
             registry=self.registry,
         )
+        # Children by label values: `labels()` on every request costs more than the count.
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def request(self, method: str, route: str, status: str) -> None:
+        key = ("request", method, route, status)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.requests.labels(method, route, status)
+        child.inc()
+
+    def fanout(self, operation: str, seconds: float) -> None:
+        key = ("fanout", operation)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.fanout_seconds.labels(operation)
+        child.observe(seconds)

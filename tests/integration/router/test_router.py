@@ -125,6 +125,10 @@ async def test_a_sharded_answer_equals_one_nodes(
                     [h["distance"] for h in want], abs=1e-6
                 )
                 assert [h.get("metadata") for h in got] == [h.get("metadata") for h in want]
+        # One shard: every answer was the member's bytes, forwarded (nothing to merge).
+        metrics = await (await client.get("/metrics")).text()
+        forwarded = 3.0 if shards == 1 else 0.0
+        assert f"dvecdb_router_searches_forwarded_total {forwarded}" in metrics
         one = await (await client.get("/v1/collections/docs/vectors/doc-7")).json()
         assert one["id"] == "doc-7" and one["metadata"] == {"g": 2, "i": 7}
         assert one["vector"] == pytest.approx(vectors[7].tolist())
@@ -299,6 +303,25 @@ def test_the_router_process_serves_on_its_port(node_factory: NodeFactory, tmp_pa
             status = json.loads(r.read())
         assert status["role"] == "router" and len(status["shards"]) == 2
         assert status["shards"][1]["slots"] == [[2048, 4095]]
+        # Data through the process (its event loop is uvloop's, unlike this test's).
+        base = f"http://127.0.0.1:{port}"
+        _, items = _data()
+
+        def call(method: str, path: str, body: dict[str, Any]) -> Any:
+            request = urllib.request.Request(
+                base + path,
+                data=json.dumps(body).encode(),
+                method=method,
+                headers={"Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=10) as r:
+                return json.loads(r.read())
+
+        assert call("POST", "/v1/collections", COLLECTION)["shards"] == 2
+        assert call("PUT", "/v1/collections/docs/vectors", {"vectors": items[:40]})["count"] == 40
+        query = {"vector": items[5]["vector"], "k": 3}
+        found = call("POST", "/v1/collections/docs/search", query)
+        assert found["results"][0][0]["id"] == "doc-5" and len(found["results"][0]) == 3
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
@@ -331,3 +354,43 @@ async def test_the_python_client_reads_its_own_writes_through_the_router(
             found = await via_router.search("docs", item["vector"], k=1, consistency="min_seq")
             assert found["results"][0][0]["id"] == item["id"]
             assert found["coverage"] == {"shards": 2, "answered": 2}
+
+
+async def test_one_shard_forwards_its_answer_unless_the_merge_would_change_it(
+    node_factory: NodeFactory, router: RouterFactory
+) -> None:
+    """Equal distances are ordered by id (the merge's rule), as with several shards; options
+    the router rewrites (min_token, allow_partial) give the same hits as the client's bytes."""
+    [member] = _nodes(node_factory, 1)
+    client = await router([[member.url]])
+    assert (await client.post("/v1/collections", json=COLLECTION)).status == 201
+    _, items = _data()
+    await client.put("/v1/collections/docs/vectors", json={"vectors": items[:50]})
+    # Five ids at one vector, written in reverse id order: their distances tie exactly.
+    same = [5.0] * DIM  # far from the others (in [0, 1))
+    twins = [{"id": f"twin-{c}", "vector": same} for c in "edcba"]
+    written = await client.put("/v1/collections/docs/vectors", json={"vectors": twins})
+    token = (await written.json())["token"]
+
+    async def search(body: dict[str, Any]) -> tuple[list[str], float]:
+        resp = await client.post("/v1/collections/docs/search", json=body)
+        assert resp.status == 200, await resp.text()
+        doc = await resp.json()
+        assert set(doc) == {"results", "coverage"}
+        assert doc["coverage"] == {"shards": 1, "answered": 1}
+        metrics = await (await client.get("/metrics")).text()
+        [line] = [
+            x
+            for x in metrics.splitlines()
+            if x.startswith("dvecdb_router_searches_forwarded_total")
+        ]
+        return [h["id"] for h in doc["results"][0]], float(line.split()[-1])
+
+    ids, forwarded = await search({"vector": same, "k": 5})
+    assert ids == [f"twin-{c}" for c in "abcde"] and forwarded == 0.0  # the merge ordered them
+    plain = {"vector": items[3]["vector"], "k": 4}
+    ids, forwarded = await search(plain)
+    assert ids[0] == "doc-3" and forwarded == 1.0
+    rewritten = {**plain, "min_token": token, "allow_partial": True}
+    again, forwarded = await search(rewritten)
+    assert again == ids and forwarded == 2.0

@@ -12,7 +12,7 @@ from dvecdb_client import querybody, tokens
 from dvecdb_client.slots import SLOTS, SlotMap, slot_of
 from dvecdb_router import bodies
 from dvecdb_router.members import Member, leader_of, pick_reader
-from dvecdb_router.merge import merge_rows
+from dvecdb_router.merge import forward_one_owner, merge_rows
 
 pytestmark = pytest.mark.unit
 
@@ -66,6 +66,50 @@ def test_merge_keeps_the_nearest_k_ties_by_id_and_each_id_once() -> None:
     assert again[0][3]["distance"] == 0.3  # the moved id counted once, at its nearest
     with pytest.raises(ValueError):
         merge_rows([shard_a, [[]]], k=3)
+
+
+def _routed(rows: list[list[dict[str, object]]], k: int) -> bytes:
+    """The answer the merge path renders for one owner's rows."""
+    merged = merge_rows([rows], k)
+    return orjson.dumps({"results": merged, "coverage": {"shards": 1, "answered": 1}})
+
+
+def _forwarded(raw: bytes, k: int) -> bytes | None:
+    prefix, _ = forward_one_owner(raw, k)
+    return None if prefix is None else prefix + b',"coverage":{"shards":1,"answered":1}}'
+
+
+def test_a_lone_owners_answer_is_forwarded_byte_for_byte_as_the_merge_renders_it() -> None:
+    rows = [
+        [_hit("b", 0.125), _hit("a", 0.5), _hit("c", 1e-07)][:2],
+        [],
+        [{"id": "m", "distance": 0.25, "metadata": {"seq": 3, "t": ',"seq":9}'}}],
+    ]
+    for raw in (
+        orjson.dumps({"results": rows, "seq": 42}),
+        b'{"results":%b,"seq":0}' % orjson.dumps(rows),
+    ):
+        assert _forwarded(raw, 2) == _routed(rows, 2)
+
+
+@pytest.mark.parametrize(
+    ("rows", "k", "extra"),
+    [
+        ([[_hit("b", 0.1), _hit("a", 0.1)]], 10, {}),  # a tie: the merge orders it by id
+        ([[_hit("a", 0.2), _hit("b", 0.1)]], 10, {}),  # not nearest first
+        ([[_hit("a", 0.1), _hit("a", 0.2)]], 10, {}),  # an id twice
+        ([[_hit("a", 0.1), _hit("b", 0.2)]], 1, {}),  # more than k
+        ([[_hit("a", 0.1), {"id": "b", "distance": None}]], 10, {}),  # no distance
+        ([[_hit("a", 0.1)]], 10, {"took": 3}),  # a field the router does not answer
+    ],
+)
+def test_a_lone_owners_answer_the_merge_would_change_is_not_forwarded(
+    rows: list[list[dict[str, object]]], k: int, extra: dict[str, object]
+) -> None:
+    raw = orjson.dumps({"results": rows, **extra, "seq": 5})
+    prefix, parsed = forward_one_owner(raw, k)
+    assert prefix is None and parsed == rows
+    assert forward_one_owner(orjson.dumps({"results": rows}), k)[0] is None  # no seq
 
 
 def test_tokens_round_trip_and_combine() -> None:
