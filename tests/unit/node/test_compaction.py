@@ -255,3 +255,14 @@ def test_closing_stops_a_running_compaction(monkeypatch: pytest.MonkeyPatch) -> 
     assert col.wait_compacted(30)
     assert time.monotonic() - started < 10
     assert col._index is index and col.compactions == 0 and not col.compacting
+
+
+def test_a_new_id_overwrites_a_tombstone_only_when_the_index_is_full() -> None:
+    col = _collection(64)
+    col.upsert([f"a{i}" for i in range(40)], _vectors(40), [None] * 40)
+    col.delete(["a0", "a1"])
+    col.upsert(["b0", "b1"], _vectors(2, seed=1), [None] * 2)  # room left: unused labels
+    assert col.tombstones == 2 and col.label_span == 42
+    col.upsert([f"c{i}" for i in range(24)], _vectors(24, seed=2), [None] * 24)
+    assert col.capacity == 64 and col.tombstones == 0  # 22 unused labels, then the tombstones
+    assert col._index.element_count == 64 and col.count == 64
