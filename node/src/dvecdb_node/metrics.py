@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from dvecdb_node.storage.engine import Engine
@@ -130,6 +130,17 @@ class _EngineCollector(Collector):
             labels=["collection"],
         )
         wal_size = GaugeMetricFamily("dvecdb_wal_size_bytes", "Bytes of retained WAL segments.")
+        tombstones = GaugeMetricFamily(
+            "dvecdb_index_tombstones",
+            "Deleted elements still in a collection's HNSW graph (storage.compaction removes "
+            "them once they pass a share of the live count).",
+            labels=["collection"],
+        )
+        compactions = CounterMetricFamily(
+            "dvecdb_index_compactions",
+            "Compactions of a collection's HNSW index since it was loaded.",
+            labels=["collection"],
+        )
         yield GaugeMetricFamily(
             "dvecdb_fenced_slots",
             "Hash slots fenced for resharding (ordinary writes to them answer 409 slot_moved).",
@@ -139,7 +150,11 @@ class _EngineCollector(Collector):
             for collection in engine.collections():
                 vectors.add_metric([collection.name], collection.count)
                 graphs.add_metric([collection.name], collection.value_graphs)
+                tombstones.add_metric([collection.name], collection.tombstones)
+                compactions.add_metric([collection.name], collection.compactions)
             wal_size.add_metric([], engine.wal.size_bytes())
         yield vectors
         yield graphs
+        yield tombstones
+        yield compactions
         yield wal_size

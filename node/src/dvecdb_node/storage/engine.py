@@ -675,7 +675,9 @@ class Engine:
             case CreateCollection(config):
                 collections[config.name] = Collection(config)
             case DropCollection(name):
-                collections.pop(name, None)
+                dropped = collections.pop(name, None)
+                if dropped is not None:
+                    dropped.close()  # a compaction under way stops
             case UpsertBatch(name, ids, vectors, metadata):
                 target = collections.get(name)
                 if target is not None and vectors.shape[1] == target.config.dimension:
@@ -838,6 +840,7 @@ class Engine:
                 self.wal.reset(info.seq + 1)
             except OSError as exc:  # the log is in no known state: stop until a restart
                 raise self._fail(f"resetting the log after a snapshot failed: {exc}") from exc
+            _close_all(self._collections)
             self._collections = collections
             self._fences = SlotFences.from_json(loaded.slot_fences)
             self._last_epoch = info.epoch
@@ -885,6 +888,7 @@ class Engine:
                 )
             except RecoveryError as exc:  # the log changed under us: stop until a restart
                 raise self._fail(f"rebuilding the state at {seq} failed: {exc}") from exc
+            _close_all(self._collections)
             self._collections = collections
             self._fences = fences
             self._checkpoint_seq, self._checkpoint_epoch = ckpt_seq, epoch
@@ -907,5 +911,12 @@ class Engine:
                     finally:
                         self._wal.close()
         finally:
+            _close_all(self._collections)
             self._apply_pool.shutdown(wait=True)
             self._io_pool.shutdown(wait=True)
+
+
+def _close_all(collections: dict[str, Collection]) -> None:
+    """Collections replaced or shut down: their background compactions stop."""
+    for collection in collections.values():
+        collection.close()

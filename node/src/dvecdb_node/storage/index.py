@@ -5,8 +5,12 @@ Why keep the raw vectors beside hnswlib: hnswlib normalises cosine vectors on in
 searches exactly by brute force.
 
 Labels: each live id owns one hnswlib label. A delete marks the label deleted and puts it on a
-free list; the next new id reuses it (the deleted element is un-marked and overwritten in
-place), so deletes do not grow the index.
+free list; new ids reuse free labels, so deletes do not grow the index. A free label is either
+still in the index as a deleted element (a tombstone: reusing it overwrites the element in
+place, an update) or absent from it after a compaction (:mod:`.compaction`: once tombstones
+pass a threshold the index is rebuilt from the live elements at their same labels, on a thread
+of its own); reusing an absent label is a plain insert, so absent ones are taken first, then
+unused labels within the capacity, and tombstones only when the index is full.
 
 Updates (a held id, or a reused label): hnswlib's ``add_items`` re-chooses the links of every
 neighbour of an updated element from its two-hop neighbourhood, ~6x the cost of an insert.
@@ -53,7 +57,7 @@ import hnswlib
 import numpy as np
 import orjson
 
-from dvecdb_node.storage import native
+from dvecdb_node.storage import compaction, native
 from dvecdb_node.storage.filters import Clause, MetadataIndex
 from dvecdb_node.storage.found import Found, Hit, Rows, hit_rows
 from dvecdb_node.storage.parallel import Splitter
@@ -122,9 +126,12 @@ class RWLock:
         return self._writers_waiting > 0 and time.monotonic() >= self._readers_until
 
     @contextmanager
-    def read(self) -> Iterator[None]:
+    def read(self, quiet: bool = False) -> Iterator[None]:
+        """A shared hold. ``quiet``: not a search (a compaction's copy), so writers do not
+        take it for one and shorten their chunks."""
         with self._cond:
-            self._last_read = time.monotonic()
+            if not quiet:
+                self._last_read = time.monotonic()
             if self._blocks_readers():
                 self._readers_waiting += 1
                 try:
@@ -234,7 +241,8 @@ class Collection:
         self._labels: dict[str, int] = {}
         self._metadata: dict[int, Metadata] = {}
         self._meta_index = MetadataIndex()
-        self._free: list[int] = []
+        self._free: list[int] = []  # free labels the index holds as deleted elements
+        self._absent: list[int] = []  # free labels the index does not hold (compacted away)
         self._by_hash: dict[int, int] = {}
         self.resizes = 0
         self._init_runtime()
@@ -246,6 +254,10 @@ class Collection:
         self._selections_lock = threading.Lock()
         self._insert_seconds = 0.0  # moving average of one vector's insert, under the hold
         self._values = ValueGraphs(self.config)  # graphs per popular filter value (.values)
+        self._compaction: compaction.Job | None = None  # set and cleared under the write lock
+        self._compaction_after = 0.0  # monotonic time before which none starts (a failure)
+        self._closed = False
+        self.compactions = 0
 
     # ------------------------------------------------------------------ reads
     @property
@@ -264,6 +276,32 @@ class Collection:
     @property
     def capacity(self) -> int:
         return int(self._index.get_max_elements())
+
+    @property
+    def tombstones(self) -> int:
+        """Deleted elements the index still holds (:mod:`.compaction` removes them)."""
+        return len(self._free)
+
+    @property
+    def compacting(self) -> bool:
+        return self._compaction is not None
+
+    def wait_compacted(self, timeout: float | None = None) -> bool:
+        """Wait for a running compaction to end; False if it is still running."""
+        job = self._compaction
+        thread = None if job is None else job.thread
+        if thread is not None:
+            thread.join(timeout)
+            return not thread.is_alive()
+        return True
+
+    def close(self) -> None:
+        """The collection is dropped or replaced: a running compaction stops at its next
+        step and swaps nothing in."""
+        self._closed = True
+        job = self._compaction
+        if job is not None:
+            job.cancelled.set()
 
     def __contains__(self, item_id: str) -> bool:
         return item_id in self._labels
@@ -339,22 +377,37 @@ class Collection:
         self._version += 1
         labels: list[int] = []
         fresh = 0
+        # A new id takes a label absent from the index (a plain insert), else an unused one
+        # within the capacity (allocated already, so free of cost), and overwrites a tombstone
+        # in place (hnswlib's update: ~5x an insert, and a worse graph) only when the index
+        # is full. Never while a compaction builds: the tombstone is absent from the index
+        # being built, so the update would be paid for twice.
+        room = self.capacity - len(self._ids_by_label)
+        reuse_tombstones = self._compaction is None
+        absent: list[int] = []
         for item_id in ids:
             label = self._labels.get(item_id)
             if label is None:
-                if self._free:
+                if self._absent:
+                    label = self._absent.pop()
+                    absent.append(label)
+                elif self._free and reuse_tombstones and fresh >= room:
                     label = self._free.pop()
                 else:
                     label = len(self._ids_by_label) + fresh
                     fresh += 1
             labels.append(label)
-        known = len(self._ids_by_label)  # labels below this are in the index (live or deleted)
+        known = len(self._ids_by_label)  # below this: in the index (live or deleted) or absent
         self._ensure_capacity(known + fresh)
         self._ids_by_label.extend([None] * fresh)
         self._json_ids.extend([None] * fresh)
         label_array = np.asarray(labels, dtype=np.int64)
+        if self._compaction is not None:
+            self._compaction.dirty.update(labels)
         if native.AVAILABLE:
             held = label_array < known
+            if absent:
+                held &= ~np.isin(label_array, absent)
             if not held.all():
                 self._index.add_items(vectors[~held], label_array[~held])
             if held.any():
@@ -414,8 +467,101 @@ class Collection:
                 self._ids_by_label[label] = None
                 self._json_ids[label] = None
                 self._free.append(label)
+                if self._compaction is not None:
+                    self._compaction.dirty.add(label)
                 deleted += 1
+            self._maybe_compact()
         return deleted
+
+    # -------------------------------------------------------------- compaction
+    def _maybe_compact(self) -> None:
+        """Start a compaction if tombstones call for one (under the write lock)."""
+        if (
+            self._compaction is not None
+            or self._closed
+            or not compaction.due(len(self._free), len(self._labels))
+            or time.monotonic() < self._compaction_after
+        ):
+            return
+        labels = np.fromiter(self._labels.values(), np.int64, count=len(self._labels))
+        labels.sort()
+        job = compaction.Job(labels, self.capacity, len(labels), len(self._free))
+        self._compaction = job
+        job.thread = threading.Thread(
+            target=self._compact, args=(job,), name=f"dvec-compact-{self.name}", daemon=True
+        )
+        job.thread.start()
+
+    def _written(self, job: compaction.Job) -> compaction.Written:
+        """The current state of the labels written since the job's last look (a lock held)."""
+        labels = np.asarray(job.take_dirty(), dtype=np.int64)
+        ids = self._ids_by_label
+        live = np.fromiter((ids[label] is not None for label in labels.tolist()), bool)
+        live = live.reshape(len(labels))
+        return compaction.Written(labels, live, self._vectors[labels[live]], self.capacity)
+
+    def _compact(self, job: compaction.Job) -> None:
+        """Build the compacted index and swap it in (see :mod:`.compaction`); on a thread."""
+        failed = False
+        try:
+            if self._compact_steps(job):
+                return
+        except Exception:
+            log.exception("compacting %s failed", self.name)
+            failed = True
+        with self._lock.write():
+            if failed:
+                self._compaction_after = time.monotonic() + compaction.RETRY_AFTER_SECONDS
+            if self._compaction is job:
+                self._compaction = None
+
+    def _compact_steps(self, job: compaction.Job) -> bool:
+        """The build, the catch-up and the swap; False if cancelled before the swap."""
+        labels = job.labels
+        for start in range(0, max(len(labels), 1), compaction.BUILD_CHUNK):
+            if job.cancelled.is_set() or self._closed:
+                return False
+            chunk = labels[start : start + compaction.BUILD_CHUNK]
+            with self._lock.read(quiet=True):
+                vectors = self._vectors[chunk]
+            job.build(self.config, vectors, chunk)
+        for _ in range(compaction.CATCH_UP_ROUNDS):
+            if job.cancelled.is_set() or self._closed:
+                return False
+            with self._lock.read(quiet=True):
+                if len(job.dirty) <= compaction.FINISH_PENDING:
+                    break
+                written = self._written(job)
+            job.apply(written, NEAR_UPDATE_PROBABILITY)
+        with self._lock.write():
+            held = time.perf_counter()
+            if job.cancelled.is_set() or self._closed:
+                return False
+            job.apply(self._written(job), NEAR_UPDATE_PROBABILITY)
+            job.index.set_ef(self.config.hnsw.ef_search)
+            self._index = job.index
+            self._version += 1  # cached selections hold the old index's internal ids
+            with self._selections_lock:
+                self._selections.clear()
+            free = self._free + self._absent
+            self._free = [label for label in free if label in job.present]
+            self._absent = [label for label in free if label not in job.present]
+            self._compaction = None
+            self.compactions += 1
+            seconds = time.perf_counter() - job.began
+            log.info(
+                "compacted %s in %.2fs (writes held %.3fs): %d live, %d tombstones dropped, "
+                "%d written meanwhile, %d tombstones now",
+                self.name,
+                seconds,
+                time.perf_counter() - held,
+                job.live_at_start,
+                job.tombstones_at_start,
+                job.replayed,
+                len(self._free),
+            )
+            self._maybe_compact()
+        return True
 
     def set_ef_search(self, ef: int) -> None:
         """Make ``ef`` the default search ef (a logged collection update).
@@ -774,7 +920,9 @@ class Collection:
             "config": self.config.to_dict(),
             "ids_by_label": self._ids_by_label,
             "metadata": {str(label): meta for label, meta in self._metadata.items()},
+            # Tombstones only: a build before compaction reads "free" as labels the index holds.
             "free": self._free,
+            "absent": self._absent,
         }
         return FrozenCollection(
             name=self.name,
@@ -819,12 +967,19 @@ class Collection:
         self._meta_index = MetadataIndex()
         for label, meta in self._metadata.items():
             self._meta_index.add(label, meta)
-        self._free = list(state["free"])
+        # Which free labels the index holds is read from the index itself: checkpoints from
+        # before compaction list every free label under "free", later ones split them.
+        free = list(state["free"]) + list(state.get("absent", ()))
+        present = set(self._index.get_ids_list())
+        self._free = [label for label in free if label in present]
+        self._absent = [label for label in free if label not in present]
         self._by_hash = {
             hash(self._vectors[label].tobytes()): label for label in self._labels.values()
         }
         self.resizes = 0
         self._init_runtime()
+        with self._lock.write():
+            self._maybe_compact()
         return self
 
 
