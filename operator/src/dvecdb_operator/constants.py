@@ -37,10 +37,10 @@ ANNOTATION_SWITCHOVER: Final = f"{GROUP}/switchover-to"
 # that lost its majority for good): acknowledged writes may be lost.
 ANNOTATION_FORCE_PROMOTE: Final = f"{GROUP}/force-promote"
 
-# On router pods: the slot map version of the router file just published. Changing a pod makes
-# its kubelet sync it at once, which refreshes the mounted ConfigMap within seconds (else up to
-# the kubelet's sync period, a minute by default, while moved writes wait for the new map).
-ANNOTATION_SLOT_MAP: Final = f"{GROUP}/slot-map-version"
+# On router pods: the digest of the members file just written (`routerfile`). Changing a pod
+# makes its kubelet sync it at once, which refreshes the mounted ConfigMap within seconds (else
+# up to the kubelet's sync period, a minute by default).
+ANNOTATION_MEMBERS_FILE: Final = f"{GROUP}/members-file"
 
 # The node's port.
 NODE_PORT: Final = 8080

@@ -2,8 +2,9 @@
 
 Both are derived (`aggregate`, `builders.router.router_members`) from what the groups' passes
 wrote and saw; each is written only when it changed. The members file lists every member pod
-that has an address; a restarted pod's new IP reaches the routers through it, a new leader
-does not need to (routers ask the members).
+that has an address; a restarted pod's new IP reaches the routers through it (`routerfile`
+makes their kubelets refresh it at once), a new leader does not need to (routers ask the
+members).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from dvecdb_operator.builders.router import (
 from dvecdb_operator.drift import contains
 from dvecdb_operator.groups import GroupScope
 from dvecdb_operator.monitor import ClusterMonitor
+from dvecdb_operator.routerfile import nudge_routers
 from dvecdb_operator.slotmap import map_from_status
 
 log = logging.getLogger(__name__)
@@ -110,6 +112,7 @@ class Publisher:
             return
         if live is None or live.get("data") != manifest["data"]:
             await self.kube.apply(manifest)
+            await nudge_routers(self.kube, ref, manifest["data"])
             log.info(
                 "%s/%s: router members %s",
                 ref.namespace,

@@ -40,6 +40,7 @@ from dvecdb_operator.builders.router import (
 )
 from dvecdb_operator.monitor import node_port, pod_view
 from dvecdb_operator.reshard import mover, plan
+from dvecdb_operator.routerfile import nudge_routers
 from dvecdb_operator.slotmap import map_from_status, slot_map_status
 from dvecdb_operator.spec import InvalidSpecError, parse_spec
 from dvecdb_operator.tlsplan import serving_scheme
@@ -369,14 +370,7 @@ class Resharder:
         manifest = build_router_configmap(out, router_members(out, urls, slot_map=slot_map))
         kopf.adopt(manifest, owner=dict(body))  # type: ignore[arg-type]
         await self.kube.apply(manifest)
-        for pod in await self.kube.list_pods(self.namespace, router_labels(ref)):
-            name = pod["metadata"]["name"]
-            try:
-                await self.kube.patch_pod_annotations(
-                    self.namespace, name, {c.ANNOTATION_SLOT_MAP: str(slot_map.version)}
-                )
-            except kube_api.NotFoundError:
-                continue  # gone meanwhile: its successor mounts the new file
+        await nudge_routers(self.kube, ref, manifest["data"])
 
     async def _ca(self, status: Mapping[str, Any]) -> ssl.SSLContext | None:
         """The cluster's CA as a client context (`ca.crt` of the Secret `status.tls` names),

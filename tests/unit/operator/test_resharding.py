@@ -19,6 +19,7 @@ from dvecdb_operator import constants as c
 from dvecdb_operator import kube as kube_api
 from dvecdb_operator import resharder as resharder_module
 from dvecdb_operator import resharding as rs
+from dvecdb_operator import routerfile
 from dvecdb_operator.aggregate import aggregate_status
 from dvecdb_operator.builders.common import ClusterRef
 from dvecdb_operator.groups import GroupScope
@@ -364,9 +365,11 @@ async def test_growing_two_to_three_moves_and_publishes_each_map(
         "ReshardingStarted",
         "ReshardingMove",
         "ReshardingPublished",
+        "RoutersFollowed",
         "ReshardingMoved",
         "ReshardingMove",
         "ReshardingPublished",
+        "RoutersFollowed",
         "ReshardingMoved",
         "ReshardingFinished",
     ]
@@ -602,9 +605,10 @@ async def test_the_source_is_purged_once_every_router_follows_the_new_map(
         assert len(answers) == 3 and set(answers) == {move}
     assert "RoutersBehind" not in h.reasons()
     # Each published file was followed by a change to the router pods (their kubelets then
-    # refresh the mounted file at once): they carry the last version.
+    # refresh the mounted file at once): they carry the last file's digest.
     annotations = h.kube.pods["db-router-a"]["metadata"]["annotations"]
-    assert annotations[c.ANNOTATION_SLOT_MAP] == "3"
+    last_file = h.kube.objects[("ConfigMap", "db-router")]["data"]
+    assert annotations[c.ANNOTATION_MEMBERS_FILE] == routerfile.digest(last_file)
 
     slow = Harness(monkeypatch, shards=2, spec=3)
     slow.kube.add_pod("db-router-a", "10.9.0.1")

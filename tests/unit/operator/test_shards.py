@@ -13,7 +13,7 @@ import pytest
 from dvecdb_client.slots import SlotMap
 from dvecdb_operator import constants as c
 from dvecdb_operator import kube as kube_api
-from dvecdb_operator import runtime
+from dvecdb_operator import routerfile, runtime
 from dvecdb_operator.aggregate import aggregate_status, cluster_phase
 from dvecdb_operator.builders.common import ClusterRef, shard_of_pod
 from dvecdb_operator.builders.router import (
@@ -592,3 +592,32 @@ async def test_the_daemon_runs_a_monitor_per_shard_and_one_more_for_a_new_shard(
     members = orjson.loads(kube.objects[("ConfigMap", "db-router")]["data"][c.ROUTER_CONFIG_KEY])
     assert [len(s["members"]) for s in members["shards"]] == [2, 2, 2]
     assert members["slotMap"]["shards"] == 3
+
+
+async def test_a_rewritten_members_file_makes_the_routers_kubelets_refresh_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A member's new IP reaches the routers at their kubelet's next pod sync, a minute by
+    default: the publisher changes the router pods with the new file's digest."""
+    h = TwoShards(monkeypatch)
+    h.kube.pods["db-router-a"] = {
+        "metadata": {"name": "db-router-a", "labels": {c.LABEL_ROUTER: "db"}},
+        "status": {"podIP": "10.9.0.1"},
+    }
+    await h.tick()
+    await h.tick()
+
+    def published() -> tuple[str, str]:
+        data = h.kube.objects[("ConfigMap", "db-router")]["data"]
+        annotations = h.kube.pods["db-router-a"]["metadata"].get("annotations") or {}
+        return annotations.get(c.ANNOTATION_MEMBERS_FILE, ""), routerfile.digest(data)
+
+    first, wanted = published()
+    assert first == wanted
+    h.kube.pods["db-s1-1"]["status"]["podIP"] = "10.0.0.9"  # recreated elsewhere
+    h.nodes["http://10.0.0.9:8080"] = h.nodes.pop("http://10.0.0.4:8080")
+    await h.tick()
+    now, wanted = published()
+    assert now == wanted and now != first
+    text = h.kube.objects[("ConfigMap", "db-router")]["data"][c.ROUTER_CONFIG_KEY]
+    assert "http://10.0.0.9:8080" in text
