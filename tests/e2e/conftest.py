@@ -207,7 +207,11 @@ def kubectl(plane: Plane) -> Kubectl:
 def namespace(kubectl: Kubectl, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace per test, deleted (with everything in it) afterwards."""
     slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")
-    name = f"t-{slug[:40].strip('-')}-{uuid.uuid4().hex[:5]}"
+    yield from scratch_namespace(kubectl, f"t-{slug[:40].strip('-')}-{uuid.uuid4().hex[:5]}")
+
+
+def scratch_namespace(kubectl: Kubectl, name: str) -> Iterator[str]:
+    """Create `name`, wait for its default service account, yield it, delete it."""
     kubectl.run("create", "namespace", name)
     wait_until(
         lambda: kubectl.get("serviceaccount", "default", name) is not None,

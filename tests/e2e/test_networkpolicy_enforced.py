@@ -25,7 +25,7 @@ import pytest
 from localkube import netpolicy, realnode
 from localkube.plane import Plane
 
-from .conftest import Kubectl, api_key, wait_until
+from .conftest import Kubectl, api_key, scratch_namespace, wait_until
 from .test_operator_cluster import healthy_with, install_operator, pod
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
@@ -98,15 +98,7 @@ def enforcing(plane: Plane) -> Iterator[Plane]:
 
 @pytest.fixture
 def other_namespace(kubectl: Kubectl) -> Iterator[str]:
-    name = f"t-np-outside-{uuid.uuid4().hex[:5]}"
-    kubectl.run("create", "namespace", name)
-    wait_until(
-        lambda: kubectl.get("serviceaccount", "default", name) is not None,
-        60,
-        f"default service account in {name}",
-    )
-    yield name
-    kubectl.run("delete", "namespace", name, "--wait=false", check=False)
+    yield from scratch_namespace(kubectl, f"t-np-outside-{uuid.uuid4().hex[:5]}")
 
 
 def start_prober(kubectl: Kubectl, namespace: str, name: str, labels: dict[str, str]) -> None:
